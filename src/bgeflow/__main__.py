@@ -1,0 +1,3 @@
+from bgeflow.cli import main
+
+raise SystemExit(main())

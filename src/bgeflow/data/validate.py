@@ -1,0 +1,130 @@
+"""Line-by-line validation of training JSONL that reports every problem, not just the first.
+
+Each problem names where it is (``uri:line``), the field and the rule it breaks, so a user can
+fix a file in one pass. ``parse_line`` never raises on bad data: it returns the problems.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from bgeflow.data.records import TrainRecord
+
+#: Every rule the validator applies, with the sentence a report uses for it.
+RULES: dict[str, str] = {
+    "not_utf8": "line is not valid UTF-8",
+    "invalid_json": "line is not valid JSON",
+    "not_object": "line is not a JSON object",
+    "missing_field": "a required field is missing",
+    "wrong_type": "a field has the wrong type",
+    "empty_query": "query is empty",
+    "empty_pos": "pos has no passage",
+    "empty_text": "a passage is an empty string",
+    "score_length": "a score list's length differs from its texts",
+    "bad_score": "a score is not a finite number",
+    "too_few_negatives": "fewer negatives than --min-negatives",
+}
+
+
+class DataError(ValueError):
+    """Input data broke the contract; the message is a one-line summary naming where."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    rule: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        field = f" [{self.field}]" if self.field else ""
+        return f"{self.where}{field}: {self.message} ({self.rule})"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"where": self.where, "rule": self.rule, "field": self.field, "message": self.message}
+
+
+def parse_line(raw: bytes, where: str, *, min_negatives: int = 0) -> tuple[TrainRecord | None, list[Problem]]:
+    """Decode, parse and check one JSONL line. Returns the record (None if unusable) and problems."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [Problem(where, "not_utf8", "", f"not valid UTF-8 at byte {exc.start}")]
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, [Problem(where, "invalid_json", "", f"invalid JSON: {exc.msg} at column {exc.colno}")]
+    if not isinstance(obj, dict):
+        return None, [Problem(where, "not_object", "", f"expected a JSON object, got {type(obj).__name__}")]
+    problems = check_record(obj, where, min_negatives=min_negatives)
+    return (None if problems else TrainRecord.from_dict(obj)), problems
+
+
+def check_record(obj: dict[str, Any], where: str, *, min_negatives: int = 0) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def add(rule: str, field: str, message: str) -> None:
+        problems.append(Problem(where, rule, field, message))
+
+    query = obj.get("query")
+    if "query" not in obj:
+        add("missing_field", "query", "missing required field")
+    elif not isinstance(query, str):
+        add("wrong_type", "query", f"expected a string, got {_type_name(query)}")
+    elif not query.strip():
+        add("empty_query", "query", "empty query")
+
+    texts: dict[str, list[str]] = {}
+    for name, required in (("pos", True), ("neg", False)):
+        value = obj.get(name)
+        if value is None:
+            if required:
+                add("missing_field", name, "missing required field")
+            continue
+        if not isinstance(value, list):
+            add("wrong_type", name, f"expected a list of strings, got {_type_name(value)}")
+            continue
+        bad = [i for i, item in enumerate(value) if not isinstance(item, str)]
+        if bad:
+            add("wrong_type", f"{name}[{bad[0]}]", f"expected a string, got {_type_name(value[bad[0]])}")
+            continue
+        empty = [i for i, item in enumerate(value) if not item.strip()]
+        if empty:
+            add("empty_text", f"{name}[{empty[0]}]", "empty passage")
+        texts[name] = value
+    if "pos" in texts and not texts["pos"]:
+        add("empty_pos", "pos", "no positive passage")
+
+    for name, of in (("pos_scores", "pos"), ("neg_scores", "neg")):
+        scores = obj.get(name)
+        if scores is None:
+            continue
+        if not isinstance(scores, list):
+            add("wrong_type", name, f"expected a list of numbers, got {_type_name(scores)}")
+            continue
+        bad = [i for i, s in enumerate(scores) if isinstance(s, bool) or not isinstance(s, int | float)]
+        if bad:
+            add("wrong_type", f"{name}[{bad[0]}]", f"expected a number, got {_type_name(scores[bad[0]])}")
+            continue
+        if any(not math.isfinite(s) for s in scores):
+            add("bad_score", name, "NaN or infinite score")
+        if of in texts and len(scores) != len(texts[of]):
+            add("score_length", name, f"{len(scores)} scores for {len(texts[of])} {of} passages")
+
+    for name in ("prompt", "type"):
+        if obj.get(name) is not None and not isinstance(obj[name], str):
+            add("wrong_type", name, f"expected a string, got {_type_name(obj[name])}")
+
+    if min_negatives and not problems:
+        n = len(texts.get("neg", []))
+        if n < min_negatives:
+            add("too_few_negatives", "neg", f"{n} negatives, at least {min_negatives} required")
+    return problems
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else {dict: "object", list: "list", str: "string"}.get(type(value), type(value).__name__)
