@@ -47,19 +47,18 @@ OUT = HERE.parent / "src" / "bgeflow" / "examples"
 
 
 def docstrings() -> dict[str, tuple[str, str]]:
-    """``qualified name -> (summary, body)`` for docstrings with a real summary and body."""
+    """``summary -> (summary, body)`` for docstrings with a real summary and body."""
     found: dict[str, tuple[str, str]] = {}
     for module_name in MODULES:
         module = importlib.import_module(module_name)
-        objects = [(module_name, module)]
+        objects = [module]
         for name, obj in sorted(vars(module).items()):
             if name.startswith("_") or getattr(obj, "__module__", module_name) != module.__name__:
                 continue
-            objects.append((f"{module_name}.{name}", obj))
+            objects.append(obj)
             if inspect.isclass(obj):
-                objects += [(f"{module_name}.{name}.{m}", v) for m, v in sorted(vars(obj).items())
-                            if not m.startswith("_") and callable(v)]
-        for qualname, obj in objects:
+                objects += [v for m, v in sorted(vars(obj).items()) if not m.startswith("_") and callable(v)]
+        for obj in objects:
             doc = inspect.getdoc(obj)
             if not doc:
                 continue
@@ -68,7 +67,7 @@ def docstrings() -> dict[str, tuple[str, str]]:
                 summary, _, body = doc.partition(". ")
             summary = " ".join(summary.split())
             body = re.sub(r"\s+", " ", body).strip()
-            if 20 <= len(summary) <= 200 and 40 <= len(body) and not summary.endswith(":"):
+            if 20 <= len(summary) <= 200 and len(body) >= 40 and not summary.endswith(":"):
                 found.setdefault(summary, (summary, body[:1500]))
     return {k: v for k, v in sorted(found.items())}
 

@@ -25,8 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bgeflow.data import RULES, CorpusRecord, DataError, EvalQuery, Problem, TrainRecord, parse_line, text_id
-from bgeflow.data import write_jsonl
+from bgeflow.data import (
+    RULES,
+    CorpusRecord,
+    DataError,
+    EvalQuery,
+    Problem,
+    TrainRecord,
+    parse_line,
+    text_id,
+    write_jsonl,
+)
 from bgeflow.data.lengths import histogram, token_counter
 from bgeflow.log import progress
 from bgeflow.storage import DEFAULT_WORKERS, iter_lines, open_store, resolve_sources
@@ -146,12 +155,14 @@ def _drop_negatives_equal_to_positives(record: TrainRecord) -> int:
     return removed
 
 
-def _dedupe_within(record: TrainRecord) -> None:
-    """Repeated passages inside one record's own lists (kept once, first score wins)."""
+def _dedupe_within(record: TrainRecord) -> bool:
+    """Repeated passages inside one record's own lists (kept once, first score wins); True if any."""
+    changed = False
     for name in ("pos", "neg"):
         texts = getattr(record, name)
         if len(set(texts)) == len(texts):
             continue
+        changed = True
         first = {}
         for i, text in enumerate(texts):
             first.setdefault(text, i)
@@ -160,6 +171,7 @@ def _dedupe_within(record: TrainRecord) -> None:
         scores = getattr(record, f"{name}_scores")
         if scores is not None:
             setattr(record, f"{name}_scores", [scores[i] for i in keep])
+    return changed
 
 
 def split_eval(queries: list[str], fraction: float, seed: int) -> set[str]:
@@ -182,6 +194,7 @@ def ingest(config: IngestConfig) -> IngestResult:
 
     tally = _Tally(config.examples_per_rule)
     records: dict[str, TrainRecord] = {}
+    raw_lines: dict[str, bytes] = {}
     lines = blank = duplicates = 0
     for source, line_no, raw in progress(
         iter_lines(sources, workers=config.workers), "ingest", unit="lines", logger=log
@@ -195,14 +208,24 @@ def ingest(config: IngestConfig) -> IngestResult:
             tally.add(problems)
             continue
         assert record is not None
-        _dedupe_within(record)
+        changed = _dedupe_within(record)
         if record.query in records:
             duplicates += 1
             _merge(records[record.query], record)
+            raw_lines.pop(record.query, None)
         else:
             records[record.query] = record
+            # An untouched line is written back byte for byte (cheaper than re-serialising), unless
+            # it escapes non-ASCII: outputs keep Chinese readable.
+            if not changed and b"\\u" not in raw:
+                raw_lines[record.query] = raw.rstrip(b"\r\n")
 
-    negatives_removed = sum(_drop_negatives_equal_to_positives(r) for r in records.values())
+    negatives_removed = 0
+    for query, record in records.items():
+        removed = _drop_negatives_equal_to_positives(record)
+        if removed:
+            negatives_removed += removed
+            raw_lines.pop(query, None)
     if config.min_negatives:
         # Checked after merging: duplicates may together have enough negatives.
         for query, record in list(records.items()):
@@ -248,7 +271,7 @@ def ingest(config: IngestConfig) -> IngestResult:
         raise IngestFailed(summary, report)
 
     report["status"] = "ok" if not tally.counts else "ok_with_skipped_lines"
-    outputs = _write_outputs(config, train, held_out, records, report)
+    outputs = _write_outputs(config, train, held_out, raw_lines, report)
     report["seconds"] = round(time.monotonic() - started, 3)
     log.info(
         "ingest: %d records (%d train, %d eval) from %d lines; %d invalid, %d duplicates merged",
@@ -321,14 +344,18 @@ def _write_outputs(
     config: IngestConfig,
     train: list[TrainRecord],
     held_out: list[TrainRecord],
-    records: dict[str, TrainRecord],
+    raw_lines: dict[str, bytes],
     report: dict[str, Any],
 ) -> dict[str, str]:
     store = open_store(config.output)
     with tempfile.TemporaryDirectory(prefix="bgeflow-ingest-") as tmp:
         stage = Path(tmp)
         (stage / "eval").mkdir()
-        write_jsonl(stage / TRAIN_FILE, train)
+        with open(stage / TRAIN_FILE, "wb") as fh:
+            for record in train:
+                raw = raw_lines.get(record.query)
+                fh.write(raw if raw is not None else record.to_json().encode("utf-8"))
+                fh.write(b"\n")
         corpus, queries = build_eval_set(held_out, train, config.eval_distractors, config.seed)
         write_jsonl(stage / EVAL_CORPUS_FILE, corpus)
         write_jsonl(stage / EVAL_QUERIES_FILE, queries)

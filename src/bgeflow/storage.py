@@ -195,7 +195,7 @@ class LocalStore(Store):
 
     def open_read(self, key: str = "") -> IO[bytes]:
         try:
-            return open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it
+            return open(self._path(key), "rb")
         except FileNotFoundError as exc:
             raise StorageError(f"no such file: {self._path(key)}") from exc
 

@@ -70,7 +70,7 @@ def add_seed_alias(parser: argparse.ArgumentParser, *names: str, **kwargs: objec
     """Add an option under its bgeflow spelling plus FlagEmbedding's (``--a-b`` and ``--a_b``)."""
     spellings: list[str] = []
     for name in names:
-        for spelling in (name, name.replace("-", "_")):
+        for spelling in (name, "--" + name.removeprefix("--").replace("-", "_")):
             if spelling not in spellings:
                 spellings.append(spelling)
     parser.add_argument(*spellings, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,209 @@
+"""The ingest step: every problem reported with file:line, nothing written on failure, dedupe, split."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from bgeflow.cli import main
+from bgeflow.ingest import IngestConfig, IngestFailed, ingest, split_eval
+from bgeflow.storage import open_store
+
+GOOD = {"query": "what is a cat", "pos": ["a cat is a small feline"], "neg": ["dogs bark"]}
+
+# Five defects on known lines (1-based): 2, 4, 5, 7, 8. Lines 1, 3, 6 are clean.
+DEFECTIVE_LINES = [
+    json.dumps(GOOD),
+    '{"query": "broken json", "pos": [',  # 2: invalid_json
+    json.dumps({"query": "fine", "pos": ["p"], "neg": ["n"]}),
+    json.dumps({"query": "", "pos": ["p"], "neg": ["n"]}),  # 4: empty_query
+    json.dumps({"query": "no positives", "pos": [], "neg": ["n"]}),  # 5: empty_pos
+    json.dumps({"query": "also fine", "pos": ["p2"], "neg": ["n2"]}),
+    json.dumps({"query": "scores", "pos": ["p"], "neg": ["n1", "n2"], "neg_scores": [0.5]}),  # 7: score_length
+    json.dumps({"query": 42, "pos": ["p"], "neg": ["n"]}),  # 8: wrong_type
+]
+EXPECTED = {2: "invalid_json", 4: "empty_query", 5: "empty_pos", 7: "score_length", 8: "wrong_type"}
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _problems(report: dict) -> dict[int, str]:
+    found = {}
+    for rule, info in report["failures"].items():
+        for example in info["examples"]:
+            found[int(example["where"].rsplit(":", 1)[1])] = rule
+    return found
+
+
+def test_every_defect_reported_with_file_and_line_and_nothing_written(tmp_path: Path) -> None:
+    data = _write(tmp_path / "bad.jsonl", DEFECTIVE_LINES)
+    out = tmp_path / "out"
+    with pytest.raises(IngestFailed) as failed:
+        ingest(IngestConfig(inputs=[str(data)], output=str(out), eval_fraction=0))
+    assert _problems(failed.value.report) == EXPECTED
+    assert all(e["where"].startswith(str(data)) for i in failed.value.report["failures"].values() for e in i["examples"])
+    assert "5 of 8 lines failed validation" in str(failed.value)
+    assert not out.exists()
+
+
+def test_cli_fails_with_a_summary_and_lists_each_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _write(tmp_path / "bad.jsonl", DEFECTIVE_LINES)
+    code = main(["ingest", "--input", str(data), "--output", str(tmp_path / "out"), "--on-error", "fail"])
+    err = capsys.readouterr().err
+    assert code != 0
+    for line_no in EXPECTED:
+        assert f"bad.jsonl:{line_no} " in err
+    assert "bgeflow ingest: data failed: 5 of 8 lines" in err.splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_skip_writes_the_clean_rows_and_counts(tmp_path: Path) -> None:
+    data = _write(tmp_path / "bad.jsonl", DEFECTIVE_LINES)
+    result = ingest(IngestConfig(inputs=[str(data)], output=str(tmp_path / "out"), on_error="skip", eval_fraction=0))
+    rows = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    assert [r["query"] for r in rows] == ["what is a cat", "fine", "also fine"]
+    counts = result.report["counts"]
+    assert (counts["lines"], counts["invalid_lines"], counts["records"]) == (8, 5, 3)
+    assert result.report["status"] == "ok_with_skipped_lines"
+    assert _problems(result.report) == EXPECTED
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["failures"]["empty_pos"]["count"] == 1
+    assert "## Failures by rule" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_non_utf8_line_is_reported(tmp_path: Path) -> None:
+    data = tmp_path / "latin1.jsonl"
+    data.write_bytes(json.dumps(GOOD).encode() + b"\n" + '{"query": "caf\xe9", "pos": ["x"]}'.encode("latin-1") + b"\n")
+    with pytest.raises(IngestFailed) as failed:
+        ingest(IngestConfig(inputs=[str(data)], output=str(tmp_path / "out")))
+    assert _problems(failed.value.report) == {2: "not_utf8"}
+
+
+def test_duplicates_merged_and_negatives_equal_to_positives_removed(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"query": "q", "pos": ["p1"], "neg": ["n1", "p2"]}),
+        json.dumps({"query": "q", "pos": ["p2"], "neg": ["n1", "n2"]}),
+        json.dumps({"query": "other", "pos": ["x"], "neg": ["y"]}),
+    ]
+    result = ingest(IngestConfig(inputs=[str(_write(tmp_path / "d.jsonl", lines))], output=str(tmp_path / "o"),
+                                 eval_fraction=0))
+    rows = {r["query"]: r for r in map(json.loads, (tmp_path / "o" / "train.jsonl").read_text().splitlines())}
+    assert rows["q"] == {"query": "q", "pos": ["p1", "p2"], "neg": ["n1", "n2"]}
+    assert result.report["counts"]["duplicate_queries_merged"] == 1
+    assert result.report["counts"]["negatives_equal_to_positive_removed"] == 1
+
+
+def test_min_negatives_is_a_rule_under_the_policy(tmp_path: Path) -> None:
+    lines = [json.dumps(GOOD), json.dumps({"query": "bare", "pos": ["p"]})]
+    data = str(_write(tmp_path / "d.jsonl", lines))
+    with pytest.raises(IngestFailed, match="too_few_negatives"):
+        ingest(IngestConfig(inputs=[data], output=str(tmp_path / "o"), min_negatives=1))
+    result = ingest(IngestConfig(inputs=[data], output=str(tmp_path / "o"), min_negatives=1, on_error="skip",
+                                 eval_fraction=0))
+    assert result.report["counts"]["train_records"] == 1
+
+
+def test_chinese_round_trips_unescaped(tmp_path: Path) -> None:
+    record = {"query": "长城有多长？", "pos": ["历代长城总长约两万一千多公里。"], "neg": ["熊猫主要吃竹子。"]}
+    ingest(IngestConfig(inputs=[str(_write(tmp_path / "zh.jsonl", [json.dumps(record)]))],
+                        output=str(tmp_path / "o"), eval_fraction=0))
+    text = (tmp_path / "o" / "train.jsonl").read_text(encoding="utf-8")
+    assert "长城有多长" in text and "\\u" not in text
+    assert json.loads(text) == record
+
+
+def test_split_is_deterministic_and_by_query() -> None:
+    queries = [f"query {i}" for i in range(1000)]
+    held_out = split_eval(queries, 0.05, seed=7)
+    assert len(held_out) == 50
+    assert held_out == split_eval(list(reversed(queries)), 0.05, seed=7)
+    assert held_out != split_eval(queries, 0.05, seed=8)
+
+
+def test_eval_set_has_qrels_pointing_into_the_corpus(tmp_path: Path) -> None:
+    lines = [json.dumps({"query": f"q{i}", "pos": [f"p{i}"], "neg": [f"n{i}"]}) for i in range(40)]
+    result = ingest(IngestConfig(inputs=[str(_write(tmp_path / "d.jsonl", lines))], output=str(tmp_path / "o"),
+                                 eval_fraction=0.1, seed=1))
+    corpus = {r["id"]: r["text"] for r in map(json.loads, (tmp_path / "o/eval/corpus.jsonl").read_text().splitlines())}
+    queries = [json.loads(line) for line in (tmp_path / "o/eval/queries.jsonl").read_text().splitlines()]
+    assert len(queries) == 4 and result.report["counts"]["train_records"] == 36
+    for q in queries:
+        (doc_id,) = q["relevant"]
+        assert corpus[doc_id] == "p" + q["text"][1:]
+    train_queries = {json.loads(line)["query"] for line in (tmp_path / "o/train.jsonl").read_text().splitlines()}
+    assert not train_queries & {q["text"] for q in queries}
+
+
+def test_toy_data_ingests_unchanged_and_loads_in_flagembedding(toy_data: Path, tmp_path: Path,
+                                                                minilm_path: str) -> None:
+    ingest(IngestConfig(inputs=[str(toy_data)], output=str(tmp_path / "o"), eval_fraction=0))
+    original = [json.loads(line) for line in toy_data.read_text(encoding="utf-8").splitlines() if line.strip()]
+    written = [json.loads(line) for line in (tmp_path / "o/train.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert written == original
+
+    from FlagEmbedding.abc.finetune.embedder import AbsEmbedderDataArguments, AbsEmbedderTrainDataset
+    from transformers import AutoTokenizer
+
+    args = AbsEmbedderDataArguments(train_data=[str(tmp_path / "o/train.jsonl")], train_group_size=4,
+                                    cache_path=str(tmp_path / "hf-cache"))
+    dataset = AbsEmbedderTrainDataset(args, AutoTokenizer.from_pretrained(minilm_path))
+    assert len(dataset) == len(original)
+    query, passages, _ = dataset[0]
+    assert query == original[0]["query"] and passages[0] in original[0]["pos"] and len(passages) == 4
+
+
+def _objects_for_s3_and_local(tmp_path: Path) -> dict[str, bytes]:
+    records = [{"query": f"question {i}", "pos": [f"answer {i}"], "neg": [f"other {i}", f"more {i}"]}
+               for i in range(50_000)]
+    big = "".join(json.dumps(r) + "\n" for r in records).encode()
+    small = [json.dumps({"query": f"small {i}", "pos": [f"p {i}"], "neg": ["n"]}) for i in range(200)]
+    return {
+        "data/big.jsonl": big,
+        "data/part-a.jsonl": "\n".join(small[:100]).encode() + b"\n",
+        "data/part-b.jsonl.gz": gzip.compress(("\n".join(small[100:]) + "\n").encode()),
+        "data/dupes.jsonl": (json.dumps({"query": "question 7", "pos": ["answer 7b"], "neg": ["n"]}) + "\n").encode(),
+    }
+
+
+def test_s3_prefix_and_local_directory_give_the_same_result(tmp_path: Path, s3_bucket: str) -> None:
+    objects = _objects_for_s3_and_local(tmp_path)
+    local_in, s3_in = open_store(str(tmp_path / "in")), open_store(f"s3://{s3_bucket}/in")
+    for key, data in objects.items():
+        local_in.write_bytes(key, data)
+        s3_in.write_bytes(key, data)
+    results = {}
+    for name, src, dst in (("local", local_in.url("data"), str(tmp_path / "out")),
+                           ("s3", s3_in.url("data"), f"s3://{s3_bucket}/out")):
+        result = ingest(IngestConfig(inputs=[src], output=dst, seed=3))
+        out = open_store(dst)
+        results[name] = (result.report["counts"], out.read_bytes("train.jsonl"), out.read_bytes("eval/queries.jsonl"),
+                         out.read_bytes("eval/corpus.jsonl"))
+    assert results["local"] == results["s3"]
+    counts = results["s3"][0]
+    assert counts["lines"] == 50_201 and counts["duplicate_queries_merged"] == 1 and counts["records"] == 50_200
+    assert open_store(f"s3://{s3_bucket}/out").exists("report.json")
+
+
+def test_json_logs_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BGEFLOW_LOG_FORMAT", "json")
+    data = _write(tmp_path / "d.jsonl", [json.dumps(GOOD)])
+    assert main(["ingest", "--input", str(data), "--output", str(tmp_path / "o")]) == 0
+    log_lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert log_lines and all({"time", "level", "logger", "message"} <= set(line) for line in log_lines)
+
+
+def test_bad_flag_values_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _write(tmp_path / "d.jsonl", [json.dumps(GOOD)])
+    assert main(["ingest", "--input", str(data), "--output", str(tmp_path / "o"), "--eval-fraction", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["bgeflow ingest: error: --eval-fraction must be in [0, 1), got 1.5"]
+    assert main(["ingest", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")]) == 1
+    assert "missing.jsonl: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
