@@ -207,3 +207,30 @@ def test_bad_flag_values_are_one_line_errors(tmp_path: Path, capsys: pytest.Capt
     assert main(["ingest", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")]) == 1
     assert "missing.jsonl: no such file" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_truncation_share_uses_the_model_tokenizer_when_given(tmp_path: Path, minilm_path: str) -> None:
+    long_passage = " ".join(["tokenization"] * 40)  # 40 words, but each word is several word pieces
+    lines = [json.dumps({"query": "q", "pos": [long_passage], "neg": ["short"]})]
+    data = str(_write(tmp_path / "d.jsonl", lines))
+    estimate = ingest(IngestConfig(inputs=[data], output=str(tmp_path / "a"), passage_max_len=64, eval_fraction=0))
+    exact = ingest(IngestConfig(inputs=[data], output=str(tmp_path / "b"), passage_max_len=64, eval_fraction=0,
+                                tokenizer=minilm_path))
+    assert estimate.report["lengths"]["passage"]["truncated_share"] == 0.0  # 52 estimated tokens
+    assert exact.report["lengths"]["passage"]["truncated_share"] == 0.5  # > 64 real word pieces
+    assert exact.report["lengths"]["method"] == f"tokenizer {minilm_path}"
+
+
+def test_cli_reads_and_writes_s3_through_the_endpoint_flag(tmp_path: Path, s3_bucket: str, s3_endpoint: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    from bgeflow.storage import s3_client
+
+    s3_client.cache_clear()
+    open_store(f"s3://{s3_bucket}/raw", endpoint_url=s3_endpoint).write_text("a.jsonl", json.dumps(GOOD) + "\n")
+    s3_client.cache_clear()
+    code = main(["--s3-endpoint-url", s3_endpoint, "ingest", "--input", f"s3://{s3_bucket}/raw",
+                 "--output", f"s3://{s3_bucket}/out"])
+    assert code == 0
+    assert json.loads(open_store(f"s3://{s3_bucket}/out").read_text("train.jsonl")) == GOOD
+    s3_client.cache_clear()
