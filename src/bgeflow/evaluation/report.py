@@ -1,0 +1,113 @@
+"""The human side of an evaluation: a Markdown comparison table and a PNG of the deltas.
+
+Both take the ``metrics.json`` document that ``evaluate`` writes; the model card of
+``bgeflow publish`` reuses ``metrics_table``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+_LABELS = {"base": "base", "finetuned": "fine-tuned", "champion": "champion"}
+
+
+def _metric_rows(columns: dict[str, dict[str, float]]) -> list[str]:
+    rows: list[str] = []
+    for values in columns.values():
+        for metric in values:
+            if metric not in rows:
+                rows.append(metric)
+    # Retrieval first, then the reranked lists, each in the order they were computed.
+    return [m for m in rows if "." not in m] + [m for m in rows if "." in m]
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def metrics_table(document: dict[str, Any]) -> str:
+    """Markdown: one row per metric; base, fine-tuned, champion columns and the deltas."""
+    columns: dict[str, dict[str, float]] = document.get("metrics", {})
+    if not columns:
+        return "No metrics.\n"
+    tuned = columns.get("finetuned", {})
+    header = ["metric"]
+    for column in ("base", "finetuned", "champion"):
+        if column in columns:
+            header.append(_LABELS[column])
+    for reference in ("base", "champion"):
+        if reference in columns and "finetuned" in columns:
+            header.append(f"Δ vs {reference}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for metric in _metric_rows(columns):
+        cells = [f"`{metric}`"]
+        cells += [_fmt(columns[c].get(metric)) for c in ("base", "finetuned", "champion") if c in columns]
+        for reference in ("base", "champion"):
+            if reference in columns and "finetuned" in columns:
+                other = columns[reference].get(metric)
+                mine = tuned.get(metric)
+                cells.append(_fmt(mine - other if mine is not None and other is not None else None, signed=True))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def gate_lines(gate: dict[str, Any]) -> list[str]:
+    if not gate.get("rules"):
+        return ["No gate rules were given."]
+    lines = [f"Gate `{gate.get('expression', '')}`: **{'passed' if gate['passed'] else 'FAILED'}**", ""]
+    lines += [f"- {'✅' if r['passed'] else '❌'} `{r['rule']}`: {r['reason']}" for r in gate["rules"]]
+    return lines
+
+
+def render_report(document: dict[str, Any]) -> str:
+    sizes = document.get("eval_set", {})
+    lines = ["# Evaluation report", ""]
+    lines += [f"Eval set: {sizes.get('queries', '?')} queries, {sizes.get('corpus', '?')} passages, "
+              f"{sizes.get('judgements', '?')} judgements.", ""]
+    lines += ["## Models", "", "| column | role | model | pooling |", "|---|---|---|---|"]
+    for column, info in document.get("models", {}).items():
+        version = f" (version `{info['registry_version']}`)" if info.get("registry_version") else ""
+        lines.append(f"| {column} | {info['role']} | `{info['model']}`{version} | {info.get('pooling', '–')} |")
+    lines += ["", "## Metrics", ""]
+    if document.get("rerank_top_k"):
+        lines += [f"`rerank.*`: the rerankers reorder the fine-tuned retriever's top {document['rerank_top_k']} "
+                  "candidates; relevant documents outside them count as not retrieved.", ""]
+    lines += [metrics_table(document), "## Quality gate", ""]
+    lines += gate_lines(document.get("gate", {}))
+    lines += ["", "![metric deltas](deltas.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot_deltas(document: dict[str, Any], path: str | Path) -> None:
+    """A horizontal bar chart of fine-tuned minus base (and minus champion), per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    deltas: dict[str, dict[str, float]] = document.get("deltas", {})
+    metrics = _metric_rows({k: v for k, v in deltas.items()})
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * max(len(metrics), 2) + 1.2), dpi=100)
+    try:
+        if not metrics:
+            ax.text(0.5, 0.5, "no base or champion to compare with", ha="center", va="center")
+            ax.set_axis_off()
+        else:
+            height = 0.8 / max(len(deltas), 1)
+            for n, (name, values) in enumerate(deltas.items()):
+                positions = [i + n * height for i in range(len(metrics))]
+                ax.barh(positions, [values.get(m, 0.0) for m in metrics], height=height,
+                        label=name.replace("finetuned", "fine-tuned").replace("-", " − "))
+            ax.set_yticks([i + height * (len(deltas) - 1) / 2 for i in range(len(metrics))], metrics)
+            ax.invert_yaxis()
+            ax.axvline(0.0, color="black", linewidth=0.8)
+            ax.set_xlabel("Δ metric")
+            ax.legend(loc="best", fontsize="small")
+        ax.set_title("Fine-tuned vs reference")
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)

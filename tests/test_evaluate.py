@@ -1,0 +1,262 @@
+"""``bgeflow evaluate`` end to end on a tiny eval set with the bundled MiniLM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bgeflow.cli import main
+from bgeflow.evaluation import EvalConfig, compute_metrics, evaluate
+from bgeflow.evaluation.evaluate import detect_pooling
+
+TOPICS = {
+    "panda": ["The giant panda is a bear native to south central China.",
+              "Pandas eat bamboo almost exclusively, up to 14 kilograms a day.",
+              "Red pandas are not closely related to giant pandas."],
+    "python": ["Python is a high-level, general-purpose programming language.",
+               "Python's standard library includes modules for json, csv and sqlite.",
+               "Guido van Rossum began working on Python in the late 1980s."],
+    "paris": ["Paris is the capital and largest city of France.",
+              "The Eiffel Tower was completed in 1889 for the World's Fair in Paris.",
+              "The Louvre in Paris is the world's most-visited museum."],
+    "coffee": ["Coffee is brewed from roasted coffee beans.",
+               "Espresso is made by forcing hot water through finely ground coffee.",
+               "Caffeine in coffee is a central nervous system stimulant."],
+    "volcano": ["A volcano is a rupture in the crust of a planet.",
+                "Mount Vesuvius erupted in 79 AD and buried Pompeii.",
+                "Lava is molten rock expelled by a volcano during an eruption."],
+    "chess": ["Chess is a board game for two players.",
+              "The queen is the most powerful piece in chess.",
+              "Garry Kasparov was world chess champion from 1985 to 2000."],
+}
+QUERIES = [
+    ("q1", "what do pandas eat?", {"panda-1": 2, "panda-0": 1}),
+    ("q2", "who created the python language", {"python-2": 1}),
+    ("q3", "famous museum in France's capital", {"paris-2": 1, "paris-0": 1}),
+    ("q4", "how is espresso made", {"coffee-1": 1}),
+    ("q5", "which eruption destroyed Pompeii", {"volcano-1": 1}),
+    ("q6", "strongest chess piece", {"chess-1": 1}),
+]
+FAST = {"query_max_len": 16, "passage_max_len": 32, "batch_size": 32, "rerank_max_len": 48}
+
+
+@pytest.fixture(scope="session")
+def eval_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("evalset") / "eval"
+    root.mkdir()
+    with open(root / "corpus.jsonl", "w") as fh:
+        for topic, texts in TOPICS.items():
+            for i, text in enumerate(texts):
+                fh.write(json.dumps({"id": f"{topic}-{i}", "text": text}) + "\n")
+    with open(root / "queries.jsonl", "w") as fh:
+        for query_id, text, relevant in QUERIES:
+            fh.write(json.dumps({"id": query_id, "text": text, "relevant": relevant}) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def reranker_dir(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """MiniLM with a (seeded, random) one-logit classification head: a cross-encoder to run, not a good one."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("reranker")
+    AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=1).save_pretrained(out)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(out)
+    return str(out)
+
+
+def _count_constructions(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[str]:
+    made: list[str] = []
+    original = getattr(module, name)
+
+    class Counting(original):  # type: ignore[misc, valid-type]
+        def __init__(self, model: str, **kwargs: object) -> None:
+            made.append(model)
+            super().__init__(model, **kwargs)
+
+    monkeypatch.setattr(module, name, Counting)
+    return made
+
+
+def test_pooling_comes_from_the_sentence_transformers_config(minilm_path: str, reranker_dir: str) -> None:
+    assert detect_pooling(minilm_path) == "mean"
+    assert detect_pooling(reranker_dir) == "cls"  # no pooling config: BGE's default
+
+
+def test_evaluate_retrievers_and_rerankers(
+    minilm_path: str, reranker_dir: str, eval_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bgeflow.encoder as encoder_module
+
+    encoders = _count_constructions(monkeypatch, encoder_module, "Encoder")
+    scorers = _count_constructions(monkeypatch, encoder_module, "CrossEncoderScorer")
+    result = evaluate(EvalConfig(
+        output=str(tmp_path / "out"), eval_data=str(eval_dir), base_retriever="bundled:minilm", retriever=minilm_path,
+        base_reranker=reranker_dir, reranker=reranker_dir, rerank_top_k=3,
+        gate="ndcg@10>=base; recall@3>=0; rerank.ndcg@10>=base; ndcg@10>=champion+0.5", **FAST,
+    ))
+    # The same weights fill both columns: encoded once, scored once.
+    assert len(encoders) == 1 and len(scorers) == 1
+
+    doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert doc == json.loads(json.dumps(result.metrics))
+    assert result.gate_passed and doc["gate"]["passed"]
+    assert "no champion" in doc["gate"]["rules"][3]["reason"]
+    assert doc["eval_set"]["corpus"] == 18 and doc["eval_set"]["queries"] == 6
+    assert list(doc["metrics"]) == ["base", "finetuned"]
+    tuned = doc["metrics"]["finetuned"]
+    assert set(tuned) == {"ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100", "map@100", "recall@3",
+                          *(f"rerank.{m}" for m in ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100",
+                                                    "map@100", "recall@3"))}
+    assert all(v == 0.0 for v in doc["deltas"]["finetuned-base"].values())
+    # Reranking only reorders the top 3: what it finds at any depth is what the retriever found in 3.
+    assert tuned["rerank.recall@100"] == pytest.approx(tuned["recall@3"])
+    assert tuned["rerank.recall@3"] == pytest.approx(tuned["recall@3"])
+    assert doc["models"]["finetuned"]["pooling"] == "mean"
+    assert doc["models"]["finetuned_reranker"]["role"] == "reranker"
+
+    # The retrieval numbers are what the shared encoder plus a brute-force ranking give.
+    encoder = encoder_module.Encoder(minilm_path, pooling="mean", query_max_len=16, passage_max_len=32)
+    ids = [f"{t}-{i}" for t, texts in TOPICS.items() for i in range(len(texts))]
+    passages = encoder.encode_passages([text for texts in TOPICS.values() for text in texts])
+    queries = encoder.encode_queries([text for _, text, _ in QUERIES])
+    order = np.argsort(-(queries @ passages.T), axis=1, kind="stable")
+    rankings = {q[0]: [ids[j] for j in row] for q, row in zip(QUERIES, order, strict=True)}
+    expected = compute_metrics(rankings, {q[0]: q[2] for q in QUERIES}, list(tuned)[:7])
+    for metric, value in expected.items():
+        assert tuned[metric] == pytest.approx(value, abs=1e-6), metric
+    assert tuned["mrr@10"] > 0.5  # MiniLM finds these easy topics
+
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| metric | base | fine-tuned | Δ vs base |" in report and "`rerank.ndcg@10`" in report
+    assert (tmp_path / "out" / "deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_champion_from_registry_and_fail_on_gate(
+    minilm_path: str, eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bgeflow.publish import PublishConfig, publish
+
+    reg = str(tmp_path / "registry")
+    published = publish(PublishConfig(model=minilm_path, name="minilm", registry=reg, champion="always"))
+    args = ["evaluate", "--eval-data", str(eval_dir), "--retriever", "bundled:minilm", "--base-retriever",
+            "bundled:minilm", "--registry", reg, "--name", "minilm", "--output", str(tmp_path / "out"),
+            "--query-max-len", "16", "--passage-max-len", "32",
+            "--gate", "ndcg@10>=champion; mrr@10 > base + 0.5"]
+    assert main([*args, "--fail-on-gate"]) == 3
+    captured = capsys.readouterr()
+    assert "quality gate failed: mrr@10" in captured.err
+    doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert doc["models"]["champion"]["registry_version"] == published.version
+    assert doc["metrics"]["champion"] == pytest.approx(doc["metrics"]["finetuned"])
+    champion_rule, base_rule = doc["gate"]["rules"]
+    assert champion_rule["passed"] and champion_rule["reference"] == pytest.approx(champion_rule["value"])
+    assert not base_rule["passed"] and not doc["gate"]["passed"]
+    assert "Δ vs champion" in (tmp_path / "out" / "report.md").read_text()
+    # Without --fail-on-gate the verdict is reported and the exit status stays 0.
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["gate"]["passed"] is False
+
+
+def test_explicit_files_and_tsv_qrels(eval_dir: Path, tmp_path: Path) -> None:
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\tpanda-1\t1\nq4\tcoffee-1\t1\n")
+    result = evaluate(EvalConfig(
+        output=str(tmp_path / "out"), corpus=str(eval_dir / "corpus.jsonl"), queries=str(eval_dir / "queries.jsonl"),
+        qrels=str(qrels), retriever="bundled:minilm", pooling="mean", gate="ndcg@10>=champion",
+        registry=str(tmp_path / "registry"), name="never-published", **FAST,  # a first run: no champion yet
+    ))
+    assert result.gate_passed and "no champion" in result.metrics["gate"]["rules"][0]["reason"]
+    assert result.metrics["eval_set"]["queries"] == 2  # only the judged queries
+    assert result.metrics["eval_set"]["judgements"] == 2
+    assert list(result.metrics["metrics"]) == ["finetuned"] and result.metrics["deltas"] == {}
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("bgeflow evaluate: error: ")
+    return lines[0]
+
+
+def test_cli_unknown_config_key(eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = tmp_path / "eval.yaml"
+    settings.write_text(f"eval-data: {eval_dir}\nretriever: bundled:minilm\noutput: {tmp_path}/o\ntop_k: 5\n")
+    assert main(["evaluate", "--config", str(settings)]) == 2
+    line = _one_error_line(capsys)
+    assert "unknown key 'top_k'" in line and str(settings) in line
+
+
+def test_cli_config_values_and_flag_precedence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = tmp_path / "eval.yaml"
+    settings.write_text("retriever: bundled:minilm\noutput: out\neval_data: /nowhere\nrerank-top-k: 0\n")
+    assert main(["evaluate", "--config", str(settings)]) == 2  # the file's value is validated
+    assert "--rerank-top-k must be positive" in _one_error_line(capsys)
+    assert main(["evaluate", "--config", str(settings), "--rerank-top-k", "5"]) == 2  # the flag wins
+    assert "--eval-data /nowhere: no such file or prefix" in _one_error_line(capsys)
+
+
+def test_cli_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no-eval"
+    assert main(["evaluate", "--eval-data", str(missing), "--retriever", "bundled:minilm", "--output",
+                 str(tmp_path / "o")]) == 2
+    assert str(missing) in _one_error_line(capsys)
+    empty = tmp_path / "empty-eval"
+    empty.mkdir()
+    (empty / "corpus.jsonl").write_text('{"id": "d1", "text": "x"}\n')
+    assert main(["evaluate", "--eval-data", str(empty), "--retriever", "bundled:minilm", "--output",
+                 str(tmp_path / "o")]) == 2
+    assert "no queries.jsonl" in _one_error_line(capsys)
+
+
+def test_cli_bad_data_names_file_and_line(eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text('{"id": "q1", "text": "pandas", "relevant": {"panda-0": 1}}\n'
+                       '{"id": "q2", "text": "ghost", "relevant": {"nope": 1}}\n')
+    assert main(["evaluate", "--corpus", str(eval_dir / "corpus.jsonl"), "--queries", str(queries),
+                 "--retriever", "bundled:minilm", "--output", str(tmp_path / "o")]) == 2
+    assert "relevant document 'nope' is not in the corpus" in _one_error_line(capsys)
+    queries.write_text('{"id": "q1", "text": "pandas"}\n')
+    assert main(["evaluate", "--corpus", str(eval_dir / "corpus.jsonl"), "--queries", str(queries),
+                 "--retriever", "bundled:minilm", "--output", str(tmp_path / "o")]) == 2
+    assert f"{queries}:1: field 'relevant' is missing" in _one_error_line(capsys)
+
+
+def test_cli_bad_gate(eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--eval-data", str(eval_dir), "--retriever", "bundled:minilm", "--output",
+                 str(tmp_path / "o"), "--gate", "ndcg@10 => base"]) == 2
+    assert "gate rule 1 ('ndcg@10 => base') at column 9" in _one_error_line(capsys)
+    assert main(["evaluate", "--eval-data", str(eval_dir), "--retriever", "bundled:minilm", "--output",
+                 str(tmp_path / "o"), "--gate", "rerank.ndcg@10>=base"]) == 2
+    assert "needs reranker metrics: give --reranker" in _one_error_line(capsys)
+
+
+def test_cli_unreachable_s3(eval_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # restored after the test
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    started = time.monotonic()
+    assert main(["--s3-endpoint-url", "http://127.0.0.1:1", "evaluate", "--eval-data", "s3://evals/eval",
+                 "--retriever", "bundled:minilm", "--output", "s3://evals/out"]) == 1
+    line = _one_error_line(capsys)
+    assert "cannot reach S3 endpoint http://127.0.0.1:1" in line
+    assert time.monotonic() - started < 20
+
+
+def test_evaluate_on_s3(eval_dir: Path, s3_bucket: str) -> None:
+    from bgeflow.storage import open_store
+
+    store = open_store(f"s3://{s3_bucket}/ingest")
+    store.upload_dir(eval_dir, "eval")
+    result = evaluate(EvalConfig(output=f"s3://{s3_bucket}/eval-out", eval_data=store.url("eval"),
+                                 retriever="bundled:minilm", **FAST))
+    out = open_store(result.output_uri)
+    assert {o.key for o in out.list()} == {"metrics.json", "report.md", "deltas.png"}
+    assert json.loads(out.read_text("metrics.json"))["eval_set"]["uris"]["corpus"] == store.url("eval/corpus.jsonl")

@@ -1,0 +1,246 @@
+"""Publishing: the version layout, atomicity under injected failures, idempotency, pointers, CLI errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from bgeflow import registry
+from bgeflow.cli import main
+from bgeflow.publish import PublishConfig, publish
+from bgeflow.storage import LocalStore, S3Store, open_store
+
+
+def make_training_output(root: Path, seed: int = 0, *, reranker: bool = False) -> Path:
+    """A small training output: model/ (config, weights, tokenizer) + train_config.yaml + summary."""
+    model = root / "model"
+    (model / "1_Pooling").mkdir(parents=True)
+    arch = "BertForSequenceClassification" if reranker else "BertModel"
+    (model / "config.json").write_text(json.dumps({"architectures": [arch], "hidden_size": 8}))
+    (model / "model.safetensors").write_bytes(hashlib.sha256(str(seed).encode()).digest() * 64)
+    (model / "tokenizer.json").write_text('{"version": "1.0"}')
+    (model / "vocab.txt").write_text("[PAD]\n[CLS]\n[SEP]\nhello\n")
+    (model / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    (model / ".cache").mkdir()
+    (model / ".cache" / "junk").write_text("not part of the model")
+    (root / "train_config.yaml").write_text(
+        f"model_name_or_path: BAAI/bge-small-en-v1.5\nlearning_rate: 1.0e-5\nseed: {seed}\ntraining:\n  epochs: 1\n")
+    (root / "train_summary.json").write_text(json.dumps({"steps": 10, "seed": seed}))
+    return root
+
+
+def write_metrics(path: Path, passed: bool) -> Path:
+    path.write_text(json.dumps({
+        "eval_set": {"queries": 3, "corpus": 5},
+        "models": {"base": {"role": "retriever", "model": "BAAI/bge-small-en-v1.5"}},
+        "metrics": {"base": {"ndcg@10": 0.4}, "finetuned": {"ndcg@10": 0.5}},
+        "gate": {"passed": passed, "expression": "ndcg@10>=base", "rules": [
+            {"rule": "ndcg@10>=base", "passed": passed, "value": 0.5, "reference": 0.4, "reason": "r"}]},
+    }))
+    return path
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> Path:
+    path = tmp_path / "data" / "train.jsonl"
+    path.parent.mkdir()
+    path.write_text('{"query": "q1", "pos": ["a"]}\n\n{"query": "q2", "pos": ["b"]}\n')
+    return path
+
+
+def test_publish_layout_manifest_card_and_lineage(tmp_path: Path, data_file: Path) -> None:
+    out = make_training_output(tmp_path / "train")
+    reg = str(tmp_path / "registry")
+    result = publish(PublishConfig(
+        model=str(out), name="retriever", registry=reg, metrics=str(write_metrics(tmp_path / "m.json", True)),
+        lineage_inputs=[str(data_file)], champion="if-gate-passed",
+    ))
+    assert result.created and result.latest and result.champion
+    assert result.version.endswith("-" + result.content_hash[:8])
+
+    version_dir = Path(reg) / "retriever" / result.version
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    listed = {e["path"]: e for e in manifest["files"]}
+    on_disk = {p.relative_to(version_dir).as_posix() for p in version_dir.rglob("*") if p.is_file()}
+    assert on_disk - set(listed) == {"manifest.json"}
+    assert {"model/config.json", "model/model.safetensors", "model/1_Pooling/config.json", "metrics.json",
+            "configs/train_config.yaml", "configs/train_summary.json", "lineage.json", "README.md"} <= set(listed)
+    assert not any(".cache" in p for p in listed)  # hidden files are not part of the model
+    for path, entry in listed.items():
+        data = (version_dir / path).read_bytes()
+        assert entry["size"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest["kind"] == "retriever" and manifest["gate_passed"] is True
+    assert manifest["base_model"] == "BAAI/bge-small-en-v1.5"
+
+    lineage = json.loads((version_dir / "lineage.json").read_text())
+    assert lineage["inputs"] == [{"uri": str(data_file), "size": data_file.stat().st_size, "rows": 2,
+                                  "sha256": hashlib.sha256(data_file.read_bytes()).hexdigest()}]
+    card = (version_dir / "README.md").read_text()
+    for expected in ("# retriever", result.version, "| `ndcg@10` | 0.4000 | 0.5000 | +0.1000 |", "learning_rate",
+                     "| `training.epochs` | `1` |", str(data_file), "SentenceTransformer", "FlagModel",
+                     "bgeflow"):
+        assert expected in card
+    assert not (Path(reg) / "retriever" / ".staging").exists() or not any((Path(reg) / "retriever" / ".staging").rglob("*.*"))
+    assert json.loads((Path(reg) / "retriever" / "latest.json").read_text())["version"] == result.version
+    assert json.loads((Path(reg) / "retriever" / "champion.json").read_text())["version"] == result.version
+    assert registry.verify(reg, "retriever", result.version) == []
+
+
+def test_republish_is_idempotent_and_explicit_version_conflicts(tmp_path: Path) -> None:
+    reg = str(tmp_path / "registry")
+    first = publish(PublishConfig(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg))
+    again = publish(PublishConfig(model=str(tmp_path / "a"), name="m", registry=reg))
+    assert not again.created and again.version == first.version
+    assert [v.version for v in registry.list_versions(reg, "m")] == [first.version]
+
+    named = publish(PublishConfig(model=str(tmp_path / "a" / "model"), name="m", registry=reg, version="v2"))
+    assert named.created and named.version == "v2"  # a model dir alone: other content (no configs)
+    assert not publish(PublishConfig(model=str(tmp_path / "a" / "model"), name="m", registry=reg, version="v2")).created
+    with pytest.raises(FileExistsError, match="v2 is already published with different content"):
+        publish(PublishConfig(model=str(make_training_output(tmp_path / "b", seed=1)), name="m", registry=reg,
+                              version="v2"))
+    assert [v.version for v in registry.list_versions(reg, "m")] == [first.version, "v2"]
+
+
+def test_champion_only_if_gate_passed(tmp_path: Path) -> None:
+    reg = str(tmp_path / "registry")
+    good = publish(PublishConfig(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg,
+                                 metrics=str(write_metrics(tmp_path / "ok.json", True)), champion="if-gate-passed"))
+    bad = publish(PublishConfig(model=str(make_training_output(tmp_path / "b", seed=1)), name="m", registry=reg,
+                                metrics=str(write_metrics(tmp_path / "bad.json", False)), champion="if-gate-passed"))
+    assert good.champion and not bad.champion and bad.latest
+    assert "quality gate failed" in bad.reasons[0]
+    assert registry.get_version(reg, "m", "champion").version == good.version
+    assert registry.get_version(reg, "m", "latest").version == bad.version
+    with pytest.raises(ValueError, match="needs --metrics"):
+        PublishConfig(model="x", name="m", registry=reg, champion="if-gate-passed")
+
+
+def _registry_uri(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if kind == "local":
+        return str(tmp_path / "registry")
+    bucket = request.getfixturevalue("s3_bucket")
+    return f"s3://{bucket}/models"
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_interrupted_publish_leaves_nothing_and_rerun_completes(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg = _registry_uri(kind, tmp_path, request)
+    store_class = LocalStore if kind == "local" else S3Store
+    v1 = publish(PublishConfig(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg,
+                               champion="always"))
+    pointers = {p: open_store(f"{reg}/m").read_text(f"{p}.json") for p in ("latest", "champion")}
+    new_model = str(make_training_output(tmp_path / "b", seed=1))
+    n_files = 9  # 5 model files + 2 configs + lineage.json + README.md
+
+    real_put = store_class.put_file
+    calls: list[str] = []
+
+    def failing_put(self, local_path, key, *, if_absent=False):  # type: ignore[no-untyped-def]
+        calls.append(key)
+        if len(calls) > n_files // 2:
+            raise OSError(f"injected failure writing {key}")
+        return real_put(self, local_path, key, if_absent=if_absent)
+
+    def assert_nothing_new() -> None:
+        assert [v.version for v in registry.list_versions(reg, "m")] == [v1.version]
+        assert registry.find_version(reg, "m", "v2") is None
+        assert registry.get_version(reg, "m", "latest").version == v1.version
+        assert {p: open_store(f"{reg}/m").read_text(f"{p}.json") for p in pointers} == pointers
+        assert not open_store(f"{reg}/m").exists("v2/manifest.json")
+
+    # 1) fails after half the files reached the staging prefix
+    monkeypatch.setattr(store_class, "put_file", failing_put)
+    with pytest.raises(OSError, match="injected failure"):
+        publish(PublishConfig(model=new_model, name="m", registry=reg, version="v2", champion="always"))
+    assert len(calls) == n_files // 2 + 1
+    assert_nothing_new()
+
+    # 2) fails writing the manifest, after every file is in place and verified
+    monkeypatch.undo()
+    real_write = store_class.write_bytes
+
+    def failing_manifest(self, key, data, *, if_absent=False):  # type: ignore[no-untyped-def]
+        if key.endswith("manifest.json"):
+            raise OSError("injected failure writing the manifest")
+        return real_write(self, key, data, if_absent=if_absent)
+
+    monkeypatch.setattr(store_class, "write_bytes", failing_manifest)
+    with pytest.raises(OSError, match="injected failure writing the manifest"):
+        publish(PublishConfig(model=new_model, name="m", registry=reg, version="v2", champion="always"))
+    assert open_store(f"{reg}/m").exists("v2/model/model.safetensors")  # files there, but no manifest
+    assert_nothing_new()
+
+    # 3) the rerun completes
+    monkeypatch.undo()
+    done = publish(PublishConfig(model=new_model, name="m", registry=reg, version="v2", champion="always"))
+    assert done.created and done.champion and done.latest
+    assert [v.version for v in registry.list_versions(reg, "m")] == [v1.version, "v2"]
+    assert registry.verify(reg, "m", "v2") == []
+    assert registry.get_version(reg, "m", "champion").version == "v2"
+    assert open_store(f"{reg}/m").child(".staging").list() == []
+    downloaded = registry.download_model(reg, "m", "latest", tmp_path / "dl")
+    assert (downloaded / "model.safetensors").read_bytes() == (tmp_path / "b" / "model" / "model.safetensors").read_bytes()
+
+
+def test_publish_from_s3_records_etags(tmp_path: Path, s3_bucket: str) -> None:
+    src = open_store(f"s3://{s3_bucket}/runs/1")
+    src.upload_dir(make_training_output(tmp_path / "a"))
+    src.write_text("data/train.jsonl", '{"query": "q", "pos": ["p"]}\n')
+    result = publish(PublishConfig(model=src.uri, name="m", registry=f"s3://{s3_bucket}/reg",
+                                   lineage_inputs=[src.url("data")]))
+    info = registry.get_version(f"s3://{s3_bucket}/reg", "m", "latest")
+    assert info.version == result.version
+    paths = {e["path"] for e in info.files}
+    assert {"model/config.json", "configs/train_config.yaml"} <= paths
+    lineage = json.loads(info.store().read_text("lineage.json"))["inputs"]
+    assert lineage == [{"uri": src.url("data/train.jsonl"), "size": 29, "rows": 1,
+                        "etag": hashlib.md5(b'{"query": "q", "pos": ["p"]}\n').hexdigest()}]
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str], verb: str) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"bgeflow {verb}: error: ")
+    return lines[0]
+
+
+def test_cli_publish_and_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = make_training_output(tmp_path / "a")
+    settings = tmp_path / "publish.yaml"
+    settings.write_text(f"model: {out}\nname: m\nregistry: {tmp_path / 'reg'}\nversion: v1\nset-champion: true\n")
+    assert main(["publish", "--config", str(settings)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["version"] == "v1" and printed["champion"] and printed["created"]
+
+    settings.write_text(f"model: {out}\nname: m\nregistry: {tmp_path / 'reg'}\nlearning_rate: 3\n")
+    assert main(["publish", "--config", str(settings)]) == 2
+    line = _one_error_line(capsys, "publish")
+    assert "unknown key 'learning_rate'" in line and str(settings) in line
+
+
+def test_cli_publish_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope"
+    assert main(["publish", "--model", str(missing), "--name", "m", "--registry", str(tmp_path / "r")]) == 2
+    assert str(missing) in _one_error_line(capsys, "publish")
+
+
+def test_cli_publish_unreachable_s3(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # restored after the test
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    started = time.monotonic()
+    code = main(["--s3-endpoint-url", "http://127.0.0.1:1", "publish", "--model", str(make_training_output(tmp_path / "a")),
+                 "--name", "m", "--registry", "s3://bucket/reg"])
+    assert code == 1
+    line = _one_error_line(capsys, "publish")
+    assert "http://127.0.0.1:1" in line and "cannot reach" in line
+    assert time.monotonic() - started < 20
