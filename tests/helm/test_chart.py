@@ -1,0 +1,197 @@
+"""helm lint/template with the real helm, values documentation, schema, labels, hooks, NOTES."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from helm.render import CHART, NAMESPACE, RELEASE, SCENARIOS, helm, render, render_text, scenario_args
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_lint_strict(scenario: str) -> None:
+    proc = helm("lint", "--strict", str(CHART), *scenario_args(scenario))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_object_is_labelled(scenario: str) -> None:
+    for obj in render(scenario):
+        labels = obj["metadata"].get("labels", {})
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                    "app.kubernetes.io/managed-by", "helm.sh/chart"):
+            assert key in labels, f"{scenario}: {obj['kind']}/{obj['metadata']['name']} lacks label {key}"
+
+
+def _leaf_paths(node: object, prefix: str = "") -> list[str]:
+    if isinstance(node, dict) and node:
+        return [p for k, v in node.items() for p in _leaf_paths(v, f"{prefix}.{k}" if prefix else k)]
+    return [prefix]
+
+
+def test_every_value_is_documented() -> None:
+    """helm-docs style: each key that is a value (not a section) has a `# --` comment above it."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    documented: set[str] = set()
+    stack: list[tuple[int, str]] = []
+    pending = False
+    for line in lines:
+        if line.lstrip().startswith("# --"):
+            pending = True
+            continue
+        match = re.match(r"^(\s*)([A-Za-z0-9_.-]+):", line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = ".".join([s for _, s in stack] + [match.group(2)])
+        stack.append((indent, match.group(2)))
+        if pending:
+            documented.add(path)
+        pending = False
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    # A documented map documents its contents (resources, securityContext...).
+    undocumented = [p for p in _leaf_paths(values)
+                    if not any(p == d or p.startswith(d + ".") for d in documented)]
+    assert not undocumented, f"values without a '# --' comment: {undocumented}"
+
+
+@pytest.mark.parametrize("bad", [
+    ["--set", "s3.accessKey=x"],                 # no place for keys in values
+    ["--set", "retrain.unknown=1"],
+    ["--set", "direct.retriever.nodes=0"],
+    ["--set", "kfp.schedule.cron=daily"],
+])
+def test_schema_rejects(bad: list[str]) -> None:
+    proc = helm("template", RELEASE, str(CHART), *bad)
+    assert proc.returncode != 0 and "values don't meet the specifications" in proc.stderr, proc.stderr
+
+
+def test_schema_forbids_additional_properties_everywhere() -> None:
+    import json
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def walk(node: dict, path: str) -> None:
+        if node.get("type") == "object" and "properties" in node:
+            assert node.get("additionalProperties") is False, f"{path or 'root'} allows unknown keys"
+            for key, sub in node["properties"].items():
+                walk(sub, f"{path}.{key}")
+
+    walk(schema, "")
+
+
+def test_required_settings_fail_clearly() -> None:
+    proc = helm("template", RELEASE, str(CHART), "--set", "retrain.enabled=true")
+    assert proc.returncode != 0 and "s3.bucket is required" in proc.stderr
+    proc = helm("template", RELEASE, str(CHART), "--set", "direct.enabled=true", "--set", "s3.bucket=bkt")
+    assert proc.returncode != 0 and "retrain.data.train is required" in proc.stderr
+
+
+def _by_kind_name(objs: list[dict]) -> dict[str, dict]:
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in objs}
+
+
+def test_hooks_are_argocd_and_flux_safe() -> None:
+    objs = _by_kind_name(render("irsa-values"))
+    hooks = [o for o in objs.values() if "helm.sh/hook" in o["metadata"].get("annotations", {})]
+    assert {o["metadata"]["name"] for o in hooks} == {f"{RELEASE}-pipeline-upload", f"{RELEASE}-retrain-trigger"}
+    for hook in hooks:
+        ann = hook["metadata"]["annotations"]
+        assert ann["helm.sh/hook"] == "post-install,post-upgrade"
+        assert ann["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        assert ann["argocd.argoproj.io/hook"] == "PostSync"
+        assert ann["argocd.argoproj.io/hook-delete-policy"] == "BeforeHookCreation,HookSucceeded"
+    # Upload runs before the trigger, in Helm (hook weight) and Argo CD (sync wave) alike.
+    upload, trigger = objs[f"Job/{RELEASE}-pipeline-upload"], objs[f"Job/{RELEASE}-retrain-trigger"]
+    assert int(upload["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+        trigger["metadata"]["annotations"]["helm.sh/hook-weight"])
+    # The ConfigMap the trigger reads is a plain object, applied before any PostSync hook.
+    cm = objs[f"ConfigMap/{RELEASE}-retrain"]
+    assert "helm.sh/hook" not in cm["metadata"].get("annotations", {})
+
+
+def test_trigger_reads_the_rendered_spec_and_hash_follows_it() -> None:
+    objs = _by_kind_name(render("irsa-values"))
+    cm = objs[f"ConfigMap/{RELEASE}-retrain"]
+    spec = yaml.safe_load(cm["data"]["retrain.yaml"])
+    assert spec["data"]["train"] == "s3://team-search-ml/raw/clicks/"
+    assert spec["output"] == "s3://team-search-ml/bgeflow/prod"
+    assert "enabled" not in spec
+    trigger = objs[f"Job/{RELEASE}-retrain-trigger"]
+    pod = trigger["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[:2] == ["pipeline", "trigger"] and args[args.index("--spec") + 1] == "/etc/bgeflow/retrain.yaml"
+    assert {"name": "retrain-spec", "configMap": {"name": f"{RELEASE}-retrain"}} in pod["volumes"]
+    sha = trigger["metadata"]["annotations"]["bgeflow.io/retrain-spec-sha256"]
+    assert sha == cm["metadata"]["annotations"]["bgeflow.io/retrain-spec-sha256"]
+    changed = _by_kind_name(render("irsa-values", "--set", "retrain.revision=other"))
+    assert changed[f"Job/{RELEASE}-retrain-trigger"]["metadata"]["annotations"][
+        "bgeflow.io/retrain-spec-sha256"] != sha
+
+
+def test_schedule_hook_only_when_enabled() -> None:
+    default_names = {o["metadata"]["name"] for o in render("default")}
+    assert f"{RELEASE}-retrain-schedule" not in default_names
+    objs = _by_kind_name(render("recurring-values"))
+    args = objs[f"Job/{RELEASE}-retrain-schedule"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["pipeline", "schedule"]
+    assert args[args.index("--cron") + 1] == "0 0 2 * * 0"
+    assert args[args.index("--experiment") + 1] == "weekly-retrain"
+
+
+def test_default_render_has_no_training_and_no_kfp_run() -> None:
+    kinds = sorted(o["kind"] for o in render("default"))
+    assert kinds == ["ConfigMap", "Job", "NetworkPolicy", "Role", "RoleBinding", "ServiceAccount"]
+
+
+def test_kfp_runs_get_s3_settings_by_the_compiled_names() -> None:
+    cm = _by_kind_name(render("minio-values"))["ConfigMap/bgeflow-s3"]
+    assert cm["data"] == {"AWS_DEFAULT_REGION": "us-east-1",
+                          "AWS_ENDPOINT_URL": "http://minio.minio.svc.cluster.local:9000"}
+    assert "AWS_ENDPOINT_URL" not in _by_kind_name(render("default"))["ConfigMap/bgeflow-s3"]["data"]
+    proc = helm("template", RELEASE, str(CHART), "--set", "s3.existingSecret=other")
+    assert proc.returncode != 0 and "Secret named bgeflow-s3" in proc.stderr
+
+
+def test_direct_mode_objects_and_order() -> None:
+    objs = render("direct-values")
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == ["Job", "Job", "NetworkPolicy", "PyTorchJob", "PyTorchJob", "Role", "RoleBinding", "ServiceAccount"]
+    names = {o["metadata"]["name"] for o in objs}
+    stages = [n.rsplit("-", 2) for n in names if n.count("-") >= 2]
+    suffixes = {parts[2] for parts in stages if parts[1] in ("ingest", "mine", "retriever", "reranker")}
+    assert len(suffixes) == 1, f"direct objects share one spec hash: {names}"
+    # A changed spec renames every direct object; an unchanged one renders identical names.
+    again = {o["metadata"]["name"] for o in render("direct-values")}
+    changed = {o["metadata"]["name"] for o in render("direct-values", "--set", "retrain.revision=r2")}
+    assert again == names and len(changed - names) == 4
+    by_name = {o["metadata"]["name"]: o for o in objs}
+    mine = next(o for n, o in by_name.items() if "-mine-" in n)
+    wait = mine["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert wait[:2] == ["pipeline", "wait"] and wait[3].endswith("/ingest/report.json")
+    job = next(o for n, o in by_name.items() if "-retriever-" in n)
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 1
+    assert job["spec"]["nprocPerNode"] == "4"
+    args = replicas["Master"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["train", "retriever"] and args[-2:] == ["--num-train-epochs", "2"]
+
+
+def test_notes_print_next_commands() -> None:
+    proc = helm("install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE,
+                *scenario_args("irsa-values"))
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert f"kubectl -n {NAMESPACE} logs job/{RELEASE}-pipeline-upload" in notes
+    assert "bgeflow pipeline trigger --dry-run" in notes
+
+
+def test_render_is_deterministic() -> None:
+    render_text.cache_clear()
+    first = render_text("direct-values")
+    render_text.cache_clear()
+    assert render_text("direct-values") == first
