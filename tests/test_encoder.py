@@ -1,0 +1,158 @@
+"""The shared encoder: real model code, order kept, instruction use, resumable file encoding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bgeflow.encoder import CrossEncoderScorer, Encoder, read_manifest
+
+TEXTS = [
+    "The cat sat on the mat.",
+    "Dogs bark loudly at night when strangers walk past the house and the moon is full.",
+    "Python is a programming language.",
+    "A feline rested on a rug.",
+    "短文本",
+    "Faiss searches dense vectors by inner product or L2 distance, on CPU or GPU.",
+    "x",
+]
+
+
+@pytest.fixture(scope="module")
+def encoder(minilm_path: str) -> Encoder:
+    return Encoder(minilm_path, pooling="mean", batch_size=3, query_max_len=32, passage_max_len=32)
+
+
+def test_matches_sentence_transformers(encoder: Encoder, minilm_path: str) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(minilm_path, device="cpu")
+    reference.max_seq_length = 32
+    expected = reference.encode(TEXTS, normalize_embeddings=True, batch_size=3)
+    got = encoder.encode_passages(TEXTS)
+    assert got.dtype == np.float32 and got.shape == (len(TEXTS), encoder.dim) == (len(TEXTS), 384)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+def test_length_sorting_keeps_input_order(encoder: Encoder) -> None:
+    forward = encoder.encode_passages(TEXTS)
+    backward = encoder.encode_passages(TEXTS[::-1])
+    np.testing.assert_allclose(backward[::-1], forward, atol=2e-5)
+    single = encoder.encode_passages([TEXTS[1]])
+    np.testing.assert_allclose(single[0], forward[1], atol=2e-5)
+
+
+def test_query_instruction_is_prepended_to_queries_only(minilm_path: str) -> None:
+    instruction = "Represent this sentence for searching relevant passages: "
+    enc = Encoder(minilm_path, pooling="mean", query_instruction=instruction, query_max_len=48, passage_max_len=48)
+    query = enc.encode_queries(["where did the cat sit"])
+    np.testing.assert_allclose(query, enc.encode_passages([instruction + "where did the cat sit"]), atol=2e-5)
+    assert not np.allclose(query, enc.encode_passages(["where did the cat sit"]), atol=1e-3)
+
+
+def test_pooling_and_normalize_options(minilm_path: str, encoder: Encoder) -> None:
+    raw_cls = Encoder(minilm_path, pooling="cls", normalize=False, passage_max_len=32).encode_passages(TEXTS)
+    norms = np.linalg.norm(raw_cls, axis=1)
+    assert not np.allclose(norms, 1.0, atol=1e-2)
+    mean = encoder.encode_passages(TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(mean, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(raw_cls / norms[:, None], mean, atol=1e-2)
+
+
+def test_bad_arguments_are_value_errors(minilm_path: str) -> None:
+    with pytest.raises(ValueError, match="pooling"):
+        Encoder(minilm_path, pooling="max")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cannot load model"):
+        Encoder("/nonexistent/model/dir")
+
+
+def _pool(n: int) -> list[str]:
+    return [f"passage number {i} about topic {i % 7}" + " word" * (i % 5) for i in range(n)]
+
+
+def test_encode_to_file_matches_in_memory_in_chunks(encoder: Encoder, tmp_path: Path) -> None:
+    texts = _pool(23)
+    mm = encoder.encode_passages_to_file(texts, tmp_path / "pool.f32", chunk_size=5)
+    assert isinstance(mm, np.memmap) and mm.shape == (23, 384) and mm.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(mm), encoder.encode_passages(texts), atol=2e-5)
+    manifest = read_manifest(tmp_path / "pool.f32")
+    assert manifest["chunks"] == 5 and manifest["done"] == [0, 1, 2, 3, 4] and manifest["rows"] == 23
+    half = encoder.encode_passages_to_file(texts, tmp_path / "pool.f16", chunk_size=5, dtype="float16")
+    assert half.dtype == np.float16 and (tmp_path / "pool.f16").stat().st_size == 23 * 384 * 2
+    np.testing.assert_allclose(np.asarray(half, dtype=np.float32), np.asarray(mm), atol=2e-3)
+
+
+def test_interrupted_encode_resumes_with_finished_chunks(
+    encoder: Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = _pool(23)
+    path = tmp_path / "pool.f32"
+    real = Encoder._encode
+    calls: list[int] = []
+
+    def crash_on_third_chunk(self: Encoder, batch: list[str], max_len: int, desc: str | None) -> np.ndarray:
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, batch, max_len, desc)
+
+    monkeypatch.setattr(Encoder, "_encode", crash_on_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        encoder.encode_passages_to_file(texts, path, chunk_size=5)
+    assert read_manifest(path)["done"] == [0, 1]
+
+    def counting(self: Encoder, batch: list[str], max_len: int, desc: str | None) -> np.ndarray:
+        calls.append(len(batch))
+        return real(self, batch, max_len, desc)
+
+    calls.clear()
+    monkeypatch.setattr(Encoder, "_encode", counting)
+    resumed = encoder.encode_passages_to_file(texts, path, chunk_size=5)
+    assert calls == [5, 5, 3]  # chunks 2, 3, 4 only
+    monkeypatch.setattr(Encoder, "_encode", real)
+    np.testing.assert_allclose(np.asarray(resumed), encoder.encode_passages(texts), atol=2e-5)
+
+    # Other texts (or settings) never reuse stale chunks.
+    calls.clear()
+    monkeypatch.setattr(Encoder, "_encode", counting)
+    changed = [*texts[:-1], "a different last passage"]
+    encoder.encode_passages_to_file(changed, path, chunk_size=5)
+    assert calls == [5, 5, 5, 5, 3]
+
+
+def test_corrupt_manifest_starts_afresh(encoder: Encoder, tmp_path: Path) -> None:
+    texts = _pool(6)
+    path = tmp_path / "pool.f32"
+    encoder.encode_passages_to_file(texts, path, chunk_size=4)
+    path.with_name(path.name + ".manifest.json").write_text("{not json")
+    again = encoder.encode_passages_to_file(texts, path, chunk_size=4)
+    np.testing.assert_allclose(np.asarray(again), encoder.encode_passages(texts), atol=2e-5)
+    assert json.loads(path.with_name(path.name + ".manifest.json").read_text())["done"] == [0, 1]
+
+
+@pytest.fixture(scope="module")
+def tiny_reranker(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """MiniLM with a seeded one-logit head: a deterministic cross-encoder without a download."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=1)
+    out = tmp_path_factory.mktemp("reranker")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(out)
+    return str(out)
+
+
+def test_cross_encoder_scores_pairs_in_order(tiny_reranker: str) -> None:
+    scorer = CrossEncoderScorer(tiny_reranker, max_len=64, batch_size=2)
+    pairs = [("cat", TEXTS[0]), ("dog", TEXTS[1]), ("python", TEXTS[2]), ("faiss", TEXTS[5]), ("x", TEXTS[6])]
+    scores = scorer.score(pairs)
+    assert scores.dtype == np.float32 and scores.shape == (5,)
+    assert len(set(np.round(scores, 5))) == 5
+    np.testing.assert_allclose(scorer.score(pairs[::-1])[::-1], scores, atol=1e-5)
+    np.testing.assert_allclose(scorer.score([pairs[3]]), scores[3:4], atol=1e-5)
+    assert scorer.score([]).shape == (0,)
