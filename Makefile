@@ -26,8 +26,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed ## create .venv with everything the demo and the tests need
 
-demo: $(VENV)/.installed ## the main job: ingest the shipped example data into ./demo-output
-	$(BIN)/bgeflow ingest --input src/bgeflow/examples/train.jsonl.gz --output demo-output/ingest
+demo: $(VENV)/.installed ## the main job: the whole retrain (bgeflow run) on the shipped example data into ./demo-output
+	$(BIN)/bgeflow run --output demo-output
 
 test: $(VENV)/.installed tools ## the default test suite (what CI runs)
 	$(BIN)/pytest -m "not slow and not cluster" $(PYTEST_ARGS)

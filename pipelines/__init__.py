@@ -1,0 +1,1 @@
+"""KFP pipeline definitions; compiled YAML beside each module (``make pipelines``)."""

@@ -1,0 +1,256 @@
+"""The ``bge-finetune`` pipeline: ingest → mine → train retriever ∥ train reranker → evaluate → gate → publish.
+
+Run parameters are the data, models and hyperparameters (defaults: the seed README's recipe).
+Everything Kubernetes (Secrets, node selectors, tolerations, GPUs, pull secrets, timeouts, the
+training pods' shape) is a compile-time ``PipelineOptions`` applied through kfp-kubernetes, so no
+run can change it and no credential reaches the IR: the S3 keys come from the Secret named by
+``s3_secret`` (names only; optional, so IRSA / Pod Identity work without it) and the endpoint
+from the ConfigMap named by ``s3_config_map``.
+
+Data flow (see ``bgeflow.pipeline_io``): artifacts carry ``metadata["uri"]``; on a cluster set
+``work_uri`` (s3://bucket/prefix) and each step writes under ``<work_uri>/<run id>/<step>/``, where
+the PyTorchJob's pods can read and write; ``bgeflow run`` leaves it empty and steps write into
+their local artifact directories.
+
+Caching is off for every step: ingest reads mutable S3 URIs, mining and training start from
+models named by mutable hub or S3 references, evaluation and publish read and move the
+registry's champion. I/O steps retry with exponential backoff; the train launcher retries too,
+and a retry adopts the PyTorchJob its first attempt created (the name is a function of the run
+id and the task).
+
+``python -m pipelines.bge_finetune`` (``make pipelines``) compiles every component and this
+pipeline to the YAML files beside them.
+"""
+
+# No `from __future__ import annotations`: kfp reads the pipeline's real annotation objects.
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.evaluate import evaluate
+from components.images import GPU_IMAGE
+from components.ingest import ingest
+from components.mine import mine
+from components.publish import publish
+from components.train import train_launcher
+from kfp import compiler, dsl, kubernetes
+
+PIPELINE_NAME = "bge-finetune"
+HERE = Path(__file__).resolve().parent
+PACKAGE = HERE / "bge_finetune.yaml"
+POD_SETTINGS_ENV = "BGEFLOW_TRAIN_POD_SETTINGS"  # read by bgeflow.launcher.spec.PodSettings.from_env
+
+#: The seed README's hyperparameters (FlagEmbedding's retriever and reranker recipes); any other
+#: TrainConfig field (fp16, max_steps, deepspeed, ...) can be added to the same mapping.
+RETRIEVER_HYPERPARAMETERS = {
+    "learning_rate": 1e-5, "num_train_epochs": 5.0, "per_device_train_batch_size": 4, "train_group_size": 2,
+    "temperature": 0.02, "query_max_len": 64, "passage_max_len": 256, "dataloader_drop_last": True,
+}
+RERANKER_HYPERPARAMETERS = {
+    "learning_rate": 6e-5, "num_train_epochs": 5.0, "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 4, "train_group_size": 16, "max_len": 512, "weight_decay": 0.01,
+    "dataloader_drop_last": True,
+}
+_GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def _env_json(name: str, default: Any) -> Any:
+    raw = os.environ.get(name)
+    return json.loads(raw) if raw else default
+
+
+@dataclass
+class PipelineOptions:
+    """Compile-time Kubernetes settings (env ``BGEFLOW_*`` or arguments); never run parameters."""
+
+    s3_secret: str = field(default_factory=lambda: os.environ.get("BGEFLOW_S3_SECRET", "bgeflow-s3"))
+    s3_secret_keys: dict[str, str] = field(default_factory=lambda: {
+        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+    s3_config_map: str = field(default_factory=lambda: os.environ.get("BGEFLOW_S3_CONFIG_MAP", "bgeflow-s3"))
+    s3_config_keys: dict[str, str] = field(default_factory=lambda: {
+        "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION"})
+    gpu_resource: str = "nvidia.com/gpu"
+    gpus_mine: int = field(default_factory=lambda: int(os.environ.get("BGEFLOW_GPUS_MINE", "1")))
+    gpus_evaluate: int = field(default_factory=lambda: int(os.environ.get("BGEFLOW_GPUS_EVALUATE", "1")))
+    gpus_per_training_node: int = field(default_factory=lambda: int(os.environ.get("BGEFLOW_GPUS_TRAIN", "1")))
+    gpu_memory: str = "32Gi"
+    gpu_node_selector: dict[str, str] = field(default_factory=lambda: _env_json("BGEFLOW_GPU_NODE_SELECTOR", {}))
+    gpu_tolerations: list[dict[str, Any]] = field(
+        default_factory=lambda: _env_json("BGEFLOW_GPU_TOLERATIONS", [_GPU_TOLERATION]))
+    image_pull_secrets: list[str] = field(default_factory=lambda: [
+        s for s in os.environ.get("BGEFLOW_IMAGE_PULL_SECRETS", "").split(",") if s])
+    timeout_ingest_s: int = 2 * 3600
+    timeout_mine_s: int = 12 * 3600
+    # The launcher waits for its job up to the run's train_timeout_s; its pod may live a little longer.
+    timeout_train_launcher_s: int = 7 * 24 * 3600
+    timeout_evaluate_s: int = 12 * 3600
+    timeout_publish_s: int = 2 * 3600
+    # Extra PodSettings fields for the training pods (cpu, memory, shm_size, gang, service_account, ...).
+    train_pods: dict[str, Any] = field(default_factory=lambda: _env_json(POD_SETTINGS_ENV, {}))
+
+    def train_pod_settings(self) -> str:
+        """JSON of ``bgeflow.launcher.PodSettings`` (validated there, at launch)."""
+        settings = {
+            "image": GPU_IMAGE, "gpus_per_node": self.gpus_per_training_node, "gpu_resource": self.gpu_resource,
+            "node_selector": self.gpu_node_selector, "tolerations": self.gpu_tolerations,
+            "image_pull_secrets": self.image_pull_secrets, "s3_secret": self.s3_secret or None,
+            "s3_secret_keys": self.s3_secret_keys, "memory": self.gpu_memory,
+        }
+        settings.update(self.train_pods)
+        return json.dumps(settings, sort_keys=True)
+
+
+def _common(task: dsl.PipelineTask, options: PipelineOptions, timeout_s: int) -> dsl.PipelineTask:
+    task.set_caching_options(False)
+    if options.s3_secret:
+        kubernetes.use_secret_as_env(task, secret_name=options.s3_secret,
+                                     secret_key_to_env=options.s3_secret_keys, optional=True)
+    if options.s3_config_map:
+        kubernetes.use_config_map_as_env(task, config_map_name=options.s3_config_map,
+                                         config_map_key_to_env=options.s3_config_keys, optional=True)
+    if options.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, options.image_pull_secrets)
+    kubernetes.set_timeout(task, timeout_s)
+    return task
+
+
+def _io_retry(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    return task.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="1800s")
+
+
+def _on_gpu(task: dsl.PipelineTask, options: PipelineOptions, gpus: int) -> dsl.PipelineTask:
+    if gpus:
+        task.set_accelerator_type(options.gpu_resource).set_accelerator_limit(gpus)
+    task.set_memory_request(options.gpu_memory)
+    for key, value in options.gpu_node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for toleration in options.gpu_tolerations:
+        kubernetes.add_toleration(task, key=toleration.get("key"), operator=toleration.get("operator"),
+                                  value=toleration.get("value"), effect=toleration.get("effect"),
+                                  toleration_seconds=toleration.get("tolerationSeconds"))
+    return task
+
+
+def build_pipeline(options: PipelineOptions | None = None) -> Any:
+    """The ``bge-finetune`` pipeline with ``options`` applied."""
+    options = options or PipelineOptions()
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
+    def bge_finetune(
+        train_data: str,
+        work_uri: str = "",
+        registry: str = "",
+        retriever_model: str = "BAAI/bge-base-en-v1.5",
+        reranker_model: str = "BAAI/bge-reranker-base",
+        train_retriever: bool = True,
+        train_reranker: bool = True,
+        retriever_name: str = "bge-retriever",
+        reranker_name: str = "bge-reranker",
+        eval_fraction: float = 0.05,
+        eval_distractors: int = 10000,
+        seed: int = 42,
+        range_for_sampling: str = "2-200",
+        negative_number: int = 15,
+        query_instruction: str = "",
+        retriever_pooling: str = "cls",
+        mine_batch_size: int = 64,
+        mine_use_gpu: bool = False,
+        retriever_hyperparameters: dict = RETRIEVER_HYPERPARAMETERS,
+        reranker_hyperparameters: dict = RERANKER_HYPERPARAMETERS,
+        train_nnodes: int = 1,
+        train_nproc_per_node: int = 1,
+        train_timeout_s: int = 86400,
+        launcher_backend: str = "kubernetes",
+        gate: str = "ndcg@10>=base+0.01",
+        query_max_len: int = 64,
+        passage_max_len: int = 256,
+        rerank_max_len: int = 512,
+        rerank_top_k: int = 100,
+        eval_batch_size: int = 64,
+        champion: str = "if-gate-passed",
+    ) -> None:
+        ingest_task = ingest(
+            train_data=train_data, work_uri=work_uri, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            eval_fraction=eval_fraction, seed=seed, eval_distractors=eval_distractors,
+        ).set_display_name("ingest")
+        _io_retry(_common(ingest_task, options, options.timeout_ingest_s))
+
+        mine_task = mine(
+            dataset=ingest_task.outputs["dataset"], model=retriever_model, work_uri=work_uri,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, range_for_sampling=range_for_sampling,
+            negative_number=negative_number, query_instruction=query_instruction, pooling=retriever_pooling,
+            query_max_len=query_max_len, passage_max_len=passage_max_len, batch_size=mine_batch_size,
+            use_gpu=mine_use_gpu, seed=seed,
+        ).set_display_name("mine hard negatives")
+        _io_retry(_on_gpu(_common(mine_task, options, options.timeout_mine_s), options, options.gpus_mine))
+
+        trained = {}
+        for kind, base, enabled, hyper in (
+            ("retriever", retriever_model, train_retriever, retriever_hyperparameters),
+            ("reranker", reranker_model, train_reranker, reranker_hyperparameters),
+        ):
+            task = train_launcher(
+                kind=kind, base_model=base, train_data=mine_task.outputs["mined"], hyperparameters=hyper,
+                enabled=enabled, backend=launcher_backend, work_uri=work_uri,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
+                nnodes=train_nnodes, nproc_per_node=train_nproc_per_node, timeout_s=train_timeout_s,
+            ).set_display_name(f"train {kind}")
+            _common(task, options, options.timeout_train_launcher_s)
+            task.set_env_variable(POD_SETTINGS_ENV, options.train_pod_settings())
+            # A retry finds the PyTorchJob by its deterministic name and adopts it.
+            task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
+            trained[kind] = task
+
+        eval_task = evaluate(
+            dataset=ingest_task.outputs["dataset"], retriever=trained["retriever"].outputs["model"],
+            reranker=trained["reranker"].outputs["model"], base_retriever=retriever_model,
+            base_reranker=reranker_model, gate=gate, registry=registry, retriever_name=retriever_name,
+            reranker_name=reranker_name, work_uri=work_uri, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            query_instruction=query_instruction, query_max_len=query_max_len,
+            passage_max_len=passage_max_len, rerank_max_len=rerank_max_len, rerank_top_k=rerank_top_k,
+            batch_size=eval_batch_size,
+        ).set_display_name("evaluate")
+        _io_retry(_on_gpu(_common(eval_task, options, options.timeout_evaluate_s), options, options.gpus_evaluate))
+
+        with dsl.If(eval_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
+            for kind, name in (("retriever", retriever_name), ("reranker", reranker_name)):
+                task = publish(
+                    model=trained[kind].outputs["model"], evaluation=eval_task.outputs["evaluation"],
+                    dataset=ingest_task.outputs["dataset"], name=name, registry=registry, champion=champion,
+                    work_uri=work_uri,
+                ).set_display_name(f"publish {kind}")
+                _io_retry(_common(task, options, options.timeout_publish_s))
+
+    return bge_finetune
+
+
+def compile_all(options: PipelineOptions | None = None, out_dir: Path | None = None) -> list[Path]:
+    """Compile each component next to its module and the pipeline to ``bge_finetune.yaml``."""
+    from components import evaluate as evaluate_module
+    from components import ingest as ingest_module
+    from components import mine as mine_module
+    from components import publish as publish_module
+    from components import train as train_module
+
+    written = []
+    for module, component in ((ingest_module, ingest), (mine_module, mine), (train_module, train_launcher),
+                              (evaluate_module, evaluate), (publish_module, publish)):
+        path = Path(module.__file__).with_suffix(".yaml")
+        if out_dir is not None:
+            path = out_dir / "components" / path.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        compiler.Compiler().compile(component, str(path))
+        written.append(path)
+    package = PACKAGE if out_dir is None else out_dir / "pipelines" / PACKAGE.name
+    package.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(options), str(package))
+    written.append(package)
+    return written
+
+
+if __name__ == "__main__":
+    for path in compile_all():
+        print(path)
+    print("options:", json.dumps(asdict(PipelineOptions()), sort_keys=True))

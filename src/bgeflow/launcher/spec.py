@@ -1,0 +1,172 @@
+"""What a training launch is, independent of where it runs: ``LaunchSpec`` and its pod settings.
+
+A ``LaunchSpec`` names one distributed training job (``nnodes`` × ``nproc_per_node`` processes
+running ``command``). The Kubernetes backend renders it as a PyTorchJob; the local backend runs
+the same command as local processes with the same environment the training operator injects.
+
+``PodSettings`` holds everything only Kubernetes cares about (image, resources, scheduling,
+secrets by name). It is chosen when the pipeline is compiled and reaches the launcher through the
+``BGEFLOW_TRAIN_POD_SETTINGS`` environment variable, never through run parameters, so a run can't
+point training pods at another Secret and no value of a Secret ever passes through KFP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+POD_SETTINGS_ENV = "BGEFLOW_TRAIN_POD_SETTINGS"
+#: The container name the training operator requires in PyTorchJob pod templates.
+CONTAINER_NAME = "pytorch"
+OWNER_ANNOTATION = "bgeflow.dev/owner"
+OWNER_HASH_LABEL = "bgeflow.dev/owner-hash"
+_DNS_1035_MAX = 63
+_QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)([KMGTPE]i|[numkMGTPE])?$")
+_CLEAN_POD_POLICIES = ("None", "Running", "All")
+_RESTART_POLICIES = ("Never", "OnFailure", "ExitCode", "Always")
+
+
+def owner_hash(owner: str) -> str:
+    return hashlib.sha256(owner.encode()).hexdigest()[:10]
+
+
+def job_name(owner: str, prefix: str = "bgeflow-train") -> str:
+    """A DNS-1035 label (≤ 63 chars) that is a pure function of ``owner`` (KFP run id + task).
+
+    A retried KFP task computes the same name and so finds the job its first attempt created.
+    The readable part is truncated; the hash keeps distinct owners distinct.
+    """
+    if not owner:
+        raise ValueError("job_name needs a non-empty owner (the KFP run id and task name)")
+    digest = owner_hash(owner)[:8]
+    readable = re.sub(r"[^a-z0-9]+", "-", f"{prefix}-{owner}".lower()).strip("-")
+    if not readable or not readable[0].isalpha():
+        readable = "j-" + readable
+    room = _DNS_1035_MAX - len(digest) - 1
+    return f"{readable[:room].rstrip('-')}-{digest}"
+
+
+def _check_quantity(name: str, value: str | None) -> None:
+    if value is not None and not _QUANTITY.match(str(value)):
+        raise ValueError(f"pod setting {name}={value!r} is not a Kubernetes quantity (e.g. 4, 500m, 16Gi)")
+
+
+@dataclass
+class ElasticSettings:
+    """torchrun elastic rendezvous: the job runs with anywhere from min to max nodes."""
+
+    min_replicas: int
+    max_replicas: int
+    max_restarts: int = 3
+    rdzv_backend: str = "c10d"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_replicas <= self.max_replicas:
+            raise ValueError(f"elastic needs 1 <= min_replicas <= max_replicas, got {self.min_replicas}..{self.max_replicas}")
+
+
+@dataclass
+class GangSettings:
+    """Gang scheduling (Volcano / scheduler-plugins): start all pods together or none."""
+
+    min_available: int | None = None  # default: every replica
+    queue: str | None = None
+    priority_class: str | None = None
+    schedule_timeout_seconds: int | None = None
+
+
+@dataclass
+class PodSettings:
+    """Kubernetes-only settings of the training pods; compile-time pipeline options."""
+
+    image: str = ""
+    namespace: str = ""  # "": the namespace the launcher pod runs in
+    gpus_per_node: int = 0
+    gpu_resource: str = "nvidia.com/gpu"
+    cpu: str | None = None
+    memory: str | None = None
+    shm_size: str = "2Gi"
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    image_pull_secrets: list[str] = field(default_factory=list)
+    service_account: str | None = None
+    # Name of an existing Secret; its keys become the env vars named here (names only, no values).
+    s3_secret: str | None = None
+    s3_secret_keys: dict[str, str] = field(
+        default_factory=lambda: {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+    )
+    run_as_user: int = 1000
+    restart_policy: str = "OnFailure"
+    clean_pod_policy: str = "Running"
+    backoff_limit: int = 2
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = 86_400
+    elastic: ElasticSettings | None = None
+    gang: GangSettings | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.elastic, dict):
+            self.elastic = ElasticSettings(**self.elastic)
+        if isinstance(self.gang, dict):
+            self.gang = GangSettings(**self.gang)
+        if self.gpus_per_node < 0 or self.backoff_limit < 0:
+            raise ValueError("pod settings gpus_per_node and backoff_limit must be >= 0")
+        for name in ("cpu", "memory", "shm_size"):
+            _check_quantity(name, getattr(self, name))
+        if self.clean_pod_policy not in _CLEAN_POD_POLICIES:
+            raise ValueError(f"clean_pod_policy must be one of {_CLEAN_POD_POLICIES}, got {self.clean_pod_policy!r}")
+        if self.restart_policy not in _RESTART_POLICIES:
+            raise ValueError(f"restart_policy must be one of {_RESTART_POLICIES}, got {self.restart_policy!r}")
+        for toleration in self.tolerations:
+            unknown = set(toleration) - {"key", "operator", "value", "effect", "tolerationSeconds"}
+            if unknown:
+                raise ValueError(f"toleration {toleration} has unknown field(s) {sorted(unknown)}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PodSettings:
+        data = json.loads(text) if text else {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{POD_SETTINGS_ENV} must hold a JSON object")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"{POD_SETTINGS_ENV} has unknown key(s) {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_env(cls) -> PodSettings:
+        return cls.from_json(os.environ.get(POD_SETTINGS_ENV, ""))
+
+
+@dataclass
+class LaunchSpec:
+    """One distributed training job: ``nnodes`` × ``nproc_per_node`` processes of ``command``."""
+
+    name: str
+    command: list[str]
+    owner: str  # "<run id>/<task name>": recorded on the job and checked before adopting it
+    namespace: str = "default"
+    nnodes: int = 1
+    nproc_per_node: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    pod: PodSettings = field(default_factory=PodSettings)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", self.name):
+            raise ValueError(f"job name {self.name!r} is not a DNS-1035 label (use launcher.job_name)")
+        if not self.command:
+            raise ValueError(f"job {self.namespace}/{self.name} has an empty command")
+        if self.nnodes < 1 or self.nproc_per_node < 1:
+            raise ValueError(f"job {self.namespace}/{self.name}: nnodes and nproc_per_node must be >= 1")
+        if not self.owner:
+            raise ValueError(f"job {self.namespace}/{self.name} needs an owner (run id/task)")
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"

@@ -1,0 +1,151 @@
+"""``bgeflow run``: config and preflight errors (one line, before anything runs), and the pipeline end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bgeflow.cli import main
+from bgeflow.local_pipeline import find_pipeline, local_variant
+from bgeflow.pipeline_config import RunConfig
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["run", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_unknown_key_names_the_key_and_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("data: x.jsonl\nretriever_modle: bundled:minilm\n")
+    code, _, err = run_cli(["--config", str(config), "--output", str(tmp_path / "out")], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"bgeflow run: error: {config}: unknown key 'retriever_modle'; known keys: " + ", ".join(
+            sorted(f for f in RunConfig.__dataclass_fields__))]
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_names_the_uri(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nothing-here.jsonl"
+    code, _, err = run_cli(["--data", str(missing), "--output", str(tmp_path / "out")], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and str(missing) in err and "no such file" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_s3_endpoint_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")  # what --s3-endpoint-url sets
+    started = time.monotonic()
+    code, _, err = run_cli(["--data", "s3://bucket/train.jsonl", "--output", str(tmp_path / "out")], capsys)
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and f"http://127.0.0.1:{port}" in err
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_values_are_refused_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for args, fragment in (
+        (["--nproc-per-node", "0"], "nproc_per_node must be >= 1"),
+        (["--gate", "ndcg@10>>base"], "gate"),
+        (["--retriever-arg", "learning_rat=1"], "unknown train option 'learning_rat'"),
+        (["--reranker-model", str(tmp_path / "no-model")], "no-model"),
+        (["--output", "s3://bucket/out"], "must be a local directory"),
+    ):
+        code, _, err = run_cli([*args, "--check"] + (["--output", str(tmp_path / "o")] if "--output" not in args else []),
+                               capsys)
+        assert code == 2, (args, err)
+        assert fragment in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_config_file_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"nproc_per_node": 1, "retriever": {"num_train_epochs": 2}, "gate": "mrr@10>base"}))
+    code, _, err = run_cli(["--config", str(config), "--gate", "ndcg@10>=base", "--reranker-arg", "max_len=128",
+                            "--output", str(tmp_path / "out"), "--check"], capsys)
+    assert code == 0, err
+    loaded = RunConfig.from_yaml(str(config), gate="ndcg@10>=base")
+    assert loaded.nproc_per_node == 1 and loaded.retriever == {"num_train_epochs": 2} and loaded.gate == "ndcg@10>=base"
+
+
+def test_arguments_are_parameters_of_the_compiled_pipeline() -> None:
+    spec = next(yaml.safe_load_all(find_pipeline().read_text()))
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    arguments = RunConfig().pipeline_arguments()
+    assert set(arguments) <= set(declared)
+    assert {n for n, p in declared.items() if not p.get("isOptional") and "defaultValue" not in p} <= set(arguments)
+    assert arguments["launcher_backend"] == "local" and arguments["work_uri"] == ""
+    assert arguments["retriever_model"] == arguments["reranker_model"] == "bundled:minilm"
+    assert arguments["train_nnodes"] * arguments["train_nproc_per_node"] == 2  # "2 local training processes"
+
+
+def test_local_variant_only_drops_retries() -> None:
+    original = find_pipeline().read_text()
+    spec = yaml.safe_load(local_variant(original))
+    full = next(yaml.safe_load_all(original))
+    assert "retryPolicy" in json.dumps(full) and "retryPolicy" not in json.dumps(spec)
+    for dag in (spec["root"]["dag"], full["root"]["dag"]):
+        for task in dag["tasks"].values():
+            task.pop("retryPolicy", None)
+    assert spec["root"] == full["root"] and spec["deploymentSpec"] == full["deploymentSpec"]
+
+
+def _mini_config(tmp_path: Path) -> Path:
+    """A sample of the example data, 2 training steps, short lengths: the whole pipeline in CI time."""
+    config = tmp_path / "mini.yaml"
+    config.write_text(yaml.safe_dump({
+        "output": str(tmp_path / "out"), "max_records": 120, "eval_distractors": 30, "range_for_sampling": "2-20",
+        "negative_number": 3, "query_max_len": 24, "passage_max_len": 64, "rerank_top_k": 3,
+        "rerank_max_len": 96, "gate": "ndcg@10>=0", "nproc_per_node": 2,
+        "retriever": {"max_steps": 2, "per_device_train_batch_size": 4, "query_max_len": 24, "passage_max_len": 64},
+        "reranker": {"max_steps": 2, "per_device_train_batch_size": 2, "train_group_size": 4, "max_len": 96},
+    }))
+    return config
+
+
+def test_bgeflow_run_end_to_end_mini(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every step, through kfp.local, training as 2 local processes, publishing behind the gate."""
+    code, out, err = run_cli(["--config", str(_mini_config(tmp_path))], capsys)
+    assert code == 0, err[-3000:]
+    summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    assert set(summary["steps"]) == {"ingest", "mine", "train retriever", "train reranker", "evaluate",
+                                     "publish retriever", "publish reranker"}
+    for kind in ("retriever", "reranker"):
+        model = summary["models"][kind]
+        assert model["trained"] is True and Path(model["uri"], "config.json").is_file()
+        assert model["global_step"] == 2
+        published = summary["published"][kind]
+        assert Path(published["uri"], "manifest.json").is_file()
+    assert summary["gate"]["passed"] is True
+    assert summary["data"]["records"] == 120 and summary["data"]["of"] > 120
+    assert {"ndcg@10", "rerank.ndcg@10"} <= set(summary["metrics"]["finetuned"])
+    assert "gate ndcg@10>=0: PASSED" in out and "time per step" in out
+
+
+@pytest.mark.slow
+def test_bgeflow_run_defaults_beat_the_base_within_ten_minutes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's main command, as shipped: ≤ 10 minutes here and a better retriever than the base."""
+    started = time.monotonic()
+    code, out, err = run_cli(["--output", str(tmp_path / "out")], capsys)
+    wall = time.monotonic() - started
+    sys.stderr.write(out)
+    assert code == 0, err[-3000:]
+    summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    base, tuned = summary["metrics"]["base"], summary["metrics"]["finetuned"]
+    assert tuned["ndcg@10"] > base["ndcg@10"], (base, tuned)
+    assert summary["gate"]["passed"] is True
+    assert wall <= 600, f"took {wall:.0f}s"
