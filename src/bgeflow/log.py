@@ -33,10 +33,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, ensure_ascii=False, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not when logging was set up.
+
+    Test runners and notebooks swap ``sys.stderr``; a handler bound to an old, closed stream
+    would fail with "I/O operation on closed file".
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def setup_logging(level: str | int | None = None) -> None:
     """Configure the root logger once, from ``BGEFLOW_LOG_FORMAT`` and ``BGEFLOW_LOG_LEVEL``."""
     level = level or os.environ.get("BGEFLOW_LOG_LEVEL", "INFO")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if os.environ.get("BGEFLOW_LOG_FORMAT", "").lower() == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -99,7 +99,8 @@ class PodSettings:
     s3_secret_keys: dict[str, str] = field(
         default_factory=lambda: {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
     )
-    run_as_user: int = 1000
+    # The images' numeric USER; above 10000 so it never maps to a host account (checkov CKV_K8S_40).
+    run_as_user: int = 10001
     restart_policy: str = "OnFailure"
     clean_pod_policy: str = "Running"
     backoff_limit: int = 2
