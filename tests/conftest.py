@@ -29,6 +29,19 @@ def minilm_path() -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_reranker(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """MiniLM with a seeded one-logit head: a deterministic cross-encoder (to run, not a good one)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("reranker")
+    AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=1).save_pretrained(out)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
 def toy_data() -> Path:
     if not TOY_DATA.exists():
         pytest.skip(f"FlagEmbedding's toy data is not at {TOY_DATA} (shared/ is laid beside the checkout)")

@@ -133,20 +133,6 @@ def test_corrupt_manifest_starts_afresh(encoder: Encoder, tmp_path: Path) -> Non
     assert json.loads(path.with_name(path.name + ".manifest.json").read_text())["done"] == [0, 1]
 
 
-@pytest.fixture(scope="module")
-def tiny_reranker(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """MiniLM with a seeded one-logit head: a deterministic cross-encoder without a download."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=1)
-    out = tmp_path_factory.mktemp("reranker")
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(out)
-    return str(out)
-
-
 def test_cross_encoder_scores_pairs_in_order(tiny_reranker: str) -> None:
     scorer = CrossEncoderScorer(tiny_reranker, max_len=64, batch_size=2)
     pairs = [("cat", TEXTS[0]), ("dog", TEXTS[1]), ("python", TEXTS[2]), ("faiss", TEXTS[5]), ("x", TEXTS[6])]

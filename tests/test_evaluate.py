@@ -57,19 +57,6 @@ def eval_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def reranker_dir(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """MiniLM with a (seeded, random) one-logit classification head: a cross-encoder to run, not a good one."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("reranker")
-    AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=1).save_pretrained(out)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(out)
-    return str(out)
-
-
 def _count_constructions(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[str]:
     made: list[str] = []
     original = getattr(module, name)
@@ -83,13 +70,13 @@ def _count_constructions(monkeypatch: pytest.MonkeyPatch, module: object, name: 
     return made
 
 
-def test_pooling_comes_from_the_sentence_transformers_config(minilm_path: str, reranker_dir: str) -> None:
+def test_pooling_comes_from_the_sentence_transformers_config(minilm_path: str, tiny_reranker: str) -> None:
     assert detect_pooling(minilm_path) == "mean"
-    assert detect_pooling(reranker_dir) == "cls"  # no pooling config: BGE's default
+    assert detect_pooling(tiny_reranker) == "cls"  # no pooling config: BGE's default
 
 
 def test_evaluate_retrievers_and_rerankers(
-    minilm_path: str, reranker_dir: str, eval_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    minilm_path: str, tiny_reranker: str, eval_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import bgeflow.encoder as encoder_module
 
@@ -97,7 +84,7 @@ def test_evaluate_retrievers_and_rerankers(
     scorers = _count_constructions(monkeypatch, encoder_module, "CrossEncoderScorer")
     result = evaluate(EvalConfig(
         output=str(tmp_path / "out"), eval_data=str(eval_dir), base_retriever="bundled:minilm", retriever=minilm_path,
-        base_reranker=reranker_dir, reranker=reranker_dir, rerank_top_k=3,
+        base_reranker=tiny_reranker, reranker=tiny_reranker, rerank_top_k=3,
         gate="ndcg@10>=base; recall@3>=0; rerank.ndcg@10>=base; ndcg@10>=champion+0.5", **FAST,
     ))
     # The same weights fill both columns: encoded once, scored once.

@@ -283,19 +283,6 @@ def test_candidate_pool_and_s3(minilm_path: str, s3_bucket: str, tmp_path: Path,
               candidate_pool=[f"s3://{s3_bucket}/bad/corpus.jsonl"])
 
 
-@pytest.fixture(scope="module")
-def tiny_reranker(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=1)
-    out = tmp_path_factory.mktemp("reranker")
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(out)
-    return str(out)
-
-
 def test_teacher_scores_and_flagembedding_dataset(minilm_path: str, tiny_reranker: str, tmp_path: Path,
                                                   records: list[dict[str, Any]]) -> None:
     from FlagEmbedding.abc.finetune.embedder import AbsEmbedderDataArguments, AbsEmbedderTrainDataset
