@@ -34,4 +34,5 @@ PY
 mkdir -p "$DEST"
 install -m 0755 "$WORK/helm" "$WORK/kubectl" "$DEST/"
 "$DEST/helm" version --short
-"$DEST/kubectl" version --client | head -1
+# No `| head`: under pipefail, head closing the pipe early kills kubectl with SIGPIPE (exit 141).
+"$DEST/kubectl" version --client
