@@ -106,19 +106,9 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str, **overrides: Any) -> RunConfig:
-        import yaml
+        from bgeflow.config_file import load_mapping
 
-        from bgeflow.storage import open_store
-
-        store = open_store(path)
-        if store.stat("") is None:
-            raise FileNotFoundError(f"--config {path}: no such file")
-        try:
-            data = yaml.safe_load(store.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of run options")
+        data = load_mapping(path, "run options")
         merged = {str(k).replace("-", "_"): v for k, v in data.items()}
         cls.from_mapping(merged, where=path)  # unknown keys name the file
         merged.update(overrides)

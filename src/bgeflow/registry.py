@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bgeflow.models import resolve_model
-from bgeflow.storage import Store, join_uri, open_store
+from bgeflow.storage import Store, join_uri, open_store, stream_sha256
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +181,8 @@ def get_version(registry: str, name: str, ref: str = "latest") -> VersionInfo:
 
 
 def sha256_of(store: Store, key: str) -> str:
-    digest = hashlib.sha256()
     with store.open_read(key) as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return stream_sha256(fh)
 
 
 def verify(registry: str, name: str, ref: str = "latest", *, checksums: bool = True) -> list[str]:

@@ -474,9 +474,13 @@ def iter_lines(sources: list[Source], workers: int = DEFAULT_WORKERS) -> Iterato
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def file_sha256(path: str | Path) -> str:
+def stream_sha256(fh: IO[bytes]) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_READ_CHUNK), b""):
-            digest.update(chunk)
+    for chunk in iter(lambda: fh.read(_READ_CHUNK), b""):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as fh:
+        return stream_sha256(fh)

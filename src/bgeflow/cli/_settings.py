@@ -27,22 +27,9 @@ def apply_config_file(parser: argparse.ArgumentParser, args: argparse.Namespace)
     path = getattr(args, "config", None)
     if not path:
         return args
-    import yaml
+    from bgeflow.config_file import load_mapping
 
-    from bgeflow.storage import open_store
-
-    store = open_store(path)
-    if store.stat("") is None:
-        raise FileNotFoundError(f"--config {path}: no such file")
-    try:
-        loaded = yaml.safe_load(store.read_text())
-    except yaml.YAMLError as exc:
-        problem = str(exc).replace("\n", " ")
-        raise ValueError(f"--config {path}: not valid YAML ({problem})") from exc
-    if loaded is None:
-        return args
-    if not isinstance(loaded, dict):
-        raise ValueError(f"--config {path}: expected a mapping of flag names to values")
+    loaded = load_mapping(path, "flag names to values")
     flags = {a.dest: a for a in parser._actions if a.dest not in _INTERNAL and a.dest != "help"}
     by_name = {opt.lstrip("-").replace("-", "_"): a.dest for a in flags.values() for opt in a.option_strings}
     for key, value in loaded.items():

@@ -43,15 +43,13 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from bgeflow.cli.run import key_values
+    from bgeflow.config_file import load_mapping
     from bgeflow.launcher import PodSettings, launch, make_backend
     from bgeflow.launcher.train_job import build_train_spec
-    from bgeflow.storage import open_store
 
     settings: dict = {}
     if args.pod_settings:
-        settings = yaml.safe_load(open_store(args.pod_settings).read_text()) or {}
-        if not isinstance(settings, dict):
-            raise ValueError(f"--pod-settings {args.pod_settings}: expected a mapping of PodSettings fields")
+        settings = load_mapping(args.pod_settings, "PodSettings fields", flag="--pod-settings")
     for key, value in (("image", args.image), ("namespace", args.namespace), ("gpus_per_node", args.gpus_per_node)):
         if value is not None:
             settings[key] = value

@@ -208,12 +208,9 @@ class TrainConfig:
         if isinstance(source, dict):
             data = dict(source)
         else:
-            from bgeflow.storage import open_store
+            from bgeflow.config_file import load_mapping
 
-            text = open_store(str(source)).read_text()
-            data = yaml.safe_load(text) or {}
-            if not isinstance(data, dict):
-                raise ValueError(f"{source}: expected a YAML mapping of TrainConfig fields")
+            data = load_mapping(str(source), "TrainConfig fields")
         data = {_field_name(key, where=str(source) if not isinstance(source, dict) else "config"): value
                 for key, value in data.items()}
         for key, value in overrides.items():
