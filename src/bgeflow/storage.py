@@ -31,6 +31,7 @@ from typing import IO, Any
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
 _READ_CHUNK = 1 << 20
+_BATCH_BYTES = 1 << 20  # lines per queue item, by size: memory stays bounded however long lines are
 DEFAULT_WORKERS = int(os.environ.get("BGEFLOW_S3_MAX_WORKERS", "8"))
 
 
@@ -419,7 +420,8 @@ def iter_lines(sources: list[Source], workers: int = DEFAULT_WORKERS) -> Iterato
     """Yield ``(source, line_number, raw_line)`` for every line of every source, in source order.
 
     Up to ``workers`` objects are fetched concurrently; each feeds a small bounded queue of line
-    batches, so memory stays bounded by ``workers × queue depth × batch`` whatever the object sizes.
+    batches (about ``_BATCH_BYTES`` each), so memory stays bounded by ``workers × queue depth ×
+    batch`` whatever the object sizes.
     """
     if not sources:
         return
@@ -440,15 +442,10 @@ def iter_lines(sources: list[Source], workers: int = DEFAULT_WORKERS) -> Iterato
         q = queues[index]
         try:
             with open_lines(sources[index]) as fh:
-                batch: list[bytes] = []
-                for line in fh:
-                    batch.append(line)
-                    if len(batch) >= 2048:
-                        if not put(q, batch):
-                            return
-                        batch = []
-                if batch and not put(q, batch):
-                    return
+                # readlines(hint) splits a whole batch in C; a line never spans two batches.
+                while batch := fh.readlines(_BATCH_BYTES):
+                    if not put(q, batch):
+                        return
             put(q, done)
         except BaseException as exc:
             put(q, exc)

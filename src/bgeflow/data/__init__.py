@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bgeflow.data.records import CorpusRecord, EvalQuery, TrainRecord, dumps, text_id
-from bgeflow.data.validate import RULES, DataError, Problem, check_record, parse_line
+from bgeflow.data.validate import RULES, DataError, Problem, check_record, parse_clean, parse_line
 from bgeflow.storage import iter_lines, resolve_sources
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "check_record",
     "dumps",
     "iter_json",
+    "parse_clean",
     "parse_line",
     "read_train_records",
     "text_id",

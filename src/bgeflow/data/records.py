@@ -29,7 +29,7 @@ def text_id(text: str, prefix: str = "d") -> str:
     return prefix + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-@dataclass
+@dataclass(slots=True)
 class TrainRecord:
     query: str
     pos: list[str]
