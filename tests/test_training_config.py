@@ -220,7 +220,8 @@ def test_torchrun_command_and_runner_args(tmp_path: Path) -> None:
     text = " ".join(cpu)
     for expected in ("--use_cpu True --ddp_backend gloo", "--negatives_cross_device True", "--temperature 0.02",
                      "--sentence_pooling_method mean", "--normalize_embeddings True", "--gradient_checkpointing True",
-                     "--train_group_size 2", "--query_max_len 64", "--passage_max_len 256", "--report_to none"):
+                     "--train_group_size 2", "--query_max_len 64", "--passage_max_len 256", "--report_to none",
+                     f"--cache_path {tmp_path / 'datasets-cache'}"):
         assert expected in text
     assert cpu[-2:] == ["--warmup_steps", "2"]
     gpu = runner_args(TrainConfig(kind="reranker", **BASE, fp16=True), model_path="/m", data=tmp_path / "d.jsonl",

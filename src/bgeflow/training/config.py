@@ -36,7 +36,7 @@ SEED_DEFAULTS: dict[str, dict[str, Any]] = {
 #: FlagEmbedding/TrainingArguments options bgeflow sets itself; ``extra_args`` may not repeat them.
 MANAGED_RUNNER_ARGS = frozenset({
     "output_dir", "model_name_or_path", "train_data", "resume_from_checkpoint", "overwrite_output_dir",
-    "local_rank", "use_cpu", "ddp_backend", "sentence_pooling_method", "normlized", "max_len",
+    "local_rank", "use_cpu", "ddp_backend", "sentence_pooling_method", "normlized", "max_len", "cache_path",
 })
 
 

@@ -181,6 +181,9 @@ def runner_args(config: TrainConfig, *, model_path: str, data: Path, run_dir: Pa
         return [f"--{name}", format_value(value)]
 
     args = [*opt("model_name_or_path", model_path), *opt("train_data", data), *opt("output_dir", run_dir)]
+    # datasets caches its Arrow copy of the data under ~/.cache (or HF_HOME) by default, one more copy
+    # for every run's scratch path; next to the data it is reused on resume and goes with the scratch.
+    args += opt("cache_path", data.parent / "datasets-cache")
     for name in ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "weight_decay", "warmup_ratio", "train_group_size",
                  "dataloader_drop_last", "dataloader_num_workers", "seed", "logging_steps", "save_steps",
