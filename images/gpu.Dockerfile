@@ -10,6 +10,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml constraints.txt README.md ./
 COPY images/gpu-constraints.txt ./
 COPY src ./src
+# Installed with the package too (data-files), for `bgeflow run` outside a checkout.
+COPY pipelines/bge_finetune.yaml ./pipelines/
 # Every version from constraints.txt (+ the faiss-gpu pin); then faiss-gpu replaces faiss-cpu,
 # which the train extra names for CPU machines.
 RUN python -m venv /opt/venv \

@@ -8,6 +8,8 @@ WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml constraints.txt README.md ./
 COPY src ./src
+# Installed with the package too (data-files), for `bgeflow run` outside a checkout.
+COPY pipelines/bge_finetune.yaml ./pipelines/
 # Versions come from constraints.txt, the same pins the tests run with.
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[kfp]" \

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -91,6 +95,36 @@ def test_arguments_are_parameters_of_the_compiled_pipeline() -> None:
     assert arguments["launcher_backend"] == "local" and arguments["work_uri"] == ""
     assert arguments["retriever_model"] == arguments["reranker_model"] == "bundled:minilm"
     assert arguments["train_nnodes"] * arguments["train_nproc_per_node"] == 2  # "2 local training processes"
+
+
+def test_a_pip_installed_bgeflow_finds_its_compiled_pipeline(tmp_path: Path) -> None:
+    """Outside a checkout and the image, the wheel's data-files copy is the one ``bgeflow run`` uses."""
+    root = Path(__file__).resolve().parents[1]
+    tree = tmp_path / "tree"  # built from a copy: setuptools writes build/ into the tree it builds
+    for part in ("pyproject.toml", "README.md", "src", "pipelines/bge_finetune.yaml"):
+        copy = shutil.copytree if (root / part).is_dir() else shutil.copy2
+        (tree / part).parent.mkdir(parents=True, exist_ok=True)
+        copy(root / part, tree / part)
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", "wheel", "--no-deps",
+                    "--no-build-isolation", "-w", str(tmp_path / "wheel"), str(tree)], check=True, capture_output=True)
+    wheel = next((tmp_path / "wheel").glob("bgeflow-*.whl"))
+    # Unpacked the way an installer lays a wheel out (pip install --prefix would first uninstall
+    # the bgeflow these tests run on): code into site-packages, .data/data/ into the prefix.
+    prefix, site = tmp_path / "prefix", tmp_path / "prefix" / "site-packages"
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            head, _, rest = name.partition(".data/data/")
+            target = prefix / rest if rest and "/" not in head else site / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(archive.read(name))
+    found = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.prefix = {str(tmp_path / 'prefix')!r}; "
+         "import bgeflow.local_pipeline as lp; print(lp.__file__); print(lp.find_pipeline())"],
+        check=True, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
+    ).stdout.split()
+    assert Path(found[0]).is_relative_to(site)  # the installed copy, not this checkout
+    assert Path(found[1]) == tmp_path / "prefix" / "share" / "bgeflow" / "pipelines" / "bge_finetune.yaml"
+    assert Path(found[1]).read_bytes() == (root / "pipelines" / "bge_finetune.yaml").read_bytes()
 
 
 def test_local_variant_only_drops_retries() -> None:

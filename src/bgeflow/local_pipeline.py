@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 PIPELINE_FILE = "bge_finetune.yaml"
 #: Where the ops image keeps the compiled pipeline (the Helm chart uploads it from there).
 IMAGE_PIPELINE = Path("/opt/bgeflow/pipelines") / PIPELINE_FILE
+#: Where ``pip install bgeflow`` puts it, under ``sys.prefix`` (pyproject's data-files).
+INSTALLED_PIPELINE_DIR = Path("share/bgeflow/pipelines")
 SUMMARY_FILE = "run_summary.json"
 STEP_NAMES = {
     "ingest": "ingest", "mine": "mine", "train-launcher": "train retriever", "train-launcher-2": "train reranker",
@@ -41,9 +44,10 @@ STEP_NAMES = {
 
 
 def find_pipeline(configured: str = "") -> Path:
-    """The compiled pipeline: as configured, else this checkout's, else the image's."""
+    """The compiled pipeline: as configured, else this checkout's, the installed package's, the image's."""
     candidates = [Path(configured)] if configured else [
-        Path(__file__).resolve().parents[2] / "pipelines" / PIPELINE_FILE, IMAGE_PIPELINE]
+        Path(__file__).resolve().parents[2] / "pipelines" / PIPELINE_FILE,
+        Path(sys.prefix) / INSTALLED_PIPELINE_DIR / PIPELINE_FILE, IMAGE_PIPELINE]
     for path in candidates:
         if path.is_file():
             return path
