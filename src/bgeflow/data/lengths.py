@@ -17,20 +17,26 @@ HISTOGRAM_EDGES = (16, 32, 64, 128, 256, 512, 1024)
 Counter = Callable[[Sequence[str]], list[int]]
 
 
+TOKENS_PER_WORD = 1.3
+
+
 def estimate_tokens(text: str) -> int:
-    if text.isascii():  # the common case: count separators instead of building word lists
-        return round((text.count(" ") + 1) * 1.3) if text.strip() else 0
-    cjk = len(_CJK.findall(text))
-    words = len(_CJK.sub(" ", text).split())
-    return cjk + round(words * 1.3)
+    return estimate_many([text])[0]
 
 
 def estimate_many(texts: Sequence[str]) -> list[int]:
-    """``estimate_tokens`` of each text; the ASCII majority is counted by C loops (``map``)."""
+    """The estimate of each text. The common case, non-blank ASCII, counts separators in C loops
+    (``map``) instead of building word lists."""
     spaces = map(str.count, texts, repeat(" "))
-    return [round((n + 1) * 1.3) if plain and stripped else estimate_tokens(t)
+    return [round((n + 1) * TOKENS_PER_WORD) if plain and stripped else _estimate_mixed(t)
             for t, n, plain, stripped in zip(texts, spaces, map(str.isascii, texts), map(str.strip, texts),
                                              strict=True)]
+
+
+def _estimate_mixed(text: str) -> int:
+    cjk = len(_CJK.findall(text))
+    words = len(_CJK.sub(" ", text).split())
+    return cjk + round(words * TOKENS_PER_WORD)
 
 
 def token_counter(tokenizer: str | None) -> tuple[Counter, str]:
