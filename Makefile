@@ -19,8 +19,7 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first, from the pinned CPU wheel, so nothing later pulls a CUDA build.
-	$(PY) -m pip install -q -c constraints.txt torch
+	# One resolve against the pins; torch is PyPI's CUDA build (~2.6 GB download, runs on CPUs).
 	$(PY) -m pip install -q -c constraints.txt -e '.[train,kfp,dev]'
 	touch $@
 
