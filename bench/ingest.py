@@ -51,9 +51,9 @@ def run(objects: int, lines: int, repeats: int) -> None:
 
     import msgspec
 
-    from bgeflow.ingest import IngestConfig, ingest
-    from bgeflow.log import setup_logging
-    from bgeflow.storage import s3_client
+    from bgeflow.core.log import setup_logging
+    from bgeflow.core.storage import s3_client
+    from bgeflow.steps.ingest import IngestConfig, ingest
 
     setup_logging("WARNING")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log

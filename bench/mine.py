@@ -6,7 +6,7 @@ max lengths and batch size for both:
 - baseline: the straightforward script FlagEmbedding shipped: pool = set of all pos+neg texts,
   every query encoded (duplicates too), batches in input order, ``torch.no_grad``, one in-memory
   array, ``faiss.IndexFlatIP``, search in batches of 64, then the rank-window sampling;
-- bgeflow: ``bgeflow.mining.mine`` end to end (reading, encoding to the chunked memmap, search,
+- bgeflow: ``bgeflow.steps.mining.mine`` end to end (reading, encoding to the chunked memmap, search,
   selection, writing the output and the report), in a fresh work dir;
 - bgeflow, rerun with ``--max-memory 256KB``: the same job resumed from its finished chunks and
   searched out of core (exact, shard by shard), to show the resumable and bounded-memory path.
@@ -138,7 +138,7 @@ def baseline(rows: list[dict[str, Any]], model_path: str, args: argparse.Namespa
 
 def bgeflow_run(rows_path: Path, out: Path, work: Path, model_path: str, args: argparse.Namespace,
                 max_memory: str | None = None) -> Any:
-    from bgeflow.mining import MineConfig, mine
+    from bgeflow.steps.mining import MineConfig, mine
 
     return mine(MineConfig(
         model=model_path, inputs=[str(rows_path)], output=str(out), work_dir=str(work), pooling="mean",
@@ -151,7 +151,7 @@ def bgeflow_run(rows_path: Path, out: Path, work: Path, model_path: str, args: a
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent across exec.
 _SEARCH_CHILD = """
 import sys, numpy as np
-from bgeflow.search import search
+from bgeflow.retrieval.search import search
 def status(key): return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)) // 1024
 path, n, dim, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 passages = np.memmap(path, dtype=np.float32, mode="r", shape=(n, dim))
@@ -204,8 +204,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from bgeflow.log import setup_logging
-    from bgeflow.models import resolve_model
+    from bgeflow.core.log import setup_logging
+    from bgeflow.core.models import resolve_model
 
     setup_logging("WARNING")
     model_path = resolve_model("bundled:minilm")

@@ -29,8 +29,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bgeflow.models import resolve_model
-from bgeflow.training.distributed import Distributed, torchrun_command
+from bgeflow.core.models import resolve_model
+from bgeflow.steps.training.distributed import Distributed, torchrun_command
 
 COMMON = {"per_device_train_batch_size": 4, "train_group_size": 2, "query_max_len": 32, "passage_max_len": 64,
           "learning_rate": 1e-5, "temperature": 0.02, "logging_steps": 5, "dataloader_num_workers": 0, "seed": 42}

@@ -1,4 +1,4 @@
-"""Evaluate base vs fine-tuned (vs the champion), apply the quality gate (``bgeflow.evaluation``)."""
+"""Evaluate base vs fine-tuned (vs the champion), apply the quality gate (``bgeflow.steps.evaluation``)."""
 
 # No `from __future__ import annotations`: kfp reads the real annotation objects.
 from kfp import dsl
@@ -42,10 +42,10 @@ def evaluate(
     import base64
     import time
 
-    from bgeflow.evaluation import EvalConfig
-    from bgeflow.evaluation import evaluate as run_evaluate
-    from bgeflow.pipeline_io import artifact_uri, record, registry_uri, step_output
-    from bgeflow.storage import open_store
+    from bgeflow.core.storage import open_store
+    from bgeflow.platform.kfp_io import artifact_uri, record, registry_uri, step_output
+    from bgeflow.steps.evaluation import EvalConfig
+    from bgeflow.steps.evaluation import evaluate as run_evaluate
 
     started = time.monotonic()
     output = step_output(evaluation, work_uri, run_id, "evaluate")

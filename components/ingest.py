@@ -1,4 +1,4 @@
-"""Ingest: validate, dedupe and split the raw training JSONL (``bgeflow.ingest``)."""
+"""Ingest: validate, dedupe and split the raw training JSONL (``bgeflow.steps.ingest``)."""
 
 # No `from __future__ import annotations`: kfp reads the real annotation objects.
 from kfp import dsl
@@ -26,10 +26,10 @@ def ingest(
     """
     import time
 
-    from bgeflow.ingest import IngestConfig
-    from bgeflow.ingest import ingest as run_ingest
-    from bgeflow.pipeline_io import record, step_output
-    from bgeflow.storage import join_uri, open_store
+    from bgeflow.core.storage import join_uri, open_store
+    from bgeflow.platform.kfp_io import record, step_output
+    from bgeflow.steps.ingest import IngestConfig
+    from bgeflow.steps.ingest import ingest as run_ingest
 
     started = time.monotonic()
     output = step_output(dataset, work_uri, run_id, "ingest")

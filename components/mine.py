@@ -1,4 +1,4 @@
-"""Mine hard negatives for every training record with the base retriever (``bgeflow.mining``)."""
+"""Mine hard negatives for every training record with the base retriever (``bgeflow.steps.mining``)."""
 
 # No `from __future__ import annotations`: kfp reads the real annotation objects.
 from kfp import dsl
@@ -30,10 +30,10 @@ def mine(
     """
     import time
 
-    from bgeflow.mining import MineConfig
-    from bgeflow.mining import mine as run_mine
-    from bgeflow.pipeline_io import artifact_uri, record, step_output
-    from bgeflow.storage import join_uri
+    from bgeflow.core.storage import join_uri
+    from bgeflow.platform.kfp_io import artifact_uri, record, step_output
+    from bgeflow.steps.mining import MineConfig
+    from bgeflow.steps.mining import mine as run_mine
 
     started = time.monotonic()
     output = join_uri(step_output(mined, work_uri, run_id, "mine"), "mined.jsonl")

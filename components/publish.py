@@ -1,4 +1,4 @@
-"""Publish a trained model as a new registry version, atomically (``bgeflow.publish``)."""
+"""Publish a trained model as a new registry version, atomically (``bgeflow.steps.publish``)."""
 
 # No `from __future__ import annotations`: kfp reads the real annotation objects.
 from kfp import dsl
@@ -22,9 +22,9 @@ def publish(
     version ("" when the model was not trained in this run, so there is nothing new to publish)."""
     import time
 
-    from bgeflow.pipeline_io import artifact_uri, record, registry_uri
-    from bgeflow.publish import PublishConfig
-    from bgeflow.publish import publish as run_publish
+    from bgeflow.platform.kfp_io import artifact_uri, record, registry_uri
+    from bgeflow.steps.publish import PublishConfig
+    from bgeflow.steps.publish import publish as run_publish
 
     started = time.monotonic()
     if not model.metadata.get("trained", True):

@@ -2,7 +2,7 @@
 
 Used twice in the pipeline, for the retriever and for the reranker. The launcher pod is light
 (ops image); the training pods run the GPU image with the pod settings compiled into
-``BGEFLOW_TRAIN_POD_SETTINGS`` (see ``bgeflow.launcher.spec.PodSettings``).
+``BGEFLOW_TRAIN_POD_SETTINGS`` (see ``bgeflow.platform.launcher.spec.PodSettings``).
 """
 
 # No `from __future__ import annotations`: kfp reads the real annotation objects.
@@ -35,8 +35,8 @@ def train_launcher(
     """
     import time
 
-    from bgeflow.launcher.train_job import launch_training
-    from bgeflow.pipeline_io import artifact_uri, record, step_output
+    from bgeflow.platform.kfp_io import artifact_uri, record, step_output
+    from bgeflow.platform.launcher.train_job import launch_training
 
     started = time.monotonic()
     if not enabled:

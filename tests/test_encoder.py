@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bgeflow.encoder import CrossEncoderScorer, Encoder, read_manifest
+from bgeflow.retrieval.encoder import CrossEncoderScorer, Encoder, read_manifest
 
 TEXTS = [
     "The cat sat on the mat.",

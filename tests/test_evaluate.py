@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from bgeflow.cli import main
-from bgeflow.evaluation import EvalConfig, compute_metrics, evaluate
-from bgeflow.evaluation.evaluate import detect_pooling
+from bgeflow.steps.evaluation import EvalConfig, compute_metrics, evaluate
+from bgeflow.steps.evaluation.evaluate import detect_pooling
 
 TOPICS = {
     "panda": ["The giant panda is a bear native to south central China.",
@@ -78,7 +78,7 @@ def test_pooling_comes_from_the_sentence_transformers_config(minilm_path: str, t
 def test_evaluate_retrievers_and_rerankers(
     minilm_path: str, tiny_reranker: str, eval_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bgeflow.encoder as encoder_module
+    import bgeflow.retrieval.encoder as encoder_module
 
     encoders = _count_constructions(monkeypatch, encoder_module, "Encoder")
     scorers = _count_constructions(monkeypatch, encoder_module, "CrossEncoderScorer")
@@ -127,7 +127,7 @@ def test_evaluate_retrievers_and_rerankers(
 def test_cli_champion_from_registry_and_fail_on_gate(
     minilm_path: str, eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bgeflow.publish import PublishConfig, publish
+    from bgeflow.steps.publish import PublishConfig, publish
 
     reg = str(tmp_path / "registry")
     published = publish(PublishConfig(model=minilm_path, name="minilm", registry=reg, champion="always"))
@@ -238,7 +238,7 @@ def test_cli_unreachable_s3(eval_dir: Path, capsys: pytest.CaptureFixture[str], 
 
 
 def test_evaluate_on_s3(eval_dir: Path, s3_bucket: str) -> None:
-    from bgeflow.storage import open_store
+    from bgeflow.core.storage import open_store
 
     store = open_store(f"s3://{s3_bucket}/ingest")
     store.upload_dir(eval_dir, "eval")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bgeflow.evaluation.gate import check_gate, parse_gate
+from bgeflow.steps.evaluation.gate import check_gate, parse_gate
 
 COLUMNS = {
     "base": {"ndcg@10": 0.40, "recall@100": 0.80, "rerank.ndcg@10": 0.50},

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bgeflow.gitops import RetrainSpec, check_parameters, run_name, schedule, schedule_name, trigger
+from bgeflow.platform.gitops import RetrainSpec, check_parameters, run_name, schedule, schedule_name, trigger
 from test_kfp_client import FakeKfp
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bgeflow.cli import main
-from bgeflow.ingest import IngestConfig, IngestFailed, ingest, split_eval
-from bgeflow.storage import open_store
+from bgeflow.core.storage import open_store
+from bgeflow.steps.ingest import IngestConfig, IngestFailed, ingest, split_eval
 
 GOOD = {"query": "what is a cat", "pos": ["a cat is a small feline"], "neg": ["dogs bark"]}
 
@@ -224,7 +224,7 @@ def test_truncation_share_uses_the_model_tokenizer_when_given(tmp_path: Path, mi
 def test_cli_reads_and_writes_s3_through_the_endpoint_flag(tmp_path: Path, s3_bucket: str, s3_endpoint: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL")
-    from bgeflow.storage import s3_client
+    from bgeflow.core.storage import s3_client
 
     s3_client.cache_clear()
     open_store(f"s3://{s3_bucket}/raw", endpoint_url=s3_endpoint).write_text("a.jsonl", json.dumps(GOOD) + "\n")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bgeflow.kfp_client import (
+from bgeflow.platform.kfp_client import (
     PipelineVersion,
     RecurringRun,
     ensure_pipeline_version,
@@ -129,7 +129,7 @@ def test_recurring_run_kept_single_and_replaced_on_change(package: Path) -> None
 
 
 def test_real_client_is_constructed_lazily_and_needs_a_host() -> None:
-    from bgeflow.kfp_client import RealKfpClient
+    from bgeflow.platform.kfp_client import RealKfpClient
 
     with pytest.raises(ValueError, match="KFP host"):
         RealKfpClient("")

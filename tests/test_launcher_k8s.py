@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from bgeflow.launcher import LaunchSpec, PodSettings, job_name, launch
-from bgeflow.launcher.k8s import KubernetesBackend
+from bgeflow.platform.launcher import LaunchSpec, PodSettings, job_name, launch
+from bgeflow.platform.launcher.k8s import KubernetesBackend
 from fake_k8s import FakeKubernetes, api_error
 
 NS = "ml"

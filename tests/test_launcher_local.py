@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bgeflow.launcher import LaunchSpec, LocalBackend, PodSettings, job_name, launch
-from bgeflow.launcher.pytorchjob import build_pytorchjob, to_manifest
+from bgeflow.platform.launcher import LaunchSpec, LocalBackend, PodSettings, job_name, launch
+from bgeflow.platform.launcher.pytorchjob import build_pytorchjob, to_manifest
 
 POD = """
 import json, os, sys
@@ -72,8 +72,8 @@ def test_bgeflow_resolves_from_this_interpreter_without_activation(tmp_path: Pat
 
 
 def test_train_spec_is_the_exact_bgeflow_train_command() -> None:
-    from bgeflow.launcher.train_job import build_train_spec
-    from bgeflow.training.config import TrainConfig
+    from bgeflow.platform.launcher.train_job import build_train_spec
+    from bgeflow.steps.training.config import TrainConfig
 
     # numbers as KFP delivers a dict parameter: every one a float
     hyper = {"learning_rate": 2e-5, "per_device_train_batch_size": 8.0, "max_steps": 3.0, "fp16": True}
@@ -100,7 +100,7 @@ def test_train_spec_is_the_exact_bgeflow_train_command() -> None:
     ({}, PodSettings(elastic={"min_replicas": 1, "max_replicas": 2}), "fixed node count"),
 ])
 def test_train_spec_refuses_what_cannot_work(hyper: dict, pod: PodSettings, message: str) -> None:
-    from bgeflow.launcher.train_job import build_train_spec
+    from bgeflow.platform.launcher.train_job import build_train_spec
 
     with pytest.raises(ValueError, match=message):
         build_train_spec(kind="reranker", model="m", train_data="d", output="o", hyperparameters=hyper, owner="r/t",

@@ -8,8 +8,8 @@ import re
 import pytest
 import yaml
 
-from bgeflow.launcher import ElasticSettings, GangSettings, LaunchSpec, PodSettings, job_name
-from bgeflow.launcher.pytorchjob import build_pytorchjob, from_manifest, to_manifest
+from bgeflow.platform.launcher import ElasticSettings, GangSettings, LaunchSpec, PodSettings, job_name
+from bgeflow.platform.launcher.pytorchjob import build_pytorchjob, from_manifest, to_manifest
 from conftest import CRDS
 
 CRD_FILE = CRDS / "kubeflow.org_pytorchjobs.yaml"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bgeflow.evaluation.metrics import (
+from bgeflow.steps.evaluation.metrics import (
     compute_metrics,
     map_at_k,
     mrr_at_k,

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from bgeflow.cli import main
-from bgeflow.mining import MineConfig, mine, parse_size
-from bgeflow.mining.select import Filters, RankWindow, choose
+from bgeflow.steps.mining import MineConfig, mine, parse_size
+from bgeflow.steps.mining.select import Filters, RankWindow, choose
 
 FAST = {"pooling": "mean", "query_max_len": 32, "passage_max_len": 32, "batch_size": 32}
 
@@ -96,7 +96,7 @@ def test_filters_remove_in_order_and_never_come_back_as_fill() -> None:
 
 
 def test_text_pool_dedupes_on_disk_in_first_seen_order(tmp_path: Path) -> None:
-    from bgeflow.mining.pool import TextPool, text_hash
+    from bgeflow.steps.mining.pool import TextPool, text_hash
 
     pool = TextPool.build(["b", "a", "b", "", "  ", "multi\nline", "中文", "a"], tmp_path / "pool.jsonl")
     assert len(pool) == 4 and list(pool) == ["b", "a", "multi\nline", "中文"]
@@ -135,7 +135,7 @@ def test_config_errors_name_the_flag(field: str, value: Any, message: str) -> No
 
 
 def test_exact_ranks_on_a_known_pool(minilm_path: str, tmp_path: Path, records: list[dict[str, Any]]) -> None:
-    from bgeflow.encoder import Encoder
+    from bgeflow.retrieval.encoder import Encoder
 
     rows = records[:12]
     out = tmp_path / "mined.jsonl"
@@ -259,7 +259,7 @@ def test_default_work_dir_is_removed_after_success(minilm_path: str, tmp_path: P
 
 
 def test_candidate_pool_and_s3(minilm_path: str, s3_bucket: str, tmp_path: Path, records: list[dict[str, Any]]) -> None:
-    from bgeflow.storage import open_store
+    from bgeflow.core.storage import open_store
 
     store = open_store(f"s3://{s3_bucket}")
     rows = records[:10]
@@ -288,7 +288,7 @@ def test_teacher_scores_and_flagembedding_dataset(minilm_path: str, tiny_reranke
     from FlagEmbedding.abc.finetune.embedder import AbsEmbedderDataArguments, AbsEmbedderTrainDataset
     from transformers import AutoTokenizer
 
-    from bgeflow.encoder import CrossEncoderScorer
+    from bgeflow.retrieval.encoder import CrossEncoderScorer
 
     out = tmp_path / "mined.jsonl"
     _mine(minilm_path, _write(tmp_path / "in.jsonl", records[:6]), out, tmp_path / "w", negative_number=3,

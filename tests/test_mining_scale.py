@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bgeflow.encoder import Encoder, read_manifest
-from bgeflow.mining import MineConfig, mine
+from bgeflow.retrieval.encoder import Encoder, read_manifest
+from bgeflow.steps.mining import MineConfig, mine
 
 FAST = {"pooling": "mean", "query_max_len": 32, "passage_max_len": 32, "batch_size": 32}
 

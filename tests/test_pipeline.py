@@ -182,7 +182,7 @@ def test_options_change_the_ir_not_the_parameters(tmp_path: Path) -> None:
     assert k8s["exec-ingest"]["secretAsEnv"][0]["secretName"] == "team-s3"
     assert spec["deploymentSpec"]["executors"]["exec-mine"]["container"]["resources"]["accelerator"]["resourceCount"] == "2"
     env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"]["exec-train-launcher-2"]["container"]["env"]}
-    from bgeflow.launcher import PodSettings
+    from bgeflow.platform.launcher import PodSettings
 
     pods = PodSettings.from_json(env["BGEFLOW_TRAIN_POD_SETTINGS"])  # what the launcher will read
     assert (pods.cpu, pods.shm_size, pods.s3_secret, pods.image_pull_secrets) == ("8", "16Gi", "team-s3", ["regcred"])

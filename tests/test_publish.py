@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bgeflow import registry
 from bgeflow.cli import main
-from bgeflow.publish import PublishConfig, publish
-from bgeflow.storage import LocalStore, S3Store, open_store
+from bgeflow.core.storage import LocalStore, S3Store, open_store
+from bgeflow.steps.publish import PublishConfig, publish, registry
 
 
 def make_training_output(root: Path, seed: int = 0, *, reranker: bool = False) -> Path:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bgeflow import registry
-from bgeflow.publish import PublishConfig, publish
+from bgeflow.steps.publish import PublishConfig, publish, registry
 from test_publish import make_training_output
 
 
@@ -96,7 +95,7 @@ def test_model_references(reg: str, tmp_path: Path) -> None:
 
 
 def test_model_from_s3_training_output(tmp_path: Path, s3_bucket: str) -> None:
-    from bgeflow.storage import open_store
+    from bgeflow.core.storage import open_store
 
     open_store(f"s3://{s3_bucket}/runs/7").upload_dir(make_training_output(tmp_path / "a"))
     local = Path(registry.fetch_model(f"s3://{s3_bucket}/runs/7", tmp_path / "work"))

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from bgeflow.cli import main
-from bgeflow.local_pipeline import find_pipeline, local_variant
-from bgeflow.pipeline_config import RunConfig
+from bgeflow.platform.local_run import find_pipeline, local_variant
+from bgeflow.platform.run_config import RunConfig
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -119,7 +119,7 @@ def test_a_pip_installed_bgeflow_finds_its_compiled_pipeline(tmp_path: Path) -> 
             target.write_bytes(archive.read(name))
     found = subprocess.run(
         [sys.executable, "-c", f"import sys; sys.prefix = {str(tmp_path / 'prefix')!r}; "
-         "import bgeflow.local_pipeline as lp; print(lp.__file__); print(lp.find_pipeline())"],
+         "import bgeflow.platform.local_run as lp; print(lp.__file__); print(lp.find_pipeline())"],
         check=True, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
     ).stdout.split()
     assert Path(found[0]).is_relative_to(site)  # the installed copy, not this checkout

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bgeflow.search import SearchResult, gather_rows, read_rows, search
+from bgeflow.retrieval.search import SearchResult, gather_rows, read_rows, search
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bgeflow.storage import StorageError, iter_lines, open_store, resolve_sources
+from bgeflow.core.storage import StorageError, iter_lines, open_store, resolve_sources
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -78,7 +78,7 @@ def test_local_writer_leaves_no_partial_file_on_failure(tmp_path: Path, monkeypa
         Path(dst).write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr("bgeflow.storage.shutil.copyfile", copy_half_then_fail)
+    monkeypatch.setattr("bgeflow.core.storage.local.shutil.copyfile", copy_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         store.put_file(src, "out/target.bin")
     assert (tmp_path / "out" / "target.bin").read_bytes() == b"x" * 10

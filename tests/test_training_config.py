@@ -9,10 +9,10 @@ import pytest
 
 from bgeflow.cli import build_parser, main
 from bgeflow.cli.train import build_config
-from bgeflow.training import TrainConfig
-from bgeflow.training.config import SEED_DEFAULTS
-from bgeflow.training.distributed import Distributed, operator_env, resolve, torchrun_command
-from bgeflow.training.launch import check_data, check_launch, fetch_train_data, pod_command, runner_args
+from bgeflow.steps.training import TrainConfig
+from bgeflow.steps.training.config import SEED_DEFAULTS
+from bgeflow.steps.training.distributed import Distributed, operator_env, resolve, torchrun_command
+from bgeflow.steps.training.pod import check_data, check_launch, fetch_train_data, pod_command, runner_args
 
 BASE = {"model": "bundled:minilm", "train_data": "data.jsonl", "output": "out"}
 
@@ -207,11 +207,11 @@ def test_operator_env_and_its_resolution() -> None:
 def test_torchrun_command_and_runner_args(tmp_path: Path) -> None:
     env = operator_env(node_rank=1, nnodes=2, nproc_per_node=2, master_addr="10.0.0.1", master_port=23456)
     dist = resolve(TrainConfig(kind="retriever", **BASE), env)
-    cmd = torchrun_command(dist, "bgeflow.training.entry", ["--kind", "retriever"])
+    cmd = torchrun_command(dist, "bgeflow.steps.training.worker", ["--kind", "retriever"])
     assert Path(cmd[0]).name == "torchrun"
     joined = " ".join(cmd)
     assert ("--nnodes 2 --node_rank 1 --master_addr 10.0.0.1 --master_port 23456 --nproc_per_node 2 "
-            "-m bgeflow.training.entry --kind retriever") in joined
+            "-m bgeflow.steps.training.worker --kind retriever") in joined
     assert "--standalone" in torchrun_command(resolve(TrainConfig(kind="retriever", **BASE), {}), "m", [])
 
     config = TrainConfig(kind="retriever", **BASE, gradient_checkpointing=True, extra_args=["--warmup_steps", "2"])

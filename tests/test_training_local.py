@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bgeflow.storage import open_store
-from bgeflow.training import checkpoints
-from bgeflow.training.local import run_local_pods
+from bgeflow.core.storage import open_store
+from bgeflow.steps.training import checkpoints
+from bgeflow.steps.training.local import run_local_pods
 
 ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "PET_NNODES", "PET_NODE_RANK",
             "PET_NPROC_PER_NODE", "PET_MASTER_ADDR", "PET_MASTER_PORT", "PYTHONUNBUFFERED", "EXTRA")
@@ -101,7 +101,7 @@ def test_nothing_to_resume(tmp_path: Path) -> None:
 
 
 def test_export_writes_the_pooling_it_was_trained_with(tmp_path: Path, minilm_path: str) -> None:
-    from bgeflow.training.export import base_pooling, export_model
+    from bgeflow.steps.training.export import base_pooling, export_model
 
     assert base_pooling(minilm_path) == "mean"
     run = tmp_path / "run"
@@ -130,7 +130,7 @@ def test_export_writes_the_pooling_it_was_trained_with(tmp_path: Path, minilm_pa
 
 
 def test_no_inbatch_negatives_flag_reaches_the_model() -> None:
-    from bgeflow.training.entry import _NoInBatchNegatives
+    from bgeflow.steps.training.worker import _NoInBatchNegatives
 
     batch = _NoInBatchNegatives(lambda features: {"queries": features, "no_in_batch_neg_flag": False})([1])
     assert batch == {"queries": [1], "no_in_batch_neg_flag": True}

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from bgeflow.cli import main
-from bgeflow.storage import open_store
-from bgeflow.training import checkpoints
+from bgeflow.core.storage import open_store
+from bgeflow.steps.training import checkpoints
 from test_training_config import SEED_RETRIEVER
 
 NAMES = ["Alice", "Bob", "Carol", "David", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory", "Niaj",
@@ -242,7 +242,7 @@ def _worker_of_node(root_pid: int, node_rank: int) -> int | None:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"bgeflow.training.entry" in cmdline and f"GROUP_RANK={node_rank}".encode() in environ:
+        if b"bgeflow.steps.training.worker" in cmdline and f"GROUP_RANK={node_rank}".encode() in environ:
             return pid
     return None
 

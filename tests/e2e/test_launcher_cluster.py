@@ -22,8 +22,8 @@ pytestmark = pytest.mark.cluster
 if not os.environ.get("KUBECONFIG"):
     pytest.skip("KUBECONFIG is not set: no cluster to test against", allow_module_level=True)
 
-from bgeflow.launcher import LaunchSpec, PodSettings, job_name, launch  # noqa: E402
-from bgeflow.launcher.k8s import KubernetesBackend  # noqa: E402
+from bgeflow.platform.launcher import LaunchSpec, PodSettings, job_name, launch  # noqa: E402
+from bgeflow.platform.launcher.k8s import KubernetesBackend  # noqa: E402
 
 NAMESPACE = os.environ.get("BGEFLOW_E2E_NAMESPACE", "default")
 IMAGE = os.environ.get("BGEFLOW_E2E_IMAGE", "python:3.11-slim")

@@ -83,9 +83,9 @@ def test_pytorchjob_round_trips_through_kubeflow_training(scenario: str, job: di
 
 
 def test_direct_pytorchjob_has_the_launchers_shape() -> None:
-    """Same layout as bgeflow.launcher builds for the same settings (stricter security aside)."""
-    from bgeflow.launcher.pytorchjob import build_pytorchjob, to_manifest
-    from bgeflow.launcher.spec import LaunchSpec, PodSettings
+    """Same layout as bgeflow.platform.launcher builds for the same settings (stricter security aside)."""
+    from bgeflow.platform.launcher.pytorchjob import build_pytorchjob, to_manifest
+    from bgeflow.platform.launcher.spec import LaunchSpec, PodSettings
 
     chart = next(o for s, o in PYTORCHJOBS if s == "direct-values" and "-retriever-" in o["metadata"]["name"])
     master = chart["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from bgeflow import __version__
-from bgeflow.log import setup_logging
+from bgeflow.core.log import setup_logging
 
 #: Verbs in pipeline order; any other verb module is listed after them.
 PIPELINE_ORDER = ("ingest", "mine", "train", "evaluate", "publish", "run")

@@ -6,12 +6,13 @@ import argparse
 import json
 import sys
 
-from bgeflow.cli._settings import add_config_option, apply_config_file, check_s3_reachable
+from bgeflow.cli._settings import add_config_option, apply_config_file
+from bgeflow.core.storage.s3 import check_reachable as check_s3_reachable
 
 EXIT_GATE_FAILED = 3
 
 _EPILOG = """\
-metrics (means over queries; exact definitions in bgeflow.evaluation.metrics):
+metrics (means over queries; exact definitions in bgeflow.steps.evaluation.metrics):
   ndcg@10 (linear gains), mrr@10, recall@1, recall@10, recall@100, map@100 (denominator
   min(|relevant|, 100)); rerank.<metric>: the same on the reranked top --rerank-top-k.
 
@@ -81,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bgeflow.evaluation import EvalConfig, evaluate
+    from bgeflow.steps.evaluation import EvalConfig, evaluate
 
     apply_config_file(args._parser, args)
     config = EvalConfig(

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from bgeflow.storage import DEFAULT_WORKERS
+from bgeflow.core.storage import DEFAULT_WORKERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bgeflow.ingest import IngestConfig, IngestFailed, ingest
+    from bgeflow.steps.ingest import IngestConfig, IngestFailed, ingest
 
     config = IngestConfig(
         inputs=args.inputs, output=args.output, eval_fraction=args.eval_fraction, seed=args.seed,

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="a TrainConfig option, e.g. learning_rate=2e-5; repeatable")
     p.add_argument("--pod-settings", default=None, metavar="FILE",
-                   help="YAML/JSON of bgeflow.launcher.PodSettings (image, gpus_per_node, tolerations, s3_secret, ...)")
+                   help="YAML/JSON of bgeflow.platform.launcher.PodSettings (image, gpus_per_node, tolerations, s3_secret, ...)")
     p.add_argument("--image", default=None, help="training image (overrides the pod settings)")
     p.add_argument("--namespace", default=None, help="namespace (default: the pod settings', else the current)")
     p.add_argument("--gpus-per-node", type=int, default=None)
@@ -43,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from bgeflow.cli.run import key_values
-    from bgeflow.config_file import load_mapping
-    from bgeflow.launcher import PodSettings, launch, make_backend
-    from bgeflow.launcher.train_job import build_train_spec
+    from bgeflow.core.config_file import load_mapping
+    from bgeflow.platform.launcher import PodSettings, launch, make_backend
+    from bgeflow.platform.launcher.train_job import build_train_spec
 
     settings: dict = {}
     if args.pod_settings:
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     options = key_values(args.options, "--set")
     namespace = pod.namespace
     if not namespace:
-        from bgeflow.launcher.k8s import current_namespace
+        from bgeflow.platform.launcher.k8s import current_namespace
 
         namespace = current_namespace()
     spec = build_train_spec(
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         pod=dataclasses.replace(pod, namespace=namespace), namespace=namespace,
     )
     if args.dry_run:
-        from bgeflow.launcher.pytorchjob import build_pytorchjob, to_manifest
+        from bgeflow.platform.launcher.pytorchjob import build_pytorchjob, to_manifest
 
         yaml.safe_dump(to_manifest(build_pytorchjob(spec)), sys.stdout, sort_keys=False)
         return 0

@@ -88,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bgeflow.mining import MineConfig, mine
+    from bgeflow.steps.mining import MineConfig, mine
 
     config = MineConfig(
         model=args.model, inputs=args.inputs, output=args.output, range_for_sampling=args.range_for_sampling,

@@ -65,13 +65,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _client(args: argparse.Namespace):
-    from bgeflow.kfp_client import RealKfpClient
+    from bgeflow.platform.kfp_client import RealKfpClient
 
     return RealKfpClient(args.kfp_host, args.kfp_namespace)
 
 
 def _spec(args: argparse.Namespace):
-    from bgeflow.gitops import RetrainSpec
+    from bgeflow.platform.gitops import RetrainSpec
 
     return RetrainSpec.load(args.spec, pipeline_version=args.pipeline_version,
                             schedule_id=getattr(args, "schedule_id", ""))
@@ -82,8 +82,8 @@ def _print(payload: dict) -> None:
 
 
 def _upload(args: argparse.Namespace) -> int:
-    from bgeflow.gitops import PIPELINE_NAME
-    from bgeflow.kfp_client import ensure_pipeline_version
+    from bgeflow.platform.gitops import PIPELINE_NAME
+    from bgeflow.platform.kfp_client import ensure_pipeline_version
 
     version = ensure_pipeline_version(_client(args), args.package, PIPELINE_NAME, args.pipeline_version)
     _print({"pipeline": PIPELINE_NAME, "pipeline_id": version.pipeline_id, "version": version.name,
@@ -92,7 +92,7 @@ def _upload(args: argparse.Namespace) -> int:
 
 
 def _trigger(args: argparse.Namespace) -> int:
-    from bgeflow.gitops import check_parameters, run_name, trigger
+    from bgeflow.platform.gitops import check_parameters, run_name, trigger
 
     spec = _spec(args)
     if args.dry_run:
@@ -106,7 +106,7 @@ def _trigger(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    from bgeflow.gitops import schedule
+    from bgeflow.platform.gitops import schedule
 
     result = schedule(_client(args), _spec(args), cron=args.cron, package_path=args.package,
                       experiment=args.experiment, service_account=args.service_account)
@@ -118,7 +118,7 @@ def _wait(args: argparse.Namespace) -> int:
     import logging
     import time
 
-    from bgeflow.storage import open_store
+    from bgeflow.core.storage import open_store
 
     deadline = time.monotonic() + args.timeout
     pending = list(args.uris)

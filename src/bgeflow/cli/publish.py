@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from bgeflow.cli._settings import add_config_option, apply_config_file, check_s3_reachable
+from bgeflow.cli._settings import add_config_option, apply_config_file
+from bgeflow.core.storage.s3 import check_reachable as check_s3_reachable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bgeflow.publish import PublishConfig, publish
+    from bgeflow.steps.publish import PublishConfig, publish
 
     apply_config_file(args._parser, args)
     champion = "if-gate-passed" if args.only_if_gate_passed else "always" if args.set_champion else "never"

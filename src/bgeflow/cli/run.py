@@ -18,8 +18,8 @@ from typing import Any
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from bgeflow.cli.train import _value_type
-    from bgeflow.pipeline_config import RunConfig
-    from bgeflow.training.config import parse_bool
+    from bgeflow.platform.run_config import RunConfig
+    from bgeflow.steps.training.config import parse_bool
 
     p = subparsers.add_parser(
         "run",
@@ -66,7 +66,7 @@ def key_values(pairs: list[str], flag: str) -> dict[str, Any]:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    from bgeflow.pipeline_config import RunConfig
+    from bgeflow.platform.run_config import RunConfig
 
     known = {f.name for f in dataclasses.fields(RunConfig)}
     flags = {k: v for k, v in vars(args).items() if k in known}
@@ -77,7 +77,7 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bgeflow import local_pipeline
+    from bgeflow.platform import local_run as local_pipeline
 
     config = build_config(args)
     pipeline = local_pipeline.preflight(config)

@@ -30,7 +30,7 @@ def _value_type(hint: Any) -> tuple[Any, tuple[str, ...] | None]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from bgeflow.training.config import TrainConfig, parse_bool
+    from bgeflow.steps.training.config import TrainConfig, parse_bool
 
     p = subparsers.add_parser(
         "train",
@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    from bgeflow.training.config import TrainConfig, extra_arg_tokens
+    from bgeflow.steps.training.config import TrainConfig, extra_arg_tokens
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {name: value for name, value in vars(args).items() if name in fields and name != "kind"}
@@ -72,7 +72,7 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bgeflow.training import train
+    from bgeflow.steps.training import train
 
     config = build_config(args)
     result = train(config)

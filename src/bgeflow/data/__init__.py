@@ -7,9 +7,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bgeflow.core.storage import iter_lines, resolve_sources
 from bgeflow.data.records import CorpusRecord, EvalQuery, TrainRecord, dumps, text_id
 from bgeflow.data.validate import RULES, DataError, Problem, check_record, parse_clean, parse_line
-from bgeflow.storage import iter_lines, resolve_sources
 
 __all__ = [
     "RULES",

@@ -1,0 +1,50 @@
+"""One interface for local paths and ``s3://bucket/prefix`` URIs.
+
+S3 goes through boto3 with its default credential chain (IRSA, Pod Identity, env, profile).
+``AWS_ENDPOINT_URL`` (or ``endpoint_url=``) points it at MinIO or any S3-compatible store.
+
+Writes are atomic for readers: local files are written beside their target and renamed into
+place; S3 objects are uploaded from a finished local file, and S3 makes an object visible only
+once its PUT (or multipart upload) completes. A reader therefore never sees half an object.
+
+This module knows nothing of the pipeline's steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bgeflow.core.storage.base import (
+    DEFAULT_WORKERS,
+    JSONL_SUFFIXES,
+    ObjectInfo,
+    StorageError,
+    Store,
+    file_sha256,
+    is_s3,
+    join_key,
+    join_uri,
+    staged_file,
+    stream_sha256,
+)
+from bgeflow.core.storage.local import LocalStore
+from bgeflow.core.storage.s3 import S3Store, s3_client
+from bgeflow.core.storage.sources import Source, iter_lines, open_lines, resolve_sources
+
+__all__ = [
+    "DEFAULT_WORKERS", "JSONL_SUFFIXES", "LocalStore", "ObjectInfo", "S3Store", "Source", "StorageError", "Store",
+    "file_sha256", "is_s3", "iter_lines", "join_key", "join_uri", "open_lines", "open_store", "resolve_sources",
+    "s3_client", "staged_file", "stream_sha256",
+]
+
+
+def open_store(uri: str, *, endpoint_url: str | None = None) -> Store:
+    """A store rooted at ``uri``: ``s3://bucket/prefix``, ``file:///path`` or a local path."""
+    if is_s3(uri):
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        if not bucket:
+            raise ValueError(f"S3 URI without a bucket: {uri!r}")
+        return S3Store(bucket, prefix.strip("/"), endpoint_url=endpoint_url)
+    if "://" in uri and not uri.startswith("file://"):
+        raise ValueError(f"unsupported URI scheme in {uri!r}: use s3://bucket/prefix or a local path")
+    return LocalStore(Path(uri.removeprefix("file://")))

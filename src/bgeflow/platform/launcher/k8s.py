@@ -1,0 +1,289 @@
+"""The Kubernetes backend: a PyTorchJob through the API server (CustomObjectsApi + CoreV1Api).
+
+- submit: create; on 409 AlreadyExists adopt the job when its owner annotation matches (a
+  retried KFP task computes the same name), recreate it when the adopted job had failed, refuse
+  otherwise;
+- wait: poll the job's conditions, stream the master pod's log into ours, and on failure or
+  timeout report each pod's termination/waiting reason and the recent Events;
+- cancel: delete the job (its pods go with it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bgeflow.platform.launcher.backends import JobBackend
+from bgeflow.platform.launcher.pytorchjob import GROUP, PLURAL, VERSION, build_pytorchjob, to_manifest
+from bgeflow.platform.launcher.spec import CONTAINER_NAME, OWNER_ANNOTATION, LaunchSpec
+
+log = logging.getLogger(__name__)
+JOB_NAME_LABEL = "training.kubeflow.org/job-name"
+REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
+REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
+RECENT_EVENTS = 10
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def current_namespace(default: str = "default") -> str:
+    """The namespace this pod runs in (the launcher's), else ``default``."""
+    try:
+        with open(SA_NAMESPACE_FILE) as fh:
+            return fh.read().strip() or default
+    except OSError:
+        return default
+
+
+def _api_message(exc: Any) -> str:
+    import json
+
+    try:
+        return json.loads(exc.body).get("message") or exc.reason
+    except (TypeError, ValueError, AttributeError):
+        return str(getattr(exc, "reason", exc))
+
+
+def _conditions(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = (job.get("status") or {}).get("conditions") or []
+    return {c.get("type"): c for c in found if c.get("status") == "True"}
+
+
+class KubernetesBackend(JobBackend):
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        custom_api: Any,
+        core_api: Any,
+        *,
+        poll_interval: float = 10.0,
+        log_sink: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.custom = custom_api
+        self.core = core_api
+        self.poll_interval = poll_interval
+        self.log_sink = log_sink
+        self.clock = clock
+        self.sleep = sleep
+        self._followers: dict[tuple[str, int], threading.Thread] = {}
+
+    @classmethod
+    def from_environment(cls, **kwargs: Any) -> KubernetesBackend:
+        """In-cluster credentials (the launcher pod's service account), else the kubeconfig."""
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        return cls(client.CustomObjectsApi(), client.CoreV1Api(), **kwargs)
+
+    # -- the job ----------------------------------------------------------------------------
+
+    def _get(self, spec: LaunchSpec) -> dict[str, Any] | None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, spec.name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise RuntimeError(f"reading PyTorchJob {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
+
+    def submit(self, spec: LaunchSpec) -> bool:
+        from kubernetes.client.rest import ApiException
+
+        manifest = to_manifest(build_pytorchjob(spec))
+        try:
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, manifest)
+            log.info("created PyTorchJob %s", spec.ref)
+            return False
+        except ApiException as exc:
+            if exc.status != 409:
+                raise RuntimeError(f"creating PyTorchJob {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
+        existing = self._get(spec)
+        if existing is None:  # deleted between our create and get: create again, once
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, manifest)
+            return False
+        owner = ((existing.get("metadata") or {}).get("annotations") or {}).get(OWNER_ANNOTATION)
+        if owner != spec.owner:
+            raise RuntimeError(
+                f"PyTorchJob {spec.ref} already exists and belongs to {owner or 'someone else'!r}, not {spec.owner!r}; "
+                "refusing to adopt it"
+            )
+        if "Failed" in _conditions(existing):
+            # A retry after a failed job: adopting it would only report the same failure again.
+            log.warning("PyTorchJob %s exists but failed; deleting it and starting over", spec.ref)
+            self._delete_and_wait(spec)
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, manifest)
+            return False
+        log.info("adopted PyTorchJob %s (created by an earlier attempt of %s)", spec.ref, spec.owner)
+        return True
+
+    def _delete_and_wait(self, spec: LaunchSpec, timeout: float = 120.0) -> None:
+        self.cancel(spec)
+        deadline = self.clock() + timeout
+        while self._get(spec) is not None:
+            if self.clock() > deadline:
+                raise TimeoutError(f"PyTorchJob {spec.ref} was not deleted within {timeout:.0f}s")
+            self.sleep(min(self.poll_interval, 2.0))
+
+    def cancel(self, spec: LaunchSpec) -> None:
+        from kubernetes.client import V1DeleteOptions
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, spec.namespace, PLURAL, spec.name,
+                body=V1DeleteOptions(propagation_policy="Foreground"),
+            )
+            log.info("deleted PyTorchJob %s", spec.ref)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise RuntimeError(f"deleting PyTorchJob {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
+
+    def wait(self, spec: LaunchSpec, timeout: float | None) -> None:
+        deadline = None if timeout is None else self.clock() + timeout
+        last_state = None
+        while True:
+            job = self._get(spec)
+            if job is None:
+                raise RuntimeError(f"PyTorchJob {spec.ref} was deleted before it finished")
+            conditions = _conditions(job)
+            state = next((t for t in ("Succeeded", "Failed", "Restarting", "Running", "Suspended", "Created")
+                          if t in conditions), "Pending")
+            if state != last_state:
+                log.info("PyTorchJob %s: %s", spec.ref, state)
+                last_state = state
+            self._follow_master(spec)
+            if state == "Succeeded":
+                self._drain_logs()
+                return
+            if state == "Failed":
+                self._drain_logs()
+                cond = conditions["Failed"]
+                raise RuntimeError(
+                    f"PyTorchJob {spec.ref} failed: {cond.get('reason', '')}: {cond.get('message', '')}"
+                    + self.diagnose(spec)
+                )
+            if deadline is not None and self.clock() >= deadline:
+                details = self.diagnose(spec)
+                self.cancel(spec)  # a timed-out job must not keep holding GPUs
+                raise TimeoutError(
+                    f"PyTorchJob {spec.ref} did not finish within {timeout:.0f}s (last state: {state}); deleted it"
+                    + details
+                )
+            self.sleep(self.poll_interval)
+
+    # -- logs -------------------------------------------------------------------------------
+
+    def _master_pod(self, spec: LaunchSpec) -> Any | None:
+        role = "worker" if spec.pod.elastic else "master"
+        pods = self.core.list_namespaced_pod(
+            spec.namespace, label_selector=f"{JOB_NAME_LABEL}={spec.name},{REPLICA_TYPE_LABEL}={role}"
+        ).items
+        pods = [p for p in pods if (p.metadata.labels or {}).get(REPLICA_INDEX_LABEL, "0") == "0"]
+        return pods[0] if pods else None
+
+    def _follow_master(self, spec: LaunchSpec) -> None:
+        """Start streaming the master container's log once it runs (again, after a restart)."""
+        pod = self._master_pod(spec)
+        if pod is None or pod.status is None or pod.status.phase not in ("Running", "Succeeded", "Failed"):
+            return
+        statuses = [s for s in (pod.status.container_statuses or []) if s.name == CONTAINER_NAME]
+        restarts = statuses[0].restart_count if statuses else 0
+        key = (pod.metadata.name, restarts or 0)
+        if key in self._followers:
+            return
+        thread = threading.Thread(
+            target=self._stream_log, args=(spec.namespace, pod.metadata.name), daemon=True,
+            name=f"log-{pod.metadata.name}",
+        )
+        self._followers[key] = thread
+        thread.start()
+
+    def _stream_log(self, namespace: str, pod: str) -> None:
+        try:
+            resp = self.core.read_namespaced_pod_log(
+                pod, namespace, container=CONTAINER_NAME, follow=True, _preload_content=False
+            )
+        except Exception as exc:  # the log is a courtesy; never fail the launch over it
+            log.debug("cannot stream the log of pod %s/%s: %s", namespace, pod, exc)
+            return
+        pending = b""
+        try:
+            for chunk in resp.stream():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self.log_sink(f"[{pod}] {line.decode('utf-8', 'replace')}")
+            if pending:
+                self.log_sink(f"[{pod}] {pending.decode('utf-8', 'replace')}")
+        except Exception as exc:
+            log.debug("log stream of pod %s/%s ended: %s", namespace, pod, exc)
+        finally:
+            resp.release_conn()
+
+    def _drain_logs(self, timeout: float = 10.0) -> None:
+        for thread in self._followers.values():
+            thread.join(timeout)
+
+    # -- diagnostics ------------------------------------------------------------------------
+
+    def diagnose(self, spec: LaunchSpec) -> str:
+        """Each pod's state and the job's and pods' most recent Events, as message lines."""
+        lines: list[str] = []
+        try:
+            pods = self.core.list_namespaced_pod(spec.namespace, label_selector=f"{JOB_NAME_LABEL}={spec.name}").items
+        except Exception as exc:
+            return f"\n  (could not list the pods of {spec.ref}: {exc})"
+        for pod in pods:
+            lines.extend(_pod_reasons(pod))
+        involved = [spec.name] + [p.metadata.name for p in pods]
+        events = []
+        for name in involved:
+            try:
+                events += self.core.list_namespaced_event(
+                    spec.namespace, field_selector=f"involvedObject.name={name}"
+                ).items
+            except Exception as exc:
+                lines.append(f"(could not list the events of {spec.namespace}/{name}: {exc})")
+        events.sort(key=_event_time)
+        for event in events[-RECENT_EVENTS:]:
+            obj = event.involved_object
+            lines.append(f"event {event.type} {obj.kind}/{obj.name} {event.reason}: {event.message}")
+        return "".join(f"\n  {line}" for line in lines)
+
+
+def _pod_reasons(pod: Any) -> list[str]:
+    name = pod.metadata.name
+    status = pod.status
+    if status is None:
+        return [f"pod {name}: no status yet"]
+    out = [f"pod {name}: {status.phase}" + (f" ({status.reason}: {status.message})" if status.reason else "")]
+    for cs in status.container_statuses or []:
+        for label, state in (("now", cs.state), ("last", cs.last_state)):
+            if state is None:
+                continue
+            if state.terminated is not None:
+                t = state.terminated
+                out.append(f"pod {name} container {cs.name} ({label}): {t.reason} exit code {t.exit_code}"
+                           + (f": {t.message.strip()}" if t.message else ""))
+            elif state.waiting is not None and state.waiting.reason:
+                w = state.waiting
+                out.append(f"pod {name} container {cs.name} ({label}): waiting {w.reason}"
+                           + (f": {w.message}" if w.message else ""))
+    return out
+
+
+def _event_time(event: Any) -> float:
+    for stamp in (event.last_timestamp, event.event_time, event.first_timestamp,
+                  getattr(event.metadata, "creation_timestamp", None)):
+        if stamp is not None:
+            return stamp.timestamp()
+    return 0.0

@@ -1,0 +1,238 @@
+"""``bgeflow run``: the compiled ``bge-finetune`` pipeline, executed on this machine by kfp.local.
+
+The cluster and the laptop run the same IR: this module loads ``pipelines/bge_finetune.yaml``
+and hands it to kfp.local's SubprocessRunner in this interpreter (``use_venv=False``: nothing is
+installed). kfp.local ignores the Kubernetes platform config (secrets, tolerations, GPUs,
+timeouts). The train-launcher step gets ``launcher_backend=local``, so ``bgeflow.platform.launcher`` runs
+the PyTorchJob's pod command as local processes with the training operator's env.
+
+One deliberate difference: retry policies are removed, so a local failure is reported at once
+instead of after minutes of backoff (retries exist for transient cluster and S3 faults).
+
+Everything that can be checked before training is checked first (``preflight``), and each
+problem is one line naming the key, URI or endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bgeflow.core.storage import is_s3, open_store
+from bgeflow.platform.run_config import RunConfig
+
+log = logging.getLogger(__name__)
+
+PIPELINE_FILE = "bge_finetune.yaml"
+#: Where the ops image keeps the compiled pipeline (the Helm chart uploads it from there).
+IMAGE_PIPELINE = Path("/opt/bgeflow/pipelines") / PIPELINE_FILE
+#: Where ``pip install bgeflow`` puts it, under ``sys.prefix`` (pyproject's data-files).
+INSTALLED_PIPELINE_DIR = Path("share/bgeflow/pipelines")
+SUMMARY_FILE = "run_summary.json"
+STEP_NAMES = {
+    "ingest": "ingest", "mine": "mine", "train-launcher": "train retriever", "train-launcher-2": "train reranker",
+    "evaluate": "evaluate", "publish": "publish retriever", "publish-2": "publish reranker",
+}
+
+
+def find_pipeline(configured: str = "") -> Path:
+    """The compiled pipeline: as configured, else this checkout's, the installed package's, the image's."""
+    candidates = [Path(configured)] if configured else [
+        Path(__file__).resolve().parents[3] / "pipelines" / PIPELINE_FILE,
+        Path(sys.prefix) / INSTALLED_PIPELINE_DIR / PIPELINE_FILE, IMAGE_PIPELINE]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"compiled pipeline not found at {' or '.join(map(str, candidates))} "
+                            "(run `make pipelines` in a checkout, or set pipeline: in the run config)")
+
+
+def _check_model(name: str) -> None:
+    from bgeflow.core.models import resolve_model
+
+    path = resolve_model(name)  # bundled:… → its directory, or a ValueError naming the package
+    if is_s3(path):
+        if not open_store(path).exists("config.json"):
+            raise FileNotFoundError(f"model {name}: no config.json under it")
+    elif path.startswith(("/", ".", "~")) or Path(path).exists():
+        if not (Path(path).expanduser() / "config.json").is_file():
+            raise FileNotFoundError(f"model {name}: no model directory (config.json) at {path}")
+    elif os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(path, "config.json"), str):
+            raise FileNotFoundError(f"model {name}: not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+
+
+def preflight(config: RunConfig) -> Path:
+    """Check config, data, models, S3 and the pipeline before anything runs; returns the pipeline path."""
+    from bgeflow.core.storage import StorageError, resolve_sources
+    from bgeflow.core.storage.s3 import check_reachable as check_s3_reachable
+    from bgeflow.steps.evaluation import EvalConfig
+    from bgeflow.steps.publish import CHAMPION_POLICIES
+    from bgeflow.steps.publish.registry import check_name
+    from bgeflow.steps.training.config import TrainConfig
+
+    pipeline = find_pipeline(config.pipeline)
+    check_s3_reachable([config.data, config.registry, config.retriever_model, config.reranker_model])
+    try:
+        sources = resolve_sources([config.data])
+    except StorageError as exc:
+        raise FileNotFoundError(f"data {exc}") from None
+    if not any(s.size for s in sources):
+        raise ValueError(f"data {config.data}: every file is empty")
+    for kind, model, enabled in (("retriever", config.retriever_model, config.train_retriever),
+                                 ("reranker", config.reranker_model, config.train_reranker)):
+        _check_model(model)
+        if enabled:  # the same validation the launcher applies, before any step starts
+            TrainConfig.from_yaml(config.train_options(kind), kind=kind, model=model, train_data=config.data,
+                                  output=tempfile.gettempdir())
+    EvalConfig(output=tempfile.gettempdir(), retriever=config.retriever_model, base_retriever=config.retriever_model,
+               eval_data=config.data, reranker=config.reranker_model if config.train_reranker else None,
+               base_reranker=config.reranker_model if config.train_reranker else None, gate=config.gate,
+               rerank_top_k=config.rerank_top_k)
+    if config.champion not in CHAMPION_POLICIES:
+        raise ValueError(f"run config: champion must be one of {', '.join(CHAMPION_POLICIES)}, got {config.champion!r}")
+    check_name(config.retriever_name, "retriever_name")
+    check_name(config.reranker_name, "reranker_name")
+    return pipeline
+
+
+def local_variant(pipeline_yaml: str) -> str:
+    """The pipeline IR without retry policies (see the module docstring)."""
+    import yaml
+
+    docs = list(yaml.safe_load_all(pipeline_yaml))
+    spec = docs[0]
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec.get("components", {}).values() if "dag" in c]
+    for dag in dags:
+        for task in dag.get("tasks", {}).values():
+            task.pop("retryPolicy", None)
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+def sample_data(config: RunConfig, work: Path) -> tuple[str, int, int]:
+    """``(uri, kept, total)``: ``config.max_records`` lines of the data, a seeded sample in file order
+    (the pipeline's ingest validates them as it would the whole); the data itself when it is no larger."""
+    import random
+
+    from bgeflow.core.storage import iter_lines, resolve_sources
+
+    if not config.max_records:
+        return config.data, -1, -1
+    lines = [raw.rstrip(b"\r\n") for _, _, raw in iter_lines(resolve_sources([config.data])) if raw.strip()]
+    if len(lines) <= config.max_records:
+        return config.data, len(lines), len(lines)
+    keep = sorted(random.Random(config.seed).sample(range(len(lines)), config.max_records))
+    path = work / f"sample-{config.max_records}-seed{config.seed}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(lines[i] + b"\n" for i in keep))
+    return str(path), len(keep), len(lines)
+
+
+@dataclass
+class RunSummary:
+    output: str
+    pipeline_root: str
+    seconds: float
+    data: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
+    published: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run(config: RunConfig, pipeline: Path) -> RunSummary:
+    """Execute the pipeline through kfp.local and gather what each step recorded."""
+    from kfp import local
+    from kfp.components import load_component_from_text
+
+    output = Path(config.output.removeprefix("file://")).resolve()
+    root = output / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    root.mkdir(parents=True, exist_ok=False)
+    started = time.monotonic()
+    data, kept, total = sample_data(config, root / "data")
+    if kept != total:
+        log.info("data: %d of %d records sampled (max_records=%d)", kept, total, config.max_records)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    component = load_component_from_text(local_variant(pipeline.read_text()))
+    try:
+        component(**{**config.pipeline_arguments(), "train_data": data})
+    except RuntimeError as exc:  # kfp.local's message is colored; the failing task's log is above it
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        raise RuntimeError(f"{plain} (task outputs and logs under {root})") from None
+    summary = collect(root, time.monotonic() - started)
+    summary.output = str(output)
+    summary.data = {"uri": data, "records": kept, "of": total}
+    (output / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False))
+    return summary
+
+
+def collect(root: Path, seconds: float) -> RunSummary:
+    """Read every task's executor output under ``root`` (one kfp.local run)."""
+    summary = RunSummary(output="", pipeline_root=str(root), seconds=round(seconds, 1))
+    for path in sorted(root.glob("*/*/executor_output.json")):
+        task = path.parent.name
+        outputs = json.loads(path.read_text())
+        artifacts = {name: group["artifacts"][0] for name, group in outputs.get("artifacts", {}).items()}
+        step = STEP_NAMES.get(task, task)
+        taken = [a["metadata"]["seconds"] for a in artifacts.values() if a.get("metadata", {}).get("seconds") is not None]
+        if taken:
+            summary.steps[step] = max(taken)
+        meta = {name: a.get("metadata", {}) for name, a in artifacts.items()}
+        if "model" in meta and meta["model"].get("kind"):
+            summary.models[meta["model"]["kind"]] = meta["model"]
+        if "evaluation" in meta and meta["evaluation"].get("metrics"):
+            document = json.loads(open_store(meta["evaluation"]["metrics"]).read_text())
+            summary.metrics = document.get("metrics", {})
+            summary.gate = document.get("gate", {})
+        if "published" in meta and meta["published"].get("version"):
+            summary.published[step.split()[-1]] = meta["published"]
+    return summary
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
+
+
+def format_summary(summary: RunSummary) -> str:
+    lines = [f"bgeflow run: finished in {_minutes(summary.seconds)} (outputs under {summary.output})", ""]
+    if summary.data.get("records", -1) != summary.data.get("of", -1):
+        lines += [f"  data: {summary.data['records']} of {summary.data['of']} records sampled (max_records)", ""]
+    for kind, meta in summary.models.items():
+        where = meta.get("uri") if meta.get("trained") else f"{meta.get('uri')} (not trained in this run)"
+        lines.append(f"  {kind:<10} {meta.get('base_model')} → {where}")
+        if kind in summary.published:
+            pub = summary.published[kind]
+            lines.append(f"  {'':<10} published {pub.get('uri')}" + (" (champion)" if pub.get("champion") else ""))
+    base, tuned = summary.metrics.get("base", {}), summary.metrics.get("finetuned", {})
+    if tuned:
+        lines += ["", f"  {'metric':<18}{'base':>10}{'fine-tuned':>12}{'delta':>10}"]
+        for name, value in tuned.items():
+            before = base.get(name)
+            delta = f"{value - before:+.4f}" if before is not None else ""
+            shown = f"{before:.4f}" if before is not None else "-"
+            lines.append(f"  {name:<18}{shown:>10}{value:>12.4f}{delta:>10}")
+    if summary.gate:
+        verdict = "PASSED" if summary.gate.get("passed") else "FAILED"
+        lines += ["", f"  gate {summary.gate.get('expression') or '(no rules)'}: {verdict}"]
+        lines += [f"    {rule.get('reason')}" for rule in summary.gate.get("rules", [])]
+        if not summary.gate.get("passed"):
+            lines.append("    nothing was published")
+    if summary.steps:
+        order = list(STEP_NAMES.values())
+        steps = sorted(summary.steps.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+        lines += ["", "  time per step: " + ", ".join(f"{step} {_minutes(s)}" for step, s in steps)]
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""The quality gate: rules that the fine-tuned model's metrics must meet.
+
+Grammar (whitespace anywhere between tokens is ignored)::
+
+    gate      := rule ( ("," | ";") rule )*
+    rule      := METRIC OP REFERENCE
+    METRIC    := ["rerank."] NAME "@" K        NAME: ndcg | mrr | recall | map;  K: a positive integer
+    OP        := ">=" | ">" | "<=" | "<"
+    REFERENCE := NUMBER | ("base" | "champion") [ ("+" | "-") NUMBER ]
+
+Examples: ``ndcg@10>=base+0.01``, ``recall@100 >= champion-0.005; rerank.ndcg@10 > base``,
+``mrr@10 >= 0.3``.
+
+The left side is always the fine-tuned model's value (``rerank.`` metrics: the fine-tuned
+reranker's, on the fine-tuned retriever's candidates). ``base`` is the base model's value of the
+same metric, ``champion`` the currently published champion's. A rule against ``champion`` passes
+when no champion exists, and its reason says so. Comparisons allow 1e-9 of floating-point slack.
+
+The verdict is ``{"passed", "expression", "rules": [{"rule", "passed", "value", "reference",
+"reason"}]}``; ``passed`` is true when every rule passes (and when there are no rules).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bgeflow.steps.evaluation.metrics import parse_metric
+
+RERANK_PREFIX = "rerank."
+REFERENCES = ("base", "champion")
+CANDIDATE = "finetuned"
+_EPSILON = 1e-9
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda a, b: a >= b - _EPSILON,
+    ">": lambda a, b: a > b + _EPSILON,
+    "<=": lambda a, b: a <= b + _EPSILON,
+    "<": lambda a, b: a < b - _EPSILON,
+}
+_TOKENS = {
+    "metric": re.compile(r"\s*((?:rerank\.)?[a-z_]+@\d+)", re.IGNORECASE),
+    "op": re.compile(r"\s*(>=|<=|>|<)"),
+    "number": re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)", re.IGNORECASE),
+    "name": re.compile(r"\s*(base|champion)\b", re.IGNORECASE),
+    "offset": re.compile(r"\s*([+-])\s*((?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)", re.IGNORECASE),
+    "separator": re.compile(r"\s*([,;])"),
+    "end": re.compile(r"\s*$"),
+}
+
+
+@dataclass(frozen=True)
+class GateRule:
+    text: str
+    metric: str
+    op: str
+    reference: str | None  # "base", "champion", or None for a plain number
+    offset: float
+
+    @property
+    def is_rerank(self) -> bool:
+        return self.metric.startswith(RERANK_PREFIX)
+
+    def check(self, columns: Mapping[str, Mapping[str, float] | None]) -> dict[str, Any]:
+        """This rule's verdict on ``columns`` (``base``/``finetuned``/``champion`` → metric → value)."""
+        candidate = (columns.get(CANDIDATE) or {}).get(self.metric)
+        out: dict[str, Any] = {"rule": self.text, "passed": False, "value": candidate, "reference": None}
+        if candidate is None:
+            out["reason"] = f"{self.metric} was not computed for the fine-tuned model"
+            return out
+        if self.reference is None:
+            reference = self.offset
+            described = f"{reference:g}"
+        else:
+            column = columns.get(self.reference)
+            if column is None:
+                if self.reference == "champion":
+                    out.update(passed=True, reason="no champion is published; rule not applied")
+                else:
+                    out["reason"] = "no base model was evaluated"
+                return out
+            base_value = column.get(self.metric)
+            if base_value is None:
+                out["reason"] = f"{self.metric} was not computed for {self.reference}"
+                return out
+            reference = base_value + self.offset
+            described = f"{self.reference} {base_value:.4f}" + (f" {self.offset:+g} = {reference:.4f}" if self.offset else "")
+        passed = _OPS[self.op](candidate, reference)
+        out.update(
+            passed=passed,
+            reference=reference,
+            reason=f"{self.metric} {candidate:.4f} {self.op if passed else 'is not ' + self.op} {described}",
+        )
+        return out
+
+
+def _expect(kind: str, text: str, pos: int, index: int, rule_start: int, what: str) -> re.Match[str]:
+    match = _TOKENS[kind].match(text, pos)
+    if match is None:
+        column = len(text) - len(text[pos:].lstrip()) + 1  # point at the offending token, not a space
+        raise ValueError(f"gate rule {index} ({_rule_text(text, rule_start)!r}) at column {column} of {text!r}: "
+                         f"expected {what}")
+    return match
+
+
+def _rule_text(text: str, start: int) -> str:
+    return re.split(r"[,;]", text[start:], maxsplit=1)[0].strip()
+
+
+def parse_gate(text: str | None) -> list[GateRule]:
+    """The rules of a gate expression; ValueError naming the rule and column on a syntax error."""
+    rules: list[GateRule] = []
+    if not text or not text.strip():
+        return rules
+    pos = 0
+    while True:
+        if _TOKENS["end"].match(text, pos):
+            break
+        index = len(rules) + 1
+        start = pos
+        metric_match = _expect("metric", text, pos, index, start, "a metric such as ndcg@10 or rerank.mrr@10")
+        metric = metric_match.group(1).lower()
+        try:
+            parse_metric(metric.removeprefix(RERANK_PREFIX))
+        except ValueError as exc:
+            raise ValueError(f"gate rule {index} ({_rule_text(text, start)!r}) at column "
+                             f"{metric_match.start(1) + 1} of {text!r}: {exc}") from None
+        pos = metric_match.end()
+        op = _expect("op", text, pos, index, start, "one of >= > <= <").group(1)
+        pos = _TOKENS["op"].match(text, pos).end()  # type: ignore[union-attr]
+        reference: str | None
+        name_match = _TOKENS["name"].match(text, pos)
+        if name_match:
+            reference = name_match.group(1).lower()
+            pos = name_match.end()
+            offset = 0.0
+            offset_match = _TOKENS["offset"].match(text, pos)
+            if offset_match:
+                offset = float(offset_match.group(2)) * (-1 if offset_match.group(1) == "-" else 1)
+                pos = offset_match.end()
+        else:
+            number_match = _expect("number", text, pos, index, start, "a number, 'base' or 'champion'")
+            reference = None
+            offset = float(number_match.group(1))
+            pos = number_match.end()
+        rules.append(GateRule(text[start:pos].strip(), metric, op, reference, offset))
+        if _TOKENS["end"].match(text, pos):
+            break
+        pos = _expect("separator", text, pos, index, start, "',' or ';' between rules, or the end").end()
+    return rules
+
+
+def check_gate(rules: list[GateRule], columns: Mapping[str, Mapping[str, float] | None], expression: str = "") -> dict[str, Any]:
+    """The verdict of every rule on ``columns``; passed when all pass."""
+    verdicts = [rule.check(columns) for rule in rules]
+    return {"passed": all(v["passed"] for v in verdicts), "expression": expression, "rules": verdicts}

@@ -1,0 +1,45 @@
+"""The train/eval split and the held-out eval set (queries, qrels and a corpus with distractors)."""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import zlib
+
+from bgeflow.data import CorpusRecord, EvalQuery, TrainRecord, text_id
+
+
+def split_eval(queries: list[str], fraction: float, seed: int) -> set[str]:
+    """The held-out queries: the ``round(n × fraction)`` smallest seeded hashes (at least one).
+
+    Hash order makes the split independent of input order and stable as data is added.
+    """
+    if fraction <= 0 or len(queries) < 2:
+        return set()
+    k = min(len(queries) - 1, max(1, round(len(queries) * fraction)))
+    return set(heapq.nsmallest(k, queries, key=lambda q: hashlib.sha256(f"{seed}\0{q}".encode()).digest()))
+
+
+def build_eval_set(
+    held_out: list[TrainRecord], train: list[TrainRecord], distractors: int, seed: int
+) -> tuple[list[CorpusRecord], list[EvalQuery]]:
+    """Queries with their positives as qrels; corpus = their pos+neg plus sampled train passages."""
+    corpus: dict[str, CorpusRecord] = {}
+
+    def add(text: str) -> str:
+        doc_id = text_id(text)
+        corpus.setdefault(doc_id, CorpusRecord(doc_id, text))
+        return doc_id
+
+    queries = []
+    for record in held_out:
+        relevant = {add(text): 1 for text in record.pos}
+        for text in record.neg:
+            add(text)
+        queries.append(EvalQuery(text_id(record.query, "q"), record.query, relevant, record.prompt))
+    # The passages with the smallest seeded CRCs: a sample independent of input order that needs no
+    # sort (nor shuffle) of every training passage.
+    pool = {text for r in train for text in (*r.pos, *r.neg)}
+    for text in heapq.nsmallest(distractors, pool, key=lambda t: (zlib.crc32(t.encode(), seed & 0xFFFFFFFF), t)):
+        add(text)
+    return sorted(corpus.values(), key=lambda c: c.id), queries

@@ -1,0 +1,181 @@
+"""Gathering a version locally: model files, metrics, configs, lineage; their digests and content hash."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bgeflow.core.storage import LocalStore, file_sha256, iter_lines, open_store, resolve_sources
+from bgeflow.steps.publish.config import TRAINING_CONFIGS, PublishConfig
+from bgeflow.steps.publish.registry import MODEL_DIR
+
+CARD = "README.md"
+
+
+@dataclass
+class FileEntry:
+    path: str  # relative to the version prefix
+    local: Path
+    size: int
+    sha256: str
+    md5: str
+
+    def entry(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+
+def digest_file(local: Path, path: str) -> FileEntry:
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    with open(local, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+            md5.update(chunk)
+    return FileEntry(path, local, local.stat().st_size, sha.hexdigest(), md5.hexdigest())
+
+
+def content_hash(files: list[FileEntry]) -> str:
+    lines = sorted(f"{f.path}\t{f.sha256}" for f in files if f.path != CARD)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _locate_model(uri: str, workdir: Path) -> tuple[Path, Path | None]:
+    """``(model dir, training output dir or None)`` on local disk, downloading from S3 if needed."""
+    store = open_store(uri)
+    if store.exists(f"{MODEL_DIR}/config.json"):
+        root, model_key = store, MODEL_DIR
+    elif store.exists("config.json"):
+        root, model_key = store, ""
+    else:
+        raise FileNotFoundError(f"--model {uri}: neither a model directory (config.json) nor a training output "
+                                f"(model/config.json)")
+    if isinstance(root, LocalStore):
+        base = root.root
+    else:
+        base = workdir / "download"
+        root.download_dir(base / model_key if model_key else base, model_key)
+        for name in TRAINING_CONFIGS:
+            if model_key and root.exists(name):
+                root.get_file(name, base / name)
+    return (base / model_key if model_key else base), (base if model_key else None)
+
+
+def _model_kind(model_dir: Path, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{model_dir}/config.json cannot be read: {exc}") from exc
+    architectures = config.get("architectures") or []
+    return "reranker" if any(a.endswith("ForSequenceClassification") for a in architectures) else "retriever"
+
+
+def _read_json_uri(uri: str, what: str) -> dict[str, Any]:
+    store = open_store(uri)
+    if store.stat("") is None:
+        raise FileNotFoundError(f"{what} {uri}: no such file")
+    try:
+        doc = json.loads(store.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{what} {uri}: not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise ValueError(f"{what} {uri}: expected a JSON object")
+    return doc
+
+
+def lineage(uris: list[str]) -> list[dict[str, Any]]:
+    """For each input object: URI, size, ETag (S3) or sha256 (local), and its non-blank row count."""
+    out = []
+    for source in resolve_sources(uris):
+        rows = sum(1 for _, _, raw in iter_lines([source], workers=1) if raw.strip())
+        entry: dict[str, Any] = {"uri": source.uri, "size": source.size, "rows": rows}
+        if isinstance(source.store, LocalStore):
+            entry["sha256"] = file_sha256(source.store.root / source.key)
+        else:
+            entry["etag"] = source.etag
+        out.append(entry)
+    return out
+
+
+def _base_model(config: PublishConfig, metrics: dict[str, Any] | None, configs_dir: Path) -> str:
+    if config.base_model:
+        return config.base_model
+    if metrics:
+        base = metrics.get("models", {}).get("base" if "base" in metrics.get("models", {}) else "base_reranker")
+        if base and base.get("model"):
+            return str(base["model"])
+    summary = configs_dir / "train_summary.json"
+    candidates: list[dict[str, Any]] = []
+    if summary.exists():
+        with contextlib.suppress(ValueError):
+            candidates.append(json.loads(summary.read_text()))
+    train_config = configs_dir / "train_config.yaml"
+    if train_config.exists():
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(train_config.read_text())
+            if isinstance(loaded, dict):
+                candidates.append(loaded)
+        except yaml.YAMLError:
+            pass
+    for doc in candidates:
+        for key in ("base_model", "model_name_or_path", "model"):
+            value = doc.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return "unknown"
+
+
+def gather(config: PublishConfig, workdir: Path) -> tuple[list[FileEntry], dict[str, Any]]:
+    """Every file of the version except the model card, plus what the card and manifest need."""
+    model_dir, training_dir = _locate_model(config.model, workdir)
+    generated = workdir / "generated"
+    generated.mkdir()
+    files: list[FileEntry] = []
+    for local in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        rel = local.relative_to(model_dir).as_posix()
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue  # hidden files (caches, VCS) are not part of a model, and storage listings skip them
+        files.append(digest_file(local, f"{MODEL_DIR}/{rel}"))
+    if not files:
+        raise ValueError(f"--model {config.model}: the model directory is empty")
+
+    metrics = _read_json_uri(config.metrics, "--metrics") if config.metrics else None
+    if metrics is not None:
+        (generated / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2))
+        files.append(digest_file(generated / "metrics.json", "metrics.json"))
+
+    config_uris = list(config.configs)
+    if not config_uris and training_dir is not None:
+        config_uris = [str(training_dir / name) for name in TRAINING_CONFIGS if (training_dir / name).is_file()]
+    configs_dir = generated / "configs"
+    configs_dir.mkdir()
+    for uri in config_uris:
+        store = open_store(uri)
+        if store.stat("") is None:
+            raise FileNotFoundError(f"--train-config {uri}: no such file")
+        target = configs_dir / uri.rstrip("/").rsplit("/", 1)[-1]
+        if target.exists():
+            raise ValueError(f"--train-config {uri}: a config named {target.name!r} is given twice")
+        store.get_file("", target)
+        files.append(digest_file(target, f"configs/{target.name}"))
+
+    lineage_doc = {"inputs": lineage(config.lineage_inputs), "model_source": config.model}
+    (generated / "lineage.json").write_text(json.dumps(lineage_doc, ensure_ascii=False, indent=2))
+    files.append(digest_file(generated / "lineage.json", "lineage.json"))
+
+    facts = {
+        "kind": _model_kind(model_dir, config.kind),
+        "base_model": _base_model(config, metrics, configs_dir),
+        "metrics": metrics,
+        "lineage": lineage_doc,
+        "configs": sorted(p.name for p in configs_dir.iterdir()),
+        "configs_dir": configs_dir,
+        "generated": generated,
+    }
+    return files, facts

@@ -1,0 +1,50 @@
+"""Moving ``latest.json`` and ``champion.json`` after a version's manifest exists (step 6)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from bgeflow.core.storage import Store
+from bgeflow.steps.publish.config import PublishConfig
+from bgeflow.steps.publish.registry import VersionInfo, read_manifest, read_pointer
+
+
+def write_pointer(store: Store, pointer: str, version: str, manifest_sha256: str) -> None:
+    store.write_text(f"{pointer}.json", json.dumps({
+        "version": version, "manifest_sha256": manifest_sha256,
+        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }, indent=2))
+
+
+def champion_decision(config: PublishConfig, metrics: dict[str, Any] | None) -> tuple[bool, str]:
+    if config.champion == "never":
+        return False, "not asked to promote (--set-champion)"
+    if config.champion == "always":
+        return True, "promoted to champion (--set-champion)"
+    gate = (metrics or {}).get("gate")
+    if not isinstance(gate, dict) or "passed" not in gate:
+        return False, f"not promoted: {config.metrics} holds no gate verdict"
+    if gate["passed"]:
+        return True, "promoted to champion: the quality gate passed"
+    return False, "not promoted: the quality gate failed"
+
+
+def update_pointers(
+    store: Store, registry: str, config: PublishConfig, info: VersionInfo, manifest_sha256: str,
+    metrics: dict[str, Any] | None,
+) -> tuple[bool, bool, list[str]]:
+    reasons = []
+    latest_target = read_pointer(registry, config.name, "latest")
+    current = read_manifest(registry, config.name, latest_target) if latest_target else None
+    # Never move latest backwards: a rerun of an older publish leaves a newer latest alone.
+    is_latest = latest_target == info.version or current is None or str(current.get("created", "")) <= info.created
+    if is_latest and latest_target != info.version:
+        write_pointer(store, "latest", info.version, manifest_sha256)
+    promote, reason = champion_decision(config, metrics)
+    reasons.append(reason)
+    champion_target = read_pointer(registry, config.name, "champion")
+    if promote and champion_target != info.version:
+        write_pointer(store, "champion", info.version, manifest_sha256)
+    return is_latest, promote or champion_target == info.version, reasons

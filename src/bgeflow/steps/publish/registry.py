@@ -1,0 +1,302 @@
+"""Reading the model registry that ``bgeflow publish`` writes.
+
+Layout under a registry root (an S3 prefix or a local directory)::
+
+    <registry>/<name>/<version>/model/...        the model files
+    <registry>/<name>/<version>/metrics.json     evaluation metrics (when published with them)
+    <registry>/<name>/<version>/configs/...      the resolved training configs
+    <registry>/<name>/<version>/lineage.json     input URIs with ETags/sha256 and row counts
+    <registry>/<name>/<version>/README.md        the model card
+    <registry>/<name>/<version>/manifest.json    every file above with size and sha256; written last
+    <registry>/<name>/latest.json                {"version": ...}: the most recently published version
+    <registry>/<name>/champion.json              {"version": ...}: the promoted version
+    <registry>/<name>/.staging/<content-hash>/   uploads in progress (hidden: never listed)
+
+A version exists for readers only once its ``manifest.json`` does: files without a manifest are an
+unfinished publish and are never returned. A pointer naming a version without a manifest is
+ignored, and the newest complete version is used instead.
+
+Model references (``fetch_model``) accepted wherever bgeflow loads a model: a Hugging Face name,
+``bundled:minilm``, a model directory, a training output (holding ``model/``), either of those
+under ``s3://``, or a registry reference ``<registry>/<name>`` (its champion, else its latest),
+``<registry>/<name>@<version|latest|champion>`` or ``<registry>/<name>/<version>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bgeflow.core.models import resolve_model
+from bgeflow.core.storage import Store, join_uri, open_store, stream_sha256
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+POINTERS = ("latest", "champion")
+STAGING = ".staging"
+MODEL_DIR = "model"
+MANIFEST_FORMAT = 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class RegistryError(RuntimeError):
+    """The registry holds something inconsistent (a checksum mismatch, a corrupt manifest)."""
+
+
+def check_name(value: str, what: str) -> str:
+    """A registry name or version: letters, digits, ``.``, ``_``, ``-``; not a pointer's name."""
+    if not isinstance(value, str) or not _NAME.match(value) or value in POINTERS:
+        raise ValueError(
+            f"{what} {value!r} is not valid: use letters, digits, '.', '_', '-' (not starting with "
+            f"'.', '_' or '-'), at most 128 characters, and not {' or '.join(POINTERS)}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One complete (manifested) version."""
+
+    registry: str
+    name: str
+    version: str
+    manifest: dict[str, Any]
+
+    @property
+    def uri(self) -> str:
+        return join_uri(self.registry, f"{self.name}/{self.version}")
+
+    @property
+    def created(self) -> str:
+        return str(self.manifest.get("created", ""))
+
+    @property
+    def content_hash(self) -> str:
+        return str(self.manifest.get("content_hash", ""))
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest.get("kind", ""))
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        return list(self.manifest.get("files", []))
+
+    def store(self) -> Store:
+        return open_store(self.uri)
+
+
+def name_store(registry: str, name: str) -> Store:
+    return open_store(join_uri(registry, check_name(name, "model name")))
+
+
+def read_manifest(registry: str, name: str, version: str) -> dict[str, Any] | None:
+    """The version's manifest, or None when it has none (not published, or not finished)."""
+    store = name_store(registry, name)
+    key = f"{version}/{MANIFEST}"
+    if not store.exists(key):
+        return None
+    try:
+        manifest = json.loads(store.read_text(key))
+    except ValueError as exc:
+        raise RegistryError(f"{store.url(key)}: corrupt manifest ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("version") != version or not isinstance(manifest.get("files"), list):
+        raise RegistryError(f"{store.url(key)}: not a bgeflow manifest for version {version!r}")
+    return manifest
+
+
+def _sort_key(info: VersionInfo) -> tuple[str, str]:
+    return info.created, info.version
+
+
+def list_versions(registry: str, name: str) -> list[VersionInfo]:
+    """Every complete version of ``name``, oldest first (by creation time, then version)."""
+    store = name_store(registry, name)
+    versions = []
+    for obj in store.list((MANIFEST,)):
+        parts = obj.key.split("/")
+        if len(parts) != 2 or parts[1] != MANIFEST:
+            continue
+        try:
+            manifest = read_manifest(registry, name, parts[0])
+        except RegistryError as exc:
+            log.warning("skipping version %s: %s", parts[0], exc)
+            continue
+        if manifest is not None:
+            versions.append(VersionInfo(registry, name, parts[0], manifest))
+    return sorted(versions, key=_sort_key)
+
+
+def read_pointer(registry: str, name: str, pointer: str) -> str | None:
+    """The version a pointer (``latest`` or ``champion``) names, or None when it is absent."""
+    store = name_store(registry, name)
+    key = f"{pointer}.json"
+    if not store.exists(key):
+        return None
+    try:
+        version = json.loads(store.read_text(key)).get("version")
+    except (ValueError, AttributeError):
+        log.warning("%s is not valid JSON; ignored", store.url(key))
+        return None
+    return version if isinstance(version, str) else None
+
+
+def find_version(registry: str, name: str, ref: str = "latest") -> VersionInfo | None:
+    """A complete version by name or pointer; None when there is none.
+
+    ``champion`` is None when no champion was ever promoted. A pointer to a version without a
+    manifest is not trusted: the newest complete version stands in for it.
+    """
+    if ref not in POINTERS:
+        manifest = read_manifest(registry, name, check_name(ref, "version"))
+        return VersionInfo(registry, name, ref, manifest) if manifest is not None else None
+    target = read_pointer(registry, name, ref)
+    if ref == "champion" and target is None:
+        return None
+    if target is not None:
+        try:
+            manifest = read_manifest(registry, name, check_name(target, "version"))
+        except ValueError:
+            manifest = None
+        if manifest is not None:
+            return VersionInfo(registry, name, target, manifest)
+        log.warning("%s/%s: %s.json names version %r, which has no manifest; using the newest complete version",
+                    registry, name, ref, target)
+    versions = list_versions(registry, name)
+    return versions[-1] if versions else None
+
+
+def get_version(registry: str, name: str, ref: str = "latest") -> VersionInfo:
+    """Like ``find_version``, but FileNotFoundError when there is nothing to return."""
+    info = find_version(registry, name, ref)
+    if info is None:
+        raise FileNotFoundError(f"registry {join_uri(registry, name)}: no complete version for {ref!r}")
+    return info
+
+
+def sha256_of(store: Store, key: str) -> str:
+    with store.open_read(key) as fh:
+        return stream_sha256(fh)
+
+
+def verify(registry: str, name: str, ref: str = "latest", *, checksums: bool = True) -> list[str]:
+    """Problems with a version's files (missing, wrong size, wrong sha256); empty when intact."""
+    info = get_version(registry, name, ref)
+    store = info.store()
+    problems = []
+    for entry in info.files:
+        found = store.stat(entry["path"])
+        if found is None:
+            problems.append(f"{store.url(entry['path'])}: missing")
+        elif found.size != entry["size"]:
+            problems.append(f"{store.url(entry['path'])}: {found.size} bytes, manifest says {entry['size']}")
+        elif checksums and sha256_of(store, entry["path"]) != entry["sha256"]:
+            problems.append(f"{store.url(entry['path'])}: sha256 differs from the manifest")
+    return problems
+
+
+def download_model(registry: str, name: str, ref: str, dest: str | Path) -> Path:
+    """Download a version's ``model/`` files into ``dest``, checking each sha256; returns ``dest``."""
+    from bgeflow.core.storage import file_sha256
+
+    info = get_version(registry, name, ref)
+    store = info.store()
+    dest = Path(dest)
+    prefix = MODEL_DIR + "/"
+    entries = [e for e in info.files if e["path"].startswith(prefix)]
+    if not entries:
+        raise RegistryError(f"{info.uri}: the manifest lists no {prefix} files")
+    for entry in entries:
+        target = dest / entry["path"][len(prefix) :]
+        store.get_file(entry["path"], target)
+        if file_sha256(target) != entry["sha256"]:
+            raise RegistryError(f"{store.url(entry['path'])}: downloaded file's sha256 differs from the manifest")
+    log.info("downloaded %s (%d files) to %s", info.uri, len(entries), dest)
+    return dest
+
+
+def _split_last(uri: str) -> tuple[str, str]:
+    parent, _, last = uri.rstrip("/").rpartition("/")
+    return parent, last
+
+
+def parse_ref(uri: str, default: str = "champion") -> tuple[str, str, str] | None:
+    """``(registry, name, version-or-pointer)`` when ``uri`` is a registry reference, else None."""
+    base, at, ref = uri.rstrip("/").rpartition("@") if "@" in uri.rsplit("/", 1)[-1] else (uri, "", "")
+    base = base if at else uri.rstrip("/")
+    store = open_store(base)
+    if store.exists(MANIFEST):
+        parent, version = _split_last(base)
+        registry, name = _split_last(parent)
+        return registry, name, version
+    registry, name = _split_last(base)
+    if not registry or not _NAME.match(name) or name in POINTERS or _model_root(store) is not None:
+        return None
+    # A name with nothing published yet is still a registry reference: it just has no versions.
+    return registry, name, ref if at else default
+
+
+def find_ref(uri: str, default: str = "champion") -> VersionInfo | None:
+    """The version a registry reference names (``default`` for a bare ``<registry>/<name>``).
+
+    None when the name has no such version (nothing published yet, or no champion promoted). A
+    URI that cannot be a registry reference (a model directory) raises FileNotFoundError.
+    """
+    parsed = parse_ref(uri, default)
+    if parsed is None:
+        raise FileNotFoundError(f"{uri}: not a registry reference (<registry>/<name>[@version])")
+    return find_version(*parsed)
+
+
+def _model_root(store: Store) -> str | None:
+    """The key prefix of the model inside a model dir or a training output; None if neither."""
+    if store.exists(f"{MODEL_DIR}/config.json"):
+        return MODEL_DIR
+    if store.exists("config.json"):
+        return ""
+    return None
+
+
+def is_model_location(ref: str) -> bool:
+    """Whether ``ref`` is a model directory or a training output (local or ``s3://``)."""
+    if "@" in ref.rsplit("/", 1)[-1]:
+        return False
+    if not ref.startswith("s3://") and not Path(ref.removeprefix("file://")).is_dir():
+        return False
+    return _model_root(open_store(ref)) is not None
+
+
+def fetch_model(ref: str, workdir: str | Path) -> str:
+    """A path (or hub name) that transformers can load for any model reference (see module doc).
+
+    Remote models are downloaded below ``workdir``.
+    """
+    if ref.startswith("bundled:"):
+        return resolve_model(ref)
+    local = not ref.startswith("s3://")
+    if local and not Path(ref.removeprefix("file://").split("@")[0]).exists():
+        if ref.count("/") <= 1 and not ref.startswith((".", "/", "~")):
+            return ref  # a Hugging Face hub name such as BAAI/bge-base-en-v1.5
+        raise FileNotFoundError(f"model {ref}: no such directory")
+    store = open_store(ref) if "@" not in ref.rsplit("/", 1)[-1] else None
+    root = _model_root(store) if store is not None else None
+    if root is not None:
+        if local:
+            return str(Path(store.uri) / root) if root else store.uri  # type: ignore[union-attr]
+        dest = Path(workdir) / hashlib.sha1(ref.encode()).hexdigest()[:12]
+        store.download_dir(dest, root)  # type: ignore[union-attr]
+        return str(dest)
+    info = find_ref(ref, default="champion")
+    if info is None:
+        info = find_ref(ref, default="latest")
+    if info is None:
+        raise FileNotFoundError(f"model {ref}: not a model directory (config.json), a training output "
+                                "(model/config.json), or a registry name with a complete version")
+    dest = Path(workdir) / f"{info.name}-{info.version}"
+    return str(download_model(info.registry, info.name, info.version, dest))

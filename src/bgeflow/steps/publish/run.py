@@ -1,0 +1,122 @@
+"""``publish(PublishConfig) -> PublishResult``: the protocol of the package docstring, end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bgeflow import __version__
+from bgeflow.core.storage import join_uri, open_store
+from bgeflow.steps.publish.card import render_card
+from bgeflow.steps.publish.config import PublishConfig
+from bgeflow.steps.publish.gather import CARD, content_hash, digest_file, gather
+from bgeflow.steps.publish.pointers import update_pointers
+from bgeflow.steps.publish.registry import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    STAGING,
+    VersionInfo,
+    list_versions,
+    read_manifest,
+)
+from bgeflow.steps.publish.upload import remove_prefix, upload_version
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PublishResult:
+    name: str
+    version: str
+    uri: str
+    content_hash: str
+    created: bool  # False: an identical version already existed (idempotent rerun)
+    champion: bool  # this version is the champion now
+    latest: bool
+    files: int
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def publish(config: PublishConfig) -> PublishResult:
+    """Publish a model version (see the module docstring for the protocol)."""
+    started = time.monotonic()
+    registry = config.registry.rstrip("/")
+    store = open_store(join_uri(registry, config.name))
+    with tempfile.TemporaryDirectory(prefix="bgeflow-publish-") as tmp:
+        files, facts = gather(config, Path(tmp))
+        digest = content_hash(files)
+        existing = _existing(registry, config, digest)
+        if existing is not None:
+            manifest_sha = hashlib.sha256(store.read_bytes(f"{existing.version}/{MANIFEST}")).hexdigest()
+            is_latest, is_champion, reasons = update_pointers(
+                store, registry, config, existing, manifest_sha, facts["metrics"])
+            log.info("publish: %s already holds this content; nothing uploaded", existing.uri)
+            return PublishResult(config.name, existing.version, existing.uri, digest, False, is_champion, is_latest,
+                                 len(existing.files), ["identical content already published", *reasons])
+
+        created = datetime.now(timezone.utc)
+        version = config.version or f"{created:%Y%m%dT%H%M%SZ}-{digest[:8]}"
+        card = facts["generated"] / CARD
+        card.write_text(render_card(registry, config.name, version, facts), encoding="utf-8")
+        files.append(digest_file(card, CARD))
+        staging = f"{STAGING}/{digest[:16]}"
+        log.info("publish: %d files (%d bytes) to %s", len(files), sum(f.size for f in files),
+                 store.url(version))
+        upload_version(store, version, files, staging)
+
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "name": config.name,
+            "version": version,
+            "kind": facts["kind"],
+            "base_model": facts["base_model"],
+            "created": created.isoformat(timespec="seconds"),
+            "content_hash": digest,
+            "bgeflow_version": __version__,
+            "gate_passed": ((facts["metrics"] or {}).get("gate") or {}).get("passed"),
+            "files": [f.entry() for f in sorted(files, key=lambda f: f.path)],
+        }
+        body = json.dumps(manifest, ensure_ascii=False, indent=2)
+        try:
+            store.write_text(f"{version}/{MANIFEST}", body, if_absent=True)
+        except FileExistsError:
+            other = read_manifest(registry, config.name, version)
+            if other is None or other.get("content_hash") != digest:
+                raise FileExistsError(f"{store.url(version)} was published concurrently with different content") from None
+            manifest, body = other, store.read_text(f"{version}/{MANIFEST}")
+        remove_prefix(store, staging)
+
+    info = VersionInfo(registry, config.name, version, manifest)
+    is_latest, is_champion, reasons = update_pointers(
+        store, registry, config, info, hashlib.sha256(body.encode()).hexdigest(), facts["metrics"])
+    log.info("publish: %s complete in %.1fs", info.uri, time.monotonic() - started)
+    return PublishResult(config.name, version, info.uri, digest, True, is_champion, is_latest, len(files), reasons)
+
+
+def _existing(registry: str, config: PublishConfig, digest: str) -> VersionInfo | None:
+    """The complete version already holding this content; an error if ``--version`` holds other content."""
+    if config.version:
+        manifest = read_manifest(registry, config.name, config.version)
+        if manifest is None:
+            return None
+        if manifest.get("content_hash") != digest:
+            raise FileExistsError(
+                f"{join_uri(registry, config.name)}/{config.version} is already published with different content "
+                f"(content hash {str(manifest.get('content_hash'))[:12]}, this model {digest[:12]}); "
+                "choose another --version"
+            )
+        return VersionInfo(registry, config.name, config.version, manifest)
+    for info in reversed(list_versions(registry, config.name)):
+        if info.content_hash == digest:
+            return info
+    return None

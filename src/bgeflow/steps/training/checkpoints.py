@@ -1,0 +1,158 @@
+"""Crash-safe checkpoints: a checkpoint counts only once its completion marker exists.
+
+transformers writes ``checkpoint-<step>/`` file by file; a process killed half-way leaves a
+directory that looks like a checkpoint but is not one. Rank 0 therefore writes
+``bgeflow-checkpoint-complete.json`` (the step and every file's size) after all ranks finished
+saving, uploads the files to ``<output>/checkpoints/checkpoint-<step>/`` and then the marker. On
+start the newest checkpoint whose marker matches its files is resumed from; others are reported
+and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bgeflow.core.storage import Store
+
+log = logging.getLogger(__name__)
+
+MARKER = "bgeflow-checkpoint-complete.json"
+CHECKPOINTS_PREFIX = "checkpoints"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    name: str
+    where: str  # local path or URI
+
+
+@dataclass
+class ResumePlan:
+    """What a starting run resumes from (``local_dir`` None: from scratch) and what it ignored."""
+
+    local_dir: Path | None = None
+    step: int = 0
+    source: str | None = None
+    ignored: list[str] = field(default_factory=list)
+
+
+def step_of(name: str) -> int | None:
+    match = _NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def mark_complete(ckpt_dir: Path, step: int) -> dict[str, object]:
+    """Write the marker (atomically, last) listing every file of ``ckpt_dir``; returns its content."""
+    files = {p.relative_to(ckpt_dir).as_posix(): p.stat().st_size
+             for p in sorted(ckpt_dir.rglob("*")) if p.is_file() and p.name != MARKER and not p.name.startswith(".")}
+    marker = {"step": step, "files": files, "completed_at": time.time()}
+    tmp = ckpt_dir / f".{MARKER}.tmp"
+    tmp.write_text(json.dumps(marker, indent=1), encoding="utf-8")
+    os.replace(tmp, ckpt_dir / MARKER)
+    return marker
+
+
+def _complete(marker_text: str | None, sizes: dict[str, int]) -> bool:
+    if marker_text is None:
+        return False
+    try:
+        listed = json.loads(marker_text)["files"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return all(sizes.get(name) == size for name, size in listed.items())
+
+
+def local_checkpoints(run_dir: Path) -> tuple[list[Checkpoint], list[Checkpoint]]:
+    """``(complete, partial)`` checkpoints in a local run directory, oldest first."""
+    complete: list[Checkpoint] = []
+    partial: list[Checkpoint] = []
+    if not run_dir.is_dir():
+        return complete, partial
+    for path in run_dir.iterdir():
+        step = step_of(path.name)
+        if step is None or not path.is_dir():
+            continue
+        (complete if is_complete_dir(path) else partial).append(Checkpoint(step, path.name, str(path)))
+    return sorted(complete, key=lambda c: c.step), sorted(partial, key=lambda c: c.step)
+
+
+def remote_checkpoints(store: Store) -> tuple[list[Checkpoint], list[Checkpoint]]:
+    """``(complete, partial)`` checkpoints under ``store`` (the output's ``checkpoints/``), oldest first."""
+    sizes: dict[str, dict[str, int]] = {}
+    for info in store.list():
+        name, _, rest = info.key.partition("/")
+        if step_of(name) is not None and rest:
+            sizes.setdefault(name, {})[rest] = info.size
+    complete: list[Checkpoint] = []
+    partial: list[Checkpoint] = []
+    for name, files in sizes.items():
+        marker = store.read_text(f"{name}/{MARKER}") if MARKER in files else None
+        ok = _complete(marker, files)
+        (complete if ok else partial).append(Checkpoint(step_of(name) or 0, name, store.url(name)))
+    return sorted(complete, key=lambda c: c.step), sorted(partial, key=lambda c: c.step)
+
+
+def publish(ckpt_dir: Path, step: int, store: Store | None) -> None:
+    """Mark a saved checkpoint complete and copy it to ``store``: every file first, the marker last."""
+    if store is not None:
+        for path in sorted(ckpt_dir.rglob("*")):
+            if path.is_file() and path.name != MARKER and not path.name.startswith("."):
+                store.put_file(path, f"{ckpt_dir.name}/{path.relative_to(ckpt_dir).as_posix()}")
+    mark_complete(ckpt_dir, step)
+    if store is not None:
+        store.put_file(ckpt_dir / MARKER, f"{ckpt_dir.name}/{MARKER}")
+    log.info("checkpoint %s complete%s", ckpt_dir.name, f" and uploaded to {store.url(ckpt_dir.name)}" if store else "")
+
+
+def prune(store: Store, keep: int) -> None:
+    """Delete all but the newest ``keep`` complete checkpoints under ``store`` (marker first)."""
+    complete, _ = remote_checkpoints(store)
+    for old in complete[:-keep] if keep > 0 else []:
+        store.delete(f"{old.name}/{MARKER}")
+        for info in store.child(old.name).list():
+            store.delete(f"{old.name}/{info.key}")
+
+
+def plan_resume(run_dir: Path, store: Store, *, use_local: bool) -> ResumePlan:
+    """Pick the newest complete checkpoint and make it available in ``run_dir``.
+
+    ``use_local``: local checkpoints count too (one node). With several nodes only the output's
+    checkpoints count, so that every node picks the same step. Partial local checkpoints are
+    deleted (they are this node's scratch); partial remote ones are left alone and reported.
+    """
+    local_complete, local_partial = local_checkpoints(run_dir)
+    remote_complete, remote_partial = remote_checkpoints(store)
+    plan = ResumePlan(ignored=[c.where for c in remote_partial + local_partial])
+    candidates = remote_complete + (local_complete if use_local else [])
+    for ckpt in local_partial:
+        shutil.rmtree(ckpt.where, ignore_errors=True)
+    if not candidates:
+        return plan
+    newest = max(candidates, key=lambda c: (c.step, c in local_complete))
+    target = run_dir / newest.name
+    if newest not in local_complete:
+        staging = run_dir / f".download-{newest.name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        store.child(newest.name).download_dir(staging)
+        if not is_complete_dir(staging):
+            raise RuntimeError(f"checkpoint {newest.where} changed while it was downloaded; rerun to retry")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    plan.local_dir, plan.step, plan.source = target, newest.step, newest.where
+    return plan
+
+
+def is_complete_dir(ckpt_dir: Path) -> bool:
+    """Whether a local checkpoint directory has a marker that matches its files."""
+    sizes = {p.relative_to(ckpt_dir).as_posix(): p.stat().st_size for p in ckpt_dir.rglob("*") if p.is_file()}
+    marker = ckpt_dir / MARKER
+    return _complete(marker.read_text(encoding="utf-8") if marker.is_file() else None, sizes)

@@ -1,0 +1,111 @@
+"""Several "pods" of one PyTorchJob on this machine: the multi-node path without a cluster.
+
+Each pod is a separate process group running the same pod command with exactly the env the
+Kubeflow Training Operator gives that replica (``operator_env``), all pointing at one master on
+127.0.0.1. Like the operator's default ``runPolicy``, one failed pod fails the job: the others are
+stopped and its exit code is returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import IO
+
+from bgeflow.steps.training.distributed import operator_env
+
+log = logging.getLogger(__name__)
+
+LOCAL_MASTER_ADDR = "127.0.0.1"
+_STOP_GRACE_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOCAL_MASTER_ADDR, 0))
+        return int(s.getsockname()[1])
+
+
+def _pump(stream: IO[bytes], prefix: str, lock: threading.Lock) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", errors="replace").rstrip("\n")
+        with lock:
+            sys.stdout.write(f"{prefix}{line}\n")
+            sys.stdout.flush()
+    stream.close()
+
+
+def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every live pod's process group (torchrun then stops its workers), SIGKILL stragglers."""
+    live = [p for p in procs if p.poll() is None]
+    for p in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_S
+    for p in live:
+        try:
+            p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def run_local_pods(pod_command: Sequence[str], *, nnodes: int, nproc_per_node: int,
+                   env: Mapping[str, str] | None = None, master_port: int | None = None,
+                   timeout: float | None = None) -> int:
+    """Run ``pod_command`` as ``nnodes`` pods of one PyTorchJob; 0 when all succeed.
+
+    Each pod gets this process's env, then ``env``, then the operator's variables for its replica
+    (``MASTER_ADDR=127.0.0.1``, ``MASTER_PORT``, ``WORLD_SIZE`` = nnodes × nproc_per_node, ``RANK`` =
+    node rank, ``PET_NNODES``, ``PET_NODE_RANK``, ``PET_NPROC_PER_NODE``, ``PET_MASTER_ADDR``,
+    ``PET_MASTER_PORT``; see ``bgeflow.steps.training.distributed.operator_env``). Output lines are
+    prefixed ``[pod-<rank>]``. When a pod exits non-zero the others are stopped and its code is
+    returned; past ``timeout`` seconds every pod is stopped and TimeoutError raised.
+    """
+    if nnodes <= 0 or nproc_per_node <= 0:
+        raise ValueError(f"need nnodes and nproc_per_node >= 1, got {nnodes} and {nproc_per_node}")
+    port = master_port or free_port()
+    lock = threading.Lock()
+    procs: list[subprocess.Popen[bytes]] = []
+    pumps: list[threading.Thread] = []
+    try:
+        for rank in range(nnodes):
+            pod_env = {**os.environ, **(env or {}), **operator_env(
+                node_rank=rank, nnodes=nnodes, nproc_per_node=nproc_per_node,
+                master_addr=LOCAL_MASTER_ADDR, master_port=port)}
+            proc = subprocess.Popen(list(pod_command), env=pod_env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            procs.append(proc)
+            assert proc.stdout is not None
+            pump = threading.Thread(target=_pump, args=(proc.stdout, f"[pod-{rank}] ", lock), daemon=True)
+            pump.start()
+            pumps.append(pump)
+        log.info("started %d local pods (master 127.0.0.1:%d, %d process(es) each)", nnodes, port, nproc_per_node)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
+            if failed:
+                rank, code = failed[0]
+                log.error("pod-%d exited with %d; stopping the other pods", rank, code)
+                _stop(procs)
+                return int(code)
+            if all(code == 0 for code in codes):
+                return 0
+            if deadline is not None and time.monotonic() > deadline:
+                _stop(procs)
+                raise TimeoutError(f"local pods still running after {timeout:.0f}s; stopped them")
+            time.sleep(0.2)
+    finally:
+        _stop(procs)
+        for pump in pumps:
+            pump.join(timeout=5)

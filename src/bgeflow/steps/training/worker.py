@@ -1,0 +1,171 @@
+"""What each torchrun worker runs: FlagEmbedding's encoder-only runner plus bgeflow's hooks.
+
+``python -m bgeflow.steps.training.worker --kind retriever [bgeflow options] -- <FlagEmbedding options>``
+parses the runner's own HfArgumentParser dataclasses exactly like
+``python -m FlagEmbedding.finetune.<embedder|reranker>.encoder_only.base`` and runs the same
+runner (the same model, loss and Trainer). bgeflow adds:
+
+- a callback that marks every saved checkpoint complete and uploads it (``checkpoints.publish``);
+- resume that restores the weights: FlagEmbedding saves only the wrapped transformers model, and
+  Trainer loads a checkpoint into the wrapper, whose keys (``model.…``) match none of those saved
+  (transformers 4.57 then fails looking up ``_keys_to_ignore_on_save`` on the wrapper);
+- ``--no-inbatch-neg`` (FlagEmbedding 1.4 dropped the seed's ``--use_inbatch_neg False``);
+- a history file (loss log, steps, world size) for ``train_summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bgeflow.steps.training")
+
+HISTORY_FILE = "bgeflow-history.json"
+
+
+def _runner_parts(kind: str) -> tuple[type, type, type, type]:
+    if kind == "retriever":
+        from FlagEmbedding.finetune.embedder.encoder_only.base import (
+            EncoderOnlyEmbedderDataArguments,
+            EncoderOnlyEmbedderModelArguments,
+            EncoderOnlyEmbedderRunner,
+            EncoderOnlyEmbedderTrainingArguments,
+        )
+
+        return (EncoderOnlyEmbedderModelArguments, EncoderOnlyEmbedderDataArguments,
+                EncoderOnlyEmbedderTrainingArguments, EncoderOnlyEmbedderRunner)
+    # The same dataclasses FlagEmbedding's reranker __main__ parses.
+    from FlagEmbedding.abc.finetune.reranker import (
+        AbsRerankerDataArguments,
+        AbsRerankerModelArguments,
+        AbsRerankerTrainingArguments,
+    )
+    from FlagEmbedding.finetune.reranker.encoder_only.base import EncoderOnlyRerankerRunner
+
+    return (AbsRerankerModelArguments, AbsRerankerDataArguments, AbsRerankerTrainingArguments,
+            EncoderOnlyRerankerRunner)
+
+
+def _callback(publish_to: str | None, keep: int | None) -> Any:
+    import torch.distributed as dist
+    from transformers import TrainerCallback
+
+    from bgeflow.core.storage import open_store
+    from bgeflow.steps.training import checkpoints
+
+    class CheckpointPublisher(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.start_step = 0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # After a resume, Trainer has restored global_step by now.
+            self.start_step = state.global_step
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # Every rank saves its own RNG state; the marker may only follow all of them.
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()
+            if state.is_world_process_zero:
+                ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                store = open_store(publish_to).child(checkpoints.CHECKPOINTS_PREFIX) if publish_to else None
+                checkpoints.publish(ckpt, state.global_step, store)
+                if store is not None and keep:
+                    checkpoints.prune(store, keep)
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()
+
+    return CheckpointPublisher()
+
+
+class _NoInBatchNegatives:
+    """Wraps FlagEmbedding's collator so the loss uses only each query's own group."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+
+    def __call__(self, features: Any) -> Any:
+        batch = self.collator(features)
+        batch["no_in_batch_neg_flag"] = True
+        return batch
+
+
+def _load_wrapped(trainer: Any) -> Any:
+    from transformers import Trainer
+
+    def load(resume_from_checkpoint: str, model: Any = None) -> Any:
+        return Trainer._load_from_checkpoint(trainer, resume_from_checkpoint,
+                                             model=model if model is not None else trainer.model.model)
+
+    return load
+
+
+def _accept_indexed_cpu_locations() -> None:
+    """Let torch.load map storages to ``cpu:N``.
+
+    Under multi-process CPU training transformers' ``args.device`` is ``cpu:<local_rank>``, and on
+    resume it passes that as ``map_location`` for the optimizer state; torch only knows plain
+    ``cpu`` and refuses, so a CPU job could never resume.
+    """
+    import torch.serialization
+
+    def restore(storage: Any, location: str) -> Any:
+        return storage if location.startswith("cpu:") else None
+
+    torch.serialization.register_package(11, lambda _obj: None, restore)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        raise SystemExit("usage: python -m bgeflow.steps.training.worker --kind KIND [options] -- <runner options>")
+    split = argv.index("--")
+    parser = argparse.ArgumentParser(prog="bgeflow.steps.training.worker")
+    parser.add_argument("--kind", choices=("retriever", "reranker"), required=True)
+    parser.add_argument("--publish-to", default=None, help="output URI; checkpoints go to its checkpoints/")
+    parser.add_argument("--keep-checkpoints", type=int, default=None)
+    parser.add_argument("--no-inbatch-neg", action="store_true")
+    ns = parser.parse_args(argv[:split])
+
+    from transformers import HfArgumentParser
+
+    model_cls, data_cls, training_cls, runner_cls = _runner_parts(ns.kind)
+    model_args, data_args, training_args = HfArgumentParser((model_cls, data_cls, training_cls)) \
+        .parse_args_into_dataclasses(args=argv[split + 1:])
+    publisher = _callback(ns.publish_to, ns.keep_checkpoints)
+    if training_args.use_cpu:
+        _accept_indexed_cpu_locations()
+
+    class Runner(runner_cls):  # type: ignore[misc, valid-type]
+        def load_data_collator(self) -> Any:
+            collator = super().load_data_collator()
+            return _NoInBatchNegatives(collator) if ns.no_inbatch_neg else collator
+
+        def load_trainer(self) -> Any:
+            trainer = super().load_trainer()
+            trainer.add_callback(publisher)
+            trainer._load_from_checkpoint = _load_wrapped(trainer)
+            return trainer
+
+    runner = Runner(model_args=model_args, data_args=data_args, training_args=training_args)
+    runner.run()
+    trainer = runner.trainer
+    if trainer.is_world_process_zero():
+        history = {
+            "global_step": trainer.state.global_step,
+            "start_step": publisher.start_step,
+            "world_size": training_args.world_size,
+            "epoch": trainer.state.epoch,
+            "log_history": trainer.state.log_history,
+        }
+        path = Path(training_args.output_dir) / HISTORY_FILE
+        path.write_text(json.dumps(history, indent=1, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
