@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: help demo test test-all lint fmt duplicates clean example-data bench pipelines tools manifests images lint-images scan
+.PHONY: help demo test test-all lint fmt duplicates clean example-data bench pipelines schema tools manifests images lint-images scan
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ test-all: $(VENV)/.installed tools ## every test but the real-cluster ones, slow
 
 pipelines: $(VENV)/.installed ## recompile components/*.yaml and pipelines/bge_finetune.yaml (commit the result)
 	$(PY) -m pipelines.bge_finetune
+
+schema: $(VENV)/.installed ## regenerate the chart's values.schema.json retrain block from the run spec (commit it)
+	$(PY) -m bgeflow.platform.chart_schema
 
 lint: $(VENV)/.installed ## ruff
 	$(BIN)/ruff check src tests components pipelines bench examples

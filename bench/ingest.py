@@ -53,7 +53,7 @@ def run(objects: int, lines: int, repeats: int) -> None:
 
     from bgeflow.core.log import setup_logging
     from bgeflow.core.storage import s3_client
-    from bgeflow.steps.ingest import IngestConfig, ingest
+    from bgeflow.steps.ingest import IngestSpec, ingest
 
     setup_logging("WARNING")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
@@ -97,7 +97,7 @@ def run(objects: int, lines: int, repeats: int) -> None:
         del bodies
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            result = ingest(IngestConfig(inputs=["s3://bench/data"], output=out))
+            result = ingest(IngestSpec.of(inputs=["s3://bench/data"], output=out))
             bgeflow_times.append(time.perf_counter() - start)
         assert result.report["counts"]["records"] == objects * lines
 

@@ -138,9 +138,9 @@ def baseline(rows: list[dict[str, Any]], model_path: str, args: argparse.Namespa
 
 def bgeflow_run(rows_path: Path, out: Path, work: Path, model_path: str, args: argparse.Namespace,
                 max_memory: str | None = None) -> Any:
-    from bgeflow.steps.mining import MineConfig, mine
+    from bgeflow.steps.mining import MineSpec, mine
 
-    return mine(MineConfig(
+    return mine(MineSpec.of(
         model=model_path, inputs=[str(rows_path)], output=str(out), work_dir=str(work), pooling="mean",
         range_for_sampling=f"{args.start}-{args.end}", negative_number=args.negative_number, seed=args.seed,
         query_max_len=args.query_max_len, passage_max_len=args.passage_max_len, batch_size=args.batch_size,

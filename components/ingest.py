@@ -4,39 +4,34 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Output
 
+from bgeflow.platform.kfp_docs import docstring
+from bgeflow.platform.run_spec import IngestSettings, RetrieverRun, run_defaults
 from components.images import OPS_IMAGE
 
 
-@dsl.component(base_image=OPS_IMAGE, install_kfp_package=False)
 def ingest(
-    train_data: str,
+    data: str,
     dataset: Output[Dataset],
     report: Output[Markdown],
+    settings: dict = None,  # noqa: RUF013 - KFP reads the bare annotation; None: the defaults
+    retriever: dict = None,  # noqa: RUF013
     work_uri: str = "",
     run_id: str = "",
-    eval_fraction: float = 0.05,
-    seed: int = 42,
-    eval_distractors: int = 10000,
-    on_error: str = "fail",
 ):
-    """Ingest ``train_data`` (comma-separated s3:// or local files/prefixes).
+    """Validate, dedupe and split the raw training data (parameters: see the compiled component)."""
+    from bgeflow.platform.kfp_steps import ingest_step
 
-    ``dataset`` holds train.jsonl and eval/ (metadata: uri, train, eval, counts); ``report``
-    is the data report shown in the KFP UI.
-    """
-    import time
+    ingest_step(data=data, settings=settings, retriever=retriever, dataset=dataset, report=report,
+                work_uri=work_uri, run_id=run_id)
 
-    from bgeflow.core.storage import join_uri, open_store
-    from bgeflow.platform.kfp_io import record, step_output
-    from bgeflow.steps.ingest import IngestConfig
-    from bgeflow.steps.ingest import ingest as run_ingest
 
-    started = time.monotonic()
-    output = step_output(dataset, work_uri, run_id, "ingest")
-    result = run_ingest(IngestConfig(
-        inputs=[uri.strip() for uri in train_data.split(",") if uri.strip()], output=output,
-        eval_fraction=eval_fraction, seed=seed, eval_distractors=eval_distractors, on_error=on_error,
-    ))
-    record(dataset, output, started, train=result.train_uri, eval=result.eval_uri, **result.report["counts"])
-    with open(report.path, "w", encoding="utf-8") as fh:
-        fh.write(open_store(join_uri(output, "report.md")).read_text())
+ingest.__doc__ = docstring("Validate every line of the raw data, merge duplicate queries, split train/eval.", {
+    "data": "raw training JSONL: files or prefixes (s3:// or local), comma-separated",
+    "dataset": "train.jsonl and eval/ (metadata: uri, train, eval and the counts)",
+    "report": "the data report (counts, failures per rule, length histograms)",
+    "settings": IngestSettings,
+    "retriever": ("the run's retriever block (its token limits drive the truncation report); keys:", RetrieverRun),
+    "work_uri": "s3://bucket/prefix the step writes under (empty: the artifact's folder)",
+    "run_id": "the pipeline run's id (keeps runs apart under work_uri)",
+}, defaults={"settings": run_defaults("ingest")})
+ingest = dsl.component(base_image=OPS_IMAGE, install_kfp_package=False)(ingest)

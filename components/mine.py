@@ -4,43 +4,31 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
+from bgeflow.platform.kfp_docs import docstring
+from bgeflow.platform.run_spec import MineSettings, RetrieverRun, run_defaults
 from components.images import GPU_IMAGE
 
 
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def mine(
     dataset: Input[Dataset],
-    model: str,
     mined: Output[Dataset],
+    settings: dict = None,  # noqa: RUF013 - KFP reads the bare annotation; None: the defaults
+    retriever: dict = None,  # noqa: RUF013
     work_uri: str = "",
     run_id: str = "",
-    range_for_sampling: str = "2-200",
-    negative_number: int = 15,
-    query_instruction: str = "",
-    pooling: str = "cls",
-    query_max_len: int = 64,
-    passage_max_len: int = 256,
-    batch_size: int = 64,
-    use_gpu: bool = False,
-    seed: int = 42,
 ):
-    """Search every query against the pool of all passages; take negatives from the rank window.
+    """Mine hard negatives with the base retriever (parameters: see the compiled component)."""
+    from bgeflow.platform.kfp_steps import mine_step
 
-    ``mined`` (metadata uri) is the mined JSONL in FlagEmbedding's format.
-    """
-    import time
+    mine_step(dataset=dataset, settings=settings, retriever=retriever, mined=mined, work_uri=work_uri, run_id=run_id)
 
-    from bgeflow.core.storage import join_uri
-    from bgeflow.platform.kfp_io import artifact_uri, record, step_output
-    from bgeflow.steps.mining import MineConfig
-    from bgeflow.steps.mining import mine as run_mine
 
-    started = time.monotonic()
-    output = join_uri(step_output(mined, work_uri, run_id, "mine"), "mined.jsonl")
-    result = run_mine(MineConfig(
-        model=model, inputs=[dataset.metadata.get("train") or join_uri(artifact_uri(dataset), "train.jsonl")],
-        output=output, range_for_sampling=range_for_sampling, negative_number=negative_number,
-        query_instruction=query_instruction, pooling=pooling, query_max_len=query_max_len,
-        passage_max_len=passage_max_len, batch_size=batch_size, use_gpu=use_gpu, seed=seed,
-    ))
-    record(mined, result.output, started)
+mine.__doc__ = docstring("Search every query against the pool of all passages; take negatives from the rank window.", {
+    "dataset": "ingest's output (train.jsonl)",
+    "mined": "the mined JSONL in FlagEmbedding's format (metadata: uri, pooling)",
+    "settings": MineSettings,
+    "retriever": ("the run's retriever block (base model and encoding); keys:", RetrieverRun),
+    "work_uri": "s3://bucket/prefix the step writes under (empty: the artifact's folder)",
+    "run_id": "the pipeline run's id",
+}, defaults={"settings": run_defaults("mine")})
+mine = dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)(mine)

@@ -4,36 +4,39 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
+from bgeflow.platform.kfp_docs import docstring
+from bgeflow.platform.run_spec import PublishSettings, run_defaults
 from components.images import OPS_IMAGE
 
 
-@dsl.component(base_image=OPS_IMAGE, install_kfp_package=False)
 def publish(
+    kind: str,
     model: Input[Model],
     evaluation: Input[Artifact],
     dataset: Input[Dataset],
-    name: str,
-    registry: str,  # "": <work_uri>/registry
     published: Output[Model],
-    champion: str = "if-gate-passed",
+    model_settings: dict = None,  # noqa: RUF013 - KFP reads the bare annotation; None: the defaults
+    settings: dict = None,  # noqa: RUF013
+    registry: str = "",
     work_uri: str = "",
 ) -> str:
-    """Publish ``model`` as ``<registry>/<name>/<version>`` with its metrics and lineage; returns the
-    version ("" when the model was not trained in this run, so there is nothing new to publish)."""
-    import time
+    """Publish one model as a registry version (parameters: see the compiled component)."""
+    from bgeflow.platform.kfp_steps import publish_step
 
-    from bgeflow.platform.kfp_io import artifact_uri, record, registry_uri
-    from bgeflow.steps.publish import PublishConfig
-    from bgeflow.steps.publish import publish as run_publish
+    return publish_step(model=model, evaluation=evaluation, dataset=dataset, kind=kind, model_settings=model_settings,
+                        settings=settings, registry=registry, published=published, work_uri=work_uri)
 
-    started = time.monotonic()
-    if not model.metadata.get("trained", True):
-        record(published, "", started, skipped="not trained in this run")
-        return ""
-    result = run_publish(PublishConfig(
-        model=model.metadata.get("output") or artifact_uri(model), name=name, registry=registry_uri(registry, work_uri),
-        metrics=evaluation.metadata.get("metrics"), lineage_inputs=[dataset.metadata.get("train") or ""],
-        champion=champion, kind=model.metadata.get("kind", "auto"), base_model=model.metadata.get("base_model"),
-    ))
-    record(published, result.uri, started, version=result.version, champion=result.champion, created=result.created)
-    return result.version
+
+publish.__doc__ = docstring("Publish a trained model as <registry>/<name>/<version> with its metrics and lineage.", {
+    "kind": "retriever or reranker",
+    "model": "the trained model (not trained in this run: nothing is published)",
+    "evaluation": "the evaluation's output (its metrics.json decides the champion)",
+    "dataset": "ingest's output (its train.jsonl is recorded as lineage)",
+    "published": "the registry version (metadata: uri, version, champion, created)",
+    "model_settings": "the run's retriever or reranker block (its name is the registry name)",
+    "settings": PublishSettings,
+    "registry": "registry root (empty: <work_uri>/registry)",
+    "work_uri": "s3://bucket/prefix of the run",
+}, defaults={"settings": run_defaults("publish")},
+   returns="Output: the version published (empty when the model was not trained)")
+publish = dsl.component(base_image=OPS_IMAGE, install_kfp_package=False)(publish)

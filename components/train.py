@@ -1,4 +1,4 @@
-"""Train-launcher: run ``bgeflow train <kind>`` as a PyTorchJob (or local processes) and wait.
+"""Train-launcher: run one model's training spec as a PyTorchJob (or local processes) and wait.
 
 Used twice in the pipeline, for the retriever and for the reranker. The launcher pod is light
 (ops image); the training pods run the GPU image with the pod settings compiled into
@@ -9,45 +9,38 @@ Used twice in the pipeline, for the retriever and for the reranker. The launcher
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
+from bgeflow.platform.kfp_docs import docstring
+from bgeflow.platform.run_spec import TrainingSettings, run_defaults
 from components.images import OPS_IMAGE
 
 
-@dsl.component(base_image=OPS_IMAGE, install_kfp_package=False)
 def train_launcher(
     kind: str,
-    base_model: str,
     train_data: Input[Dataset],
     model: Output[Model],
-    hyperparameters: dict = None,  # noqa: RUF013 - KFP reads the bare annotation; None means {}
-    enabled: bool = True,
-    backend: str = "kubernetes",
+    model_settings: dict = None,  # noqa: RUF013 - KFP reads the bare annotation; None: the defaults
+    settings: dict = None,  # noqa: RUF013
     work_uri: str = "",
     run_id: str = "",
     task_name: str = "",
-    nnodes: int = 1,
-    nproc_per_node: int = 1,
-    timeout_s: int = 86400,
 ):
-    """Fine-tune ``base_model`` as a ``kind`` (retriever | reranker) on ``train_data``.
+    """Fine-tune one model as a training job (parameters: see the compiled component)."""
+    from bgeflow.platform.kfp_steps import train_step
 
-    ``hyperparameters`` are TrainConfig fields. ``model`` (metadata uri) is the trained model
-    directory; with ``enabled`` false the base model passes through untrained (metadata trained=false).
-    """
-    import time
+    train_step(kind=kind, train_data=train_data, model_settings=model_settings, settings=settings, model=model,
+               work_uri=work_uri, run_id=run_id, task_name=task_name)
 
-    from bgeflow.platform.kfp_io import artifact_uri, record, step_output
-    from bgeflow.platform.launcher.train_job import launch_training
 
-    started = time.monotonic()
-    if not enabled:
-        record(model, base_model, started, kind=kind, trained=False, base_model=base_model)
-        return
-    trained = launch_training(
-        kind=kind, model=base_model, train_data=artifact_uri(train_data),
-        output=step_output(model, work_uri, run_id, f"train-{kind}"), hyperparameters=hyperparameters or {},
-        backend=backend, run_id=run_id, task_name=task_name, nnodes=nnodes, nproc_per_node=nproc_per_node,
-        timeout=timeout_s,
-    )
-    record(model, trained.model_uri, started, kind=kind, trained=True, base_model=base_model,
-           output=trained.output_uri, job=trained.launch.name, adopted=trained.launch.adopted,
-           global_step=trained.summary.get("global_step"))
+train_launcher.__doc__ = docstring("Fine-tune the base model of a run block on the mined data.", {
+    "kind": "retriever or reranker",
+    "train_data": "the mined JSONL",
+    "model": "the trained model folder (metadata: uri, kind, trained, base_model); with train false the "
+             "base model passes through untrained",
+    "model_settings": "the run's retriever or reranker block (the pipeline's retriever / reranker parameter: "
+                      "base model, encoding or pair budget, hyperparameters over the seed recipe)",
+    "settings": TrainingSettings,
+    "work_uri": "s3://bucket/prefix the training pods write under (required on a cluster)",
+    "run_id": "the pipeline run's id (with task_name: the job's name, so a retry adopts its job)",
+    "task_name": "the pipeline task's name",
+}, defaults={"settings": run_defaults("training")})
+train_launcher = dsl.component(base_image=OPS_IMAGE, install_kfp_package=False)(train_launcher)

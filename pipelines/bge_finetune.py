@@ -1,6 +1,9 @@
 """The ``bge-finetune`` pipeline: ingest → mine → train retriever ∥ train reranker → evaluate → gate → publish.
 
-Run parameters are the data, models and hyperparameters (defaults: the seed README's recipe).
+Run parameters are the keys of ``bgeflow.platform.run_spec.RunSpec`` (one per top-level key: the
+data, the work prefix, the registry and one mapping per block), with the seed recipe's defaults;
+the signature and the parameter docs are generated from that spec, so the pipeline, ``bgeflow run``
+and the chart's retrain values take the same document.
 Everything Kubernetes (Secrets, node selectors, tolerations, GPUs, pull secrets, timeouts, the
 training pods' shape) is a compile-time ``PipelineOptions`` applied through kfp-kubernetes, so no
 run can change it and no credential reaches the IR: the S3 keys come from the Secret named by
@@ -23,36 +26,30 @@ pipeline to the YAML files beside them.
 """
 
 # No `from __future__ import annotations`: kfp reads the pipeline's real annotation objects.
+import inspect
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.evaluate import evaluate
+from components.evaluate import evaluate as evaluate_component
 from components.images import GPU_IMAGE
-from components.ingest import ingest
-from components.mine import mine
-from components.publish import publish
+from components.ingest import ingest as ingest_component
+from components.mine import mine as mine_component
+from components.publish import publish as publish_component
 from components.train import train_launcher
 from kfp import compiler, dsl, kubernetes
+
+from bgeflow.core.spec import Spec
+from bgeflow.platform.kfp_docs import docstring
+from bgeflow.platform.run_spec import RunSpec
 
 PIPELINE_NAME = "bge-finetune"
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE / "bge_finetune.yaml"
 POD_SETTINGS_ENV = "BGEFLOW_TRAIN_POD_SETTINGS"  # read by bgeflow.platform.launcher.spec.PodSettings.from_env
 
-#: The seed README's hyperparameters (FlagEmbedding's retriever and reranker recipes); any other
-#: TrainConfig field (fp16, max_steps, deepspeed, ...) can be added to the same mapping.
-RETRIEVER_HYPERPARAMETERS = {
-    "learning_rate": 1e-5, "num_train_epochs": 5.0, "per_device_train_batch_size": 4, "train_group_size": 2,
-    "temperature": 0.02, "query_max_len": 64, "passage_max_len": 256, "dataloader_drop_last": True,
-}
-RERANKER_HYPERPARAMETERS = {
-    "learning_rate": 6e-5, "num_train_epochs": 5.0, "per_device_train_batch_size": 4,
-    "gradient_accumulation_steps": 4, "train_group_size": 16, "max_len": 512, "weight_decay": 0.01,
-    "dataloader_drop_last": True,
-}
 _GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
@@ -133,69 +130,58 @@ def _on_gpu(task: dsl.PipelineTask, options: PipelineOptions, gpus: int) -> dsl.
     return task
 
 
+def run_parameters() -> inspect.Signature:
+    """The pipeline's parameters: one per ``RunSpec`` key (a block is a dict with its defaults)."""
+    params = []
+    for name, info in RunSpec.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Spec):
+            default: Any = info.get_default(call_default_factory=True).model_dump(mode="json", exclude_none=True)
+            params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dict, default=default))
+        elif info.is_required():
+            params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str))
+        else:
+            params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                                            default=info.get_default()))
+    return inspect.Signature(params)
+
+
+def _parameter_docs() -> str:
+    about: dict[str, Any] = {}
+    defaults = {}
+    for name, info in RunSpec.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Spec):
+            about[name] = (f"{info.description}; a mapping, merged over the defaults; keys:", annotation)
+            defaults[name] = info.get_default(call_default_factory=True).model_dump(mode="json", exclude_none=True)
+        else:
+            about[name] = info.description or name
+    return docstring(__doc__.splitlines()[0], about, defaults=defaults)
+
+
 def build_pipeline(options: PipelineOptions | None = None) -> Any:
     """The ``bge-finetune`` pipeline with ``options`` applied."""
     options = options or PipelineOptions()
 
-    @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
-    def bge_finetune(
-        train_data: str,
-        work_uri: str = "",
-        registry: str = "",
-        retriever_model: str = "BAAI/bge-base-en-v1.5",
-        reranker_model: str = "BAAI/bge-reranker-base",
-        train_retriever: bool = True,
-        train_reranker: bool = True,
-        retriever_name: str = "bge-retriever",
-        reranker_name: str = "bge-reranker",
-        eval_fraction: float = 0.05,
-        eval_distractors: int = 10000,
-        seed: int = 42,
-        range_for_sampling: str = "2-200",
-        negative_number: int = 15,
-        query_instruction: str = "",
-        retriever_pooling: str = "cls",
-        mine_batch_size: int = 64,
-        mine_use_gpu: bool = False,
-        retriever_hyperparameters: dict = RETRIEVER_HYPERPARAMETERS,
-        reranker_hyperparameters: dict = RERANKER_HYPERPARAMETERS,
-        train_nnodes: int = 1,
-        train_nproc_per_node: int = 1,
-        train_timeout_s: int = 86400,
-        launcher_backend: str = "kubernetes",
-        gate: str = "ndcg@10>=base+0.01",
-        query_max_len: int = 64,
-        passage_max_len: int = 256,
-        rerank_max_len: int = 512,
-        rerank_top_k: int = 100,
-        eval_batch_size: int = 64,
-        champion: str = "if-gate-passed",
-    ) -> None:
-        ingest_task = ingest(
-            train_data=train_data, work_uri=work_uri, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            eval_fraction=eval_fraction, seed=seed, eval_distractors=eval_distractors,
+    def bge_finetune(data: str, work_uri: str, registry: str, retriever: dict, reranker: dict, ingest: dict,
+                     mine: dict, training: dict, evaluate: dict, publish: dict) -> None:
+        ingest_task = ingest_component(
+            data=data, settings=ingest, retriever=retriever, work_uri=work_uri,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_display_name("ingest")
         _io_retry(_common(ingest_task, options, options.timeout_ingest_s))
 
-        mine_task = mine(
-            dataset=ingest_task.outputs["dataset"], model=retriever_model, work_uri=work_uri,
-            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, range_for_sampling=range_for_sampling,
-            negative_number=negative_number, query_instruction=query_instruction, pooling=retriever_pooling,
-            query_max_len=query_max_len, passage_max_len=passage_max_len, batch_size=mine_batch_size,
-            use_gpu=mine_use_gpu, seed=seed,
+        mine_task = mine_component(
+            dataset=ingest_task.outputs["dataset"], settings=mine, retriever=retriever, work_uri=work_uri,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_display_name("mine hard negatives")
         _io_retry(_on_gpu(_common(mine_task, options, options.timeout_mine_s), options, options.gpus_mine))
 
         trained = {}
-        for kind, base, enabled, hyper in (
-            ("retriever", retriever_model, train_retriever, retriever_hyperparameters),
-            ("reranker", reranker_model, train_reranker, reranker_hyperparameters),
-        ):
+        for kind, block in (("retriever", retriever), ("reranker", reranker)):
             task = train_launcher(
-                kind=kind, base_model=base, train_data=mine_task.outputs["mined"], hyperparameters=hyper,
-                enabled=enabled, backend=launcher_backend, work_uri=work_uri,
-                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
-                nnodes=train_nnodes, nproc_per_node=train_nproc_per_node, timeout_s=train_timeout_s,
+                kind=kind, train_data=mine_task.outputs["mined"], model_settings=block, settings=training,
+                work_uri=work_uri, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
             ).set_display_name(f"train {kind}")
             _common(task, options, options.timeout_train_launcher_s)
             task.set_env_variable(POD_SETTINGS_ENV, options.train_pod_settings())
@@ -203,27 +189,25 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
             task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
             trained[kind] = task
 
-        eval_task = evaluate(
-            dataset=ingest_task.outputs["dataset"], retriever=trained["retriever"].outputs["model"],
-            reranker=trained["reranker"].outputs["model"], base_retriever=retriever_model,
-            base_reranker=reranker_model, gate=gate, registry=registry, retriever_name=retriever_name,
-            reranker_name=reranker_name, work_uri=work_uri, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            query_instruction=query_instruction, query_max_len=query_max_len,
-            passage_max_len=passage_max_len, rerank_max_len=rerank_max_len, rerank_top_k=rerank_top_k,
-            batch_size=eval_batch_size,
+        eval_task = evaluate_component(
+            dataset=ingest_task.outputs["dataset"], retriever_model=trained["retriever"].outputs["model"],
+            reranker_model=trained["reranker"].outputs["model"], settings=evaluate, retriever=retriever,
+            reranker=reranker, registry=registry, work_uri=work_uri, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_display_name("evaluate")
         _io_retry(_on_gpu(_common(eval_task, options, options.timeout_evaluate_s), options, options.gpus_evaluate))
 
         with dsl.If(eval_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
-            for kind, name in (("retriever", retriever_name), ("reranker", reranker_name)):
-                task = publish(
-                    model=trained[kind].outputs["model"], evaluation=eval_task.outputs["evaluation"],
-                    dataset=ingest_task.outputs["dataset"], name=name, registry=registry, champion=champion,
-                    work_uri=work_uri,
+            for kind, block in (("retriever", retriever), ("reranker", reranker)):
+                task = publish_component(
+                    kind=kind, model=trained[kind].outputs["model"], evaluation=eval_task.outputs["evaluation"],
+                    dataset=ingest_task.outputs["dataset"], model_settings=block, settings=publish,
+                    registry=registry, work_uri=work_uri,
                 ).set_display_name(f"publish {kind}")
                 _io_retry(_common(task, options, options.timeout_publish_s))
 
-    return bge_finetune
+    bge_finetune.__signature__ = run_parameters()  # type: ignore[attr-defined]
+    bge_finetune.__doc__ = _parameter_docs()
+    return dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])(bge_finetune)
 
 
 def compile_all(options: PipelineOptions | None = None, out_dir: Path | None = None) -> list[Path]:
@@ -235,8 +219,9 @@ def compile_all(options: PipelineOptions | None = None, out_dir: Path | None = N
     from components import train as train_module
 
     written = []
-    for module, component in ((ingest_module, ingest), (mine_module, mine), (train_module, train_launcher),
-                              (evaluate_module, evaluate), (publish_module, publish)):
+    for module, component in ((ingest_module, ingest_component), (mine_module, mine_component),
+                              (train_module, train_launcher), (evaluate_module, evaluate_component),
+                              (publish_module, publish_component)):
         path = Path(module.__file__).with_suffix(".yaml")
         if out_dir is not None:
             path = out_dir / "components" / path.name

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from kfp import dsl, local
 
+from bgeflow.core.errors import ConfigError, NotFoundError
 from conftest import REPO
 
 sys.path.insert(0, str(REPO))
@@ -35,7 +36,7 @@ def artifact(cls: type, path: Path, **metadata: object) -> dsl.Artifact:
 def ingested(tmp_path: Path, toy_data: Path) -> dsl.Dataset:
     dataset = artifact(dsl.Dataset, tmp_path / "ingest" / "dataset")
     report = artifact(dsl.Markdown, tmp_path / "ingest" / "report")
-    ingest.python_func(train_data=str(toy_data), dataset=dataset, report=report, eval_fraction=0.3, seed=1)
+    ingest.python_func(data=str(toy_data), dataset=dataset, report=report, settings={"eval_fraction": 0.3, "seed": 1})
     return dataset
 
 
@@ -50,7 +51,7 @@ def test_ingest_body_records_outputs_and_report(ingested: dsl.Dataset, tmp_path:
 
 def test_ingest_body_with_a_work_prefix_writes_under_run_and_step(tmp_path: Path, toy_data: Path) -> None:
     dataset = artifact(dsl.Dataset, tmp_path / "a" / "dataset")
-    ingest.python_func(train_data=str(toy_data), dataset=dataset, report=artifact(dsl.Markdown, tmp_path / "a" / "r"),
+    ingest.python_func(data=str(toy_data), dataset=dataset, report=artifact(dsl.Markdown, tmp_path / "a" / "r"),
                        work_uri=str(tmp_path / "work"), run_id="run-1")
     assert dataset.metadata["uri"] == str(tmp_path / "work" / "run-1" / "ingest")
     assert (tmp_path / "work" / "run-1" / "ingest" / "train.jsonl").is_file()
@@ -58,40 +59,50 @@ def test_ingest_body_with_a_work_prefix_writes_under_run_and_step(tmp_path: Path
 
 
 def test_ingest_body_fails_on_missing_data(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match=r"no-such\.jsonl"):
-        ingest.python_func(train_data=str(tmp_path / "no-such.jsonl"), dataset=artifact(dsl.Dataset, tmp_path / "d"),
+    with pytest.raises(NotFoundError, match=r"no-such\.jsonl"):
+        ingest.python_func(data=str(tmp_path / "no-such.jsonl"), dataset=artifact(dsl.Dataset, tmp_path / "d"),
                            report=artifact(dsl.Markdown, tmp_path / "r"))
+
+
+def test_block_errors_name_the_setting_not_a_flag(tmp_path: Path, toy_data: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^ingest: eval_fraction: Input should be less than 1") as caught:
+        ingest.python_func(data=str(toy_data), dataset=artifact(dsl.Dataset, tmp_path / "d"),
+                           report=artifact(dsl.Markdown, tmp_path / "r"), settings={"eval_fraction": 2})
+    assert "--" not in str(caught.value)
 
 
 def test_mine_body_adds_negatives(ingested: dsl.Dataset, tmp_path: Path) -> None:
     mined = artifact(dsl.Dataset, tmp_path / "mine" / "mined")
-    mine.python_func(dataset=ingested, model="bundled:minilm", mined=mined, range_for_sampling="1-20",
-                     negative_number=2, pooling="mean", query_max_len=32, passage_max_len=64)
+    mine.python_func(dataset=ingested, mined=mined, settings={"range_for_sampling": "1-20", "negative_number": 2.0},
+                     retriever={"model": "bundled:minilm", "query_max_len": 32, "passage_max_len": 64})
     rows = [json.loads(line) for line in Path(mined.metadata["uri"]).read_text().splitlines()]
     assert mined.metadata["uri"].endswith("mined.jsonl") and len(rows) == ingested.metadata["train_records"]
     assert all(len(r["neg"]) == 2 and not set(r["neg"]) & set(r["pos"]) for r in rows)
+    assert mined.metadata["pooling"] == "mean"  # MiniLM's own, from its sentence-transformers config
 
 
 def test_train_launcher_body_disabled_passes_the_base_model_through(tmp_path: Path) -> None:
     model = artifact(dsl.Model, tmp_path / "model")
-    train_launcher.python_func(kind="reranker", base_model="BAAI/bge-reranker-base", enabled=False,
+    train_launcher.python_func(kind="reranker", model_settings={"model": "BAAI/bge-reranker-base", "train": False},
                                train_data=artifact(dsl.Dataset, tmp_path / "mined"), model=model)
     assert model.metadata["uri"] == "BAAI/bge-reranker-base" and model.metadata["trained"] is False
 
 
 def test_train_launcher_body_refuses_a_local_output_for_kubernetes(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="work_uri"):
+    with pytest.raises(ConfigError, match="work_uri"):
         train_launcher.python_func(
-            kind="retriever", base_model="bundled:minilm", train_data=artifact(dsl.Dataset, tmp_path / "d", uri="x"),
-            model=artifact(dsl.Model, tmp_path / "m"), backend="kubernetes", run_id="r", task_name="t")
+            kind="retriever", model_settings={"model": "bundled:minilm"},
+            train_data=artifact(dsl.Dataset, tmp_path / "d", uri="x"), model=artifact(dsl.Model, tmp_path / "m"),
+            settings={"backend": "kubernetes"}, run_id="r", task_name="t")
 
 
-def test_train_launcher_body_rejects_bad_hyperparameters_before_launch(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown train option 'learning_rat'"):
+def test_train_launcher_body_rejects_bad_settings_before_launch(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"retriever\.hyperparameters: query_max_len have their own settings: set "
+                                          "retriever.query_max_len instead"):
         train_launcher.python_func(
-            kind="retriever", base_model="bundled:minilm", train_data=artifact(dsl.Dataset, tmp_path / "d", uri="x"),
-            model=artifact(dsl.Model, tmp_path / "m"), backend="local", hyperparameters={"learning_rat": 1.0},
-            run_id="r", task_name="t")
+            kind="retriever", model_settings={"model": "bundled:minilm", "hyperparameters": {"query_max_len": 8}},
+            train_data=artifact(dsl.Dataset, tmp_path / "d", uri="x"), model=artifact(dsl.Model, tmp_path / "m"),
+            settings={"backend": "local"}, run_id="r", task_name="t")
 
 
 def _fake_training_output(root: Path, minilm_path: str) -> Path:
@@ -102,15 +113,16 @@ def _fake_training_output(root: Path, minilm_path: str) -> Path:
 
 
 def test_evaluate_body_metrics_report_and_gate(ingested: dsl.Dataset, tmp_path: Path, minilm_path: str) -> None:
-    retriever = artifact(dsl.Model, tmp_path / "r", uri=minilm_path, trained=True)
-    reranker = artifact(dsl.Model, tmp_path / "rr", uri="bundled:minilm", trained=False)
+    retriever_model = artifact(dsl.Model, tmp_path / "r", uri=minilm_path, trained=True)
+    reranker_model = artifact(dsl.Model, tmp_path / "rr", uri="bundled:minilm", trained=False)
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     report = artifact(dsl.Markdown, tmp_path / "report")
     evaluation = artifact(dsl.Artifact, tmp_path / "evaluation")
     out = evaluate.python_func(
-        dataset=ingested, retriever=retriever, reranker=reranker, base_retriever="bundled:minilm",
-        base_reranker="bundled:minilm", metrics=metrics, report=report, evaluation=evaluation,
-        gate="ndcg@10>=base+0.5", query_max_len=32, passage_max_len=64)
+        dataset=ingested, retriever_model=retriever_model, reranker_model=reranker_model, metrics=metrics,
+        report=report, evaluation=evaluation, settings={"gate": "ndcg@10>=base+0.5"},
+        retriever={"model": "bundled:minilm", "query_max_len": 32, "passage_max_len": 64},
+        reranker={"model": "bundled:minilm"})
     assert out is False  # the same model cannot beat itself by 0.5
     assert metrics.metadata["base.ndcg@10"] == metrics.metadata["finetuned.ndcg@10"]
     assert metrics.metadata["gate_passed"] == 0.0
@@ -131,14 +143,16 @@ def test_publish_body_publishes_and_skips_untrained(tmp_path: Path, minilm_path:
     evaluation = artifact(dsl.Artifact, tmp_path / "e", metrics=str(metrics_file))
     dataset = artifact(dsl.Dataset, tmp_path / "d", train=str(REPO / "src/bgeflow/examples/train.jsonl.gz"))
     published = artifact(dsl.Model, tmp_path / "p")
-    version = publish.python_func(model=model, evaluation=evaluation, dataset=dataset, name="bge-retriever",
-                                  registry=str(tmp_path / "registry"), published=published)
+    version = publish.python_func(kind="retriever", model=model, evaluation=evaluation, dataset=dataset,
+                                  model_settings={"name": "bge-retriever"}, registry=str(tmp_path / "registry"),
+                                  published=published)
     assert version and published.metadata["version"] == version and published.metadata["champion"] is True
     assert (tmp_path / "registry" / "bge-retriever" / version / "manifest.json").is_file()
     untrained = artifact(dsl.Model, tmp_path / "m2", uri="BAAI/bge-reranker-base", trained=False)
     skipped = artifact(dsl.Model, tmp_path / "p2")
-    assert publish.python_func(model=untrained, evaluation=evaluation, dataset=dataset, name="bge-reranker",
-                               registry=str(tmp_path / "registry"), published=skipped) == ""
+    assert publish.python_func(kind="reranker", model=untrained, evaluation=evaluation, dataset=dataset,
+                               model_settings={"name": "bge-reranker"}, registry=str(tmp_path / "registry"),
+                               published=skipped) == ""
     assert not (tmp_path / "registry" / "bge-reranker").exists()
 
 
@@ -153,7 +167,7 @@ def local_runner(tmp_path: Path) -> Path:
 
 
 def test_ingest_under_the_local_runner(local_runner: Path, toy_data: Path) -> None:
-    task = ingest(train_data=str(toy_data), eval_fraction=0.3)
+    task = ingest(data=str(toy_data), settings={"eval_fraction": 0.3})
     dataset = task.outputs["dataset"]
     assert dataset.metadata["records"] == 10 and Path(dataset.metadata["train"]).is_file()
     assert Path(task.outputs["report"].path).read_text().startswith("#")
@@ -174,8 +188,8 @@ def test_publish_under_the_local_runner(local_runner: Path, tmp_path: Path, mini
                                   metadata={"metrics": str(metrics_file)})
         dataset = dsl.importer(artifact_uri=str(tmp_path), artifact_class=dsl.Dataset,
                                metadata={"train": str(REPO / "src/bgeflow/examples/train.jsonl.gz")})
-        publish(model=model.output, evaluation=evaluation.output, dataset=dataset.output, name="bge-retriever",
-                registry=str(registry))
+        publish(kind="retriever", model=model.output, evaluation=evaluation.output, dataset=dataset.output,
+                model_settings={"name": "bge-retriever"}, registry=str(registry))
 
     publish_only()
     manifests = list((registry / "bge-retriever").glob("*/manifest.json"))

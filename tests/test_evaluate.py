@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from bgeflow.cli import main
-from bgeflow.steps.evaluation import EvalConfig, compute_metrics, evaluate
-from bgeflow.steps.evaluation.evaluate import detect_pooling
+from bgeflow.retrieval.pooling import resolve_pooling
+from bgeflow.steps.evaluation import EvaluateSpec, compute_metrics, evaluate
 
 TOPICS = {
     "panda": ["The giant panda is a bear native to south central China.",
@@ -62,17 +62,17 @@ def _count_constructions(monkeypatch: pytest.MonkeyPatch, module: object, name: 
     original = getattr(module, name)
 
     class Counting(original):  # type: ignore[misc, valid-type]
-        def __init__(self, model: str, **kwargs: object) -> None:
+        def __init__(self, model: str, *args: object, **kwargs: object) -> None:
             made.append(model)
-            super().__init__(model, **kwargs)
+            super().__init__(model, *args, **kwargs)
 
     monkeypatch.setattr(module, name, Counting)
     return made
 
 
 def test_pooling_comes_from_the_sentence_transformers_config(minilm_path: str, tiny_reranker: str) -> None:
-    assert detect_pooling(minilm_path) == "mean"
-    assert detect_pooling(tiny_reranker) == "cls"  # no pooling config: BGE's default
+    assert resolve_pooling("auto", minilm_path) == "mean"
+    assert resolve_pooling("auto", tiny_reranker) == "cls"  # no pooling config: the BERT family convention
 
 
 def test_evaluate_retrievers_and_rerankers(
@@ -82,7 +82,7 @@ def test_evaluate_retrievers_and_rerankers(
 
     encoders = _count_constructions(monkeypatch, encoder_module, "Encoder")
     scorers = _count_constructions(monkeypatch, encoder_module, "CrossEncoderScorer")
-    result = evaluate(EvalConfig(
+    result = evaluate(EvaluateSpec.of(
         output=str(tmp_path / "out"), eval_data=str(eval_dir), base_retriever="bundled:minilm", retriever=minilm_path,
         base_reranker=tiny_reranker, reranker=tiny_reranker, rerank_top_k=3,
         gate="ndcg@10>=base; recall@3>=0; rerank.ndcg@10>=base; ndcg@10>=champion+0.5", **FAST,
@@ -127,10 +127,10 @@ def test_evaluate_retrievers_and_rerankers(
 def test_cli_champion_from_registry_and_fail_on_gate(
     minilm_path: str, eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bgeflow.steps.publish import PublishConfig, publish
+    from bgeflow.steps.publish import PublishSpec, publish
 
     reg = str(tmp_path / "registry")
-    published = publish(PublishConfig(model=minilm_path, name="minilm", registry=reg, champion="always"))
+    published = publish(PublishSpec.of(model=minilm_path, name="minilm", registry=reg, champion="always"))
     args = ["evaluate", "--eval-data", str(eval_dir), "--retriever", "bundled:minilm", "--base-retriever",
             "bundled:minilm", "--registry", reg, "--name", "minilm", "--output", str(tmp_path / "out"),
             "--query-max-len", "16", "--passage-max-len", "32",
@@ -153,7 +153,7 @@ def test_cli_champion_from_registry_and_fail_on_gate(
 def test_explicit_files_and_tsv_qrels(eval_dir: Path, tmp_path: Path) -> None:
     qrels = tmp_path / "qrels.tsv"
     qrels.write_text("query-id\tcorpus-id\tscore\nq1\tpanda-1\t1\nq4\tcoffee-1\t1\n")
-    result = evaluate(EvalConfig(
+    result = evaluate(EvaluateSpec.of(
         output=str(tmp_path / "out"), corpus=str(eval_dir / "corpus.jsonl"), queries=str(eval_dir / "queries.jsonl"),
         qrels=str(qrels), retriever="bundled:minilm", pooling="mean", gate="ndcg@10>=champion",
         registry=str(tmp_path / "registry"), name="never-published", **FAST,  # a first run: no champion yet
@@ -164,10 +164,10 @@ def test_explicit_files_and_tsv_qrels(eval_dir: Path, tmp_path: Path) -> None:
     assert list(result.metrics["metrics"]) == ["finetuned"] and result.metrics["deltas"] == {}
 
 
-def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+def _one_error_line(capsys: pytest.CaptureFixture[str], outcome: str = "error") -> str:
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1, lines
-    assert lines[0].startswith("bgeflow evaluate: error: ")
+    assert lines[0].startswith(f"bgeflow evaluate: {outcome}: ")
     return lines[0]
 
 
@@ -176,14 +176,14 @@ def test_cli_unknown_config_key(eval_dir: Path, tmp_path: Path, capsys: pytest.C
     settings.write_text(f"eval-data: {eval_dir}\nretriever: bundled:minilm\noutput: {tmp_path}/o\ntop_k: 5\n")
     assert main(["evaluate", "--config", str(settings)]) == 2
     line = _one_error_line(capsys)
-    assert "unknown key 'top_k'" in line and str(settings) in line
+    assert "unknown setting 'top_k'" in line and str(settings) in line
 
 
 def test_cli_config_values_and_flag_precedence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     settings = tmp_path / "eval.yaml"
     settings.write_text("retriever: bundled:minilm\noutput: out\neval_data: /nowhere\nrerank-top-k: 0\n")
     assert main(["evaluate", "--config", str(settings)]) == 2  # the file's value is validated
-    assert "--rerank-top-k must be positive" in _one_error_line(capsys)
+    assert "rerank_top_k (--rerank-top-k): Input should be greater than 0" in _one_error_line(capsys)
     assert main(["evaluate", "--config", str(settings), "--rerank-top-k", "5"]) == 2  # the flag wins
     assert "--eval-data /nowhere: no such file or prefix" in _one_error_line(capsys)
 
@@ -220,7 +220,7 @@ def test_cli_bad_gate(eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "gate rule 1 ('ndcg@10 => base') at column 9" in _one_error_line(capsys)
     assert main(["evaluate", "--eval-data", str(eval_dir), "--retriever", "bundled:minilm", "--output",
                  str(tmp_path / "o"), "--gate", "rerank.ndcg@10>=base"]) == 2
-    assert "needs reranker metrics: give --reranker" in _one_error_line(capsys)
+    assert "needs reranker metrics: give reranker" in _one_error_line(capsys)
 
 
 def test_cli_unreachable_s3(eval_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,7 +232,7 @@ def test_cli_unreachable_s3(eval_dir: Path, capsys: pytest.CaptureFixture[str], 
     started = time.monotonic()
     assert main(["--s3-endpoint-url", "http://127.0.0.1:1", "evaluate", "--eval-data", "s3://evals/eval",
                  "--retriever", "bundled:minilm", "--output", "s3://evals/out"]) == 1
-    line = _one_error_line(capsys)
+    line = _one_error_line(capsys, "failed")
     assert "cannot reach S3 endpoint http://127.0.0.1:1" in line
     assert time.monotonic() - started < 20
 
@@ -242,7 +242,7 @@ def test_evaluate_on_s3(eval_dir: Path, s3_bucket: str) -> None:
 
     store = open_store(f"s3://{s3_bucket}/ingest")
     store.upload_dir(eval_dir, "eval")
-    result = evaluate(EvalConfig(output=f"s3://{s3_bucket}/eval-out", eval_data=store.url("eval"),
+    result = evaluate(EvaluateSpec.of(output=f"s3://{s3_bucket}/eval-out", eval_data=store.url("eval"),
                                  retriever="bundled:minilm", **FAST))
     out = open_store(result.output_uri)
     assert {o.key for o in out.list()} == {"metrics.json", "report.md", "deltas.png"}

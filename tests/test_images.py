@@ -65,9 +65,14 @@ def _verb_exists(verb: str) -> bool:
 
 
 def _parse(argv: list[str]) -> None:
-    from bgeflow.cli import build_parser
+    """As ``bgeflow`` reads it: the verb's flags, and for train FlagEmbedding's through its own parser."""
+    from bgeflow.cli import parse_args
 
-    build_parser().parse_args(argv)
+    args = parse_args(argv)
+    if args.verb == "train":
+        from bgeflow.cli.train import build_spec
+
+        build_spec(args)
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)

@@ -10,7 +10,7 @@ import pytest
 
 from bgeflow.cli import main
 from bgeflow.core.storage import open_store
-from bgeflow.steps.ingest import IngestConfig, IngestFailed, ingest, split_eval
+from bgeflow.steps.ingest import IngestFailed, IngestSpec, ingest, split_eval
 
 GOOD = {"query": "what is a cat", "pos": ["a cat is a small feline"], "neg": ["dogs bark"]}
 
@@ -45,7 +45,7 @@ def test_every_defect_reported_with_file_and_line_and_nothing_written(tmp_path: 
     data = _write(tmp_path / "bad.jsonl", DEFECTIVE_LINES)
     out = tmp_path / "out"
     with pytest.raises(IngestFailed) as failed:
-        ingest(IngestConfig(inputs=[str(data)], output=str(out), eval_fraction=0))
+        ingest(IngestSpec.of(inputs=[str(data)], output=str(out), eval_fraction=0))
     assert _problems(failed.value.report) == EXPECTED
     assert all(e["where"].startswith(str(data)) for i in failed.value.report["failures"].values() for e in i["examples"])
     assert "5 of 8 lines failed validation" in str(failed.value)
@@ -59,13 +59,13 @@ def test_cli_fails_with_a_summary_and_lists_each_line(tmp_path: Path, capsys: py
     assert code != 0
     for line_no in EXPECTED:
         assert f"bad.jsonl:{line_no} " in err
-    assert "bgeflow ingest: data failed: 5 of 8 lines" in err.splitlines()[-1]
+    assert "bgeflow ingest: error: 5 of 8 lines" in err.splitlines()[-1] and code == 2
     assert not (tmp_path / "out").exists()
 
 
 def test_skip_writes_the_clean_rows_and_counts(tmp_path: Path) -> None:
     data = _write(tmp_path / "bad.jsonl", DEFECTIVE_LINES)
-    result = ingest(IngestConfig(inputs=[str(data)], output=str(tmp_path / "out"), on_error="skip", eval_fraction=0))
+    result = ingest(IngestSpec.of(inputs=[str(data)], output=str(tmp_path / "out"), on_error="skip", eval_fraction=0))
     rows = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
     assert [r["query"] for r in rows] == ["what is a cat", "fine", "also fine"]
     counts = result.report["counts"]
@@ -81,7 +81,7 @@ def test_non_utf8_line_is_reported(tmp_path: Path) -> None:
     data = tmp_path / "latin1.jsonl"
     data.write_bytes(json.dumps(GOOD).encode() + b"\n" + '{"query": "caf\xe9", "pos": ["x"]}'.encode("latin-1") + b"\n")
     with pytest.raises(IngestFailed) as failed:
-        ingest(IngestConfig(inputs=[str(data)], output=str(tmp_path / "out")))
+        ingest(IngestSpec.of(inputs=[str(data)], output=str(tmp_path / "out")))
     assert _problems(failed.value.report) == {2: "not_utf8"}
 
 
@@ -91,7 +91,7 @@ def test_duplicates_merged_and_negatives_equal_to_positives_removed(tmp_path: Pa
         json.dumps({"query": "q", "pos": ["p2"], "neg": ["n1", "n2"]}),
         json.dumps({"query": "other", "pos": ["x"], "neg": ["y"]}),
     ]
-    result = ingest(IngestConfig(inputs=[str(_write(tmp_path / "d.jsonl", lines))], output=str(tmp_path / "o"),
+    result = ingest(IngestSpec.of(inputs=[str(_write(tmp_path / "d.jsonl", lines))], output=str(tmp_path / "o"),
                                  eval_fraction=0))
     rows = {r["query"]: r for r in map(json.loads, (tmp_path / "o" / "train.jsonl").read_text().splitlines())}
     assert rows["q"] == {"query": "q", "pos": ["p1", "p2"], "neg": ["n1", "n2"]}
@@ -103,15 +103,15 @@ def test_min_negatives_is_a_rule_under_the_policy(tmp_path: Path) -> None:
     lines = [json.dumps(GOOD), json.dumps({"query": "bare", "pos": ["p"]})]
     data = str(_write(tmp_path / "d.jsonl", lines))
     with pytest.raises(IngestFailed, match="too_few_negatives"):
-        ingest(IngestConfig(inputs=[data], output=str(tmp_path / "o"), min_negatives=1))
-    result = ingest(IngestConfig(inputs=[data], output=str(tmp_path / "o"), min_negatives=1, on_error="skip",
+        ingest(IngestSpec.of(inputs=[data], output=str(tmp_path / "o"), min_negatives=1))
+    result = ingest(IngestSpec.of(inputs=[data], output=str(tmp_path / "o"), min_negatives=1, on_error="skip",
                                  eval_fraction=0))
     assert result.report["counts"]["train_records"] == 1
 
 
 def test_chinese_round_trips_unescaped(tmp_path: Path) -> None:
     record = {"query": "长城有多长？", "pos": ["历代长城总长约两万一千多公里。"], "neg": ["熊猫主要吃竹子。"]}
-    ingest(IngestConfig(inputs=[str(_write(tmp_path / "zh.jsonl", [json.dumps(record)]))],
+    ingest(IngestSpec.of(inputs=[str(_write(tmp_path / "zh.jsonl", [json.dumps(record)]))],
                         output=str(tmp_path / "o"), eval_fraction=0))
     text = (tmp_path / "o" / "train.jsonl").read_text(encoding="utf-8")
     assert "长城有多长" in text and "\\u" not in text
@@ -128,7 +128,7 @@ def test_split_is_deterministic_and_by_query() -> None:
 
 def test_eval_set_has_qrels_pointing_into_the_corpus(tmp_path: Path) -> None:
     lines = [json.dumps({"query": f"q{i}", "pos": [f"p{i}"], "neg": [f"n{i}"]}) for i in range(40)]
-    result = ingest(IngestConfig(inputs=[str(_write(tmp_path / "d.jsonl", lines))], output=str(tmp_path / "o"),
+    result = ingest(IngestSpec.of(inputs=[str(_write(tmp_path / "d.jsonl", lines))], output=str(tmp_path / "o"),
                                  eval_fraction=0.1, seed=1))
     corpus = {r["id"]: r["text"] for r in map(json.loads, (tmp_path / "o/eval/corpus.jsonl").read_text().splitlines())}
     queries = [json.loads(line) for line in (tmp_path / "o/eval/queries.jsonl").read_text().splitlines()]
@@ -142,7 +142,7 @@ def test_eval_set_has_qrels_pointing_into_the_corpus(tmp_path: Path) -> None:
 
 def test_toy_data_ingests_unchanged_and_loads_in_flagembedding(toy_data: Path, tmp_path: Path,
                                                                 minilm_path: str) -> None:
-    ingest(IngestConfig(inputs=[str(toy_data)], output=str(tmp_path / "o"), eval_fraction=0))
+    ingest(IngestSpec.of(inputs=[str(toy_data)], output=str(tmp_path / "o"), eval_fraction=0))
     original = [json.loads(line) for line in toy_data.read_text(encoding="utf-8").splitlines() if line.strip()]
     written = [json.loads(line) for line in (tmp_path / "o/train.jsonl").read_text(encoding="utf-8").splitlines()]
     assert written == original
@@ -180,7 +180,7 @@ def test_s3_prefix_and_local_directory_give_the_same_result(tmp_path: Path, s3_b
     results = {}
     for name, src, dst in (("local", local_in.url("data"), str(tmp_path / "out")),
                            ("s3", s3_in.url("data"), f"s3://{s3_bucket}/out")):
-        result = ingest(IngestConfig(inputs=[src], output=dst, seed=3))
+        result = ingest(IngestSpec.of(inputs=[src], output=dst, seed=3))
         out = open_store(dst)
         results[name] = (result.report["counts"], out.read_bytes("train.jsonl"), out.read_bytes("eval/queries.jsonl"),
                          out.read_bytes("eval/corpus.jsonl"))
@@ -203,8 +203,8 @@ def test_bad_flag_values_are_one_line_errors(tmp_path: Path, capsys: pytest.Capt
     data = _write(tmp_path / "d.jsonl", [json.dumps(GOOD)])
     assert main(["ingest", "--input", str(data), "--output", str(tmp_path / "o"), "--eval-fraction", "1.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["bgeflow ingest: error: --eval-fraction must be in [0, 1), got 1.5"]
-    assert main(["ingest", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")]) == 1
+    assert err == ["bgeflow ingest: error: eval_fraction (--eval-fraction): Input should be less than 1 (got 1.5)"]
+    assert main(["ingest", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")]) == 2
     assert "missing.jsonl: no such file" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -213,8 +213,8 @@ def test_truncation_share_uses_the_model_tokenizer_when_given(tmp_path: Path, mi
     long_passage = " ".join(["tokenization"] * 40)  # 40 words, but each word is several word pieces
     lines = [json.dumps({"query": "q", "pos": [long_passage], "neg": ["short"]})]
     data = str(_write(tmp_path / "d.jsonl", lines))
-    estimate = ingest(IngestConfig(inputs=[data], output=str(tmp_path / "a"), passage_max_len=64, eval_fraction=0))
-    exact = ingest(IngestConfig(inputs=[data], output=str(tmp_path / "b"), passage_max_len=64, eval_fraction=0,
+    estimate = ingest(IngestSpec.of(inputs=[data], output=str(tmp_path / "a"), passage_max_len=64, eval_fraction=0))
+    exact = ingest(IngestSpec.of(inputs=[data], output=str(tmp_path / "b"), passage_max_len=64, eval_fraction=0,
                                 tokenizer=minilm_path))
     assert estimate.report["lengths"]["passage"]["truncated_share"] == 0.0  # 52 estimated tokens
     assert exact.report["lengths"]["passage"]["truncated_share"] == 0.5  # > 64 real word pieces

@@ -160,20 +160,25 @@ def test_spec_without_image_or_with_bad_name_is_refused() -> None:
         LaunchSpec(name="Job_1", command=["x"], owner="r/t")
 
 
-def test_cli_launch_dry_run_prints_a_valid_job(crd_schema: dict, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_launch_dry_run_prints_a_valid_job(crd_schema: dict, s3_bucket: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     from bgeflow.cli import main
+    from bgeflow.core.storage import open_store
 
-    code = main(["launch", "retriever", "--model", "BAAI/bge-base-en-v1.5", "--train-data", "s3://b/mined.jsonl",
-                 "--output", "s3://b/out", "--image", "ghcr.io/bgeflow/bgeflow-gpu:0.1.0", "--namespace", "ml",
-                 "--nnodes", "2", "--nproc-per-node", "4", "--gpus-per-node", "4", "--set", "learning_rate=2e-5",
+    code = main(["launch", "retriever", "--model", "BAAI/bge-base-en-v1.5", "--train-data", f"s3://{s3_bucket}/m.jsonl",
+                 "--output", f"s3://{s3_bucket}/out", "--image", "ghcr.io/bgeflow/bgeflow-gpu:0.1.0", "--namespace",
+                 "ml", "--nnodes", "2", "--nproc-per-node", "4", "--gpus-per-node", "4", "--learning_rate", "2e-5",
                  "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0
     manifest = yaml.safe_load(out)
     validate(manifest, crd_schema)
     container = manifest["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
-    assert container["command"][:3] == ["bgeflow", "train", "retriever"]
-    assert container["command"][container["command"].index("--learning-rate") + 1] == "2e-05"
+    assert container["command"] == ["bgeflow", "train", "--config", f"s3://{s3_bucket}/out/train_spec.yaml"]
+    # Every value of the command is a string: the YAML applies as it is (no float where Kubernetes wants a string).
+    assert all(isinstance(part, str) for part in container["command"])
+    written = yaml.safe_load(open_store(f"s3://{s3_bucket}/out").read_text("train_spec.yaml"))
+    assert written["kind"] == "retriever" and written["hyperparameters"] == {"learning_rate": 2e-5}
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert manifest["metadata"]["namespace"] == "ml" and manifest["spec"]["nprocPerNode"] == "4"
 
@@ -181,7 +186,11 @@ def test_cli_launch_dry_run_prints_a_valid_job(crd_schema: dict, capsys: pytest.
 def test_cli_launch_bad_option_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     from bgeflow.cli import main
 
-    code = main(["launch", "reranker", "--model", "m", "--train-data", "d", "--output", "o", "--image", "i",
-                 "--set", "temperature=0.1", "--dry-run"])
+    code = main(["launch", "reranker", "--model", "m", "--train-data", "d", "--output", "s3://b/o", "--image", "i",
+                 "--temperature", "0.1", "--dry-run"])
     err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "retriever only" in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "temperature" in err
+    code = main(["launch", "reranker", "--model", "m", "--train-data", "d", "--output", "local/dir", "--image", "i",
+                 "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and "training pods cannot write" in err

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bgeflow.cli import main
-from bgeflow.steps.mining import MineConfig, mine, parse_size
+from bgeflow.steps.mining import MineSpec, mine, parse_size
 from bgeflow.steps.mining.select import Filters, RankWindow, choose
 
 FAST = {"pooling": "mean", "query_max_len": 32, "passage_max_len": 32, "batch_size": 32}
@@ -67,7 +67,7 @@ def train_file(tmp_path: Path, records: list[dict[str, Any]]) -> Path:
 
 def _mine(minilm_path: str, inputs: Path | str, output: Path | str, work: Path, **kw: Any) -> Any:
     settings = {**FAST, **kw}
-    return mine(MineConfig(model=minilm_path, inputs=[str(inputs)], output=str(output), work_dir=str(work), **settings))
+    return mine(MineSpec.of(model=minilm_path, inputs=[str(inputs)], output=str(output), work_dir=str(work), **settings))
 
 
 # ------------------------------------------------------------------ selection rules (no model)
@@ -110,25 +110,26 @@ def test_text_pool_dedupes_on_disk_in_first_seen_order(tmp_path: Path) -> None:
 def test_range_and_size_parsing() -> None:
     assert RankWindow.parse("2-200") == RankWindow(2, 200)
     for bad in ("200-2", "abc", "5", "-1-3", "3-3"):
-        with pytest.raises(ValueError, match="range-for-sampling"):
+        with pytest.raises(ValueError, match=r"2-200|start < end"):
             RankWindow.parse(bad)
     assert parse_size("512MB") == 512_000_000 and parse_size("2GiB") == 2 * 1024**3 and parse_size("100") == 100
     assert parse_size("1.5k") == 1500 and parse_size(None) is None
-    with pytest.raises(ValueError, match="max-memory"):
+    with pytest.raises(ValueError, match="a size like 512MB"):
         parse_size("lots")
 
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("negative_number", 0, "negative-number"), ("range_for_sampling", "9-3", "range-for-sampling"),
-     ("max_memory", "12 parsecs", "max-memory"), ("output", "out/", "must name a file"),
-     ("output", "out.csv", ".jsonl"), ("pooling", "max", "pooling"), ("min_score", 0.9, "below --max-score")],
+    [("negative_number", 0, "negative_number: Input should be greater than or equal to 1"),
+     ("range_for_sampling", "9-3", "range_for_sampling: needs 0 <= start < end"),
+     ("max_memory", "12 parsecs", "max_memory: must be a size"), ("output", "out/", "output: must name a .jsonl"),
+     ("output", "out.csv", ".jsonl"), ("pooling", "max", "encoding.pooling"), ("min_score", 0.9, "below max_score")],
 )
-def test_config_errors_name_the_flag(field: str, value: Any, message: str) -> None:
+def test_config_errors_name_the_setting(field: str, value: Any, message: str) -> None:
     kwargs: dict[str, Any] = {"model": "m", "inputs": ["in.jsonl"], "output": "out.jsonl", "max_score": 0.5}
     kwargs[field] = value
     with pytest.raises(ValueError, match=message):
-        MineConfig(**kwargs)
+        MineSpec.of(**kwargs)
 
 
 # ------------------------------------------------------------------ end to end with MiniLM
@@ -249,7 +250,7 @@ def test_short_rows_are_filled_and_counted(minilm_path: str, tmp_path: Path) -> 
 
 def test_default_work_dir_is_removed_after_success(minilm_path: str, tmp_path: Path) -> None:
     rows = [{"query": f"question {i}", "pos": [f"answer number {i}"], "neg": [f"distractor {i}"]} for i in range(3)]
-    config = MineConfig(model=minilm_path, inputs=[str(_write(tmp_path / "in.jsonl", rows))],
+    config = MineSpec.of(model=minilm_path, inputs=[str(_write(tmp_path / "in.jsonl", rows))],
                         output=str(tmp_path / "mined.jsonl"), negative_number=2, **FAST)
     work = config.default_work_dir()
     assert str(work).startswith(tempfile.gettempdir())
@@ -336,12 +337,16 @@ def test_seed_command_runs_with_only_the_entry_point_changed(minilm_path: str, t
 
 def test_candidate_pool_seed_alias_parses() -> None:
     from bgeflow.cli import build_parser
+    from bgeflow.cli._options import spec_from_args
 
     args = build_parser().parse_args([
         "mine", "--model_name_or_path", "m", "--input_file", "i.jsonl", "--output_file", "o.jsonl",
         "--candidate_pool", "pool.jsonl", "--use_gpu_for_searching", "--negative_number", "15",
+        "--teacher-reranker", "t",
     ])
-    assert args.candidate_pool == ["pool.jsonl"] and args.use_gpu and args.negative_number == 15
+    spec = spec_from_args(MineSpec, args)
+    assert spec.candidate_pool == ["pool.jsonl"] and spec.use_gpu and spec.negative_number == 15
+    assert spec.model == "m" and spec.inputs == ["i.jsonl"] and spec.teacher.model == "t"
 
 
 def test_use_gpu_without_gpu_is_a_clear_error(train_file: Path, tmp_path: Path,
@@ -354,7 +359,7 @@ def test_use_gpu_without_gpu_is_a_clear_error(train_file: Path, tmp_path: Path,
     code = main(["mine", "--model", "/nonexistent/model", "--input", str(train_file),
                  "--output", str(tmp_path / "o.jsonl"), "--use_gpu_for_searching"])
     err = capsys.readouterr().err
-    assert code == 1 and "--use-gpu" in err and "faiss" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "--use-gpu" in err and "faiss" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.jsonl").exists()
 
 

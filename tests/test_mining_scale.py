@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bgeflow.retrieval.encoder import Encoder, read_manifest
-from bgeflow.steps.mining import MineConfig, mine
+from bgeflow.steps.mining import MineSpec, mine
 
 FAST = {"pooling": "mean", "query_max_len": 32, "passage_max_len": 32, "batch_size": 32}
 
@@ -35,8 +35,8 @@ def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _config(minilm_path: str, train_file: Path, out: Path, work: Path, **kw: Any) -> MineConfig:
-    return MineConfig(model=minilm_path, inputs=[str(train_file)], output=str(out), work_dir=str(work),
+def _config(minilm_path: str, train_file: Path, out: Path, work: Path, **kw: Any) -> MineSpec:
+    return MineSpec.of(model=minilm_path, inputs=[str(train_file)], output=str(out), work_dir=str(work),
                       range_for_sampling="1-25", negative_number=6, **FAST, **kw)
 
 

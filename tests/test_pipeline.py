@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bgeflow.core.spec import Spec
 from conftest import REPO
 
 sys.path.insert(0, str(REPO))  # components/ and pipelines/ live at the repository root
@@ -70,19 +71,53 @@ def test_dag_shape_and_gate(ir: tuple[dict, dict]) -> None:
 def test_parameters_have_the_seed_defaults(ir: tuple[dict, dict]) -> None:
     spec, _ = ir
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert "defaultValue" not in params["train_data"]  # the one required parameter
-    assert params["retriever_model"]["defaultValue"] == "BAAI/bge-base-en-v1.5"
-    assert params["reranker_model"]["defaultValue"] == "BAAI/bge-reranker-base"
-    assert params["range_for_sampling"]["defaultValue"] == "2-200"
-    assert params["negative_number"]["defaultValue"] == 15
-    retriever = params["retriever_hyperparameters"]["defaultValue"]
-    assert retriever["learning_rate"] == 1e-5 and retriever["temperature"] == 0.02 and retriever["train_group_size"] == 2
-    assert retriever["query_max_len"] == 64 and retriever["passage_max_len"] == 256
-    reranker = params["reranker_hyperparameters"]["defaultValue"]
-    assert reranker["learning_rate"] == 6e-5 and reranker["train_group_size"] == 16 and reranker["max_len"] == 512
-    assert reranker["gradient_accumulation_steps"] == 4 and reranker["weight_decay"] == 0.01
-    # the names the Helm chart's retrain spec passes
-    assert {"train_data", "retriever_model", "reranker_model", "train_retriever", "train_reranker"} <= set(params)
+    assert "defaultValue" not in params["data"]  # the one required parameter
+    retriever, reranker = params["retriever"]["defaultValue"], params["reranker"]["defaultValue"]
+    assert retriever["model"] == "BAAI/bge-base-en-v1.5" and reranker["model"] == "BAAI/bge-reranker-base"
+    assert params["mine"]["defaultValue"]["range_for_sampling"] == "2-200"
+    assert params["mine"]["defaultValue"]["negative_number"] == 15
+    assert retriever["query_max_len"] == 64 and retriever["passage_max_len"] == 256 and reranker["max_len"] == 512
+    # The hyperparameters default to none given: the seed recipe fills them in where the job is planned.
+    assert retriever["hyperparameters"] == {} == reranker["hyperparameters"]
+    assert params["evaluate"]["defaultValue"]["gate"] == "ndcg@10>=base+0.01"
+    assert params["publish"]["defaultValue"]["champion"] == "if-gate-passed"
+
+
+def test_pipeline_parameters_are_the_run_spec_with_its_docs(ir: tuple[dict, dict]) -> None:
+    """One parameter per run-spec key, each block's default and description from the spec's declarations."""
+    from bgeflow.core.spec import options
+    from bgeflow.platform.run_spec import RunSpec, run_defaults
+
+    spec, _ = ir
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == set(RunSpec.model_fields)
+    for name, info in RunSpec.model_fields.items():
+        block = info.annotation
+        if not (isinstance(block, type) and issubclass(block, Spec)):
+            assert params[name]["parameterType"] == "STRING" and params[name]["description"] == info.description
+            continue
+        assert params[name]["parameterType"] == "STRUCT"
+        assert params[name]["defaultValue"] == run_defaults(name)
+        for option in options(block):  # every setting of the block is documented in the UI
+            assert f"{option.name}: {option.help}" in params[name]["description"].replace("\n", " ")
+
+
+def test_component_parameters_are_the_blocks_they_read(ir: tuple[dict, dict]) -> None:
+    """A component's ``settings`` is its step's run block, with the same defaults and one line per setting."""
+    from bgeflow.core.spec import options
+    from bgeflow.platform.run_spec import RunSpec, run_defaults
+
+    spec, _ = ir
+    for component, block in (("comp-ingest", "ingest"), ("comp-mine", "mine"), ("comp-train-launcher", "training"),
+                             ("comp-evaluate", "evaluate"), ("comp-publish", "publish")):
+        settings = spec["components"][component]["inputDefinitions"]["parameters"]["settings"]
+        described = settings["description"].replace("\n", " ")
+        for option in options(RunSpec.model_fields[block].annotation):
+            assert f"{option.name}: {option.help}" in described, (component, option.name)
+        defaults = run_defaults(block)
+        for key, value in defaults.items():
+            if not isinstance(value, dict):
+                assert f"{key}: " in described and f"default {value!r}" in described, (component, key)
 
 
 def test_images_commands_and_no_runtime_install(ir: tuple[dict, dict]) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from bgeflow.cli import main
 from bgeflow.core.storage import LocalStore, S3Store, open_store
-from bgeflow.steps.publish import PublishConfig, publish, registry
+from bgeflow.steps.publish import PublishSpec, publish, registry
 
 
 def make_training_output(root: Path, seed: int = 0, *, reranker: bool = False) -> Path:
@@ -53,7 +53,7 @@ def data_file(tmp_path: Path) -> Path:
 def test_publish_layout_manifest_card_and_lineage(tmp_path: Path, data_file: Path) -> None:
     out = make_training_output(tmp_path / "train")
     reg = str(tmp_path / "registry")
-    result = publish(PublishConfig(
+    result = publish(PublishSpec.of(
         model=str(out), name="retriever", registry=reg, metrics=str(write_metrics(tmp_path / "m.json", True)),
         lineage_inputs=[str(data_file)], champion="if-gate-passed",
     ))
@@ -90,32 +90,32 @@ def test_publish_layout_manifest_card_and_lineage(tmp_path: Path, data_file: Pat
 
 def test_republish_is_idempotent_and_explicit_version_conflicts(tmp_path: Path) -> None:
     reg = str(tmp_path / "registry")
-    first = publish(PublishConfig(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg))
-    again = publish(PublishConfig(model=str(tmp_path / "a"), name="m", registry=reg))
+    first = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg))
+    again = publish(PublishSpec.of(model=str(tmp_path / "a"), name="m", registry=reg))
     assert not again.created and again.version == first.version
     assert [v.version for v in registry.list_versions(reg, "m")] == [first.version]
 
-    named = publish(PublishConfig(model=str(tmp_path / "a" / "model"), name="m", registry=reg, version="v2"))
+    named = publish(PublishSpec.of(model=str(tmp_path / "a" / "model"), name="m", registry=reg, version="v2"))
     assert named.created and named.version == "v2"  # a model dir alone: other content (no configs)
-    assert not publish(PublishConfig(model=str(tmp_path / "a" / "model"), name="m", registry=reg, version="v2")).created
+    assert not publish(PublishSpec.of(model=str(tmp_path / "a" / "model"), name="m", registry=reg, version="v2")).created
     with pytest.raises(FileExistsError, match="v2 is already published with different content"):
-        publish(PublishConfig(model=str(make_training_output(tmp_path / "b", seed=1)), name="m", registry=reg,
+        publish(PublishSpec.of(model=str(make_training_output(tmp_path / "b", seed=1)), name="m", registry=reg,
                               version="v2"))
     assert [v.version for v in registry.list_versions(reg, "m")] == [first.version, "v2"]
 
 
 def test_champion_only_if_gate_passed(tmp_path: Path) -> None:
     reg = str(tmp_path / "registry")
-    good = publish(PublishConfig(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg,
+    good = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg,
                                  metrics=str(write_metrics(tmp_path / "ok.json", True)), champion="if-gate-passed"))
-    bad = publish(PublishConfig(model=str(make_training_output(tmp_path / "b", seed=1)), name="m", registry=reg,
+    bad = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "b", seed=1)), name="m", registry=reg,
                                 metrics=str(write_metrics(tmp_path / "bad.json", False)), champion="if-gate-passed"))
     assert good.champion and not bad.champion and bad.latest
     assert "quality gate failed" in bad.reasons[0]
     assert registry.get_version(reg, "m", "champion").version == good.version
     assert registry.get_version(reg, "m", "latest").version == bad.version
-    with pytest.raises(ValueError, match="needs --metrics"):
-        PublishConfig(model="x", name="m", registry=reg, champion="if-gate-passed")
+    with pytest.raises(ValueError, match="needs metrics"):
+        PublishSpec.of(model="x", name="m", registry=reg, champion="if-gate-passed")
 
 
 def _registry_uri(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
@@ -131,7 +131,7 @@ def test_interrupted_publish_leaves_nothing_and_rerun_completes(
 ) -> None:
     reg = _registry_uri(kind, tmp_path, request)
     store_class = LocalStore if kind == "local" else S3Store
-    v1 = publish(PublishConfig(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg,
+    v1 = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg,
                                champion="always"))
     pointers = {p: open_store(f"{reg}/m").read_text(f"{p}.json") for p in ("latest", "champion")}
     new_model = str(make_training_output(tmp_path / "b", seed=1))
@@ -156,7 +156,7 @@ def test_interrupted_publish_leaves_nothing_and_rerun_completes(
     # 1) fails after half the files reached the staging prefix
     monkeypatch.setattr(store_class, "put_file", failing_put)
     with pytest.raises(OSError, match="injected failure"):
-        publish(PublishConfig(model=new_model, name="m", registry=reg, version="v2", champion="always"))
+        publish(PublishSpec.of(model=new_model, name="m", registry=reg, version="v2", champion="always"))
     assert len(calls) == n_files // 2 + 1
     assert_nothing_new()
 
@@ -171,13 +171,13 @@ def test_interrupted_publish_leaves_nothing_and_rerun_completes(
 
     monkeypatch.setattr(store_class, "write_bytes", failing_manifest)
     with pytest.raises(OSError, match="injected failure writing the manifest"):
-        publish(PublishConfig(model=new_model, name="m", registry=reg, version="v2", champion="always"))
+        publish(PublishSpec.of(model=new_model, name="m", registry=reg, version="v2", champion="always"))
     assert open_store(f"{reg}/m").exists("v2/model/model.safetensors")  # files there, but no manifest
     assert_nothing_new()
 
     # 3) the rerun completes
     monkeypatch.undo()
-    done = publish(PublishConfig(model=new_model, name="m", registry=reg, version="v2", champion="always"))
+    done = publish(PublishSpec.of(model=new_model, name="m", registry=reg, version="v2", champion="always"))
     assert done.created and done.champion and done.latest
     assert [v.version for v in registry.list_versions(reg, "m")] == [v1.version, "v2"]
     assert registry.verify(reg, "m", "v2") == []
@@ -191,7 +191,7 @@ def test_publish_from_s3_records_etags(tmp_path: Path, s3_bucket: str) -> None:
     src = open_store(f"s3://{s3_bucket}/runs/1")
     src.upload_dir(make_training_output(tmp_path / "a"))
     src.write_text("data/train.jsonl", '{"query": "q", "pos": ["p"]}\n')
-    result = publish(PublishConfig(model=src.uri, name="m", registry=f"s3://{s3_bucket}/reg",
+    result = publish(PublishSpec.of(model=src.uri, name="m", registry=f"s3://{s3_bucket}/reg",
                                    lineage_inputs=[src.url("data")]))
     info = registry.get_version(f"s3://{s3_bucket}/reg", "m", "latest")
     assert info.version == result.version
@@ -202,17 +202,17 @@ def test_publish_from_s3_records_etags(tmp_path: Path, s3_bucket: str) -> None:
                         "etag": hashlib.md5(b'{"query": "q", "pos": ["p"]}\n').hexdigest()}]
 
 
-def _one_error_line(capsys: pytest.CaptureFixture[str], verb: str) -> str:
+def _one_error_line(capsys: pytest.CaptureFixture[str], verb: str, outcome: str = "error") -> str:
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1, lines
-    assert lines[0].startswith(f"bgeflow {verb}: error: ")
+    assert lines[0].startswith(f"bgeflow {verb}: {outcome}: ")
     return lines[0]
 
 
 def test_cli_publish_and_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = make_training_output(tmp_path / "a")
     settings = tmp_path / "publish.yaml"
-    settings.write_text(f"model: {out}\nname: m\nregistry: {tmp_path / 'reg'}\nversion: v1\nset-champion: true\n")
+    settings.write_text(f"model: {out}\nname: m\nregistry: {tmp_path / 'reg'}\nversion: v1\nchampion: always\n")
     assert main(["publish", "--config", str(settings)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["version"] == "v1" and printed["champion"] and printed["created"]
@@ -220,7 +220,7 @@ def test_cli_publish_and_config_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     settings.write_text(f"model: {out}\nname: m\nregistry: {tmp_path / 'reg'}\nlearning_rate: 3\n")
     assert main(["publish", "--config", str(settings)]) == 2
     line = _one_error_line(capsys, "publish")
-    assert "unknown key 'learning_rate'" in line and str(settings) in line
+    assert "unknown setting 'learning_rate'" in line and str(settings) in line
 
 
 def test_cli_publish_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -239,7 +239,7 @@ def test_cli_publish_unreachable_s3(tmp_path: Path, capsys: pytest.CaptureFixtur
     started = time.monotonic()
     code = main(["--s3-endpoint-url", "http://127.0.0.1:1", "publish", "--model", str(make_training_output(tmp_path / "a")),
                  "--name", "m", "--registry", "s3://bucket/reg"])
-    assert code == 1
-    line = _one_error_line(capsys, "publish")
+    assert code == 1  # the input is fine, the store is not: a failure, not bad input
+    line = _one_error_line(capsys, "publish", "failed")
     assert "http://127.0.0.1:1" in line and "cannot reach" in line
     assert time.monotonic() - started < 20

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bgeflow.steps.publish import PublishConfig, publish, registry
+from bgeflow.steps.publish import PublishSpec, publish, registry
 from test_publish import make_training_output
 
 
@@ -16,9 +16,9 @@ from test_publish import make_training_output
 def reg(tmp_path: Path) -> str:
     """A registry with versions v1 (champion) and v2 (latest) of "m"."""
     root = str(tmp_path / "registry")
-    publish(PublishConfig(model=str(make_training_output(tmp_path / "a", seed=1)), name="m", registry=root,
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a", seed=1)), name="m", registry=root,
                           version="v1", champion="always"))
-    publish(PublishConfig(model=str(make_training_output(tmp_path / "b", seed=2)), name="m", registry=root,
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "b", seed=2)), name="m", registry=root,
                           version="v2"))
     return root
 

@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from bgeflow.cli import main
+from bgeflow.cli.run import build_spec
 from bgeflow.platform.local_run import find_pipeline, local_variant
-from bgeflow.platform.run_config import RunConfig
+from bgeflow.platform.run_spec import LocalRunSpec
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -25,14 +26,20 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, out, err
 
 
+def spec_of(*argv: str) -> LocalRunSpec:
+    from bgeflow.cli import build_parser
+
+    return build_spec(build_parser().parse_args(["run", *argv]))  # type: ignore[return-value]
+
+
 def test_unknown_key_names_the_key_and_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "run.yaml"
     config.write_text("data: x.jsonl\nretriever_modle: bundled:minilm\n")
     code, _, err = run_cli(["--config", str(config), "--output", str(tmp_path / "out")], capsys)
     assert code == 2
     assert err.strip().splitlines() == [
-        f"bgeflow run: error: {config}: unknown key 'retriever_modle'; known keys: " + ", ".join(
-            sorted(f for f in RunConfig.__dataclass_fields__))]
+        f"bgeflow run: error: --config {config}: unknown setting 'retriever_modle' for LocalRunSpec; "
+        "did you mean retriever.model, retriever.name, retriever.device?"]
     assert not (tmp_path / "out").exists()
 
 
@@ -64,11 +71,15 @@ def test_unreachable_s3_endpoint_names_it(tmp_path: Path, capsys: pytest.Capture
 
 def test_bad_values_are_refused_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for args, fragment in (
-        (["--nproc-per-node", "0"], "nproc_per_node must be >= 1"),
-        (["--gate", "ndcg@10>>base"], "gate"),
-        (["--retriever-arg", "learning_rat=1"], "unknown train option 'learning_rat'"),
+        (["--training-nproc-per-node", "0"], "training.nproc_per_node (--training-nproc-per-node): Input should be "
+                                             "greater than 0"),
+        (["--evaluate-gate", "ndcg@10>>base"], "evaluate.gate"),
+        (["--set", "retriever.learning_rat=1"], "learning_rat is not an option of FlagEmbedding's encoder-base runner"),
         (["--reranker-model", str(tmp_path / "no-model")], "no-model"),
-        (["--output", "s3://bucket/out"], "must be a local directory"),
+        (["--output", "s3://bucket/out"], "must be a local folder"),
+        # A group needs more negatives than mining gives: refused before minutes of mining and training.
+        (["--set", "reranker.train_group_size=8"], "reranker: train_group_size 8 needs 7 negatives per record, but "
+                                                   "mining gives mine.negative_number 3"),
     ):
         code, _, err = run_cli([*args, "--check"] + (["--output", str(tmp_path / "o")] if "--output" not in args else []),
                                capsys)
@@ -78,23 +89,39 @@ def test_bad_values_are_refused_before_anything_runs(tmp_path: Path, capsys: pyt
 
 def test_config_file_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"nproc_per_node": 1, "retriever": {"num_train_epochs": 2}, "gate": "mrr@10>base"}))
-    code, _, err = run_cli(["--config", str(config), "--gate", "ndcg@10>=base", "--reranker-arg", "max_len=128",
-                            "--output", str(tmp_path / "out"), "--check"], capsys)
+    config.write_text(yaml.safe_dump({"training": {"nproc_per_node": 1}, "evaluate": {"gate": "mrr@10>base"},
+                                      "retriever": {"num_train_epochs": 2}}))
+    code, _, err = run_cli(["--config", str(config), "--evaluate-gate", "ndcg@10>=base", "--set",
+                            "reranker.max_len=128", "--output", str(tmp_path / "out"), "--check"], capsys)
     assert code == 0, err
-    loaded = RunConfig.from_yaml(str(config), gate="ndcg@10>=base")
-    assert loaded.nproc_per_node == 1 and loaded.retriever == {"num_train_epochs": 2} and loaded.gate == "ndcg@10>=base"
+    spec = spec_of("--config", str(config), "--evaluate-gate", "ndcg@10>=base")
+    assert spec.training.nproc_per_node == 1 and spec.evaluate.gate == "ndcg@10>=base"
+    assert spec.retriever.hyperparameters["num_train_epochs"] == 2
+
+
+def test_a_partial_block_merges_over_the_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 2-key retriever block changes those two keys: every other CPU default stays (group size 2, 12 steps)."""
+    config = tmp_path / "run.yaml"
+    config.write_text("retriever:\n  learning_rate: 2.0e-5\n  num_train_epochs: 2\n")
+    spec = spec_of("--config", str(config))
+    defaults = spec_of()
+    assert spec.retriever.hyperparameters == {**defaults.retriever.hyperparameters, "learning_rate": 2e-5,
+                                              "num_train_epochs": 2}
+    assert spec.retriever.hyperparameters["max_steps"] == 12 and spec.retriever.model == "bundled:minilm"
+    assert spec.reranker == defaults.reranker and spec.mine == defaults.mine
+    code, _, err = run_cli(["--config", str(config), "--output", str(tmp_path / "out"), "--check"], capsys)
+    assert code == 0, err
 
 
 def test_arguments_are_parameters_of_the_compiled_pipeline() -> None:
     spec = next(yaml.safe_load_all(find_pipeline().read_text()))
     declared = spec["root"]["inputDefinitions"]["parameters"]
-    arguments = RunConfig().pipeline_arguments()
-    assert set(arguments) <= set(declared)
-    assert {n for n, p in declared.items() if not p.get("isOptional") and "defaultValue" not in p} <= set(arguments)
-    assert arguments["launcher_backend"] == "local" and arguments["work_uri"] == ""
-    assert arguments["retriever_model"] == arguments["reranker_model"] == "bundled:minilm"
-    assert arguments["train_nnodes"] * arguments["train_nproc_per_node"] == 2  # "2 local training processes"
+    arguments = spec_of().pipeline_arguments()
+    assert set(arguments) == set(declared)
+    assert arguments["training"]["backend"] == "local" and arguments["work_uri"] == ""
+    assert arguments["retriever"]["model"] == arguments["reranker"]["model"] == "bundled:minilm"
+    # "2 local training processes"
+    assert arguments["training"]["nnodes"] * arguments["training"]["nproc_per_node"] == 2
 
 
 def test_a_pip_installed_bgeflow_finds_its_compiled_pipeline(tmp_path: Path) -> None:
@@ -142,11 +169,13 @@ def _mini_config(tmp_path: Path) -> Path:
     """A sample of the example data, 2 training steps, short lengths: the whole pipeline in CI time."""
     config = tmp_path / "mini.yaml"
     config.write_text(yaml.safe_dump({
-        "output": str(tmp_path / "out"), "max_records": 120, "eval_distractors": 30, "range_for_sampling": "2-20",
-        "negative_number": 3, "query_max_len": 24, "passage_max_len": 64, "rerank_top_k": 3,
-        "rerank_max_len": 96, "gate": "ndcg@10>=0", "nproc_per_node": 2,
-        "retriever": {"max_steps": 2, "per_device_train_batch_size": 4, "query_max_len": 24, "passage_max_len": 64},
-        "reranker": {"max_steps": 2, "per_device_train_batch_size": 2, "train_group_size": 4, "max_len": 96},
+        "output": str(tmp_path / "out"), "max_records": 120, "ingest": {"eval_distractors": 30},
+        "mine": {"range_for_sampling": "2-20", "negative_number": 3},
+        "evaluate": {"rerank_top_k": 3, "gate": "ndcg@10>=0"}, "training": {"nproc_per_node": 2},
+        "retriever": {"query_max_len": 24, "passage_max_len": 64,
+                      "hyperparameters": {"max_steps": 2, "per_device_train_batch_size": 4}},
+        "reranker": {"max_len": 96, "hyperparameters": {"max_steps": 2, "per_device_train_batch_size": 2,
+                                                        "train_group_size": 4}},
     }))
     return config
 

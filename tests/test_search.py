@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bgeflow.core.errors import ConfigError
 from bgeflow.retrieval.search import SearchResult, gather_rows, read_rows, search
 
 
@@ -95,5 +96,5 @@ def test_use_gpu_without_gpu_is_a_clear_error(data: tuple[np.ndarray, np.ndarray
     if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
         pytest.skip("a GPU is present")
     q, p = data
-    with pytest.raises(RuntimeError, match="--use-gpu"):
+    with pytest.raises(ConfigError, match="--use-gpu"):
         search(q, p, 3, use_gpu=True)

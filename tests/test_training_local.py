@@ -101,9 +101,10 @@ def test_nothing_to_resume(tmp_path: Path) -> None:
 
 
 def test_export_writes_the_pooling_it_was_trained_with(tmp_path: Path, minilm_path: str) -> None:
-    from bgeflow.steps.training.export import base_pooling, export_model
+    from bgeflow.retrieval.pooling import saved_pooling
+    from bgeflow.steps.training.export import export_model
 
-    assert base_pooling(minilm_path) == "mean"
+    assert saved_pooling(minilm_path) == "mean"
     run = tmp_path / "run"
     fake_checkpoint(run, 1, complete=True)
     (run / "config.json").write_text(json.dumps({"hidden_size": 8}))

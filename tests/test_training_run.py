@@ -24,7 +24,7 @@ import pytest
 from bgeflow.cli import main
 from bgeflow.core.storage import open_store
 from bgeflow.steps.training import checkpoints
-from test_training_config import SEED_RETRIEVER
+from test_training_spec import SEED_RETRIEVER
 
 NAMES = ["Alice", "Bob", "Carol", "David", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory", "Niaj",
          "Olivia", "Peggy", "Rupert", "Sybil"]

@@ -88,7 +88,7 @@ def test_required_settings_fail_clearly() -> None:
     proc = helm("template", RELEASE, str(CHART), "--set", "retrain.enabled=true")
     assert proc.returncode != 0 and "s3.bucket is required" in proc.stderr
     proc = helm("template", RELEASE, str(CHART), "--set", "direct.enabled=true", "--set", "s3.bucket=bkt")
-    assert proc.returncode != 0 and "retrain.data.train is required" in proc.stderr
+    assert proc.returncode != 0 and "retrain.data is required" in proc.stderr
 
 
 def _by_kind_name(objs: list[dict]) -> dict[str, dict]:
@@ -118,8 +118,8 @@ def test_trigger_reads_the_rendered_spec_and_hash_follows_it() -> None:
     objs = _by_kind_name(render("irsa-values"))
     cm = objs[f"ConfigMap/{RELEASE}-retrain"]
     spec = yaml.safe_load(cm["data"]["retrain.yaml"])
-    assert spec["data"]["train"] == "s3://team-search-ml/raw/clicks/"
-    assert spec["output"] == "s3://team-search-ml/bgeflow/prod"
+    assert spec["data"] == "s3://team-search-ml/raw/clicks/"
+    assert spec["work_uri"] == "s3://team-search-ml/bgeflow/prod"
     assert "enabled" not in spec
     trigger = objs[f"Job/{RELEASE}-retrain-trigger"]
     pod = trigger["spec"]["template"]["spec"]

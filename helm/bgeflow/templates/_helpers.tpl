@@ -66,7 +66,9 @@ app.kubernetes.io/part-of: bgeflow
 {{/* The retrain spec file (the ConfigMap's content and the trigger's input). */}}
 {{- define "bgeflow.retrainSpec" -}}
 {{- $spec := omit .Values.retrain "enabled" }}
-{{- $_ := set $spec "output" (include "bgeflow.outputRoot" .) }}
+{{- if not $spec.work_uri }}
+{{- $_ := set $spec "work_uri" (include "bgeflow.outputRoot" .) }}
+{{- end }}
 {{- toYaml $spec }}
 {{- end }}
 

@@ -13,14 +13,16 @@ import logging
 import os
 import pkgutil
 import sys
+import traceback
 from collections.abc import Sequence
 
 from bgeflow import __version__
+from bgeflow.core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, BgeflowError, StepFailed
 from bgeflow.core.log import setup_logging
+from bgeflow.core.storage import StorageError
 
 #: Verbs in pipeline order; any other verb module is listed after them.
 PIPELINE_ORDER = ("ingest", "mine", "train", "evaluate", "publish", "run")
-EXIT_BAD_INPUT = 2
 
 log = logging.getLogger("bgeflow")
 
@@ -48,8 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line as every verb sees it.
+
+    ``bgeflow train`` and ``bgeflow launch`` hand what they do not declare (``runner_flags``) to
+    FlagEmbedding's own argument parser; every other verb refuses it here.
+    """
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "accepts_runner_flags", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.runner_flags = unknown
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one verb; the exit code says how it ended (``bgeflow.core.errors``)."""
+    args = parse_args(argv)
     setup_logging(args.log_level)
     if args.s3_endpoint_url:
         # Exported, not passed around: training subprocesses and boto3 itself read it.
@@ -58,12 +75,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"bgeflow {args.verb}: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, TimeoutError) as exc:
-        # One line naming the problem; the traceback only when asked for.
+        return EXIT_INTERRUPTED
+    except BgeflowError as exc:
+        # Bad input: one line naming it; the traceback only when asked for.
         log.debug("traceback", exc_info=True)
         print(f"bgeflow {args.verb}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT if isinstance(exc, ValueError | FileNotFoundError) else 1
+        return EXIT_BAD_INPUT
+    except (StepFailed, StorageError, TimeoutError) as exc:
+        log.debug("traceback", exc_info=True)
+        print(f"bgeflow {args.verb}: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception:
+        # Not an outcome bgeflow expects: a bug here or in a library. The traceback says where.
+        traceback.print_exc()
+        print(f"bgeflow {args.verb}: internal error (a bug; please report it with the traceback above)",
+              file=sys.stderr)
+        return EXIT_FAILED
 
 
 def add_seed_alias(parser: argparse.ArgumentParser, *names: str, **kwargs: object) -> None:

@@ -1,8 +1,12 @@
-"""``bgeflow launch``: submit ``bgeflow train <kind>`` as a PyTorchJob from a terminal and follow it.
+"""``bgeflow launch``: submit a training job as a PyTorchJob from a terminal and follow it.
 
-The job is the one the pipeline's train-launcher step creates; its name derives from ``--owner``
-(default: the output URI), so running the same command again adopts the job instead of starting
-a second one. ``--dry-run`` prints the PyTorchJob instead of submitting it.
+The job is the one the pipeline's train-launcher step creates: the training spec (the same
+settings as ``bgeflow train``: flags, ``--config FILE``, ``--set KEY=VALUE``, FlagEmbedding's own
+flags where FlagEmbedding is installed) is written to ``<output>/train_spec.yaml`` and every pod
+runs ``bgeflow train --config <that file>``. The job's name derives from ``--owner`` (default: the
+output URI), so running the same command again adopts the job instead of starting a second one.
+``--dry-run`` writes the spec and prints the PyTorchJob (valid YAML for ``kubectl apply -f -``)
+instead of submitting it.
 """
 
 from __future__ import annotations
@@ -10,30 +14,36 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bgeflow.cli._options import add_config_options, add_spec_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from bgeflow.steps.training.spec import TrainSpec
+
     p = subparsers.add_parser(
         "launch",
         help="submit a training PyTorchJob to Kubernetes (or print it with --dry-run) and wait for it",
-        description=__doc__.split("\n\n", 1)[1].replace("\n", " "),
+        description=__doc__.split("\n\n", 1)[1].replace("\n", " ").replace("``", ""),
+        usage="bgeflow launch {retriever,reranker} [options] [FlagEmbedding/TrainingArguments options]",
+        allow_abbrev=False,
     )
-    p.add_argument("kind", choices=("retriever", "reranker"))
-    p.add_argument("--model", required=True, help="base model (hub name, s3:// or a path inside the image)")
-    p.add_argument("--train-data", required=True, help="training JSONL the pods read (s3://...)")
-    p.add_argument("--output", required=True, help="where the pods write model/ and the summary (s3://...)")
-    p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
-                   help="a TrainConfig option, e.g. learning_rate=2e-5; repeatable")
-    p.add_argument("--pod-settings", default=None, metavar="FILE",
-                   help="YAML/JSON of bgeflow.platform.launcher.PodSettings (image, gpus_per_node, tolerations, s3_secret, ...)")
-    p.add_argument("--image", default=None, help="training image (overrides the pod settings)")
-    p.add_argument("--namespace", default=None, help="namespace (default: the pod settings', else the current)")
-    p.add_argument("--gpus-per-node", type=int, default=None)
-    p.add_argument("--nnodes", type=int, default=1, help="pods: one Master plus nnodes-1 Workers")
-    p.add_argument("--nproc-per-node", type=int, default=1, help="processes per pod (usually its GPUs)")
-    p.add_argument("--owner", default=None, help="identity the job name derives from (default: cli/<output>)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds to wait before deleting the job")
-    p.add_argument("--dry-run", action="store_true", help="print the PyTorchJob YAML; submit nothing")
-    p.set_defaults(func=run)
+    add_config_options(p)
+    add_spec_options(p, TrainSpec, exclude={*(f"distributed.{n}" for n in (
+        "nnodes", "node_rank", "nproc_per_node", "master_addr", "master_port", "local_nodes"))})
+    job = p.add_argument_group("the job")
+    job.add_argument("--pod-settings", default=None, metavar="FILE",
+                     help="YAML/JSON of bgeflow.platform.launcher.PodSettings (image, gpus_per_node, tolerations, "
+                     "s3_secret, ...)")
+    job.add_argument("--image", default=None, help="training image (overrides the pod settings)")
+    job.add_argument("--namespace", default=None, help="namespace (default: the pod settings', else the current)")
+    job.add_argument("--gpus-per-node", type=int, default=None)
+    job.add_argument("--nnodes", type=int, default=1, help="pods: one Master plus nnodes-1 Workers")
+    job.add_argument("--nproc-per-node", type=int, default=1, help="processes per pod (usually its GPUs)")
+    job.add_argument("--owner", default=None, help="identity the job name derives from (default: cli/<output>)")
+    job.add_argument("--timeout", type=float, default=None, help="seconds to wait before deleting the job")
+    job.add_argument("--dry-run", action="store_true",
+                     help="write the training spec and print the PyTorchJob YAML; submit nothing")
+    p.set_defaults(func=run, accepts_runner_flags=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,10 +52,12 @@ def run(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from bgeflow.cli.run import key_values
+    from bgeflow.cli.train import build_spec
     from bgeflow.core.config_file import load_mapping
+    from bgeflow.core.errors import ConfigError
     from bgeflow.platform.launcher import PodSettings, launch, make_backend
-    from bgeflow.platform.launcher.train_job import build_train_spec
+    from bgeflow.platform.launcher.train_job import build_launch_spec
+    from bgeflow.steps.training.pod import write_spec
 
     settings: dict = {}
     if args.pod_settings:
@@ -54,24 +66,28 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             settings[key] = value
     pod = PodSettings.from_json(json.dumps(settings))  # unknown keys: an error naming them
-    options = key_values(args.options, "--set")
     namespace = pod.namespace
     if not namespace:
         from bgeflow.platform.launcher.k8s import current_namespace
 
         namespace = current_namespace()
-    spec = build_train_spec(
-        kind=args.kind, model=args.model, train_data=args.train_data, output=args.output, hyperparameters=options,
-        owner=args.owner or f"cli/{args.output}", nnodes=args.nnodes, nproc_per_node=args.nproc_per_node,
+    spec = build_spec(args)
+    if "://" not in spec.output:
+        raise ConfigError(f"output {spec.output!r} is a local path, which training pods cannot write to: give an "
+                          "s3:// URI")
+    launch_spec = build_launch_spec(
+        spec, owner=args.owner or f"cli/{spec.output}", nnodes=args.nnodes, nproc_per_node=args.nproc_per_node,
         pod=dataclasses.replace(pod, namespace=namespace), namespace=namespace,
     )
+    spec_uri = write_spec(spec)
+    print(f"bgeflow launch: training spec written to {spec_uri}", file=sys.stderr)
     if args.dry_run:
         from bgeflow.platform.launcher.pytorchjob import build_pytorchjob, to_manifest
 
-        yaml.safe_dump(to_manifest(build_pytorchjob(spec)), sys.stdout, sort_keys=False)
+        yaml.safe_dump(to_manifest(build_pytorchjob(launch_spec)), sys.stdout, sort_keys=False)
         return 0
-    result = launch(spec, make_backend("kubernetes"), timeout=args.timeout)
+    result = launch(launch_spec, make_backend("kubernetes"), timeout=args.timeout)
     verb = "adopted" if result.adopted else "created"
     print(f"PyTorchJob {result.namespace}/{result.name} ({verb}) succeeded in {result.seconds:.0f}s; "
-          f"model at {args.output.rstrip('/')}/model")
+          f"model at {spec.output.rstrip('/')}/model")
     return 0

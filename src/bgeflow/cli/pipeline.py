@@ -73,8 +73,7 @@ def _client(args: argparse.Namespace):
 def _spec(args: argparse.Namespace):
     from bgeflow.platform.gitops import RetrainSpec
 
-    return RetrainSpec.load(args.spec, pipeline_version=args.pipeline_version,
-                            schedule_id=getattr(args, "schedule_id", ""))
+    return RetrainSpec.load(args.spec)
 
 
 def _print(payload: dict) -> None:
@@ -97,9 +96,11 @@ def _trigger(args: argparse.Namespace) -> int:
     spec = _spec(args)
     if args.dry_run:
         check_parameters(spec, args.package)
-        _print({"run_name": run_name(spec), "resolved": spec.resolved()})
+        _print({"run_name": run_name(spec, pipeline_version=args.pipeline_version, schedule_id=args.schedule_id),
+                "resolved": spec.resolved(pipeline_version=args.pipeline_version, schedule_id=args.schedule_id)})
         return 0
     result = trigger(_client(args), spec, package_path=args.package, experiment=args.experiment,
+                     pipeline_version=args.pipeline_version, schedule_id=args.schedule_id,
                      service_account=args.service_account)
     _print({"run_name": result.run_name, "run_id": result.run_id, "submitted": result.submitted})
     return 0
@@ -109,7 +110,8 @@ def _schedule(args: argparse.Namespace) -> int:
     from bgeflow.platform.gitops import schedule
 
     result = schedule(_client(args), _spec(args), cron=args.cron, package_path=args.package,
-                      experiment=args.experiment, service_account=args.service_account)
+                      experiment=args.experiment, pipeline_version=args.pipeline_version,
+                      service_account=args.service_account)
     _print({"recurring_run": result.run_name, "id": result.run_id, "created": result.submitted})
     return 0
 

@@ -1,81 +1,72 @@
-"""``bgeflow train retriever|reranker``: fine-tune with FlagEmbedding under torchrun.
+"""``bgeflow train [retriever|reranker]``: fine-tune with FlagEmbedding under torchrun.
 
-Every TrainConfig field is a flag in bgeflow's spelling and FlagEmbedding's (``--learning-rate``,
-``--learning_rate``), plus the old README's (``--normlized``, ``--model_name_or_path``,
-``--output_dir``). Flags override ``--config FILE``. Runner options bgeflow has no field for go
-through ``--extra-arg KEY=VALUE`` or after ``--runner-args``. Inside a PyTorchJob pod the job's shape comes
-from the operator's env; ``--local-nodes N`` runs N such pods here.
+The seed's torchrun commands run with only the entry point changed: bgeflow's own settings
+(``--model``/``--model_name_or_path``, ``--train_data``, ``--output``/``--output_dir``,
+``--nproc_per_node``, ...) are flags below, and *every other* FlagEmbedding or transformers
+``TrainingArguments`` option is accepted by its own name (``--learning_rate 1e-5 --fp16
+--lr_scheduler_type cosine --report_to tensorboard``), read and checked by the runner's own
+``HfArgumentParser``. ``--config FILE`` takes a whole training spec (what ``bgeflow launch`` writes
+next to the output; the kind may come from it). Inside a PyTorchJob pod the job's shape comes from
+the operator's env; ``--local-nodes N`` runs N such pods here.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import types
-import typing
 from typing import Any
 
-from bgeflow.cli import add_seed_alias
-
-
-def _value_type(hint: Any) -> tuple[Any, tuple[str, ...] | None]:
-    """The argparse ``type`` and ``choices`` of a field, from its annotation (``int | None`` → int)."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
-        hint = args[0]
-    if typing.get_origin(hint) is typing.Literal:
-        return str, typing.get_args(hint)
-    return hint, None
+from bgeflow.cli._options import add_config_options, add_spec_options, spec_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from bgeflow.steps.training.config import TrainConfig, parse_bool
+    from bgeflow.steps.training.spec import TrainSpec
 
     p = subparsers.add_parser(
         "train",
         help="fine-tune a retriever or reranker with FlagEmbedding (torchrun; PyTorchJob-ready)",
         description=__doc__.split("\n\n", 1)[1].replace("\n", " ").replace("``", ""),
+        usage="bgeflow train {retriever,reranker} [options] [FlagEmbedding/TrainingArguments options]",
+        allow_abbrev=False,
     )
-    p.add_argument("kind", choices=("retriever", "reranker"))
-    p.add_argument("--config", default=None, metavar="YAML", help="a TrainConfig YAML file (path or s3:// URI)")
-    p.add_argument("--extra-arg", dest="extra_arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="another FlagEmbedding/transformers option, e.g. lr_scheduler_type=cosine; repeatable")
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in ("kind", "extra_args"):
-            continue
-        kind, choices = _value_type(hints[f.name])
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help")}
-        if kind is bool:
-            # The seed writes both "--fp16" and "--dataloader_drop_last True".
-            kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
-        else:
-            kwargs.update(type=kind, metavar=f.name.upper())
-        if choices:
-            kwargs["choices"] = choices
-        add_seed_alias(p, "--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ()), **kwargs)
-    p.add_argument("--runner-args", dest="passthrough", nargs=argparse.REMAINDER, default=[],
-                   metavar="OPTION", help="last: everything after it goes to FlagEmbedding's runner as it is")
-    p.set_defaults(func=run)
+    add_config_options(p)
+    add_spec_options(p, TrainSpec)
+    p.set_defaults(func=run, accepts_runner_flags=True)
 
 
-def build_config(args: argparse.Namespace) -> Any:
-    from bgeflow.steps.training.config import TrainConfig, extra_arg_tokens
+def build_spec(args: argparse.Namespace) -> Any:
+    """The ``TrainSpec`` of a command line: files, ``--set``, bgeflow's flags, then the runner's flags.
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {name: value for name, value in vars(args).items() if name in fields and name != "kind"}
-    extra = extra_arg_tokens(args.extra_arg) + list(args.passthrough)
-    if extra:
-        given["extra_args"] = extra  # like every flag, replaces the config file's value
-    return TrainConfig.from_yaml(args.config or {}, kind=args.kind, **given)
+    The runner's flags (anything bgeflow does not declare) are read by the runner's own
+    ``HfArgumentParser``, which needs FlagEmbedding installed; ``--set hyperparameters.NAME=VALUE``
+    works without it.
+
+    Raises:
+        ConfigError: an unknown or malformed setting, naming it.
+    """
+    from bgeflow.steps.training.spec import KINDS, LEGACY_OPTIONS, TrainSpec
+
+    tokens = list(getattr(args, "runner_flags", []))
+    # The kind as the seed writes it, a word before the options. Not an argparse positional: with
+    # options argparse does not know, an optional positional would swallow their values.
+    kind = {"kind": tokens.pop(0)} if tokens and tokens[0] in KINDS else {}
+    spec = spec_from_args(TrainSpec, args, extra=kind, where="")
+    if not tokens:
+        return spec
+    for i, token in enumerate(tokens):  # the spellings of FlagEmbedding's earlier README
+        name, sep, value = token.lstrip("-").partition("=")
+        if token.startswith("--") and name in LEGACY_OPTIONS:
+            tokens[i] = f"--{LEGACY_OPTIONS[name]}{sep}{value}"
+    from bgeflow.steps.training.runners import parse_flags, runner_for
+
+    options = parse_flags(runner_for(spec.kind), tokens, where=f"train {spec.kind}")
+    return spec_from_args(TrainSpec, args, extra={**kind, "hyperparameters": options}, where="")
 
 
 def run(args: argparse.Namespace) -> int:
     from bgeflow.steps.training import train
 
-    config = build_config(args)
-    result = train(config)
+    result = train(build_spec(args))
     print(json.dumps({"model_uri": result.model_uri, "output_uri": result.output_uri,
                       "global_step": result.global_step, "resumed_from": result.resumed_from,
                       "train_loss": result.train_loss, "world_size": result.world_size,

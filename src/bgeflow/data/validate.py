@@ -18,7 +18,10 @@ from typing import Any
 
 import msgspec
 
+from bgeflow.core.errors import DataError
 from bgeflow.data.records import TrainRecord
+
+__all__ = ["RULES", "DataError", "Problem", "check_record", "parse_clean", "parse_line"]
 
 #: Every rule the validator applies, with the sentence a report uses for it.
 RULES: dict[str, str] = {
@@ -35,10 +38,6 @@ RULES: dict[str, str] = {
     "lone_surrogate": "a text holds an unpaired UTF-16 surrogate escape",
     "too_few_negatives": "fewer negatives than --min-negatives",
 }
-
-
-class DataError(ValueError):
-    """Input data broke the contract; the message is a one-line summary naming where."""
 
 
 @dataclass(frozen=True)

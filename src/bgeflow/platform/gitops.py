@@ -15,12 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from bgeflow.core.errors import ConfigError
+from bgeflow.core.spec import setting
+from bgeflow.platform.run_spec import RunSpec
 
 if TYPE_CHECKING:
     from bgeflow.platform.kfp_client import KfpClient
@@ -29,101 +32,48 @@ log = logging.getLogger(__name__)
 
 PIPELINE_NAME = "bge-finetune"
 HASH_CHARS = 12
-# KFP pipeline input name for each structured spec field. Hyperparameters are passed through
-# under their own (pipeline) names, so a new pipeline knob needs no change here.
-_FIELD_PARAMS = {
-    ("data", "train"): "train_data",
-    ("retriever", "baseModel"): "retriever_model",
-    ("reranker", "baseModel"): "reranker_model",
-    ("retriever", "enabled"): "train_retriever",
-    ("reranker", "enabled"): "train_reranker",
-}
-# Top-level spec keys; ``output`` is filled by the chart from s3.bucket/s3.prefix.
-_TOP_PARAMS = {"output": "work_uri"}
+#: Keys of the chart's retrain block that are not run parameters.
+CHART_ONLY = ("enabled", "revision")
 
 
-@dataclass(frozen=True)
-class RetrainSpec:
-    """What to retrain, as written in the chart's ``retrain`` values block.
+class RetrainSpec(RunSpec):
+    """What to retrain, as written in the chart's ``retrain`` values block: a ``RunSpec`` plus two chart keys.
 
     ``revision`` is free-form (a ticket, a date, a data snapshot id): it reaches no pipeline
     parameter, but changing it changes the run name, which forces a new run of the same spec.
-    ``schedule_id`` is set by scheduled triggers only, so each period gets its own run.
     """
 
-    train_data: str
-    retriever_model: str = "BAAI/bge-base-en-v1.5"
-    reranker_model: str = "BAAI/bge-reranker-base"
-    train_retriever: bool = True
-    train_reranker: bool = True
-    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
-    work_uri: str = ""
-    revision: str = ""
-    pipeline_version: str = ""
-    schedule_id: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.train_data:
-            raise ValueError("retrain spec: data.train (the raw training data URI) is empty")
-        if not (self.train_retriever or self.train_reranker):
-            raise ValueError("retrain spec: retriever.enabled and reranker.enabled are both false")
-        for name in ("retriever_model", "reranker_model"):
-            if not getattr(self, name):
-                raise ValueError(f"retrain spec: {name} is empty")
-        if not isinstance(self.hyperparameters, Mapping):
-            raise ValueError("retrain spec: hyperparameters must be a mapping of pipeline parameters")
-        clash = set(self.hyperparameters) & {*_FIELD_PARAMS.values(), *_TOP_PARAMS.values()}
-        if clash:
-            raise ValueError(f"retrain spec: hyperparameters repeat structured fields {sorted(clash)}")
+    enabled: bool = setting(False, "submit a KFP run for this spec on install/upgrade/sync (a re-sync of an "
+                            "unchanged spec submits nothing)")
+    revision: str = setting("", "free-form label (ticket, date, data snapshot); change it to force a new run of an "
+                            "otherwise unchanged spec")
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any], **overrides: Any) -> RetrainSpec:
-        """Build from the chart's camelCase ``retrain`` block (the ConfigMap's content)."""
-        known = {"enabled", "data", "retriever", "reranker", "hyperparameters", "revision", *_TOP_PARAMS}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"retrain spec: unknown keys {sorted(unknown)} (known: {sorted(known)})")
-        kwargs: dict[str, Any] = {}
-        for (section, key), param in _FIELD_PARAMS.items():
-            value = (values.get(section) or {}).get(key)
-            if value is not None:
-                kwargs[param] = value
-        for key, param in _TOP_PARAMS.items():
-            if values.get(key):
-                kwargs[param] = str(values[key])
-        kwargs["hyperparameters"] = dict(values.get("hyperparameters") or {})
-        kwargs["revision"] = str(values.get("revision") or "")
-        kwargs.update(overrides)
-        return cls(**kwargs)
+    def load(cls, path: str | Path) -> RetrainSpec:
+        """The spec in a YAML file (the ConfigMap the chart renders).
 
-    @classmethod
-    def load(cls, path: str | Path, **overrides: Any) -> RetrainSpec:
-        return cls.load_text(Path(path).read_text(encoding="utf-8"), source=str(path), **overrides)
-
-    @classmethod
-    def load_text(cls, text: str, source: str = "<text>", **overrides: Any) -> RetrainSpec:
-        values = yaml.safe_load(text) or {}
-        if not isinstance(values, Mapping):
-            raise ValueError(f"retrain spec {source}: expected a mapping, got {type(values).__name__}")
-        return cls.from_values(values, **overrides)
-
-    def resolved(self) -> dict[str, Any]:
-        """Every field, defaults included: the single input of the run name."""
-        return {
-            "pipeline": PIPELINE_NAME,
-            "pipeline_version": self.pipeline_version,
-            "parameters": self.parameters(),
-            "revision": self.revision,
-            "schedule_id": self.schedule_id,
-        }
+        Raises:
+            ConfigError: not a mapping, or a setting that is unknown or invalid (named).
+        """
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        return cls.build(values, where=f"retrain spec {path}")
 
     def parameters(self) -> dict[str, Any]:
-        """The KFP run arguments."""
-        params: dict[str, Any] = {name: getattr(self, name) for name in _FIELD_PARAMS.values()}
-        # Optional top-level values go in only when set, so a pipeline without them still runs.
-        params.update({p: getattr(self, p) for p in _TOP_PARAMS.values() if getattr(self, p)})
-        params.update(self.hyperparameters)
-        return params
+        """The KFP run arguments: every run-spec key, defaults filled in."""
+        return {k: v for k, v in self.blocks().items() if k not in CHART_ONLY}
+
+    def resolved(self, *, pipeline_version: str = "", schedule_id: str = "") -> dict[str, Any]:
+        """Every field, defaults included: the single input of the run name.
+
+        ``schedule_id`` is set by scheduled triggers only, so each period gets its own run.
+        """
+        return {
+            "pipeline": PIPELINE_NAME,
+            "pipeline_version": pipeline_version,
+            "parameters": self.parameters(),
+            "revision": self.revision,
+            "schedule_id": schedule_id,
+        }
 
 
 def canonical_json(value: Any) -> str:
@@ -131,9 +81,10 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def run_name(spec: RetrainSpec) -> str:
+def run_name(spec: RetrainSpec, *, pipeline_version: str = "", schedule_id: str = "") -> str:
     """``bge-finetune-<12 hex>``: stable for an unchanged spec, new for any changed field."""
-    digest = hashlib.sha256(canonical_json(spec.resolved()).encode("utf-8")).hexdigest()
+    resolved = spec.resolved(pipeline_version=pipeline_version, schedule_id=schedule_id)
+    digest = hashlib.sha256(canonical_json(resolved).encode("utf-8")).hexdigest()
     return f"{PIPELINE_NAME}-{digest[:HASH_CHARS]}"
 
 
@@ -142,7 +93,7 @@ def pipeline_inputs(package_path: str | Path) -> set[str]:
     docs = list(yaml.safe_load_all(Path(package_path).read_text(encoding="utf-8")))
     root = next((d for d in docs if isinstance(d, dict) and "root" in d), None)
     if root is None:
-        raise ValueError(f"{package_path}: not a compiled KFP pipeline (no 'root')")
+        raise ConfigError(f"{package_path}: not a compiled KFP pipeline (no 'root')")
     return set(((root["root"].get("inputDefinitions") or {}).get("parameters") or {}).keys())
 
 
@@ -151,7 +102,7 @@ def check_parameters(spec: RetrainSpec, package_path: str | Path) -> None:
     declared = pipeline_inputs(package_path)
     unknown = sorted(set(spec.parameters()) - declared)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"retrain spec passes {unknown}, which pipeline {package_path} does not declare "
             f"(declared: {sorted(declared)})"
         )
@@ -170,14 +121,16 @@ def trigger(
     *,
     package_path: str | Path,
     experiment: str,
+    pipeline_version: str,
+    schedule_id: str = "",
     service_account: str = "",
 ) -> TriggerResult:
     """Submit the spec's run unless a run of that name already exists."""
     from bgeflow.platform.kfp_client import ensure_pipeline_version, submit_run_once
 
     check_parameters(spec, package_path)
-    name = run_name(spec)
-    version = ensure_pipeline_version(client, package_path, PIPELINE_NAME, spec.pipeline_version)
+    name = run_name(spec, pipeline_version=pipeline_version, schedule_id=schedule_id)
+    version = ensure_pipeline_version(client, package_path, PIPELINE_NAME, pipeline_version)
     run_id, submitted = submit_run_once(
         client, experiment=experiment, run_name=name, version=version,
         params=spec.parameters(), service_account=service_account,
@@ -189,11 +142,11 @@ def trigger(
 SCHEDULE_PREFIX = f"{PIPELINE_NAME}-schedule-"
 
 
-def schedule_name(spec: RetrainSpec, cron: str) -> str:
+def schedule_name(spec: RetrainSpec, cron: str, *, pipeline_version: str = "") -> str:
     """Name of the KFP recurring run for ``spec`` on ``cron``: changes with either."""
     if not cron.strip():
-        raise ValueError("schedule: empty cron expression")
-    payload = canonical_json({"spec": spec.resolved(), "cron": cron.strip()})
+        raise ConfigError("schedule: empty cron expression")
+    payload = canonical_json({"spec": spec.resolved(pipeline_version=pipeline_version), "cron": cron.strip()})
     return SCHEDULE_PREFIX + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:HASH_CHARS]
 
 
@@ -204,14 +157,15 @@ def schedule(
     cron: str,
     package_path: str | Path,
     experiment: str,
+    pipeline_version: str,
     service_account: str = "",
 ) -> TriggerResult:
     """Keep one KFP recurring run for the spec; a changed spec or cron replaces it."""
     from bgeflow.platform.kfp_client import ensure_pipeline_version, ensure_recurring_run
 
     check_parameters(spec, package_path)
-    name = schedule_name(spec, cron)
-    version = ensure_pipeline_version(client, package_path, PIPELINE_NAME, spec.pipeline_version)
+    name = schedule_name(spec, cron, pipeline_version=pipeline_version)
+    version = ensure_pipeline_version(client, package_path, PIPELINE_NAME, pipeline_version)
     rr_id, created = ensure_recurring_run(
         client, experiment=experiment, name=name, prefix=SCHEDULE_PREFIX, version=version,
         params=spec.parameters(), cron=cron.strip(), service_account=service_account,

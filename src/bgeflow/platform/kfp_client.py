@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from bgeflow.core.errors import ConfigError, NotFoundError
+
 log = logging.getLogger(__name__)
 
 
@@ -66,10 +68,10 @@ def ensure_pipeline_version(
 ) -> PipelineVersion:
     """Register ``package_path`` as ``pipeline_name``/``version_name`` unless that version exists."""
     if not version_name:
-        raise ValueError(f"pipeline {pipeline_name}: empty version name")
+        raise ConfigError(f"pipeline {pipeline_name}: empty version name")
     package = str(package_path)
     if not Path(package).is_file():
-        raise FileNotFoundError(f"pipeline package {package} not found")
+        raise NotFoundError(f"pipeline package {package} not found")
     pipeline_id = client.find_pipeline(pipeline_name)
     if pipeline_id is None:
         pipeline_id = client.create_pipeline(package, pipeline_name)
@@ -105,7 +107,7 @@ def ensure_recurring_run(
     finds its recurring run and a changed one replaces the old (deleted) with a new one.
     """
     if not name.startswith(prefix):
-        raise ValueError(f"recurring run {name} does not start with its prefix {prefix}")
+        raise ConfigError(f"recurring run {name} does not start with its prefix {prefix}")
     experiment_id = client.ensure_experiment(experiment)
     current: str | None = None
     for rr in client.list_recurring_runs(experiment_id):
@@ -136,7 +138,7 @@ class RealKfpClient:
         import kfp
 
         if not host:
-            raise ValueError("KFP host is empty (set --kfp-host or $KFP_HOST)")
+            raise ConfigError("KFP host is empty (set --kfp-host or $KFP_HOST)")
         self.namespace = namespace or None
         self._kfp = kfp.Client(host=host, namespace=namespace or "kubeflow")
 

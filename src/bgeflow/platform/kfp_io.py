@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
+from bgeflow.core.errors import ConfigError
 from bgeflow.core.storage import join_uri
 
 URI_KEY = "uri"
@@ -33,7 +34,7 @@ def step_output(artifact: ArtifactLike, work_uri: str, run_id: str, step: str) -
     """The directory URI a step writes to (see the module docstring)."""
     if work_uri:
         if not run_id:
-            raise ValueError(f"step {step}: a work prefix needs the run id to keep runs apart")
+            raise ConfigError(f"step {step}: a work prefix needs the run id to keep runs apart")
         return join_uri(work_uri, f"{run_id}/{step}")
     return artifact.path
 

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bgeflow.core.errors import DataError, NotFoundError, StepFailed
 from bgeflow.core.storage import is_s3, open_store
-from bgeflow.platform.run_config import RunConfig
+from bgeflow.platform.run_spec import LocalRunSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def find_pipeline(configured: str = "") -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise FileNotFoundError(f"compiled pipeline not found at {' or '.join(map(str, candidates))} "
+    raise NotFoundError(f"compiled pipeline not found at {' or '.join(map(str, candidates))} "
                             "(run `make pipelines` in a checkout, or set pipeline: in the run config)")
 
 
@@ -61,48 +62,51 @@ def _check_model(name: str) -> None:
     path = resolve_model(name)  # bundled:… → its directory, or a ValueError naming the package
     if is_s3(path):
         if not open_store(path).exists("config.json"):
-            raise FileNotFoundError(f"model {name}: no config.json under it")
+            raise NotFoundError(f"model {name}: no config.json under it")
     elif path.startswith(("/", ".", "~")) or Path(path).exists():
         if not (Path(path).expanduser() / "config.json").is_file():
-            raise FileNotFoundError(f"model {name}: no model directory (config.json) at {path}")
+            raise NotFoundError(f"model {name}: no model directory (config.json) at {path}")
     elif os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(path, "config.json"), str):
-            raise FileNotFoundError(f"model {name}: not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+            raise NotFoundError(f"model {name}: not in the Hugging Face cache and HF_HUB_OFFLINE is set")
 
 
-def preflight(config: RunConfig) -> Path:
-    """Check config, data, models, S3 and the pipeline before anything runs; returns the pipeline path."""
-    from bgeflow.core.storage import StorageError, resolve_sources
-    from bgeflow.core.storage.s3 import check_reachable as check_s3_reachable
-    from bgeflow.steps.evaluation import EvalConfig
-    from bgeflow.steps.publish import CHAMPION_POLICIES
-    from bgeflow.steps.publish.registry import check_name
-    from bgeflow.steps.training.config import TrainConfig
+def preflight(config: LocalRunSpec) -> Path:
+    """Check settings, data, models, S3 and the pipeline before anything runs; returns the pipeline path.
+
+    Each step's spec is built from the run's blocks exactly as the pipeline's components build it, so
+    a setting that would fail a step fails here, before minutes of work.
+
+    Raises:
+        BgeflowError: one line naming the setting, URI or model at fault.
+    """
+    from bgeflow.core.storage import resolve_sources
+    from bgeflow.core.storage.s3 import check_reachable
+    from bgeflow.platform import run_spec as blocks
+    from bgeflow.steps.training.pod import resolved_options
 
     pipeline = find_pipeline(config.pipeline)
-    check_s3_reachable([config.data, config.registry, config.retriever_model, config.reranker_model])
-    try:
-        sources = resolve_sources([config.data])
-    except StorageError as exc:
-        raise FileNotFoundError(f"data {exc}") from None
+    check_reachable([*config.data, config.registry, config.retriever.model, config.reranker.model])
+    sources = resolve_sources(config.data)
     if not any(s.size for s in sources):
-        raise ValueError(f"data {config.data}: every file is empty")
-    for kind, model, enabled in (("retriever", config.retriever_model, config.train_retriever),
-                                 ("reranker", config.reranker_model, config.train_reranker)):
-        _check_model(model)
-        if enabled:  # the same validation the launcher applies, before any step starts
-            TrainConfig.from_yaml(config.train_options(kind), kind=kind, model=model, train_data=config.data,
-                                  output=tempfile.gettempdir())
-    EvalConfig(output=tempfile.gettempdir(), retriever=config.retriever_model, base_retriever=config.retriever_model,
-               eval_data=config.data, reranker=config.reranker_model if config.train_reranker else None,
-               base_reranker=config.reranker_model if config.train_reranker else None, gate=config.gate,
-               rerank_top_k=config.rerank_top_k)
-    if config.champion not in CHAMPION_POLICIES:
-        raise ValueError(f"run config: champion must be one of {', '.join(CHAMPION_POLICIES)}, got {config.champion!r}")
-    check_name(config.retriever_name, "retriever_name")
-    check_name(config.reranker_name, "reranker_name")
+        raise DataError(f"data {', '.join(config.data)}: every file is empty")
+    scratch = tempfile.gettempdir()
+    blocks.ingest_spec(config.ingest, config.retriever, inputs=config.data, output=scratch)
+    blocks.mine_spec(config.mine, config.retriever, inputs=config.data, output=f"{scratch}/mined.jsonl")
+    for kind, block in (("retriever", config.retriever), ("reranker", config.reranker)):
+        _check_model(block.model)
+        if block.train:  # what the launcher and the pods will check, before any step starts
+            resolved_options(blocks.train_spec(kind, block, train_data=scratch, output=scratch))
+    blocks.check_negatives(config)
+    blocks.evaluate_spec(config.evaluate, config.retriever, config.reranker, eval_data=scratch, output=scratch,
+                         finetuned_retriever=config.retriever.model,
+                         finetuned_reranker=config.reranker.model if config.reranker.train else None,
+                         registry=config.registry)
+    for block in (config.retriever, config.reranker):
+        blocks.publish_spec(config.publish, model=scratch, name=block.name, registry=config.registry or scratch,
+                            metrics=scratch, lineage_inputs=[])
     return pipeline
 
 
@@ -119,20 +123,22 @@ def local_variant(pipeline_yaml: str) -> str:
     return yaml.safe_dump(spec, sort_keys=False)
 
 
-def sample_data(config: RunConfig, work: Path) -> tuple[str, int, int]:
+def sample_data(config: LocalRunSpec, work: Path) -> tuple[str, int, int]:
     """``(uri, kept, total)``: ``config.max_records`` lines of the data, a seeded sample in file order
     (the pipeline's ingest validates them as it would the whole); the data itself when it is no larger."""
     import random
 
     from bgeflow.core.storage import iter_lines, resolve_sources
 
+    data = ",".join(config.data)
     if not config.max_records:
-        return config.data, -1, -1
-    lines = [raw.rstrip(b"\r\n") for _, _, raw in iter_lines(resolve_sources([config.data])) if raw.strip()]
+        return data, -1, -1
+    lines = [raw.rstrip(b"\r\n") for _, _, raw in iter_lines(resolve_sources(config.data)) if raw.strip()]
     if len(lines) <= config.max_records:
-        return config.data, len(lines), len(lines)
-    keep = sorted(random.Random(config.seed).sample(range(len(lines)), config.max_records))
-    path = work / f"sample-{config.max_records}-seed{config.seed}.jsonl"
+        return data, len(lines), len(lines)
+    seed = config.ingest.seed
+    keep = sorted(random.Random(seed).sample(range(len(lines)), config.max_records))
+    path = work / f"sample-{config.max_records}-seed{seed}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"".join(lines[i] + b"\n" for i in keep))
     return str(path), len(keep), len(lines)
@@ -154,7 +160,7 @@ class RunSummary:
         return dict(self.__dict__)
 
 
-def run(config: RunConfig, pipeline: Path) -> RunSummary:
+def run(config: LocalRunSpec, pipeline: Path) -> RunSummary:
     """Execute the pipeline through kfp.local and gather what each step recorded."""
     from kfp import local
     from kfp.components import load_component_from_text
@@ -169,10 +175,10 @@ def run(config: RunConfig, pipeline: Path) -> RunSummary:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     component = load_component_from_text(local_variant(pipeline.read_text()))
     try:
-        component(**{**config.pipeline_arguments(), "train_data": data})
+        component(**{**config.pipeline_arguments(), "data": data})
     except RuntimeError as exc:  # kfp.local's message is colored; the failing task's log is above it
         plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-        raise RuntimeError(f"{plain} (task outputs and logs under {root})") from None
+        raise StepFailed(f"{plain} (task outputs and logs under {root})") from None
     summary = collect(root, time.monotonic() - started)
     summary.output = str(output)
     summary.data = {"uri": data, "records": kept, "of": total}

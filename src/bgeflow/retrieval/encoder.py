@@ -17,16 +17,21 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from bgeflow.core.errors import ConfigError
 from bgeflow.core.log import progress
 from bgeflow.core.models import resolve_model
+from bgeflow.retrieval.pooling import resolve_pooling
+from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
+
+if TYPE_CHECKING:
+    from bgeflow.core.spec import Spec
 
 log = logging.getLogger(__name__)
 
-Pooling = Literal["cls", "mean"]
 EmbeddingDtype = Literal["float16", "float32"]
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -37,7 +42,7 @@ def pick_device(device: str | None) -> str:
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU")
+        raise ConfigError(f"device {device!r} requested but torch sees no CUDA GPU")
     return device
 
 
@@ -107,45 +112,40 @@ def texts_sha256(texts: Sequence[str], chunk: int = 65536) -> str:
 
 
 class Encoder:
-    """A bi-encoder: texts → L2-normalised (by default) float32 vectors.
+    """A bi-encoder: texts → L2-normalised (by default) float32 vectors of shape ``(n, dim)``.
 
-    ``pooling``: ``cls`` for BGE models, ``mean`` for sentence-transformers models such as MiniLM.
-    Queries get ``query_instruction`` prepended (BGE's "Represent this sentence for searching
-    relevant passages: "); passages never do.
+    ``pooling``: ``auto`` (the model's own, see ``bgeflow.retrieval.pooling``), ``cls``, ``mean`` or
+    ``last_token``; the resolved one is ``self.pooling``. Queries get ``query_instruction``
+    prepended (BGE's "Represent this sentence for searching relevant passages: "); passages never do.
+
+    Raises:
+        ConfigError: a non-positive length or batch size, or a pooling the model declares that
+            cannot be computed.
+        NotFoundError: the model cannot be loaded from where ``model`` points.
     """
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        pooling: Pooling = "cls",
-        normalize: bool = True,
-        query_instruction: str = "",
-        query_max_len: int = 64,
-        passage_max_len: int = 256,
-        batch_size: int = 64,
-        device: str | None = None,
-    ) -> None:
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
-        if query_max_len <= 0 or passage_max_len <= 0 or batch_size <= 0:
-            raise ValueError("query_max_len, passage_max_len and batch_size must be positive")
+    def __init__(self, model: str, settings: Spec | None = None, **overrides: Any) -> None:
+        """``settings`` (``EncodingSettings``; its defaults when None) with ``overrides`` by name over them."""
         from transformers import AutoModel, AutoTokenizer
 
+        # Any spec holding the encoding settings (a run's retriever block) will do: only they are read.
+        given = settings.model_dump(include=set(EncodingSettings.model_fields)) if settings else {}
+        config = EncodingSettings.build(given, overrides, where="encoder")
+        self.settings = config
         self.model_name = model
         self.model_path = resolve_model(model)
-        self.pooling = pooling
-        self.normalize = normalize
-        self.query_instruction = query_instruction
-        self.query_max_len = query_max_len
-        self.passage_max_len = passage_max_len
-        self.batch_size = batch_size
-        self.device = pick_device(device)
+        self.pooling = resolve_pooling(config.pooling, self.model_path)
+        self.normalize = config.normalize
+        self.query_instruction = config.query_instruction
+        self.query_max_len = config.query_max_len
+        self.passage_max_len = config.passage_max_len
+        self.batch_size = config.batch_size
+        self.device = pick_device(config.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
             self.model = AutoModel.from_pretrained(self.model_path, **_half_on_cuda(self.device))
         except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot load model {model!r} ({self.model_path}): {exc}") from exc
+            raise ConfigError(f"cannot load model {model!r} ({self.model_path}): {exc}") from exc
         self.model.to(self.device).eval()
         self.dim: int = int(self.model.config.hidden_size)
 
@@ -186,9 +186,9 @@ class Encoder:
         encoded pool never becomes resident in this process.
         """
         if dtype not in ("float16", "float32"):
-            raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+            raise ConfigError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
         if chunk_size <= 0:
-            raise ValueError("chunk_size must be positive")
+            raise ConfigError("chunk_size must be positive")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         manifest_path = path.with_name(path.name + MANIFEST_SUFFIX)
@@ -240,10 +240,19 @@ class Encoder:
         return out
 
     def _pool(self, hidden: Any, mask: Any) -> Any:
+        import torch
+
         if self.pooling == "cls":
             return hidden[:, 0]
-        mask = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        if self.pooling == "last_token":
+            # Left-padded batches (LLM tokenizers) end every row at the last position; right-padded
+            # ones end at each row's length - 1 (as sentence-transformers' lasttoken pooling does).
+            if bool(mask[:, -1].all()):
+                return hidden[:, -1]
+            last = mask.sum(dim=1) - 1
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
 def _resume_state(manifest_path: Path, path: Path, key: str, expected_bytes: int) -> set[int]:
@@ -277,15 +286,17 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 class CrossEncoderScorer:
     """A cross-encoder (reranker): (query, passage) pairs → float32 relevance logits."""
 
-    def __init__(self, model: str, *, max_len: int = 512, batch_size: int = 32, device: str | None = None) -> None:
-        if max_len <= 0 or batch_size <= 0:
-            raise ValueError("max_len and batch_size must be positive")
+    def __init__(self, model: str, settings: Spec | None = None, *, device: str | None = None,
+                 **overrides: Any) -> None:
+        """``settings`` (``ScoringSettings``; its defaults when None) with ``overrides`` by name over them."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        given = settings.model_dump(include=set(ScoringSettings.model_fields)) if settings else {}
+        config = ScoringSettings.build(given, overrides, where="reranker")
         self.model_name = model
         self.model_path = resolve_model(model)
-        self.max_len = max_len
-        self.batch_size = batch_size
+        self.max_len = config.max_len
+        self.batch_size = config.batch_size
         self.device = pick_device(device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
@@ -293,7 +304,7 @@ class CrossEncoderScorer:
                 self.model_path, **_half_on_cuda(self.device)
             )
         except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot load reranker {model!r} ({self.model_path}): {exc}") from exc
+            raise ConfigError(f"cannot load reranker {model!r} ({self.model_path}): {exc}") from exc
         self.model.to(self.device).eval()
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:

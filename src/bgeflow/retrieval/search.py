@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bgeflow.core.errors import ConfigError, StepFailed
 from bgeflow.core.log import progress
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def _faiss(use_gpu: bool) -> Any:
     if use_gpu:
         gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
         if not hasattr(faiss, "StandardGpuResources") or gpus < 1:
-            raise RuntimeError(
+            raise ConfigError(
                 "GPU search requested (--use-gpu) but "
                 + ("this faiss build has no GPU support (install faiss-gpu)" if not hasattr(faiss, "StandardGpuResources")
                    else "faiss sees no CUDA GPU")
@@ -67,7 +68,7 @@ def read_rows(passages: np.ndarray, start: int, stop: int) -> np.ndarray:
             fh.seek(passages.offset + start * row_bytes)
             got = fh.readinto(memoryview(buffer).cast("B"))
         if got != count * row_bytes:
-            raise RuntimeError(f"{passages.filename}: short read at row {start} ({got} of {count * row_bytes} bytes)")
+            raise StepFailed(f"{passages.filename}: short read at row {start} ({got} of {count * row_bytes} bytes)")
         return buffer.astype(np.float32, copy=False)
     return np.ascontiguousarray(passages[start:stop], dtype=np.float32)
 
@@ -118,11 +119,11 @@ def search(
     CUDA device, else RuntimeError.
     """
     if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
+        raise ConfigError(f"k must be positive, got {k}")
     if query_batch_size <= 0:
-        raise ValueError("query_batch_size must be positive")
+        raise ConfigError("query_batch_size must be positive")
     if queries.ndim != 2 or passages.ndim != 2 or queries.shape[1] != passages.shape[1]:
-        raise ValueError(f"queries {queries.shape} and passages {passages.shape} must be 2-D with the same dim")
+        raise ConfigError(f"queries {queries.shape} and passages {passages.shape} must be 2-D with the same dim")
     faiss = _faiss(use_gpu)
     n, dim = passages.shape
     k = min(k, n)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bgeflow.core.errors import ConfigError
 from bgeflow.core.storage.base import (
     DEFAULT_WORKERS,
     JSONL_SUFFIXES,
     ObjectInfo,
+    ObjectNotFound,
     StorageError,
     Store,
     file_sha256,
@@ -32,7 +34,7 @@ from bgeflow.core.storage.s3 import S3Store, s3_client
 from bgeflow.core.storage.sources import Source, iter_lines, open_lines, resolve_sources
 
 __all__ = [
-    "DEFAULT_WORKERS", "JSONL_SUFFIXES", "LocalStore", "ObjectInfo", "S3Store", "Source", "StorageError", "Store",
+    "DEFAULT_WORKERS", "JSONL_SUFFIXES", "LocalStore", "ObjectInfo", "ObjectNotFound", "S3Store", "Source", "StorageError", "Store",
     "file_sha256", "is_s3", "iter_lines", "join_key", "join_uri", "open_lines", "open_store", "resolve_sources",
     "s3_client", "staged_file", "stream_sha256",
 ]
@@ -43,8 +45,8 @@ def open_store(uri: str, *, endpoint_url: str | None = None) -> Store:
     if is_s3(uri):
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
-            raise ValueError(f"S3 URI without a bucket: {uri!r}")
+            raise ConfigError(f"S3 URI without a bucket: {uri!r}")
         return S3Store(bucket, prefix.strip("/"), endpoint_url=endpoint_url)
     if "://" in uri and not uri.startswith("file://"):
-        raise ValueError(f"unsupported URI scheme in {uri!r}: use s3://bucket/prefix or a local path")
+        raise ConfigError(f"unsupported URI scheme in {uri!r}: use s3://bucket/prefix or a local path")
     return LocalStore(Path(uri.removeprefix("file://")))

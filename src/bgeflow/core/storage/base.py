@@ -12,14 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from bgeflow.core.errors import NotFoundError, StepFailed
+
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
 _READ_CHUNK = 1 << 20
 _BATCH_BYTES = 1 << 20  # lines per queue item, by size: memory stays bounded however long lines are
 DEFAULT_WORKERS = int(os.environ.get("BGEFLOW_S3_MAX_WORKERS", "8"))
 
 
-class StorageError(RuntimeError):
+class StorageError(StepFailed):
     """An object or prefix could not be read or written; the message names the URI."""
+
+
+class ObjectNotFound(StorageError, NotFoundError):
+    """The object or prefix a URI names does not exist: bad input, not a failing store."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import IO
 
 from bgeflow.core.storage.base import (
     ObjectInfo,
-    StorageError,
+    ObjectNotFound,
     Store,
     is_hidden_key,
     matches_suffixes,
@@ -48,7 +48,7 @@ class LocalStore(Store):
         try:
             return open(self._path(key), "rb")
         except FileNotFoundError as exc:
-            raise StorageError(f"no such file: {self._path(key)}") from exc
+            raise ObjectNotFound(f"no such file: {self._path(key)}") from exc
 
     def put_file(self, local_path: str | Path, key: str, *, if_absent: bool = False) -> None:
         target = self._path(key)

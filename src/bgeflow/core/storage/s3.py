@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
+from bgeflow.core.errors import NotFoundError, StepFailed
 from bgeflow.core.storage.base import (
     _READ_CHUNK,
     DEFAULT_WORKERS,
@@ -189,10 +190,10 @@ def check_reachable(uris: Iterable[str | None]) -> None:
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("404", "NoSuchBucket", "NotFound"):
-                raise FileNotFoundError(f"S3 bucket {bucket!r} does not exist at {where}") from None
+                raise NotFoundError(f"S3 bucket {bucket!r} does not exist at {where}") from None
             if code in ("403", "AccessDenied"):
                 # Credentials may allow objects but not HeadBucket; the endpoint answered, which is all we check.
                 continue
-            raise RuntimeError(f"S3 endpoint {where} refused bucket {bucket!r}: {code or exc}") from None
+            raise StepFailed(f"S3 endpoint {where} refused bucket {bucket!r}: {code or exc}") from None
         except BotoCoreError as exc:
-            raise RuntimeError(f"cannot reach S3 endpoint {where} (bucket {bucket!r}): {exc}") from None
+            raise StepFailed(f"cannot reach S3 endpoint {where} (bucket {bucket!r}): {exc}") from None

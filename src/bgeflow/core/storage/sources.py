@@ -16,6 +16,7 @@ from bgeflow.core.storage.base import (
     _READ_CHUNK,
     DEFAULT_WORKERS,
     JSONL_SUFFIXES,
+    ObjectNotFound,
     StorageError,
     Store,
 )
@@ -46,7 +47,7 @@ def resolve_sources(uris: Iterable[str], suffixes: tuple[str, ...] = JSONL_SUFFI
         if not found:
             own = store.stat("")
             if own is None:
-                raise StorageError(f"{uri}: no such file, and no {'/'.join(suffixes)} objects below it")
+                raise ObjectNotFound(f"{uri}: no such file, and no {'/'.join(suffixes)} objects below it")
             found = [own]
         sources.extend(Source(store, info.key, info.size, info.etag) for info in found)
     return sources

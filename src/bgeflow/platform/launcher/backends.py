@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
+from bgeflow.core.errors import StepFailed
 from bgeflow.platform.launcher.spec import LaunchSpec
 
 
@@ -27,7 +28,7 @@ class JobBackend(ABC):
 
     @abstractmethod
     def wait(self, spec: LaunchSpec, timeout: float | None) -> None:
-        """Block until the job succeeds; raise RuntimeError (failed) or TimeoutError."""
+        """Block until the job succeeds; raise StepFailed (failed) or TimeoutError."""
 
     @abstractmethod
     def cancel(self, spec: LaunchSpec) -> None:
@@ -57,7 +58,7 @@ class LocalBackend(JobBackend):
             list(spec.command), nnodes=spec.nnodes, nproc_per_node=spec.nproc_per_node, env=env, timeout=timeout
         )
         if code != 0:
-            raise RuntimeError(f"local training job {spec.ref} failed: a pod exited with code {code}")
+            raise StepFailed(f"local training job {spec.ref} failed: a pod exited with code {code}")
 
     def cancel(self, spec: LaunchSpec) -> None:
         # run_local_pods owns its child processes and stops them when interrupted.

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bgeflow.core.errors import StepFailed
 from bgeflow.platform.launcher.backends import JobBackend
 from bgeflow.platform.launcher.pytorchjob import GROUP, PLURAL, VERSION, build_pytorchjob, to_manifest
 from bgeflow.platform.launcher.spec import CONTAINER_NAME, OWNER_ANNOTATION, LaunchSpec
@@ -93,7 +94,7 @@ class KubernetesBackend(JobBackend):
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise RuntimeError(f"reading PyTorchJob {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
+            raise StepFailed(f"reading PyTorchJob {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
 
     def submit(self, spec: LaunchSpec) -> bool:
         from kubernetes.client.rest import ApiException
@@ -105,14 +106,14 @@ class KubernetesBackend(JobBackend):
             return False
         except ApiException as exc:
             if exc.status != 409:
-                raise RuntimeError(f"creating PyTorchJob {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
+                raise StepFailed(f"creating PyTorchJob {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
         existing = self._get(spec)
         if existing is None:  # deleted between our create and get: create again, once
             self.custom.create_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, manifest)
             return False
         owner = ((existing.get("metadata") or {}).get("annotations") or {}).get(OWNER_ANNOTATION)
         if owner != spec.owner:
-            raise RuntimeError(
+            raise StepFailed(
                 f"PyTorchJob {spec.ref} already exists and belongs to {owner or 'someone else'!r}, not {spec.owner!r}; "
                 "refusing to adopt it"
             )
@@ -145,7 +146,7 @@ class KubernetesBackend(JobBackend):
             log.info("deleted PyTorchJob %s", spec.ref)
         except ApiException as exc:
             if exc.status != 404:
-                raise RuntimeError(f"deleting PyTorchJob {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
+                raise StepFailed(f"deleting PyTorchJob {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
 
     def wait(self, spec: LaunchSpec, timeout: float | None) -> None:
         deadline = None if timeout is None else self.clock() + timeout
@@ -153,7 +154,7 @@ class KubernetesBackend(JobBackend):
         while True:
             job = self._get(spec)
             if job is None:
-                raise RuntimeError(f"PyTorchJob {spec.ref} was deleted before it finished")
+                raise StepFailed(f"PyTorchJob {spec.ref} was deleted before it finished")
             conditions = _conditions(job)
             state = next((t for t in ("Succeeded", "Failed", "Restarting", "Running", "Suspended", "Created")
                           if t in conditions), "Pending")
@@ -167,7 +168,7 @@ class KubernetesBackend(JobBackend):
             if state == "Failed":
                 self._drain_logs()
                 cond = conditions["Failed"]
-                raise RuntimeError(
+                raise StepFailed(
                     f"PyTorchJob {spec.ref} failed: {cond.get('reason', '')}: {cond.get('message', '')}"
                     + self.diagnose(spec)
                 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bgeflow.core.errors import ConfigError
 from bgeflow.platform.launcher.spec import (
     CONTAINER_NAME,
     OWNER_ANNOTATION,
@@ -129,7 +130,7 @@ def build_pytorchjob(spec: LaunchSpec) -> Any:
 
     pod = spec.pod
     if not pod.image:
-        raise ValueError(f"PyTorchJob {spec.ref}: no image in the pod settings")
+        raise ConfigError(f"PyTorchJob {spec.ref}: no image in the pod settings")
 
     def replica(count: int) -> Any:
         return KubeflowOrgV1ReplicaSpec(replicas=count, restart_policy=pod.restart_policy, template=_pod_template(spec))

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from bgeflow.core.errors import ConfigError, StepFailed
 from bgeflow.platform.launcher.backends import JobBackend
 from bgeflow.platform.launcher.spec import LaunchSpec
 
@@ -66,7 +67,7 @@ def launch(spec: LaunchSpec, backend: JobBackend, *, timeout: float | None = Non
     except (LaunchCancelled, KeyboardInterrupt) as exc:
         log.warning("launch of %s cancelled (%s); deleting the job", spec.ref, exc or type(exc).__name__)
         backend.cancel(spec)
-        raise RuntimeError(f"training job {spec.ref} cancelled; the job was deleted") from exc
+        raise StepFailed(f"training job {spec.ref} cancelled; the job was deleted") from exc
     return LaunchResult(spec.name, spec.namespace, backend.name, adopted, time.monotonic() - started)
 
 
@@ -80,4 +81,4 @@ def make_backend(name: str, **kwargs: Any) -> JobBackend:
         from bgeflow.platform.launcher.backends import LocalBackend
 
         return LocalBackend(**kwargs)
-    raise ValueError(f"unknown launcher backend {name!r}; use 'kubernetes' or 'local'")
+    raise ConfigError(f"unknown launcher backend {name!r}; use 'kubernetes' or 'local'")

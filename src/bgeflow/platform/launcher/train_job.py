@@ -1,8 +1,9 @@
-"""Launch ``bgeflow train <kind>`` as a job: what the pipeline's train-launcher step runs.
+"""Launch a ``TrainSpec`` as a job: what the pipeline's train-launcher step and ``bgeflow launch`` run.
 
-The training config is built and validated here, before anything is submitted; the pod command
-is exactly ``["bgeflow", "train", kind, *config.to_cli_args()]`` with the distributed shape left
-to the pod's environment (the operator's PET_* variables, or the local backend's copy of them).
+The spec is validated before anything is submitted, then written to ``<output>/train_spec.yaml``;
+every pod of the job runs ``bgeflow train --config <that URI>`` with the job's shape left to the
+pod's environment (the operator's PET_* variables, or the local backend's copy of them). One
+document, read by all pods: no setting travels as a command-line string.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bgeflow.core.errors import ConfigError, StepFailed
 from bgeflow.core.storage import join_uri, open_store
 from bgeflow.platform.launcher.spec import LaunchSpec, PodSettings, job_name
 from bgeflow.platform.launcher.submit import LaunchResult, launch, make_backend
+from bgeflow.steps.training.pod import MODEL_DIR, SPEC_FILE, SUMMARY_FILE, pod_command, write_spec
+from bgeflow.steps.training.spec import TrainSpec
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +30,6 @@ PASS_THROUGH_ENV = (
     "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "HF_ENDPOINT", "HF_HUB_OFFLINE",
     "TRANSFORMERS_OFFLINE", "BGEFLOW_LOG_FORMAT", "BGEFLOW_LOG_LEVEL", "BGEFLOW_S3_MAX_WORKERS",
 )
-SUMMARY_FILE = "train_summary.json"
-MODEL_DIR = "model"
 
 
 @dataclass
@@ -38,74 +40,58 @@ class TrainLaunch:
     launch: LaunchResult
 
 
-def _integral_ints(options: dict[str, Any]) -> dict[str, Any]:
-    """KFP carries a dict parameter as a protobuf Struct, whose numbers are all floats: give the
-    integer fields of TrainConfig their ints back (``8.0`` → ``8``), so flags read ``--… 8``."""
-    import typing
+def build_launch_spec(spec: TrainSpec, *, owner: str, nnodes: int, nproc_per_node: int, pod: PodSettings,
+                      namespace: str, environ: Mapping[str, str] | None = None) -> LaunchSpec:
+    """The job that runs ``spec`` (its pods read ``<output>/train_spec.yaml``, see ``write_spec``).
 
-    from bgeflow.steps.training.config import TrainConfig
-
-    hints = typing.get_type_hints(TrainConfig)
-    out = {}
-    for key, value in options.items():
-        name = str(key).replace("-", "_")
-        allowed = typing.get_args(hints.get(name)) or (hints.get(name),)
-        if isinstance(value, float) and value.is_integer() and int in allowed and float not in allowed:
-            value = int(value)
-        out[key] = value
-    return out
-
-
-def build_train_spec(
-    *, kind: str, model: str, train_data: str, output: str, hyperparameters: Mapping[str, Any],
-    owner: str, nnodes: int, nproc_per_node: int, pod: PodSettings, namespace: str,
-    environ: Mapping[str, str] | None = None,
-) -> LaunchSpec:
-    """The job that trains ``kind`` from ``model`` on ``train_data`` into ``output``."""
-    from bgeflow.steps.training.config import TrainConfig
-
-    overrides = dict(hyperparameters)
-    clash = {"kind", "model", "train_data", "output", "nnodes", "node_rank", "nproc_per_node", "master_addr",
-             "master_port", "local_nodes"} & set(overrides)
-    if clash:
-        raise ValueError(f"train {kind}: {sorted(clash)} are set by the launcher, not by hyperparameters")
-    config = TrainConfig.from_yaml(_integral_ints(overrides), kind=kind, model=model, train_data=train_data,
-                                   output=output)
+    Raises:
+        ConfigError: the spec fixes a pod's place in the job (the job's shape is the launcher's),
+            or the pod settings ask for an elastic job.
+    """
+    placed = {name: value for name, value in spec.distributed.to_dict().items() if value is not None}
+    if placed:
+        raise ConfigError(f"train {spec.kind}: distributed {sorted(placed)} are set by the launcher "
+                          "(nnodes, nproc_per_node of the job), not by the training spec")
     if pod.elastic is not None:
-        raise ValueError("bgeflow train needs a fixed node count; drop the elastic pod setting")
+        raise ConfigError("bgeflow train needs a fixed node count; drop the elastic pod setting")
     env = environ if environ is not None else os.environ
     return LaunchSpec(
-        name=job_name(owner, prefix=f"bgeflow-{kind}"),
-        command=["bgeflow", "train", kind, *config.to_cli_args()],
+        name=job_name(owner, prefix=f"bgeflow-{spec.kind}"),
+        command=pod_command(join_uri(spec.output, SPEC_FILE)),
         owner=owner, namespace=namespace, nnodes=nnodes, nproc_per_node=nproc_per_node,
         env={k: env[k] for k in PASS_THROUGH_ENV if env.get(k)}, pod=pod,
     )
 
 
 def launch_training(
-    *, kind: str, model: str, train_data: str, output: str, hyperparameters: Mapping[str, Any] | None = None,
-    backend: str = "kubernetes", run_id: str, task_name: str, nnodes: int = 1, nproc_per_node: int = 1,
-    timeout: float | None = None, pod: PodSettings | None = None, log_sink: Callable[[str], None] = print,
+    spec: TrainSpec, *, backend: str = "kubernetes", run_id: str, task_name: str, nnodes: int = 1,
+    nproc_per_node: int = 1, timeout: float | None = None, pod: PodSettings | None = None,
+    log_sink: Callable[[str], None] = print,
 ) -> TrainLaunch:
-    """Build, launch and wait for one training job; the trained model is at ``<output>/model``."""
+    """Write the spec, launch the job, wait for it; the trained model is at ``<output>/model``.
+
+    Raises:
+        ConfigError: a local output for pods on a cluster, or a spec the launcher cannot run.
+        StepFailed: the job failed, was cancelled or wrote no model.
+    """
     pod = pod if pod is not None else PodSettings.from_env()
     namespace = pod.namespace
     if not namespace:
         from bgeflow.platform.launcher.k8s import current_namespace
 
         namespace = current_namespace()
-    if backend == "kubernetes" and "://" not in output:
-        raise ValueError(f"train {kind}: output {output!r} is a local path, which training pods cannot write to; "
-                         "give the pipeline a work_uri (s3://bucket/prefix)")
-    spec = build_train_spec(
-        kind=kind, model=model, train_data=train_data, output=output, hyperparameters=hyperparameters or {},
-        owner=f"{run_id}/{task_name}", nnodes=nnodes, nproc_per_node=nproc_per_node, pod=pod, namespace=namespace,
-    )
-    log.info("launching %s on %s: %s", spec.ref, backend, " ".join(spec.command))
+    if backend == "kubernetes" and "://" not in spec.output:
+        raise ConfigError(f"train {spec.kind}: output {spec.output!r} is a local path, which training pods cannot "
+                          "write to; give the pipeline a work_uri (s3://bucket/prefix)")
+    launch_spec = build_launch_spec(spec, owner=f"{run_id}/{task_name}", nnodes=nnodes,
+                                    nproc_per_node=nproc_per_node, pod=pod, namespace=namespace)
+    write_spec(spec)
+    log.info("launching %s on %s: %s", launch_spec.ref, backend, " ".join(launch_spec.command))
     kwargs = {"log_sink": log_sink} if backend == "kubernetes" else {}
-    result = launch(spec, make_backend(backend, **kwargs), timeout=timeout)
-    store = open_store(output)
+    result = launch(launch_spec, make_backend(backend, **kwargs), timeout=timeout)
+    store = open_store(spec.output)
     summary = json.loads(store.read_text(SUMMARY_FILE)) if store.exists(SUMMARY_FILE) else {}
     if not store.child(MODEL_DIR).list():
-        raise RuntimeError(f"training job {spec.ref} succeeded but wrote no model under {join_uri(output, MODEL_DIR)}")
-    return TrainLaunch(output, join_uri(output, MODEL_DIR), summary, result)
+        raise StepFailed(f"training job {launch_spec.ref} succeeded but wrote no model under "
+                         f"{join_uri(spec.output, MODEL_DIR)}")
+    return TrainLaunch(spec.output, join_uri(spec.output, MODEL_DIR), summary, result)

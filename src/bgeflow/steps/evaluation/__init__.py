@@ -4,14 +4,17 @@ Metric definitions are in ``bgeflow.steps.evaluation.metrics``, the gate grammar
 ``bgeflow.steps.evaluation.gate``. Importing this package loads neither torch nor faiss.
 """
 
-from bgeflow.steps.evaluation.evaluate import EvalConfig, EvalResult, evaluate
+from bgeflow.steps.evaluation.evaluate import EvalResult, evaluate
 from bgeflow.steps.evaluation.gate import GateRule, check_gate, parse_gate
 from bgeflow.steps.evaluation.metrics import DEFAULT_METRICS, compute_metrics
+from bgeflow.steps.evaluation.spec import DEFAULT_GATE, EvaluateSettings, EvaluateSpec
 
 __all__ = [
+    "DEFAULT_GATE",
     "DEFAULT_METRICS",
-    "EvalConfig",
     "EvalResult",
+    "EvaluateSettings",
+    "EvaluateSpec",
     "GateRule",
     "check_gate",
     "compute_metrics",

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bgeflow.core.errors import ConfigError, NotFoundError
 from bgeflow.core.storage import iter_lines, join_uri, open_store, resolve_sources
 from bgeflow.data import DataError, EvalQuery, iter_json
 
@@ -51,14 +52,14 @@ def _find(directory: str, stem: str, suffixes: tuple[str, ...], required: bool) 
         if store.exists(stem + suffix):
             return join_uri(directory, stem + suffix)
     if required:
-        raise FileNotFoundError(f"eval data {directory}: no {stem}{' or '.join(suffixes)} in it")
+        raise NotFoundError(f"eval data {directory}: no {stem}{' or '.join(suffixes)} in it")
     return None
 
 
 def _require(uri: str, what: str) -> None:
     store = open_store(uri)
     if store.stat("") is None and not store.list():
-        raise FileNotFoundError(f"{what} {uri}: no such file or prefix")
+        raise NotFoundError(f"{what} {uri}: no such file or prefix")
 
 
 def resolve_eval_uris(
@@ -80,7 +81,7 @@ def resolve_eval_uris(
     if qrels:
         uris["qrels"] = qrels
     if "corpus" not in uris or "queries" not in uris:
-        raise ValueError("evaluation needs --eval-data, or both --corpus and --queries")
+        raise ConfigError("evaluation needs --eval-data, or both --corpus and --queries")
     for what, uri in uris.items():
         _require(uri, f"--{what}")
     return uris

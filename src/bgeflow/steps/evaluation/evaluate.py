@@ -1,4 +1,4 @@
-"""``evaluate(EvalConfig) -> EvalResult``: base vs fine-tuned (vs champion), metrics, gate, report.
+"""``evaluate(EvaluateSpec) -> EvalResult``: base vs fine-tuned (vs champion), metrics, gate, report.
 
 Retrievers encode the corpus and the queries through ``bgeflow.retrieval.encoder.Encoder`` (the encoder
 mining uses) and search with ``bgeflow.retrieval.search.search`` (faiss, exact inner product on normalised
@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bgeflow import __version__
-from bgeflow.core.storage import join_uri, open_store
+from bgeflow.core.errors import ConfigError
+from bgeflow.core.storage import open_store
 from bgeflow.steps.evaluation.evalset import EvalSet, load_eval_set, resolve_eval_uris
-from bgeflow.steps.evaluation.gate import RERANK_PREFIX, GateRule, check_gate, parse_gate
-from bgeflow.steps.evaluation.metrics import DEFAULT_METRICS, compute_metrics, parse_metric
+from bgeflow.steps.evaluation.gate import RERANK_PREFIX, check_gate
+from bgeflow.steps.evaluation.metrics import compute_metrics, parse_metric
+from bgeflow.steps.evaluation.spec import EvaluateSpec
 
 if TYPE_CHECKING:  # numpy comes with the train extra; publish imports this package without it
     import numpy as np
@@ -41,81 +43,6 @@ COLUMNS = ("base", "finetuned", "champion")
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 PLOT_FILE = "deltas.png"
-POOLINGS = ("auto", "cls", "mean")
-
-
-@dataclass
-class EvalConfig:
-    """What ``bgeflow evaluate`` does; every field is a CLI flag of the same name."""
-
-    output: str
-    retriever: str
-    base_retriever: str | None = None
-    eval_data: str | None = None
-    corpus: str | None = None
-    queries: str | None = None
-    qrels: str | None = None
-    reranker: str | None = None
-    base_reranker: str | None = None
-    # Champions: registry references (or model dirs); ``registry`` + ``name`` / ``reranker_name``
-    # are the short form of ``<registry>/<name>``.
-    champion: str | None = None
-    champion_reranker: str | None = None
-    registry: str | None = None
-    name: str | None = None
-    reranker_name: str | None = None
-    gate: str = ""
-    query_instruction: str = ""
-    pooling: str = "auto"
-    query_max_len: int = 64
-    passage_max_len: int = 256
-    rerank_max_len: int = 512
-    rerank_top_k: int = 100
-    batch_size: int = 64
-    rerank_batch_size: int = 32
-    device: str | None = None
-    use_gpu: bool = False
-    max_memory_bytes: int | None = None
-    rules: list[GateRule] = field(init=False, default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.output:
-            raise ValueError("evaluate needs --output")
-        if not self.retriever:
-            raise ValueError("evaluate needs --retriever (the fine-tuned retriever, or the one whose candidates "
-                             "the rerankers reorder)")
-        if not self.eval_data and not (self.corpus and self.queries):
-            raise ValueError("evaluate needs --eval-data, or both --corpus and --queries")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
-        for name in ("query_max_len", "passage_max_len", "rerank_max_len", "rerank_top_k", "batch_size",
-                     "rerank_batch_size"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.base_reranker and not self.reranker:
-            raise ValueError("--base-reranker needs --reranker (the fine-tuned reranker to compare it with)")
-        if (self.name or self.reranker_name) and not self.registry:
-            raise ValueError("--name / --reranker-name need --registry")
-        if self.registry and self.name and not self.champion:
-            self.champion = join_uri(self.registry, self.name)
-        if self.registry and self.reranker_name and not self.champion_reranker:
-            self.champion_reranker = join_uri(self.registry, self.reranker_name)
-        self.rules = parse_gate(self.gate)
-        for rule in self.rules:
-            if rule.is_rerank and not self.reranker:
-                raise ValueError(f"gate rule {rule.text!r} needs reranker metrics: give --reranker")
-            if rule.reference == "base" and not (self.base_reranker if rule.is_rerank else self.base_retriever):
-                raise ValueError(f"gate rule {rule.text!r} compares with base: give "
-                                 f"{'--base-reranker' if rule.is_rerank else '--base-retriever'}")
-
-    def metric_names(self) -> list[str]:
-        """The default metrics plus any other cutoff a gate rule asks for."""
-        names = list(DEFAULT_METRICS)
-        for rule in self.rules:
-            plain = rule.metric.removeprefix(RERANK_PREFIX)
-            if plain not in names:
-                names.append(plain)
-        return names
 
 
 @dataclass
@@ -124,27 +51,6 @@ class EvalResult:
     gate_passed: bool
     output_uri: str
     outputs: dict[str, str] = field(default_factory=dict)
-
-
-def detect_pooling(model_path: str) -> str:
-    """``cls`` or ``mean`` from a sentence-transformers pooling config; ``cls`` (BGE's) without one."""
-    root = Path(model_path)
-    pooling_dir = "1_Pooling"
-    try:
-        modules = json.loads((root / "modules.json").read_text())
-        pooling_dir = next(m["path"] for m in modules if m.get("type", "").endswith("Pooling"))
-    except (OSError, ValueError, StopIteration, KeyError, TypeError):
-        pass
-    try:
-        config = json.loads((root / pooling_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return "cls"
-    if config.get("pooling_mode_mean_tokens"):
-        return "mean"
-    if config.get("pooling_mode_cls_token"):
-        return "cls"
-    mode = config.get("pooling_mode")
-    return mode if mode in ("cls", "mean") else "cls"
 
 
 @dataclass
@@ -160,7 +66,7 @@ class _Model:
 class _Run:
     """One evaluation: models are loaded one at a time and each distinct one is scored once."""
 
-    def __init__(self, config: EvalConfig, evalset: EvalSet, workdir: Path) -> None:
+    def __init__(self, config: EvaluateSpec, evalset: EvalSet, workdir: Path) -> None:
         self.config = config
         self.evalset = evalset
         self.workdir = workdir
@@ -174,30 +80,28 @@ class _Run:
         self._reranked: dict[str, dict[str, float]] = {}
 
     def query_texts(self) -> list[str]:
-        instruction = self.config.query_instruction
+        instruction = self.config.encoding.query_instruction
         return [(q.prompt if q.prompt is not None else instruction) + q.text for q in self.evalset.queries]
 
     def retrieve(self, model: _Model) -> np.ndarray:
         """Corpus indices ``(n_queries, retrieval_k)``, best first."""
         from bgeflow.retrieval.encoder import Encoder
+        from bgeflow.retrieval.pooling import resolve_pooling
         from bgeflow.retrieval.search import search
 
-        pooling = detect_pooling(model.path) if self.config.pooling == "auto" else self.config.pooling
+        pooling = resolve_pooling(self.config.encoding.pooling, model.path)
         model.pooling = pooling
         key = (model.path, pooling)
         if key in self._retrieved:
             return self._retrieved[key]
         started = time.monotonic()
         log.info("evaluate %s retriever %s (pooling %s)", model.column, model.ref, pooling)
-        encoder = Encoder(
-            model.path, pooling=pooling, query_max_len=self.config.query_max_len,  # type: ignore[arg-type]
-            passage_max_len=self.config.passage_max_len, batch_size=self.config.batch_size,
-            device=self.config.device,
-        )
+        # Queries arrive with their prompt or the instruction already in front (query_texts).
+        encoder = Encoder(model.path, self.config.encoding, pooling=pooling, query_instruction="")
         passages = encoder.encode_passages(self.evalset.corpus_texts)
         queries = encoder.encode_queries(self.query_texts())
         del encoder
-        result = search(queries, passages, self.retrieval_k, max_memory_bytes=self.config.max_memory_bytes,
+        result = search(queries, passages, self.retrieval_k, max_memory_bytes=self.config.max_memory,
                         use_gpu=self.config.use_gpu)
         self._retrieved[key] = result.ids
         self.seconds[f"{model.column}.retriever"] = round(time.monotonic() - started, 3)
@@ -219,8 +123,7 @@ class _Run:
             return self._reranked[model.path]
         started = time.monotonic()
         log.info("evaluate %s reranker %s on the top %d candidates", model.column, model.ref, candidates.shape[1])
-        scorer = CrossEncoderScorer(model.path, max_len=self.config.rerank_max_len,
-                                    batch_size=self.config.rerank_batch_size, device=self.config.device)
+        scorer = CrossEncoderScorer(model.path, self.config.rerank, device=self.config.encoding.device)
         texts = self.evalset.corpus_texts
         pairs = [(q.text, texts[i]) for q, row in zip(self.evalset.queries, candidates, strict=True)
                  for i in row if i >= 0]
@@ -263,7 +166,7 @@ def _resolve_champion(role: str, ref: str | None, workdir: Path) -> _Model | Non
         log.info("%s: no champion is published yet; the champion column stays empty", ref)
         return None
     if info.kind and info.kind != role:
-        raise ValueError(f"champion {info.uri} is a {info.kind}, but was given as the champion {role}")
+        raise ConfigError(f"champion {info.uri} is a {info.kind}, but was given as the champion {role}")
     path = registry.download_model(info.registry, info.name, info.version, workdir / f"champion-{role}")
     return _Model("champion", role, ref, str(path), registry_version=info.version)
 
@@ -278,7 +181,7 @@ def _deltas(columns: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]
     return out
 
 
-def evaluate(config: EvalConfig) -> EvalResult:
+def evaluate(config: EvaluateSpec) -> EvalResult:
     """Evaluate the configured models, apply the gate, and write metrics.json, report.md, deltas.png."""
     from bgeflow.steps.evaluation.report import plot_deltas, render_report
 
@@ -293,12 +196,12 @@ def evaluate(config: EvalConfig) -> EvalResult:
         retrievers = [m for m in (
             _resolve("base", "retriever", config.base_retriever, workdir),
             _resolve("finetuned", "retriever", config.retriever, workdir),
-            _resolve_champion("retriever", config.champion, workdir),
+            _resolve_champion("retriever", config.champion_ref, workdir),
         ) if m is not None]
         rerankers = [m for m in (
             _resolve("base", "reranker", config.base_reranker, workdir),
             _resolve("finetuned", "reranker", config.reranker, workdir),
-            _resolve_champion("reranker", config.champion_reranker, workdir),
+            _resolve_champion("reranker", config.champion_reranker_ref, workdir),
         ) if m is not None]
 
         columns: dict[str, dict[str, float]] = {}
@@ -331,9 +234,9 @@ def evaluate(config: EvalConfig) -> EvalResult:
             "deltas": _deltas(ordered),
             "gate": gate,
             "settings": {
-                "pooling": config.pooling, "query_instruction": config.query_instruction,
-                "query_max_len": config.query_max_len, "passage_max_len": config.passage_max_len,
-                "rerank_max_len": config.rerank_max_len, "retrieval_k": run.retrieval_k,
+                "pooling": config.encoding.pooling, "query_instruction": config.encoding.query_instruction,
+                "query_max_len": config.encoding.query_max_len, "passage_max_len": config.encoding.passage_max_len,
+                "rerank_max_len": config.rerank.max_len, "retrieval_k": run.retrieval_k,
             },
             "rerank_top_k": config.rerank_top_k if rerankers else None,
             "seconds": run.seconds,

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bgeflow.core.errors import ConfigError
 from bgeflow.steps.evaluation.metrics import parse_metric
 
 RERANK_PREFIX = "rerank."
@@ -99,7 +100,7 @@ def _expect(kind: str, text: str, pos: int, index: int, rule_start: int, what: s
     match = _TOKENS[kind].match(text, pos)
     if match is None:
         column = len(text) - len(text[pos:].lstrip()) + 1  # point at the offending token, not a space
-        raise ValueError(f"gate rule {index} ({_rule_text(text, rule_start)!r}) at column {column} of {text!r}: "
+        raise ConfigError(f"gate rule {index} ({_rule_text(text, rule_start)!r}) at column {column} of {text!r}: "
                          f"expected {what}")
     return match
 
@@ -124,7 +125,7 @@ def parse_gate(text: str | None) -> list[GateRule]:
         try:
             parse_metric(metric.removeprefix(RERANK_PREFIX))
         except ValueError as exc:
-            raise ValueError(f"gate rule {index} ({_rule_text(text, start)!r}) at column "
+            raise ConfigError(f"gate rule {index} ({_rule_text(text, start)!r}) at column "
                              f"{metric_match.start(1) + 1} of {text!r}: {exc}") from None
         pos = metric_match.end()
         op = _expect("op", text, pos, index, start, "one of >= > <= <").group(1)

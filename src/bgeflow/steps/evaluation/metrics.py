@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from bgeflow.core.errors import ConfigError
+
 #: The metrics every retriever (and reranker) evaluation reports, in table order.
 DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100", "map@100")
 METRIC_NAMES = ("ndcg", "mrr", "recall", "map")
@@ -32,7 +34,7 @@ def parse_metric(metric: str) -> tuple[str, int]:
     """``"ndcg@10"`` → ``("ndcg", 10)``; ValueError for anything else."""
     name, sep, cutoff = metric.partition("@")
     if not sep or name not in METRIC_NAMES or not cutoff.isdigit() or int(cutoff) <= 0:
-        raise ValueError(f"unknown metric {metric!r}: expected NAME@K with NAME one of {', '.join(METRIC_NAMES)}")
+        raise ConfigError(f"unknown metric {metric!r}: expected NAME@K with NAME one of {', '.join(METRIC_NAMES)}")
     return name, int(cutoff)
 
 
@@ -87,7 +89,7 @@ def compute_metrics(
     for metric in metrics:
         parse_metric(metric)
     if not qrels:
-        raise ValueError("no queries to evaluate")
+        raise ConfigError("no queries to evaluate")
     totals = dict.fromkeys(metrics, 0.0)
     for query_id, grades in qrels.items():
         ranked = rankings.get(query_id, ())

@@ -14,19 +14,31 @@ failed run writes nothing and a reader that sees the report sees complete output
 
 from __future__ import annotations
 
-from bgeflow.steps.ingest.config import (
+from bgeflow.steps.ingest.report import IngestFailed, render_markdown
+from bgeflow.steps.ingest.run import IngestResult, ingest
+from bgeflow.steps.ingest.spec import (
     EVAL_CORPUS_FILE,
     EVAL_QUERIES_FILE,
     REPORT_FILE,
     TRAIN_FILE,
-    IngestConfig,
+    IngestSettings,
+    IngestSpec,
     OnError,
 )
-from bgeflow.steps.ingest.report import IngestFailed, render_markdown
-from bgeflow.steps.ingest.run import IngestResult, ingest
 from bgeflow.steps.ingest.split import build_eval_set, split_eval
 
 __all__ = [
-    "EVAL_CORPUS_FILE", "EVAL_QUERIES_FILE", "REPORT_FILE", "TRAIN_FILE", "IngestConfig", "IngestFailed",
-    "IngestResult", "OnError", "build_eval_set", "ingest", "render_markdown", "split_eval",
+    "EVAL_CORPUS_FILE",
+    "EVAL_QUERIES_FILE",
+    "REPORT_FILE",
+    "TRAIN_FILE",
+    "IngestFailed",
+    "IngestResult",
+    "IngestSettings",
+    "IngestSpec",
+    "OnError",
+    "build_eval_set",
+    "ingest",
+    "render_markdown",
+    "split_eval",
 ]

@@ -7,7 +7,7 @@ from typing import Any
 
 from bgeflow.data import RULES, DataError, Problem, TrainRecord
 from bgeflow.data.lengths import histogram, share_over, token_counter
-from bgeflow.steps.ingest.config import IngestConfig
+from bgeflow.steps.ingest.spec import IngestSpec
 
 
 class ProblemTally:
@@ -45,7 +45,7 @@ class IngestFailed(DataError):
         self.report = report
 
 
-def length_report(records: list[TrainRecord], config: IngestConfig) -> dict[str, Any]:
+def length_report(records: list[TrainRecord], config: IngestSpec) -> dict[str, Any]:
     count, method = token_counter(config.tokenizer)
     queries = [r.query for r in records]
     passages = [text for r in records for text in (*r.pos, *r.neg)]
@@ -58,13 +58,13 @@ def length_report(records: list[TrainRecord], config: IngestConfig) -> dict[str,
     return {
         "method": method,
         "query": {
-            "max_len": config.query_max_len,
-            "truncated_share": share_over(query_lengths, config.query_max_len),
+            "max_len": config.limits.query_max_len,
+            "truncated_share": share_over(query_lengths, config.limits.query_max_len),
             "histogram": histogram(query_lengths),
         },
         "passage": {
-            "max_len": config.passage_max_len,
-            "truncated_share": share_over(passage_lengths, config.passage_max_len),
+            "max_len": config.limits.passage_max_len,
+            "truncated_share": share_over(passage_lengths, config.limits.passage_max_len),
             "histogram": histogram(passage_lengths),
         },
     }

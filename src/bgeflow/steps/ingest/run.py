@@ -1,4 +1,4 @@
-"""``ingest(IngestConfig) -> IngestResult``: one pass over every line, then dedupe, split, write."""
+"""``ingest(IngestSpec) -> IngestResult``: one pass over every line, then dedupe, split, write."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ from typing import Any
 from bgeflow.core.log import progress
 from bgeflow.core.storage import iter_lines, open_store, resolve_sources
 from bgeflow.data import Problem, TrainRecord, parse_clean, parse_line, write_jsonl
-from bgeflow.steps.ingest.config import (
+from bgeflow.steps.ingest.dedupe import dedupe_within, drop_negatives_equal_to_positives, merge_into
+from bgeflow.steps.ingest.report import IngestFailed, ProblemTally, length_report, render_markdown
+from bgeflow.steps.ingest.spec import (
     EVAL_CORPUS_FILE,
     EVAL_QUERIES_FILE,
     REPORT_FILE,
     TRAIN_FILE,
-    IngestConfig,
+    IngestSpec,
 )
-from bgeflow.steps.ingest.dedupe import dedupe_within, drop_negatives_equal_to_positives, merge_into
-from bgeflow.steps.ingest.report import IngestFailed, ProblemTally, length_report, render_markdown
 from bgeflow.steps.ingest.split import build_eval_set, split_eval
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class IngestResult:
         return self.outputs["eval"]
 
 
-def ingest(config: IngestConfig) -> IngestResult:
+def ingest(config: IngestSpec) -> IngestResult:
     """Run the ingest step. Raises DataError (nothing written) when the data fails under ``fail``."""
     with _collector_paused():
         return _ingest(config)
@@ -63,7 +63,7 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _ingest(config: IngestConfig) -> IngestResult:
+def _ingest(config: IngestSpec) -> IngestResult:
     started = time.monotonic()
     sources = resolve_sources(config.inputs)
     log.info("ingest: %d object(s), %d bytes", len(sources), sum(s.size for s in sources))
@@ -167,7 +167,7 @@ def _ingest(config: IngestConfig) -> IngestResult:
 
 
 def _write_outputs(
-    config: IngestConfig,
+    config: IngestSpec,
     train: list[TrainRecord],
     held_out: list[TrainRecord],
     raw_lines: dict[str, bytes],

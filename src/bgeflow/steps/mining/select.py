@@ -25,42 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bgeflow.steps.mining.window import Filters, RankWindow
+
 #: Filter names as they appear in the report, in the order they apply.
 RULES = ("positive_or_query", "max_score_ratio", "max_score", "min_score")
-
-
-@dataclass(frozen=True)
-class RankWindow:
-    start: int
-    end: int
-
-    @classmethod
-    def parse(cls, spec: str | tuple[int, int] | RankWindow) -> RankWindow:
-        if isinstance(spec, RankWindow):
-            return spec
-        if isinstance(spec, str):
-            head, sep, tail = spec.strip().partition("-")
-            try:
-                start, end = int(head), int(tail)
-            except ValueError:
-                raise ValueError(f"--range-for-sampling must look like 2-200, got {spec!r}") from None
-            if not sep:
-                raise ValueError(f"--range-for-sampling must look like 2-200, got {spec!r}")
-        else:
-            start, end = spec
-        if not 0 <= start < end:
-            raise ValueError(f"--range-for-sampling needs 0 <= start < end, got {start}-{end}")
-        return cls(start, end)
-
-    def __str__(self) -> str:
-        return f"{self.start}-{self.end}"
-
-
-@dataclass(frozen=True)
-class Filters:
-    max_score_ratio: float | None = None
-    max_score: float | None = None
-    min_score: float | None = None
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``publish(PublishConfig) -> PublishResult``: put a model into the registry, atomically.
+"""``publish(PublishSpec) -> PublishResult``: put a model into the registry, atomically.
 
 What a version holds is described in ``bgeflow.steps.publish.registry``. The steps, and why each is safe to
 interrupt at any point:
@@ -23,8 +23,8 @@ interrupt at any point:
 
 from __future__ import annotations
 
-from bgeflow.steps.publish.config import CHAMPION_POLICIES, KINDS, PublishConfig
 from bgeflow.steps.publish.gather import lineage
 from bgeflow.steps.publish.run import PublishResult, publish
+from bgeflow.steps.publish.spec import CHAMPION_POLICIES, KINDS, PublishSettings, PublishSpec
 
-__all__ = ["CHAMPION_POLICIES", "KINDS", "PublishConfig", "PublishResult", "lineage", "publish"]
+__all__ = ["CHAMPION_POLICIES", "KINDS", "PublishResult", "PublishSettings", "PublishSpec", "lineage", "publish"]

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bgeflow.core.errors import DataError, NotFoundError
 from bgeflow.core.storage import LocalStore, file_sha256, iter_lines, open_store, resolve_sources
-from bgeflow.steps.publish.config import TRAINING_CONFIGS, PublishConfig
 from bgeflow.steps.publish.registry import MODEL_DIR
+from bgeflow.steps.publish.spec import TRAINING_CONFIGS, PublishSpec
 
 CARD = "README.md"
 
@@ -50,7 +51,7 @@ def _locate_model(uri: str, workdir: Path) -> tuple[Path, Path | None]:
     elif store.exists("config.json"):
         root, model_key = store, ""
     else:
-        raise FileNotFoundError(f"--model {uri}: neither a model directory (config.json) nor a training output "
+        raise NotFoundError(f"--model {uri}: neither a model directory (config.json) nor a training output "
                                 f"(model/config.json)")
     if isinstance(root, LocalStore):
         base = root.root
@@ -69,7 +70,7 @@ def _model_kind(model_dir: Path, requested: str) -> str:
     try:
         config = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{model_dir}/config.json cannot be read: {exc}") from exc
+        raise DataError(f"{model_dir}/config.json cannot be read: {exc}") from exc
     architectures = config.get("architectures") or []
     return "reranker" if any(a.endswith("ForSequenceClassification") for a in architectures) else "retriever"
 
@@ -77,13 +78,13 @@ def _model_kind(model_dir: Path, requested: str) -> str:
 def _read_json_uri(uri: str, what: str) -> dict[str, Any]:
     store = open_store(uri)
     if store.stat("") is None:
-        raise FileNotFoundError(f"{what} {uri}: no such file")
+        raise NotFoundError(f"{what} {uri}: no such file")
     try:
         doc = json.loads(store.read_text())
     except ValueError as exc:
-        raise ValueError(f"{what} {uri}: not valid JSON ({exc})") from exc
+        raise DataError(f"{what} {uri}: not valid JSON ({exc})") from exc
     if not isinstance(doc, dict):
-        raise ValueError(f"{what} {uri}: expected a JSON object")
+        raise DataError(f"{what} {uri}: expected a JSON object")
     return doc
 
 
@@ -101,7 +102,7 @@ def lineage(uris: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _base_model(config: PublishConfig, metrics: dict[str, Any] | None, configs_dir: Path) -> str:
+def _base_model(config: PublishSpec, metrics: dict[str, Any] | None, configs_dir: Path) -> str:
     if config.base_model:
         return config.base_model
     if metrics:
@@ -131,7 +132,7 @@ def _base_model(config: PublishConfig, metrics: dict[str, Any] | None, configs_d
     return "unknown"
 
 
-def gather(config: PublishConfig, workdir: Path) -> tuple[list[FileEntry], dict[str, Any]]:
+def gather(config: PublishSpec, workdir: Path) -> tuple[list[FileEntry], dict[str, Any]]:
     """Every file of the version except the model card, plus what the card and manifest need."""
     model_dir, training_dir = _locate_model(config.model, workdir)
     generated = workdir / "generated"
@@ -143,7 +144,7 @@ def gather(config: PublishConfig, workdir: Path) -> tuple[list[FileEntry], dict[
             continue  # hidden files (caches, VCS) are not part of a model, and storage listings skip them
         files.append(digest_file(local, f"{MODEL_DIR}/{rel}"))
     if not files:
-        raise ValueError(f"--model {config.model}: the model directory is empty")
+        raise DataError(f"--model {config.model}: the model directory is empty")
 
     metrics = _read_json_uri(config.metrics, "--metrics") if config.metrics else None
     if metrics is not None:
@@ -158,10 +159,10 @@ def gather(config: PublishConfig, workdir: Path) -> tuple[list[FileEntry], dict[
     for uri in config_uris:
         store = open_store(uri)
         if store.stat("") is None:
-            raise FileNotFoundError(f"--train-config {uri}: no such file")
+            raise NotFoundError(f"--train-config {uri}: no such file")
         target = configs_dir / uri.rstrip("/").rsplit("/", 1)[-1]
         if target.exists():
-            raise ValueError(f"--train-config {uri}: a config named {target.name!r} is given twice")
+            raise DataError(f"--train-config {uri}: a config named {target.name!r} is given twice")
         store.get_file("", target)
         files.append(digest_file(target, f"configs/{target.name}"))
 

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bgeflow.core.storage import Store
-from bgeflow.steps.publish.config import PublishConfig
 from bgeflow.steps.publish.registry import VersionInfo, read_manifest, read_pointer
+from bgeflow.steps.publish.spec import PublishSpec
 
 
 def write_pointer(store: Store, pointer: str, version: str, manifest_sha256: str) -> None:
@@ -18,7 +18,7 @@ def write_pointer(store: Store, pointer: str, version: str, manifest_sha256: str
     }, indent=2))
 
 
-def champion_decision(config: PublishConfig, metrics: dict[str, Any] | None) -> tuple[bool, str]:
+def champion_decision(config: PublishSpec, metrics: dict[str, Any] | None) -> tuple[bool, str]:
     if config.champion == "never":
         return False, "not asked to promote (--set-champion)"
     if config.champion == "always":
@@ -32,7 +32,7 @@ def champion_decision(config: PublishConfig, metrics: dict[str, Any] | None) -> 
 
 
 def update_pointers(
-    store: Store, registry: str, config: PublishConfig, info: VersionInfo, manifest_sha256: str,
+    store: Store, registry: str, config: PublishSpec, info: VersionInfo, manifest_sha256: str,
     metrics: dict[str, Any] | None,
 ) -> tuple[bool, bool, list[str]]:
     reasons = []

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bgeflow.core.errors import ConfigError, NotFoundError, StepFailed
 from bgeflow.core.models import resolve_model
 from bgeflow.core.storage import Store, join_uri, open_store, stream_sha256
 
@@ -45,14 +46,14 @@ MANIFEST_FORMAT = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(StepFailed):
     """The registry holds something inconsistent (a checksum mismatch, a corrupt manifest)."""
 
 
 def check_name(value: str, what: str) -> str:
     """A registry name or version: letters, digits, ``.``, ``_``, ``-``; not a pointer's name."""
     if not isinstance(value, str) or not _NAME.match(value) or value in POINTERS:
-        raise ValueError(
+        raise ConfigError(
             f"{what} {value!r} is not valid: use letters, digits, '.', '_', '-' (not starting with "
             f"'.', '_' or '-'), at most 128 characters, and not {' or '.join(POINTERS)}"
         )
@@ -176,7 +177,7 @@ def get_version(registry: str, name: str, ref: str = "latest") -> VersionInfo:
     """Like ``find_version``, but FileNotFoundError when there is nothing to return."""
     info = find_version(registry, name, ref)
     if info is None:
-        raise FileNotFoundError(f"registry {join_uri(registry, name)}: no complete version for {ref!r}")
+        raise NotFoundError(f"registry {join_uri(registry, name)}: no complete version for {ref!r}")
     return info
 
 
@@ -250,7 +251,7 @@ def find_ref(uri: str, default: str = "champion") -> VersionInfo | None:
     """
     parsed = parse_ref(uri, default)
     if parsed is None:
-        raise FileNotFoundError(f"{uri}: not a registry reference (<registry>/<name>[@version])")
+        raise NotFoundError(f"{uri}: not a registry reference (<registry>/<name>[@version])")
     return find_version(*parsed)
 
 
@@ -283,7 +284,7 @@ def fetch_model(ref: str, workdir: str | Path) -> str:
     if local and not Path(ref.removeprefix("file://").split("@")[0]).exists():
         if ref.count("/") <= 1 and not ref.startswith((".", "/", "~")):
             return ref  # a Hugging Face hub name such as BAAI/bge-base-en-v1.5
-        raise FileNotFoundError(f"model {ref}: no such directory")
+        raise NotFoundError(f"model {ref}: no such directory")
     store = open_store(ref) if "@" not in ref.rsplit("/", 1)[-1] else None
     root = _model_root(store) if store is not None else None
     if root is not None:
@@ -296,7 +297,7 @@ def fetch_model(ref: str, workdir: str | Path) -> str:
     if info is None:
         info = find_ref(ref, default="latest")
     if info is None:
-        raise FileNotFoundError(f"model {ref}: not a model directory (config.json), a training output "
+        raise NotFoundError(f"model {ref}: not a model directory (config.json), a training output "
                                 "(model/config.json), or a registry name with a complete version")
     dest = Path(workdir) / f"{info.name}-{info.version}"
     return str(download_model(info.registry, info.name, info.version, dest))

@@ -1,4 +1,4 @@
-"""``publish(PublishConfig) -> PublishResult``: the protocol of the package docstring, end to end."""
+"""``publish(PublishSpec) -> PublishResult``: the protocol of the package docstring, end to end."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from bgeflow import __version__
+from bgeflow.core.errors import ConflictError
 from bgeflow.core.storage import join_uri, open_store
 from bgeflow.steps.publish.card import render_card
-from bgeflow.steps.publish.config import PublishConfig
 from bgeflow.steps.publish.gather import CARD, content_hash, digest_file, gather
 from bgeflow.steps.publish.pointers import update_pointers
 from bgeflow.steps.publish.registry import (
@@ -26,6 +26,7 @@ from bgeflow.steps.publish.registry import (
     list_versions,
     read_manifest,
 )
+from bgeflow.steps.publish.spec import PublishSpec
 from bgeflow.steps.publish.upload import remove_prefix, upload_version
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class PublishResult:
         return dict(self.__dict__)
 
 
-def publish(config: PublishConfig) -> PublishResult:
+def publish(config: PublishSpec) -> PublishResult:
     """Publish a model version (see the module docstring for the protocol)."""
     started = time.monotonic()
     registry = config.registry.rstrip("/")
@@ -92,7 +93,7 @@ def publish(config: PublishConfig) -> PublishResult:
         except FileExistsError:
             other = read_manifest(registry, config.name, version)
             if other is None or other.get("content_hash") != digest:
-                raise FileExistsError(f"{store.url(version)} was published concurrently with different content") from None
+                raise ConflictError(f"{store.url(version)} was published concurrently with different content") from None
             manifest, body = other, store.read_text(f"{version}/{MANIFEST}")
         remove_prefix(store, staging)
 
@@ -103,14 +104,14 @@ def publish(config: PublishConfig) -> PublishResult:
     return PublishResult(config.name, version, info.uri, digest, True, is_champion, is_latest, len(files), reasons)
 
 
-def _existing(registry: str, config: PublishConfig, digest: str) -> VersionInfo | None:
+def _existing(registry: str, config: PublishSpec, digest: str) -> VersionInfo | None:
     """The complete version already holding this content; an error if ``--version`` holds other content."""
     if config.version:
         manifest = read_manifest(registry, config.name, config.version)
         if manifest is None:
             return None
         if manifest.get("content_hash") != digest:
-            raise FileExistsError(
+            raise ConflictError(
                 f"{join_uri(registry, config.name)}/{config.version} is already published with different content "
                 f"(content hash {str(manifest.get('content_hash'))[:12]}, this model {digest[:12]}); "
                 "choose another --version"

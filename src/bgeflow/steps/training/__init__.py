@@ -1,9 +1,9 @@
 """Fine-tuning with FlagEmbedding under torchrun, one PyTorchJob pod at a time (or all of them here).
 
-``bgeflow train retriever|reranker`` and the KFP components call ``train(TrainConfig(...))``.
+``bgeflow train``, the launcher's pods and ``bgeflow run`` all call ``train(TrainSpec(...))``.
 """
 
-from bgeflow.steps.training.config import TrainConfig
-from bgeflow.steps.training.pod import TrainResult, pod_command, train
+from bgeflow.steps.training.pod import TrainResult, pod_command, train, write_spec
+from bgeflow.steps.training.spec import DistributedSettings, TrainSpec
 
-__all__ = ["TrainConfig", "TrainResult", "pod_command", "train"]
+__all__ = ["DistributedSettings", "TrainResult", "TrainSpec", "pod_command", "train", "write_spec"]

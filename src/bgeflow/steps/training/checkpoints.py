@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bgeflow.core.errors import StepFailed
 from bgeflow.core.storage import Store
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def plan_resume(run_dir: Path, store: Store, *, use_local: bool) -> ResumePlan:
         shutil.rmtree(staging, ignore_errors=True)
         store.child(newest.name).download_dir(staging)
         if not is_complete_dir(staging):
-            raise RuntimeError(f"checkpoint {newest.where} changed while it was downloaded; rerun to retry")
+            raise StepFailed(f"checkpoint {newest.where} changed while it was downloaded; rerun to retry")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
     plan.local_dir, plan.step, plan.source = target, newest.step, newest.where

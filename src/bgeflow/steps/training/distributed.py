@@ -13,7 +13,8 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from bgeflow.steps.training.config import TrainConfig
+from bgeflow.core.errors import ConfigError
+from bgeflow.steps.training.spec import DistributedSettings
 
 DEFAULT_MASTER_ADDR = "127.0.0.1"
 DEFAULT_MASTER_PORT = 29500
@@ -72,12 +73,12 @@ def _env_int(environ: Mapping[str, str], name: str) -> int | None:
         return int(raw)
     except ValueError:
         if name == "PET_NNODES" and ":" in raw:
-            raise ValueError(f"{name}={raw}: elastic PyTorchJobs (a node range) are not supported; "
+            raise ConfigError(f"{name}={raw}: elastic PyTorchJobs (a node range) are not supported; "
                              "give the job a fixed number of workers") from None
-        raise ValueError(f"{name}={raw!r} in the environment is not an integer") from None
+        raise ConfigError(f"{name}={raw!r} in the environment is not an integer") from None
 
 
-def resolve(config: TrainConfig, environ: Mapping[str, str] | None = None,
+def resolve(config: DistributedSettings, environ: Mapping[str, str] | None = None,
             gpu_count: Callable[[], int] = lambda: 0) -> Distributed:
     """Flags, then the operator's env, then one node with one process per GPU (or one on CPU)."""
     env = os.environ if environ is None else environ
@@ -101,7 +102,7 @@ def resolve(config: TrainConfig, environ: Mapping[str, str] | None = None,
     nnodes = nnodes or 1
     node_rank = node_rank or 0
     if node_rank >= nnodes:
-        raise ValueError(f"node rank {node_rank} is not below the node count {nnodes} (check PET_NODE_RANK/RANK)")
+        raise ConfigError(f"node rank {node_rank} is not below the node count {nnodes} (check PET_NODE_RANK/RANK)")
     addr = config.master_addr or env.get("PET_MASTER_ADDR") or env.get("MASTER_ADDR") or DEFAULT_MASTER_ADDR
     port = config.master_port or _env_int(env, "PET_MASTER_PORT") or _env_int(env, "MASTER_PORT")
     return Distributed(nnodes=nnodes, node_rank=node_rank, nproc_per_node=nproc, master_addr=addr,

@@ -13,29 +13,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bgeflow.core.errors import StepFailed
+from bgeflow.retrieval.pooling import ST_MODES
+
 #: Files of a training output directory that are not part of the model.
 _NOT_MODEL = {"training_args.bin", "trainer_state.json"}
 
-_POOLING_MODES = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
-                  "last_token": "pooling_mode_lasttoken"}
-
-
-def base_pooling(model_path: str) -> str | None:
-    """The pooling of a local sentence-transformers model (``1_Pooling/config.json``), if it has one."""
-    modules = Path(model_path) / "modules.json"
-    if not modules.is_file():
-        return None
-    for module in json.loads(modules.read_text(encoding="utf-8")):
-        if module.get("type", "").endswith("Pooling"):
-            config = json.loads((Path(model_path) / module["path"] / "config.json").read_text(encoding="utf-8"))
-            for name, key in _POOLING_MODES.items():
-                if config.get(key):
-                    return name
-    return None
 
 
 def export_model(run_dir: Path, dest: Path, *, kind: str, pooling: str = "cls", normalize: bool = True,
-                 max_seq_length: int = 512, query_prompt: str | None = None) -> Path:
+                 max_seq_length: int, query_prompt: str | None = None) -> Path:
     """Copy the model files of ``run_dir`` to ``dest`` and add the retriever's module configs."""
     if dest.exists():
         shutil.rmtree(dest)
@@ -44,7 +31,7 @@ def export_model(run_dir: Path, dest: Path, *, kind: str, pooling: str = "cls", 
         if path.is_file() and path.name not in _NOT_MODEL and not path.name.startswith(("bgeflow-", ".")):
             shutil.copy2(path, dest / path.name)
     if not any(dest.glob("*.safetensors")):
-        raise RuntimeError(f"no safetensors weights in {run_dir}: the training run did not save a final model")
+        raise StepFailed(f"no safetensors weights in {run_dir}: the training run did not save a final model")
     if kind == "retriever":
         _write_sentence_transformers_config(dest, pooling=pooling, normalize=normalize,
                                             max_seq_length=max_seq_length, query_prompt=query_prompt)
@@ -65,7 +52,7 @@ def _write_sentence_transformers_config(dest: Path, *, pooling: str, normalize: 
                       "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
                       "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
                       "pooling_mode_lasttoken": False, "include_prompt": True}
-    pooling_config[_POOLING_MODES[pooling]] = True
+    pooling_config[ST_MODES[pooling]] = True
     (dest / "1_Pooling").mkdir(exist_ok=True)
     _write_json(dest / "1_Pooling" / "config.json", pooling_config)
     _write_json(dest / "modules.json", modules)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO
 
+from bgeflow.core.errors import ConfigError
 from bgeflow.steps.training.distributed import operator_env
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def run_local_pods(pod_command: Sequence[str], *, nnodes: int, nproc_per_node: i
     returned; past ``timeout`` seconds every pod is stopped and TimeoutError raised.
     """
     if nnodes <= 0 or nproc_per_node <= 0:
-        raise ValueError(f"need nnodes and nproc_per_node >= 1, got {nnodes} and {nproc_per_node}")
+        raise ConfigError(f"need nnodes and nproc_per_node >= 1, got {nnodes} and {nproc_per_node}")
     port = master_port or free_port()
     lock = threading.Lock()
     procs: list[subprocess.Popen[bytes]] = []

@@ -1,9 +1,9 @@
-"""What each torchrun worker runs: FlagEmbedding's encoder-only runner plus bgeflow's hooks.
+"""What each torchrun worker runs: a FlagEmbedding runner plus bgeflow's hooks.
 
-``python -m bgeflow.steps.training.worker --kind retriever [bgeflow options] -- <FlagEmbedding options>``
-parses the runner's own HfArgumentParser dataclasses exactly like
-``python -m FlagEmbedding.finetune.<embedder|reranker>.encoder_only.base`` and runs the same
-runner (the same model, loss and Trainer). bgeflow adds:
+``python -m bgeflow.steps.training.worker --kind retriever --runner-args args.json [bgeflow options]``
+hands the runner's own ``HfArgumentParser`` dataclasses the options in ``args.json`` (as
+``python -m FlagEmbedding.finetune.<embedder|reranker>.encoder_only.base config.json`` would) and
+runs the same runner (the same model, loss and Trainer). bgeflow adds:
 
 - a callback that marks every saved checkpoint complete and uploads it (``checkpoints.publish``);
 - resume that restores the weights: FlagEmbedding saves only the wrapped transformers model, and
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,29 +25,6 @@ from typing import Any
 log = logging.getLogger("bgeflow.steps.training")
 
 HISTORY_FILE = "bgeflow-history.json"
-
-
-def _runner_parts(kind: str) -> tuple[type, type, type, type]:
-    if kind == "retriever":
-        from FlagEmbedding.finetune.embedder.encoder_only.base import (
-            EncoderOnlyEmbedderDataArguments,
-            EncoderOnlyEmbedderModelArguments,
-            EncoderOnlyEmbedderRunner,
-            EncoderOnlyEmbedderTrainingArguments,
-        )
-
-        return (EncoderOnlyEmbedderModelArguments, EncoderOnlyEmbedderDataArguments,
-                EncoderOnlyEmbedderTrainingArguments, EncoderOnlyEmbedderRunner)
-    # The same dataclasses FlagEmbedding's reranker __main__ parses.
-    from FlagEmbedding.abc.finetune.reranker import (
-        AbsRerankerDataArguments,
-        AbsRerankerModelArguments,
-        AbsRerankerTrainingArguments,
-    )
-    from FlagEmbedding.finetune.reranker.encoder_only.base import EncoderOnlyRerankerRunner
-
-    return (AbsRerankerModelArguments, AbsRerankerDataArguments, AbsRerankerTrainingArguments,
-            EncoderOnlyRerankerRunner)
 
 
 def _callback(publish_to: str | None, keep: int | None) -> Any:
@@ -120,22 +96,21 @@ def _accept_indexed_cpu_locations() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" not in argv:
-        raise SystemExit("usage: python -m bgeflow.steps.training.worker --kind KIND [options] -- <runner options>")
-    split = argv.index("--")
     parser = argparse.ArgumentParser(prog="bgeflow.steps.training.worker")
     parser.add_argument("--kind", choices=("retriever", "reranker"), required=True)
+    parser.add_argument("--runner-args", required=True, help="JSON object of the runner's options")
     parser.add_argument("--publish-to", default=None, help="output URI; checkpoints go to its checkpoints/")
     parser.add_argument("--keep-checkpoints", type=int, default=None)
     parser.add_argument("--no-inbatch-neg", action="store_true")
-    ns = parser.parse_args(argv[:split])
+    ns = parser.parse_args(argv)
 
     from transformers import HfArgumentParser
 
-    model_cls, data_cls, training_cls, runner_cls = _runner_parts(ns.kind)
-    model_args, data_args, training_args = HfArgumentParser((model_cls, data_cls, training_cls)) \
-        .parse_args_into_dataclasses(args=argv[split + 1:])
+    from bgeflow.steps.training.runners import runner_for
+
+    model_cls, data_cls, training_cls, runner_cls = runner_for(ns.kind).classes()
+    options = json.loads(Path(ns.runner_args).read_text(encoding="utf-8"))
+    model_args, data_args, training_args = HfArgumentParser((model_cls, data_cls, training_cls)).parse_dict(options)
     publisher = _callback(ns.publish_to, ns.keep_checkpoints)
     if training_args.use_cpu:
         _accept_indexed_cpu_locations()

@@ -1,0 +1,189 @@
+"""A verb's flags, derived from its spec: one way to build every command line.
+
+``add_spec_options(parser, Spec)`` adds one flag per scalar setting (nested blocks flattened),
+FlagEmbedding's underscore spellings and declared aliases included, help text and default from
+the declaration. ``add_config_options`` adds the two generic ways in: ``--config FILE`` (YAML,
+keys = setting or flag names; repeatable, later files win) and ``--set KEY=VALUE`` (a dotted
+setting path, the value read as YAML). ``spec_from_args`` merges, in this order, the verb's own
+defaults, the config files, the ``--set`` values and the flags, and validates the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from bgeflow.core.errors import ConfigError
+from bgeflow.core.spec import Option, Spec, deep_merge, options, value_kind
+
+S = TypeVar("S", bound=Spec)
+
+#: Prefix of the argparse ``dest`` of spec flags: ``spec:encoder.query_max_len``.
+DEST = "spec:"
+
+
+def parse_bool(text: str | bool) -> bool:
+    """``True/False``, ``yes/no``, ``1/0``, ``on/off`` (the seed commands write ``--x True``)."""
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {text!r}")
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: an int or float when it reads as one, else YAML (``true``, ``[a, b]``, text)."""
+    import yaml
+
+    for convert in (int, float):  # YAML 1.1 reads "2e-5" as a string
+        try:
+            return convert(text)
+        except ValueError:
+            continue
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _lookup(mapping: Mapping[str, Any], path: Sequence[str]) -> Any:
+    for name in path:
+        if not isinstance(mapping, Mapping) or name not in mapping:
+            return _MISSING
+        mapping = mapping[name]
+    return mapping
+
+
+_MISSING = object()
+
+
+def _help(opt: Option, defaults: Mapping[str, Any]) -> str:
+    text = opt.help.rstrip(".")
+    shown = _lookup(defaults, opt.path)
+    default = opt.default if shown is _MISSING else shown
+    if opt.required and shown is _MISSING:
+        suffix = "required"
+    elif default in (None, "", [], {}):
+        suffix = ""
+    else:
+        suffix = f"default: {default}"
+    if opt.cli.unit:
+        suffix = f"{opt.cli.unit}; {suffix}" if suffix else opt.cli.unit
+    return (f"{text} ({suffix})" if suffix else text).replace("%", "%%")
+
+
+def add_spec_options(parser: argparse.ArgumentParser | Any, cls: type[Spec], *, exclude: Iterable[str] = (),
+                     group_titles: Mapping[str, str] | None = None,
+                     defaults: Mapping[str, Any] | None = None) -> list[Option]:
+    """Add a flag for every scalar, boolean, choice and list setting of ``cls``; returns them.
+
+    ``exclude``: dotted setting names the verb provides otherwise (e.g. as a positional).
+    ``group_titles``: argument-group titles by top-level block name (nested specs get one each).
+    ``defaults``: the verb's own defaults where they differ from the spec's (shown in the help).
+    """
+    skip = set(exclude)
+    groups: dict[str, Any] = {}
+    added = []
+    # Required settings (the verb's inputs and outputs) first: they are what a reader looks for.
+    for opt in sorted(options(cls), key=lambda o: not o.required):
+        kind, detail = value_kind(opt.annotation)
+        if opt.name in skip or opt.cli.hidden or kind == "other":
+            continue
+        target = parser
+        if len(opt.path) > 1:
+            block = opt.path[0]
+            if block not in groups:
+                title = (group_titles or {}).get(block) or cls.model_fields[block].description or block
+                groups[block] = parser.add_argument_group(title)
+            target = groups[block]
+        kwargs: dict[str, Any] = {"dest": DEST + opt.name, "default": argparse.SUPPRESS, "help": _help(opt, defaults or {}),
+                                  "metavar": opt.cli.metavar or opt.flag.lstrip("-").replace("-", "_").upper()}
+        if kind == "bool":
+            kwargs.update(nargs="?", const=True, type=parse_bool, metavar=opt.cli.metavar or "BOOL")
+        elif kind == "choice":
+            kwargs.update(choices=detail, type=type(detail[0]), metavar=opt.cli.metavar or "{" + ",".join(map(str, detail)) + "}")
+        elif kind == "list":
+            kwargs.update(action="append", type=detail)
+        else:
+            kwargs["type"] = detail
+        target.add_argument(*opt.flags, **kwargs)
+        hidden = [s for s in opt.spellings if s not in opt.flags]
+        if hidden:  # FlagEmbedding's underscore spellings work, without doubling every help line
+            target.add_argument(*hidden, **{**kwargs, "help": argparse.SUPPRESS})
+        if kind == "bool":
+            negative = "--no-" + opt.flag.removeprefix("--")
+            target.add_argument(negative, dest=DEST + opt.name, action="store_const", const=False,
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        added.append(opt)
+    return added
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", dest="config_files", action="append", default=[], metavar="FILE",
+                        help="settings as YAML (a path or s3:// URI; keys = setting or flag names); "
+                        "repeatable, later files and any flag win")
+    parser.add_argument("--set", dest="set_values", action="append", default=[], metavar="KEY=VALUE",
+                        help="one setting by its dotted name, the value read as YAML "
+                        "(e.g. --set retriever.learning_rate=2e-5); repeatable, wins over --config")
+
+
+def given(ns: argparse.Namespace) -> dict[str, Any]:
+    """The spec flags present on the command line, as a nested mapping."""
+    out: dict[str, Any] = {}
+    for dest, value in vars(ns).items():
+        if dest.startswith(DEST):
+            out = deep_merge(out, _nest(dest[len(DEST):].split("."), value))
+    return out
+
+
+def set_values(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` → ``{"a": {"b": 1}, "c": "x"}``.
+
+    Raises:
+        ConfigError: a pair without ``=`` or with an empty key.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        out = deep_merge(out, _nest(key.strip().split("."), parse_value(text)))
+    return out
+
+
+def config_layers(ns: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """``(where, mapping)`` for each ``--config`` file, then the ``--set`` values."""
+    from bgeflow.core.config_file import load_mapping
+
+    layers = [(f"--config {path}", load_mapping(path, "settings")) for path in getattr(ns, "config_files", [])]
+    if getattr(ns, "set_values", None):
+        layers.append(("--set", set_values(ns.set_values)))
+    return layers
+
+
+def spec_from_args(cls: type[S], ns: argparse.Namespace, *, base: Sequence[Mapping[str, Any]] = (),
+                   extra: Mapping[str, Any] | None = None, where: str = "settings") -> S:
+    """Validate ``base`` layers, then config files, ``--set``, the flags and ``extra`` into ``cls``.
+
+    Each file is normalised on its own so that an unknown key names the file it is in.
+
+    Raises:
+        ConfigError: naming the file or flag and the setting at fault.
+    """
+    layers: list[Mapping[str, Any]] = list(base)
+    for source, mapping in config_layers(ns):
+        layers.append(cls.canonical(mapping, where=source))
+    layers.append(given(ns))
+    if extra:
+        layers.append(extra)
+    return cls.build(*layers, where=where, cli=True)
+
+
+def _nest(path: Sequence[str], value: Any) -> dict[str, Any]:
+    for name in reversed(path[1:]):
+        value = {name: value}
+    return {path[0]: value}

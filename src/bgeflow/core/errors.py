@@ -1,0 +1,47 @@
+"""The errors bgeflow raises on purpose, and the exit codes every verb maps them to.
+
+Two kinds of failure reach a user, and they call for different answers:
+
+- ``BgeflowError``: the input is wrong (a setting, a data line, a URI, a model reference). The
+  message names what and where in one line; rerunning the same command cannot help, fixing the
+  input does. Every verb exits ``EXIT_BAD_INPUT``.
+- ``StepFailed``: the input was fine but the work did not finish (a training process crashed, a
+  job failed, a store was unreachable). One line too; a rerun may succeed. Exit ``EXIT_FAILED``.
+
+Anything else is a bug in bgeflow or a library: the CLI prints the traceback and exits
+``EXIT_FAILED``. The subclasses also derive from the builtin a caller would catch without
+knowing bgeflow (``ValueError``, ``FileNotFoundError``, ``RuntimeError``).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+#: ``bgeflow evaluate --fail-on-gate`` when the quality gate fails.
+EXIT_GATE_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+
+class BgeflowError(Exception):
+    """Bad input: the message names the setting, file:line or URI at fault."""
+
+
+class ConfigError(BgeflowError, ValueError):
+    """A setting is missing, malformed, out of range or contradicts another one."""
+
+
+class DataError(BgeflowError, ValueError):
+    """Input data broke the contract; the message is a one-line summary naming where."""
+
+
+class NotFoundError(BgeflowError, FileNotFoundError):
+    """A file, object, prefix or model that the input names does not exist."""
+
+
+class ConflictError(BgeflowError, FileExistsError):
+    """What the input asks for exists already with other content (a registry version, an output)."""
+
+
+class StepFailed(RuntimeError):
+    """The work stopped for a reason outside the input; the message says what and where."""

@@ -1,0 +1,227 @@
+"""``RunSpec``: a whole retrain as one document, composed of the step specs' settings.
+
+The same document is the ``bge-finetune`` pipeline's parameters (one per top-level key), the
+chart's ``retrain`` values (the GitOps spec) and ``bgeflow run``'s config. Its blocks are the
+steps' own settings (``ingest``, ``mine``, ``evaluate``, ``publish``) and the two models
+(``retriever``, ``reranker``: base model, registry name, encoding, FlagEmbedding
+hyperparameters over the seed recipe). A partial block merges over the defaults.
+
+The functions at the bottom turn blocks into each step's spec; the KFP components, the local
+pre-flight and the direct-mode Jobs call them, so a block means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import field_validator
+
+from bgeflow.core.errors import ConfigError
+from bgeflow.core.spec import KeyPath, Spec, UriList, nested, setting
+from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
+from bgeflow.steps.evaluation.spec import DEFAULT_GATE, EvaluateSettings, EvaluateSpec
+from bgeflow.steps.ingest.spec import IngestSettings, IngestSpec
+from bgeflow.steps.mining.spec import MineSettings, MineSpec
+from bgeflow.steps.publish.spec import PublishSettings, PublishSpec
+from bgeflow.steps.training.spec import TrainSpec
+
+LauncherBackend = Literal["kubernetes", "local"]
+EXAMPLE_DATA = str(Path(__file__).resolve().parents[1] / "examples" / "train.jsonl.gz")
+#: Overlay of ``bgeflow run``'s defaults: the example data on a 2-core CPU in minutes.
+CPU_PROFILE = Path(__file__).resolve().parents[1] / "examples" / "cpu-run.yaml"
+
+
+def _into_hyperparameters(key: str) -> KeyPath:
+    return ("hyperparameters", key.strip().lstrip("-").replace("-", "_"))
+
+
+class RetrieverRun(EncodingSettings):
+    """The retriever of a run: base model, registry name, how it encodes, how it trains."""
+
+    model: str = setting("BAAI/bge-base-en-v1.5", "base retriever: hub name, s3:// URI, local path or bundled:minilm",
+                         min_length=1)
+    name: str = setting("bge-retriever", "its name in the registry", min_length=1)
+    train: bool = setting(True, "fine-tune it (false: evaluate and rerank with the base model)")
+    hyperparameters: dict[str, Any] = setting(
+        default_factory=dict, help="FlagEmbedding/TrainingArguments options over the seed recipe (learning_rate, "
+        "num_train_epochs, train_group_size, temperature, fp16, ...); the token limits, instruction and "
+        "normalisation come from this block")
+
+    @classmethod
+    def unknown_key(cls, key: str, value: Any, *, where: str) -> KeyPath | None:
+        """Any other key is a hyperparameter (``retriever: {learning_rate: 2e-5}``), checked by name when the
+        job is planned."""
+        return _into_hyperparameters(key)
+
+
+class RerankerRun(ScoringSettings):
+    """The reranker of a run: base model, registry name, pair budget, how it trains."""
+
+    model: str = setting("BAAI/bge-reranker-base", "base reranker (a cross-encoder)", min_length=1)
+    name: str = setting("bge-reranker", "its name in the registry", min_length=1)
+    train: bool = setting(True, "fine-tune it (false: the base reranker is evaluated)")
+    hyperparameters: dict[str, Any] = setting(
+        default_factory=dict, help="FlagEmbedding/TrainingArguments options over the seed recipe; the pair "
+        "budget is max_len of this block")
+
+    @classmethod
+    def unknown_key(cls, key: str, value: Any, *, where: str) -> KeyPath | None:
+        return _into_hyperparameters(key)
+
+
+class TrainingSettings(Spec):
+    """Where and how big the training jobs are."""
+
+    nnodes: int = setting(1, "pods per training job (1 Master + nnodes-1 Workers)", gt=0)
+    nproc_per_node: int = setting(1, "processes (GPUs) per pod", gt=0)
+    timeout_s: int = setting(86_400, "wait this long for a training job before deleting it", gt=0, unit="s")
+    backend: LauncherBackend = setting("kubernetes", "kubernetes: a PyTorchJob; local: processes where the "
+                                       "launcher runs (bgeflow run)")
+
+
+class RunSpec(Spec):
+    """A whole retrain: ingest → mine → train retriever and reranker → evaluate → gate → publish."""
+
+    data: UriList = setting(help="raw training JSONL: files or prefixes (s3:// or local), comma-separated",
+                            metavar="URI", min_length=1)
+    work_uri: str = setting("", "s3://bucket/prefix under which every step writes (needed on a cluster: the "
+                            "training pods write there); empty: the steps' local artifact folders", metavar="URI")
+    registry: str = setting("", "registry root (s3:// or a folder); empty: <work_uri>/registry", metavar="URI")
+    retriever: RetrieverRun = nested(RetrieverRun, "the retriever", prefix="retriever-")
+    reranker: RerankerRun = nested(RerankerRun, "the reranker", prefix="reranker-")
+    ingest: IngestSettings = nested(IngestSettings, "ingest", prefix="ingest-")
+    mine: MineSettings = nested(MineSettings, "hard-negative mining", prefix="mine-")
+    training: TrainingSettings = nested(TrainingSettings, "training jobs", prefix="training-")
+    evaluate: EvaluateSettings = nested(EvaluateSettings, "evaluation and the quality gate", prefix="evaluate-",
+                                        default_factory=lambda: EvaluateSettings(gate=DEFAULT_GATE))
+    publish: PublishSettings = nested(PublishSettings, "publishing", prefix="publish-",
+                                      default_factory=lambda: PublishSettings(champion="if-gate-passed"))
+
+    def blocks(self) -> dict[str, Any]:
+        """Every top-level key, JSON-ready: the pipeline's run arguments.
+
+        Unset optional settings are left out (KFP parameters cannot hold null; each is the default).
+        """
+        document = self.model_dump(mode="json", exclude_none=True)
+        document["data"] = ",".join(self.data)
+        return document
+
+
+class LocalRunSpec(RunSpec):
+    """``bgeflow run``: a ``RunSpec`` plus where this machine keeps the run."""
+
+    output: str = setting("bgeflow-output", "local folder of the run (outputs, logs, a registry by default)",
+                          metavar="DIR", min_length=1)
+    max_records: int = setting(600, "records sampled (seeded) from data before the pipeline runs; 0: all", ge=0)
+    pipeline: str = setting("", "the compiled pipeline YAML; empty: this checkout's or the installed package's",
+                            metavar="FILE")
+
+    @field_validator("output")
+    @classmethod
+    def _local(cls, value: str) -> str:
+        if "://" in value and not value.startswith("file://"):
+            raise ValueError(f"{value!r} must be a local folder (the run's workspace); the registry may be s3://")
+        return value
+
+    def pipeline_arguments(self) -> dict[str, Any]:
+        """The run's blocks without the keys only this machine uses; the registry defaults to <output>/registry."""
+        arguments = {k: v for k, v in self.blocks().items() if k not in ("output", "max_records", "pipeline")}
+        arguments["registry"] = self.registry or str(Path(self.output.removeprefix("file://")) / "registry")
+        return arguments
+
+
+def run_defaults(name: str) -> dict[str, Any]:
+    """The defaults of the run block ``name`` in a pipeline run (unset optional settings left out)."""
+    return RunSpec.model_fields[name].get_default(call_default_factory=True).model_dump(mode="json", exclude_none=True)
+
+
+# --------------------------------------------------------------------------- blocks → step specs
+
+
+def ingest_spec(ingest: IngestSettings, retriever: RetrieverRun, *, inputs: list[str], output: str) -> IngestSpec:
+    """The ingest step of a run (its truncation report measures against the retriever's limits)."""
+    return IngestSpec.build(ingest.to_dict(), {"inputs": inputs, "output": output, "limits": {
+        "query_max_len": retriever.query_max_len, "passage_max_len": retriever.passage_max_len}}, where="ingest")
+
+
+def _encoding(retriever: RetrieverRun) -> dict[str, Any]:
+    return {name: getattr(retriever, name) for name in EncodingSettings.model_fields}
+
+
+def mine_spec(mine: MineSettings, retriever: RetrieverRun, *, inputs: list[str], output: str) -> MineSpec:
+    """The mining step of a run: the base retriever, encoding as the run's retriever block says."""
+    return MineSpec.build(mine.to_dict(), {"model": retriever.model, "inputs": inputs, "output": output,
+                                           "encoding": _encoding(retriever)}, where="mine")
+
+
+#: Options of a run's model block that are runner hyperparameters too (block name → runner name).
+_SHARED = {"retriever": {"query_max_len": "query_max_len", "passage_max_len": "passage_max_len",
+                         "query_instruction": "query_instruction_for_retrieval", "normalize": "normalize_embeddings"},
+           "reranker": {"max_len": "max_len"}}
+
+
+def train_spec(kind: str, block: RetrieverRun | RerankerRun, *, train_data: str, output: str) -> TrainSpec:
+    """The training job of a run's model block.
+
+    Raises:
+        ConfigError: ``hyperparameters`` repeats an option the block declares itself (it drives
+            mining and evaluation too, so it has one place), or the job's shape.
+    """
+    shared = {runner: getattr(block, name) for name, runner in _SHARED[kind].items()}
+    clash = sorted(set(_SHARED[kind].values()) & set(block.hyperparameters))
+    shape = sorted({"nnodes", "nproc_per_node", "node_rank", "local_nodes"} & set(block.hyperparameters))
+    if clash or shape:
+        names = {v: k for k, v in _SHARED[kind].items()}
+        fix = [f"{kind}.{names[c]}" for c in clash] + [f"training.{s}" for s in shape]
+        raise ConfigError(f"{kind}.hyperparameters: {', '.join(clash + shape)} have their own settings: "
+                          f"set {', '.join(fix)} instead")
+    document: dict[str, Any] = {"kind": kind, "model": block.model, "train_data": train_data, "output": output,
+                                **block.hyperparameters, "hyperparameters": shared}
+    if isinstance(block, RetrieverRun):
+        document["pooling"] = block.pooling
+    return TrainSpec.build(document, where=f"{kind}")
+
+
+def evaluate_spec(evaluate: EvaluateSettings, retriever: RetrieverRun, reranker: RerankerRun, *, eval_data: str,
+                  output: str, finetuned_retriever: str, finetuned_reranker: str | None, registry: str) -> EvaluateSpec:
+    """The evaluation step of a run: base vs fine-tuned (vs the registry's champions)."""
+    document: dict[str, Any] = {
+        **evaluate.to_dict(), "output": output, "eval_data": eval_data, "retriever": finetuned_retriever,
+        "base_retriever": retriever.model, "encoding": {**_encoding(retriever)},
+        "rerank": {"max_len": reranker.max_len, "batch_size": reranker.batch_size},
+    }
+    if finetuned_reranker:
+        document.update(reranker=finetuned_reranker, base_reranker=reranker.model)
+    if registry:
+        document.update(registry=registry, name=retriever.name)
+        if finetuned_reranker:
+            document["reranker_name"] = reranker.name
+    return EvaluateSpec.build(document, where="evaluate")
+
+
+def publish_spec(publish: PublishSettings, *, model: str, name: str, registry: str, metrics: str,
+                 lineage_inputs: list[str], kind: str = "auto", base_model: str | None = None) -> PublishSpec:
+    """The publish step of a run for one model."""
+    return PublishSpec.build(publish.to_dict(), {"model": model, "name": name, "registry": registry,
+                                                 "metrics": metrics, "lineage_inputs": lineage_inputs,
+                                                 "kind": kind, "base_model": base_model}, where="publish")
+
+
+def check_negatives(run: RunSpec) -> None:
+    """Each trained model's ``train_group_size`` against the negatives mining will give it.
+
+    Raises:
+        ConfigError: a group needs more negatives than ``mine.negative_number`` (and repeats are off).
+    """
+    for kind, block in (("retriever", run.retriever), ("reranker", run.reranker)):
+        if not block.train:
+            continue
+        spec = train_spec(kind, block, train_data="-", output="-")
+        group = int(spec.resolved_hyperparameters()["train_group_size"])
+        if group - 1 > run.mine.negative_number and not spec.allow_repeated_negatives:
+            raise ConfigError(
+                f"{kind}: train_group_size {group} needs {group - 1} negatives per record, but mining gives "
+                f"mine.negative_number {run.mine.negative_number}: raise mine.negative_number to {group - 1}, "
+                f"lower {kind}.hyperparameters.train_group_size to {run.mine.negative_number + 1}, or set "
+                f"{kind}.hyperparameters.allow_repeated_negatives: true")

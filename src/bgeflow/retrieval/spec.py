@@ -1,0 +1,49 @@
+"""Encoding settings shared by every step that embeds or scores text (mine, train, evaluate).
+
+The token limits here are the seed recipe's (FlagEmbedding's fine-tuning README): the training
+recipe in ``bgeflow.steps.training.recipes`` takes its ``query_max_len``/``passage_max_len``/
+``max_len`` from these constants, so a run's mining, training and evaluation agree by default.
+"""
+
+from __future__ import annotations
+
+from bgeflow.core.spec import Spec, setting
+from bgeflow.retrieval.pooling import Pooling
+
+#: The seed recipe's token limits (retriever query/passage, reranker query+passage pair).
+QUERY_MAX_LEN = 64
+PASSAGE_MAX_LEN = 256
+PAIR_MAX_LEN = 512
+
+
+class TokenLimits(Spec):
+    """A retriever's token limits: texts beyond them are truncated."""
+
+    query_max_len: int = setting(QUERY_MAX_LEN, "query token limit (longer queries are truncated)", gt=0,
+                                 unit="tokens")
+    passage_max_len: int = setting(PASSAGE_MAX_LEN, "passage token limit (longer passages are truncated)", gt=0,
+                                   unit="tokens")
+
+
+class EncodingSettings(TokenLimits):
+    """How texts are embedded by a retriever (bi-encoder)."""
+
+    pooling: Pooling = setting("auto", "sentence pooling; auto: the model's sentence-transformers config, "
+                               "else its family's convention (BGE: cls, LLM embedders: last_token)",
+                               aliases=("--sentence-pooling-method", "--sentence_pooling_method"))
+    normalize: bool = setting(True, "L2-normalise embeddings, so inner products are cosine similarities",
+                              aliases=("--normlized", "--normalized", "--normalize-embeddings",
+                                       "--normalize_embeddings"))
+    query_instruction: str = setting("", "prepended to every query that has no prompt of its own (BGE v1.5 "
+                                     "English: 'Represent this sentence for searching relevant passages: ')",
+                                     aliases=("--query-instruction-for-retrieval",
+                                              "--query_instruction_for_retrieval"), metavar="TEXT")
+    batch_size: int = setting(64, "texts encoded per forward pass", gt=0)
+    device: str | None = setting(None, "torch device (cpu, cuda, cuda:1); default: cuda when available, else cpu")
+
+
+class ScoringSettings(Spec):
+    """How (query, passage) pairs are scored by a reranker (cross-encoder)."""
+
+    max_len: int = setting(PAIR_MAX_LEN, "query + passage token limit of a pair", gt=0, unit="tokens")
+    batch_size: int = setting(32, "pairs scored per forward pass", gt=0)

@@ -1,0 +1,237 @@
+"""``mine(MineSpec) -> MineResult``: read, encode the pool, search, choose, write (see the package docstring)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import random
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bgeflow.core.storage import open_store, staged_file
+from bgeflow.data import DataError, TrainRecord, dumps, iter_json, read_train_records
+from bgeflow.steps.mining.pool import TextPool, text_hash
+from bgeflow.steps.mining.select import RULES, choose
+from bgeflow.steps.mining.spec import REPORT_FILE, MineSpec
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class MineResult:
+    output: str
+    report_uri: str
+    report: dict[str, Any]
+    records: int
+
+
+def _split_uri(uri: str) -> tuple[str, str]:
+    parent, sep, name = uri.rpartition("/")
+    return (parent if sep else "."), name
+
+
+def _input_texts(records: list[TrainRecord]) -> Any:
+    for record in records:
+        yield from record.pos
+        yield from record.neg
+
+
+def _pool_texts(uris: list[str]) -> Any:
+    for where, obj in iter_json(uris):
+        text = obj.get("text")
+        if not isinstance(text, str):
+            raise DataError(f"{where} [text]: a candidate pool line needs a string field 'text'")
+        yield text
+
+
+def _percentiles(values: list[float] | np.ndarray) -> dict[str, float] | None:
+    arr = np.asarray(values, dtype=np.float64)
+    if not arr.size:
+        return None
+    p = np.percentile(arr, [5, 25, 50, 75, 95])
+    return {"count": int(arr.size), "mean": round(float(arr.mean()), 4),
+            **{f"p{q}": round(float(v), 4) for q, v in zip((5, 25, 50, 75, 95), p, strict=True)}}
+
+
+def mine(config: MineSpec) -> MineResult:
+    """Mine hard negatives for ``config.inputs`` and write ``config.output`` plus its report."""
+    from bgeflow.retrieval.encoder import Encoder
+    from bgeflow.retrieval.search import check_gpu, gather_rows, search
+
+    timings: dict[str, float] = {}
+    clock = time.monotonic()
+    if config.use_gpu:
+        check_gpu()  # fail before any encoding when no GPU search is possible
+
+    records = list(read_train_records(config.inputs))
+    if not records:
+        raise DataError(f"{', '.join(config.inputs)}: no training records")
+    work_dir = Path(config.work_dir) if config.work_dir else config.default_work_dir()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if config.candidate_pool:
+        pool = TextPool.build(_pool_texts(config.candidate_pool), work_dir / "pool_texts.jsonl")
+    else:
+        pool = TextPool.build(_input_texts(records), work_dir / "pool_texts.jsonl")
+    if len(pool) == 0:
+        raise DataError("the candidate pool has no non-empty text")
+    timings["read_s"] = time.monotonic() - clock
+    log.info("mine: %d records, pool of %d unique texts, work dir %s", len(records), len(pool), work_dir)
+
+    encoder = Encoder(config.model, config.encoding)
+    clock = time.monotonic()
+    encodings_path = work_dir / f"pool.{config.embedding_dtype}"
+    passages = encoder.encode_passages_to_file(
+        pool, encodings_path, chunk_size=config.chunk_size, dtype=config.embedding_dtype
+    )
+    timings["encode_pool_s"] = time.monotonic() - clock
+
+    clock = time.monotonic()
+    query_index: dict[str, int] = {}
+    for record in records:
+        query_index.setdefault(record.query, len(query_index))
+    queries = encoder.encode_queries(list(query_index))
+    timings["encode_queries_s"] = time.monotonic() - clock
+
+    clock = time.monotonic()
+    found = search(queries, passages, config.window.end, max_memory_bytes=config.max_memory_bytes,
+                   use_gpu=config.use_gpu, query_batch_size=config.query_batch_size)
+    timings["search_s"] = time.monotonic() - clock
+
+    clock = time.monotonic()
+    positive_scores = _positive_scores(records, query_index, queries, pool, passages, encoder, config, gather_rows)
+    removed: Counter[str] = Counter()
+    neg_scores_all: list[float] = []
+    short_rows = still_short = filled_total = 0
+    for i, record in enumerate(records):
+        q = query_index[record.query]
+        excluded = pool.index_of(np.array([text_hash(t) for t in (*record.pos, record.query)], dtype=np.int64))
+        pos_scores = positive_scores[i]
+        choice = choose(
+            found.ids[q], found.scores[q], window=config.window, excluded=excluded[excluded >= 0],
+            reference_score=min(pos_scores) if pos_scores else None, filters=config.filters,
+            number=config.negative_number, pool_size=len(pool), rng=random.Random(f"{config.seed}:{i}"),
+        )
+        removed.update(choice.removed)
+        neg_scores_all.extend(choice.scores)
+        filled_total += choice.filled
+        short_rows += choice.filled > 0 or len(choice.ids) < config.negative_number
+        still_short += len(choice.ids) < config.negative_number
+        record.neg = [pool[j] for j in choice.ids]
+        record.neg_scores = None  # the input's neg_scores described other negatives
+    timings["select_s"] = time.monotonic() - clock
+
+    if config.teacher.model:
+        clock = time.monotonic()
+        _teacher_scores(records, config)
+        timings["teacher_s"] = time.monotonic() - clock
+
+    clock = time.monotonic()
+    negatives = [len(r.neg) for r in records]
+    report: dict[str, Any] = {
+        "status": "ok",
+        "rows": len(records),
+        "unique_queries": len(query_index),
+        "pool_size": len(pool),
+        "pool_source": config.candidate_pool or "input pos+neg texts",
+        "range_for_sampling": {"start": config.window.start, "end": config.window.end,
+                               "convention": "0-based search ranks, start <= rank < end (hits[start:end])"},
+        "negative_number": config.negative_number,
+        "negatives_per_row": {"mean": round(float(np.mean(negatives)), 3), "min": int(min(negatives)),
+                              "max": int(max(negatives))},
+        "rows_short_of_negatives": short_rows,
+        "rows_still_short_after_fill": still_short,
+        "random_fill_negatives": filled_total,
+        "filters": {"max_score_ratio": config.max_score_ratio, "max_score": config.max_score,
+                    "min_score": config.min_score},
+        "filtered": {rule: int(removed[rule]) for rule in RULES},
+        "scores": {"positive": _percentiles([s for scores in positive_scores for s in scores]),
+                   "mined_negative": _percentiles(neg_scores_all)},
+        "search": {"method": found.method, "recall_estimate": found.recall_estimate, "k": config.window.end,
+                   "max_memory_bytes": config.max_memory_bytes},
+        "encoding": {"model": config.model, "pooling": encoder.pooling, "normalize": config.encoding.normalize,
+                     "dim": encoder.dim, "dtype": config.embedding_dtype, "chunk_size": config.chunk_size,
+                     "device": encoder.device, "work_dir": str(work_dir)},
+        "teacher_reranker": config.teacher.model,
+        "seed": config.seed,
+        "inputs": config.inputs,
+        "output": config.output,
+        "timings": timings,
+    }
+    _write_output(records, config.output)
+    timings["write_s"] = time.monotonic() - clock
+    parent, _ = _split_uri(config.report_uri)
+    open_store(parent).write_text(REPORT_FILE, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    pool.close()
+    if not config.work_dir:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    _log_summary(report)
+    return MineResult(config.output, config.report_uri, report, len(records))
+
+
+def _positive_scores(
+    records: list[TrainRecord], query_index: dict[str, int], queries: np.ndarray, pool: TextPool,
+    passages: np.ndarray, encoder: Any, config: MineSpec, gather_rows: Any,
+) -> list[list[float]]:
+    """Query–positive scores per record, from the pool's vectors where the positive is in the pool."""
+    owners: list[tuple[int, int]] = []  # (record, position in pos)
+    hashes: list[int] = []
+    for i, record in enumerate(records):
+        for j, text in enumerate(record.pos):
+            owners.append((i, j))
+            hashes.append(text_hash(text))
+    where = pool.index_of(np.asarray(hashes, dtype=np.int64))
+    vectors = np.empty((len(hashes), queries.shape[1]), dtype=np.float32)
+    in_pool = where >= 0
+    vectors[in_pool] = gather_rows(passages, where[in_pool], max_memory_bytes=config.max_memory_bytes)
+    missing = np.flatnonzero(~in_pool)
+    if len(missing):
+        vectors[missing] = encoder.encode_passages([records[owners[m][0]].pos[owners[m][1]] for m in missing])
+    out: list[list[float]] = [[] for _ in records]
+    query_rows = np.array([query_index[records[i].query] for i, _ in owners], dtype=np.int64)
+    scores = np.einsum("ij,ij->i", vectors, queries[query_rows])
+    for (i, _), score in zip(owners, scores.tolist(), strict=True):
+        out[i].append(score)
+    return out
+
+
+def _teacher_scores(records: list[TrainRecord], config: MineSpec) -> None:
+    from bgeflow.retrieval.encoder import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(config.teacher.model or "", config.teacher, device=config.encoding.device)
+    pairs = [(r.query, text) for r in records for text in (*r.pos, *r.neg)]
+    scores = scorer.score(pairs).tolist()
+    at = 0
+    for record in records:
+        record.pos_scores = scores[at : at + len(record.pos)]
+        at += len(record.pos)
+        record.neg_scores = scores[at : at + len(record.neg)]
+        at += len(record.neg)
+
+
+def _write_output(records: list[TrainRecord], output: str) -> None:
+    parent, name = _split_uri(output)
+    with staged_file(suffix=".jsonl") as tmp:
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(tmp, "wt", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(dumps(record.to_dict()))
+                fh.write("\n")
+        open_store(parent).put_file(tmp, name)
+
+
+def _log_summary(report: dict[str, Any]) -> None:
+    scores = report["scores"]
+    pos, neg = scores["positive"] or {}, scores["mined_negative"] or {}
+    log.info(
+        "mine: %d rows, pool %d, %.1f negatives/row (%d rows short, %d still short), filtered %s, "
+        "median score pos %.3f vs mined neg %s, search %s",
+        report["rows"], report["pool_size"], report["negatives_per_row"]["mean"], report["rows_short_of_negatives"],
+        report["rows_still_short_after_fill"], report["filtered"], pos.get("p50", float("nan")),
+        f"{neg['p50']:.3f}" if neg else "n/a", report["search"]["method"],
+    )

@@ -1,0 +1,261 @@
+"""TrainSpec, the CLI's flags and seed spellings, FlagEmbedding's own options, the distributed env and
+the launch checks: no training."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bgeflow.cli import build_parser, main
+from bgeflow.cli.train import build_spec
+from bgeflow.core.errors import ConfigError, DataError
+from bgeflow.steps.training import TrainSpec, recipes
+from bgeflow.steps.training.distributed import Distributed, operator_env, resolve, torchrun_command
+from bgeflow.steps.training.pod import (
+    check_data,
+    check_launch,
+    fetch_train_data,
+    pod_command,
+    resolved_options,
+    runner_arguments,
+    write_spec,
+)
+
+BASE: dict[str, Any] = {"model": "bundled:minilm", "train_data": "data.jsonl", "output": "out"}
+
+# The old README's commands, with {gpus} and paths filled in (see the issue).
+SEED_RETRIEVER = (
+    "--output_dir {out} --model_name_or_path {model} --train_data {data} --learning_rate 1e-5 --fp16 "
+    "--num_train_epochs 5 --per_device_train_batch_size 4 --dataloader_drop_last True --normlized True "
+    "--temperature 0.02 --query_max_len 64 --passage_max_len 256 --train_group_size 2 --negatives_cross_device "
+    "--logging_steps 10 --query_instruction_for_retrieval ''"
+)
+SEED_RERANKER = (
+    "--output_dir {out} --model_name_or_path {model} --train_data {data} --learning_rate 6e-5 --fp16 "
+    "--num_train_epochs 5 --per_device_train_batch_size 4 --gradient_accumulation_steps 4 "
+    "--dataloader_drop_last True --train_group_size 16 --max_len 512 --weight_decay 0.01 --logging_steps 10"
+)
+
+
+def parse(*argv: str) -> TrainSpec:
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(["train", *argv])
+    args.runner_flags = unknown
+    return build_spec(args)
+
+
+def seed_argv(template: str, **values: str) -> list[str]:
+    return shlex.split(template.format(**values))
+
+
+def test_kind_defaults_are_the_seed_recipe() -> None:
+    retriever = TrainSpec.of(kind="retriever", **BASE).resolved_hyperparameters()
+    assert (retriever["learning_rate"], retriever["train_group_size"], retriever["query_max_len"],
+            retriever["passage_max_len"], retriever["temperature"]) == (1e-5, 2, 64, 256, 0.02)
+    assert retriever["normalize_embeddings"] and "negatives_cross_device" not in retriever  # decided by the job
+    reranker = TrainSpec.of(kind="reranker", **BASE).resolved_hyperparameters()
+    assert (reranker["learning_rate"], reranker["train_group_size"], reranker["max_len"],
+            reranker["gradient_accumulation_steps"], reranker["weight_decay"]) == (6e-5, 16, 512, 4, 0.01)
+    # FlagEmbedding 1.4 truncates a pair to query_max_len + passage_max_len: that sum is the seed's max_len.
+    assert reranker["query_max_len"] + reranker["passage_max_len"] == 512
+    for kind, recipe in recipes.SEED.items():
+        options = TrainSpec.of(kind=kind, **BASE).resolved_hyperparameters()
+        assert all(options[k] == v for k, v in recipe.items())
+
+
+def test_seed_retriever_command_parses_with_only_the_entry_point_changed() -> None:
+    spec = parse("retriever", *seed_argv(SEED_RETRIEVER, out="o", model="m", data="d.jsonl"))
+    assert (spec.output, spec.model, spec.train_data) == ("o", "m", ["d.jsonl"])
+    options = spec.resolved_hyperparameters()
+    assert options["fp16"] and options["normalize_embeddings"] and options["negatives_cross_device"]
+    assert options["query_instruction_for_retrieval"] == "" and options["dataloader_drop_last"]
+    assert (options["learning_rate"], options["num_train_epochs"], options["per_device_train_batch_size"]) == (
+        1e-5, 5, 4)
+    off = parse("retriever", "--model", "m", "--train-data", "d", "--output", "o", "--normlized", "False",
+                "--use_inbatch_neg", "False", "--deepspeed", "ds.json", "--gradient_checkpointing")
+    assert not off.hyperparameters["normalize_embeddings"] and not off.use_inbatch_neg
+    assert off.hyperparameters["deepspeed"] == "ds.json" and off.hyperparameters["gradient_checkpointing"]
+
+
+def test_seed_reranker_command_parses() -> None:
+    options = parse("reranker", *seed_argv(SEED_RERANKER, out="o", model="m", data="d.jsonl")).resolved_hyperparameters()
+    assert (options["train_group_size"], options["max_len"], options["weight_decay"],
+            options["gradient_accumulation_steps"], options["learning_rate"]) == (16, 512, 0.01, 4, 6e-5)
+
+
+def test_any_flagembedding_or_trainingarguments_option_is_accepted_by_name() -> None:
+    spec = parse("retriever", "--model", "m", "--train_data", "d", "--output", "o", "--lr_scheduler_type", "cosine",
+                 "--warmup_steps", "5", "--report_to", "none", "--use_mrl", "--mrl_dims", "64", "128")
+    assert spec.hyperparameters == {"lr_scheduler_type": "cosine", "warmup_steps": 5, "report_to": "none",
+                                    "use_mrl": True, "mrl_dims": [64, 128]}
+    resolved_options(spec)  # every name is one of the runner's dataclasses' fields
+    with pytest.raises(ConfigError, match=r"learnin_rate is not an option.*did you mean learning_rate"):
+        parse("retriever", "--model", "m", "--train_data", "d", "--output", "o", "--learnin_rate", "1")
+    with pytest.raises(ConfigError, match="invalid choice: 'cosin'"):
+        parse("retriever", "--model", "m", "--train_data", "d", "--output", "o", "--lr_scheduler_type", "cosin")
+    with pytest.raises(ConfigError, match="temperature is not an option of FlagEmbedding's reranker-encoder"):
+        resolved_options(TrainSpec.of(kind="reranker", **BASE, temperature=0.05))
+
+
+def test_spec_document_round_trips_and_files_merge_under_flags(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text("kind: retriever\nmodel: m\ntrain-data: d.jsonl\noutput: o\nnormlized: false\n"
+                    "learning_rate: 2.0e-5\n", encoding="utf-8")
+    spec = parse("--config", str(path), "--learning_rate", "3e-5")
+    assert spec.kind == "retriever" and spec.hyperparameters == {"normalize_embeddings": False, "learning_rate": 3e-5}
+    assert TrainSpec.build(spec.to_dict()) == spec
+    (tmp_path / "bad.yaml").write_text("kind: retriever\nmodel: m\ntrain_data: d\noutput: o\nallow_repeated: 1\n")
+    bad = parse("--config", str(tmp_path / "bad.yaml"))  # an unknown key is a runner option, checked by name
+    with pytest.raises(ConfigError, match=r"allow_repeated is not an option.*allow_repeated_negatives"):
+        resolved_options(bad)
+    assert parse("reranker", "--config", str(path)).kind == "reranker"  # the command line wins
+
+
+def test_the_pod_command_is_one_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PET_NNODES", "3")
+    spec = TrainSpec.of(kind="retriever", **{**BASE, "output": str(tmp_path / "out")}, local_nodes=2,
+                        nproc_per_node=2, learning_rate=2e-5)
+    uri = write_spec(spec)
+    assert pod_command(uri) == ["bgeflow", "train", "--config", uri]
+    document = yaml.safe_load(Path(uri).read_text())
+    assert document["hyperparameters"] == {"learning_rate": 2e-5}
+    assert all(v is None for v in document["distributed"].values())  # the job's shape comes from each pod's env
+    assert parse("--config", uri).model_copy(update={"distributed": spec.distributed}) == spec
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"local_nodes": 2, "nnodes": 2}, "excludes nnodes"),
+    ({"node_rank": 2, "nnodes": 2}, "below nnodes"),
+    ({"pooling": "max"}, "pooling"),
+    ({"output_dir": "x", "hyperparameters": {"output_dir": "y"}}, "output_dir: set by bgeflow"),
+    ({"hyperparameters": {"sentence_pooling_method": "cls"}}, "sentence_pooling_method: set by bgeflow"),
+    ({"nproc_per_node": 0}, "nproc_per_node"),
+])
+def test_invalid_settings_fail_with_a_clear_message(settings: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainSpec.build({"kind": "retriever", **BASE, **settings})
+
+
+def test_reranker_refuses_retriever_only_settings() -> None:
+    with pytest.raises(ConfigError, match="pooling: retriever options"):
+        TrainSpec.of(kind="reranker", **BASE, pooling="mean")
+    with pytest.raises(ConfigError, match="exceed max_len 128"):
+        TrainSpec.of(kind="reranker", **BASE, max_len=128, query_max_len=64, passage_max_len=100)
+
+
+def one_node(nproc: int = 1, nnodes: int = 1) -> Distributed:
+    return Distributed(nnodes=nnodes, node_rank=0, nproc_per_node=nproc, master_addr="127.0.0.1", master_port=29500)
+
+
+def test_launch_checks_need_the_world() -> None:
+    cross = {"negatives_cross_device": True}
+    with pytest.raises(ConfigError, match="this job has one process"):
+        check_launch(cross, one_node(), gpus=0)
+    assert check_launch(cross, one_node(2), gpus=0) is True
+    with pytest.raises(ConfigError, match="drop --fp16 to train in fp32 on CPU"):
+        check_launch({"fp16": True}, one_node(), gpus=0)
+    assert check_launch({"fp16": True}, one_node(), gpus=1) is False
+    with pytest.raises(ConfigError, match="only 1 CUDA device"):
+        check_launch({}, one_node(2), gpus=1)
+
+
+def test_seed_fp16_on_cpu_fails_before_launch_through_the_cli(tmp_path: Path, toy_data: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    argv = seed_argv(SEED_RETRIEVER, out=str(tmp_path / "o"), model="bundled:minilm", data=str(toy_data))
+    assert main(["train", "retriever", *argv, "--nproc_per_node", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "fp16 needs a CUDA GPU" in err and "drop --fp16" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_checks(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    rows = [{"query": f"q{i}", "pos": ["p"], "neg": [f"n{j}" for j in range(3 if i else 1)]} for i in range(4)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    spec = TrainSpec.of(kind="retriever", **{**BASE, "train_data": str(data)}, train_group_size=4)
+    options = spec.resolved_hyperparameters()
+    stats = fetch_train_data(spec, options, tmp_path / "scratch" / "train.jsonl")
+    assert (stats.records, stats.min_negatives, stats.short_records) == (4, 1, 1)
+    with pytest.raises(DataError, match=rf"1 of 4 records have fewer \(min 1, first at {data}:1\).*"
+                                        "lower --train_group_size to 2"):
+        check_data(spec, options, stats, one_node())
+    repeating = spec.model_copy(update={"allow_repeated_negatives": True})
+    check_data(repeating, options, stats, one_node())
+    with pytest.raises(DataError, match="fill no batch of 4 × 2"):
+        check_data(repeating, options, stats, one_node(2))
+    rows[2]["neg"] = []
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{data}:3.*needs >= 1 negative"):
+        fetch_train_data(spec, options, tmp_path / "scratch" / "train.jsonl")
+    with pytest.raises(DataError, match=rf"{data}:1: knowledge_distillation needs pos_scores"):
+        fetch_train_data(spec, {**options, "knowledge_distillation": True}, tmp_path / "scratch" / "train.jsonl")
+
+
+def test_operator_env_and_its_resolution() -> None:
+    env = operator_env(node_rank=1, nnodes=2, nproc_per_node=4, master_addr="job-master-0", master_port=23456)
+    assert env["WORLD_SIZE"] == "8" and env["RANK"] == "1" and env["PET_NODE_RANK"] == "1"
+    assert env["PET_MASTER_ADDR"] == env["MASTER_ADDR"] == "job-master-0" and env["MASTER_PORT"] == "23456"
+    shape = TrainSpec.of(kind="retriever", **BASE).distributed
+    dist = resolve(shape, env)
+    assert (dist.nnodes, dist.node_rank, dist.nproc_per_node, dist.world_size) == (2, 1, 4, 8)
+    assert (dist.master_addr, dist.master_port, dist.port_is_default) == ("job-master-0", 23456, False)
+    # Flags win over the env.
+    flagged = resolve(TrainSpec.of(kind="retriever", **BASE, nproc_per_node=1, master_port=1234).distributed, env)
+    assert (flagged.nproc_per_node, flagged.master_port, flagged.nnodes) == (1, 1234, 2)
+    # An operator without nprocPerNode: WORLD_SIZE = replicas, RANK = replica index.
+    old = resolve(shape, {"WORLD_SIZE": "3", "RANK": "2", "MASTER_ADDR": "m", "MASTER_PORT": "1"})
+    assert (old.nnodes, old.node_rank, old.nproc_per_node) == (3, 2, 1)
+    alone = resolve(shape, {}, gpu_count=lambda: 2)
+    assert (alone.nnodes, alone.nproc_per_node, alone.port_is_default) == (1, 2, True)
+    with pytest.raises(ConfigError, match="elastic"):
+        resolve(shape, {"PET_NNODES": "1:3"})
+
+
+def test_torchrun_command_and_runner_arguments(tmp_path: Path) -> None:
+    env = operator_env(node_rank=1, nnodes=2, nproc_per_node=2, master_addr="10.0.0.1", master_port=23456)
+    spec = TrainSpec.of(kind="retriever", **BASE, gradient_checkpointing=True, warmup_steps=2)
+    dist = resolve(spec.distributed, env)
+    cmd = torchrun_command(dist, "bgeflow.steps.training.worker", ["--kind", "retriever"])
+    assert Path(cmd[0]).name == "torchrun"
+    assert ("--nnodes 2 --node_rank 1 --master_addr 10.0.0.1 --master_port 23456 --nproc_per_node 2 "
+            "-m bgeflow.steps.training.worker --kind retriever") in " ".join(cmd)
+    assert "--standalone" in torchrun_command(resolve(spec.distributed, {}), "m", [])
+
+    cpu = runner_arguments(spec, spec.resolved_hyperparameters(), model_path="/m", data=tmp_path / "d.jsonl",
+                           run_dir=tmp_path / "run", use_cpu=True, dist=dist, pooling="mean", resume=None,
+                           deepspeed=None)
+    assert cpu | {"use_cpu": True, "ddp_backend": "gloo", "negatives_cross_device": True, "temperature": 0.02,
+                  "sentence_pooling_method": "mean", "normalize_embeddings": True, "gradient_checkpointing": True,
+                  "train_group_size": 2, "query_max_len": 64, "passage_max_len": 256, "report_to": "none",
+                  "warmup_steps": 2, "cache_path": str(tmp_path / "datasets-cache"), "model_name_or_path": "/m",
+                  "train_data": [str(tmp_path / "d.jsonl")], "output_dir": str(tmp_path / "run")} == cpu
+    reranker = TrainSpec.of(kind="reranker", **BASE, fp16=True)
+    gpu = runner_arguments(reranker, reranker.resolved_hyperparameters(), model_path="/m",
+                           data=tmp_path / "d.jsonl", run_dir=tmp_path / "run", use_cpu=False, dist=dist, pooling="",
+                           resume=tmp_path / "ck", deepspeed="/ds.json")
+    assert gpu["ddp_backend"] == "nccl" and gpu["use_cpu"] is False and gpu["fp16"] is True
+    assert gpu["resume_from_checkpoint"] == str(tmp_path / "ck") and gpu["deepspeed"] == "/ds.json"
+    assert gpu["max_len"] == 512 and "temperature" not in gpu and "sentence_pooling_method" not in gpu
+
+
+def test_the_runner_reads_the_arguments_as_flagembedding_does(tmp_path: Path) -> None:
+    """``HfArgumentParser.parse_dict`` over the runner's dataclasses: the values arrive typed and checked."""
+    from transformers import HfArgumentParser
+
+    from bgeflow.steps.training.runners import runner_for
+
+    spec = TrainSpec.of(kind="retriever", **BASE, lr_scheduler_type="cosine", warmup_steps=5)
+    (tmp_path / "d.jsonl").write_text("")  # FlagEmbedding checks the data files exist
+    args = runner_arguments(spec, resolved_options(spec), model_path="/m", data=tmp_path / "d.jsonl",
+                            run_dir=tmp_path / "run", use_cpu=True, dist=one_node(), pooling="mean", resume=None,
+                            deepspeed=None)
+    args.pop("ddp_backend")  # outside torchrun a gloo backend would make accelerate start a process group
+    model_args, data_args, training_args = HfArgumentParser(runner_for("retriever").classes()[:3]).parse_dict(args)
+    assert training_args.sentence_pooling_method == "mean" and data_args.query_max_len == 64 and model_args.model_name_or_path == "/m"
+    assert training_args.lr_scheduler_type == "cosine" and training_args.warmup_steps == 5
+    assert training_args.use_cpu and not training_args.negatives_cross_device
