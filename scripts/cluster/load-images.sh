@@ -21,7 +21,11 @@ for image in "$@"; do
   fi
   log "$image: docker save | ctr import ($(docker image inspect --format '{{.Size}}' "$image" | numfmt --to=iec))"
   started=$SECONDS
-  docker save "$image" | ctr_ images import - >/dev/null
+  # docker save writes uncompressed layers, and containerd would keep each twice (blob and
+  # unpacked snapshot): the layers go in gzipped, and once unpacked the blobs are dropped, as
+  # containerd's discard_unpacked_layers does for pulls. The kubelet only needs the snapshots.
+  docker save "$image" | python3 "$here/docker_to_oci.py" 2>"$RUN/import.layers" | ctr_ images import - >/dev/null
+  for digest in $(tail -1 "$RUN/import.layers"); do ctr_ content rm "$digest" >/dev/null 2>&1 || true; done
   echo "$id" >"$stamp"
   log "$image: imported in $((SECONDS - started))s"
 done

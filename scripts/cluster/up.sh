@@ -344,9 +344,11 @@ failSwapOn: false
 clusterDNS: [$NODE_IP]
 clusterDomain: cluster.local
 resolvConf: $STATE/resolv.conf
-# The disk is shared with other work: evict only when it is really full, and never collect
-# the images loaded from Docker (they cannot be pulled again here).
-evictionHard: {memory.available: 256Mi, nodefs.available: 3%, imagefs.available: 3%}
+# The disk is shared with other work (Docker's images and build cache): evict only when it is
+# really full. Under disk pressure the kubelet first deletes unused images, and the images loaded
+# from Docker (and pause) cannot be pulled back here: with the default percentages it deleted
+# all of them as soon as importing bgeflow-gpu (7 GiB) left under 10% free.
+evictionHard: {memory.available: 256Mi, nodefs.available: 1Gi, imagefs.available: 1Gi}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
