@@ -15,14 +15,15 @@ from e2e_cluster import Cluster
 
 pytestmark = pytest.mark.cluster
 
-# (verb, resource) the launcher uses: create/get/delete its PyTorchJob, follow it, read its
-# pods' logs and the events of both.
+# (verb, resource) the launcher's API calls need (bgeflow.launcher.k8s): create, GET and delete
+# its PyTorchJob, list its pods, read the master's log, list the events of the job and its pods.
 NEEDED = [
     ("create", "pytorchjobs.kubeflow.org"), ("get", "pytorchjobs.kubeflow.org"),
-    ("delete", "pytorchjobs.kubeflow.org"), ("list", "pytorchjobs.kubeflow.org"),
-    ("get", "pods"), ("list", "pods"), ("get", "pods/log"), ("list", "events"),
+    ("delete", "pytorchjobs.kubeflow.org"), ("list", "pods"), ("get", "pods/log"), ("list", "events"),
 ]
 DENIED = [
+    ("list", "pytorchjobs.kubeflow.org"), ("watch", "pytorchjobs.kubeflow.org"),
+    ("get", "pytorchjobs.kubeflow.org/status"), ("get", "pods"), ("watch", "pods"),
     ("get", "secrets"), ("list", "secrets"), ("create", "pods"), ("delete", "pods"), ("create", "pods/exec"),
     ("update", "pytorchjobs.kubeflow.org"), ("patch", "pytorchjobs.kubeflow.org"), ("create", "roles"),
     ("create", "rolebindings"), ("create", "serviceaccounts/token"), ("create", "jobs.batch"),
@@ -30,8 +31,9 @@ DENIED = [
 
 
 def can_i(cluster: Cluster, verb: str, resource: str, namespace: str) -> bool:
-    done = cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace, check=False,
-                           kubeconfig=os.environ["KUBECONFIG"])
+    resource, _, sub = resource.partition("/")  # kubectl reads "pods/log" as pod "log"
+    done = cluster.kubectl("auth", "can-i", verb, resource, *(["--subresource", sub] if sub else []),
+                           "-n", namespace, check=False, kubeconfig=os.environ["KUBECONFIG"])
     assert done.stdout.strip() in ("yes", "no"), done.stderr
     return done.stdout.strip() == "yes"
 
