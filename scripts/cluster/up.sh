@@ -344,11 +344,13 @@ failSwapOn: false
 clusterDNS: [$NODE_IP]
 clusterDomain: cluster.local
 resolvConf: $STATE/resolv.conf
-# The disk is shared with other work (Docker's images and build cache): evict only when it is
-# really full. Under disk pressure the kubelet first deletes unused images, and the images loaded
-# from Docker (and pause) cannot be pulled back here: with the default percentages it deleted
-# all of them as soon as importing bgeflow-gpu (7 GiB) left under 10% free.
-evictionHard: {memory.available: 256Mi, nodefs.available: 1Gi, imagefs.available: 1Gi}
+# The disk is shared with other work (Docker's images and build cache come and go by gigabytes).
+# Under disk pressure the kubelet evicts every pod and deletes every unused image, and the
+# images loaded from Docker (pause too) cannot be pulled back here: it did so twice, at the
+# default 10% and again at 1Gi, when Docker builds beside it filled the disk. 0% disables the
+# disk signals (the kubelet ignores 0% thresholds); memory pressure still evicts.
+evictionHard: {memory.available: 256Mi, nodefs.available: "0%", imagefs.available: "0%",
+               nodefs.inodesFree: "0%", imagefs.inodesFree: "0%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false

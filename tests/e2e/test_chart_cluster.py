@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import tempfile
 import time
 import uuid
@@ -118,9 +119,11 @@ def test_kubectl_apply_k_manifests_into_a_fresh_namespace(cluster: Cluster) -> N
     namespace = f"bgeflow-e2e-k-{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as tmp:
         # An overlay, as the kustomization's comment tells users to make: only the namespace changes.
+        # (kustomize takes a relative path to the base, never an absolute one.)
+        base = os.path.relpath(REPO / "manifests", tmp)
         Path(tmp, "kustomization.yaml").write_text(
             f"apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {namespace}\n"
-            f"resources:\n  - {REPO / 'manifests'}\n")
+            f"resources:\n  - {base}\n")
         try:
             done = cluster.kubectl("apply", "-k", tmp)
             assert f"namespace/{namespace} created" in done.stdout, done.stdout

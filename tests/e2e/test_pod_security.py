@@ -76,7 +76,7 @@ def _rendered_pods(cluster: Cluster, values: list[str]) -> list[tuple[str, dict[
 
 @pytest.mark.parametrize("mode", ["kfp", "direct"])
 def test_every_chart_pod_is_admitted(cluster: Cluster, mode: str) -> None:
-    common = ["s3.bucket=b", "s3.existingSecret=bgeflow-s3", "retrain.data.train=s3://b/raw/"]
+    common = ["s3.bucket=bgeflow-e2e", "s3.existingSecret=bgeflow-s3", "retrain.data.train=s3://bgeflow-e2e/raw/"]
     values = {
         "kfp": [*common, "retrain.enabled=true", "kfp.schedule.enabled=true"],
         "direct": [*common, "kfp.enabled=false", "direct.enabled=true", "direct.retriever.nodes=2"],
