@@ -77,7 +77,12 @@ training_operator_up() {
     capabilities: {drop: [ALL]}
     runAsNonRoot: true
     seccompProfile: {type: RuntimeDefault}
-  command: ['sh', '-c', 'err=1;for i in $(seq {{.MaxTries}}); do if nslookup {{.MasterAddr}}; then err=0 && break; fi;echo waiting for master; sleep 2; done; exit $err']
+  # The master's Service name, made absolute with the pod's namespace domain (the first search
+  # domain): busybox 1.35's nslookup exits 1 when any search-domain variant is NXDOMAIN, even
+  # after it found the name (the release's alpine:3.10 busybox did not). No '<' or '>': the
+  # operator renders this with html/template, which turns {{.MasterAddr}} after a '<' into
+  # "ZgotmplZ".
+  command: ['sh', '-c', 'd=$(cat /etc/resolv.conf | while read -r k v _; do [ "$k" = search ] && echo $v && break; done); err=1;for i in $(seq {{.MaxTries}}); do if nslookup {{.MasterAddr}}.$d.; then err=0 && break; fi;echo waiting for master; sleep 2; done; exit $err']
 TEMPLATE
   # The release's standalone overlay (CRDs, RBAC, Deployment, webhook Service and configuration,
   # the Secret its cert rotator fills), with the local image and the template above.

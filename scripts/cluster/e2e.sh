@@ -36,12 +36,23 @@ kc() { kubectl --kubeconfig "$admin_kubeconfig" "$@"; }
 kc get --raw /readyz >/dev/null || die "the API server of $admin_kubeconfig is not ready"
 kc get crd pytorchjobs.kubeflow.org >/dev/null || die "no PyTorchJob CRD: install the Kubeflow Training Operator"
 
-export BGEFLOW_E2E_IMAGE=${BGEFLOW_E2E_IMAGE:-$registry/bgeflow-ops:$version}
-export BGEFLOW_E2E_GPU_IMAGE=${BGEFLOW_E2E_GPU_IMAGE:-$registry/bgeflow-gpu:$version}
-# BGEFLOW_E2E_SKIP_LOAD=1: test what the cluster holds even if Docker has newer builds.
-if $local_cluster && [[ ${BGEFLOW_E2E_SKIP_LOAD:-0} != 1 ]]; then
-  bash "$here/load-images.sh" "$BGEFLOW_E2E_IMAGE" "$BGEFLOW_E2E_GPU_IMAGE"
+tag=$version
+if $local_cluster && [[ -z ${BGEFLOW_E2E_GPU_IMAGE:-} ]]; then
+  # BGEFLOW_E2E_SKIP_LOAD=1: test what the cluster holds even if Docker has newer builds.
+  if [[ ${BGEFLOW_E2E_SKIP_LOAD:-0} != 1 ]]; then
+    bash "$here/load-images.sh" "$registry/bgeflow-ops:$version" "$registry/bgeflow-gpu:$version"
+  fi
+  # The training runs use the bundled MiniLM (no model hub here); an image without it gets it
+  # as one more layer, and both images the "-e2e" tag (the chart has one tag for both).
+  gpu=$(bash "$here/add-minilm.sh" "$registry/bgeflow-gpu:$version")
+  if [[ $gpu != "$registry/bgeflow-gpu:$version" ]]; then
+    tag=$version-e2e
+    ctr -a "$RUN/containerd.sock" -n k8s.io images tag --force "$registry/bgeflow-ops:$version" \
+      "$registry/bgeflow-ops:$tag" >/dev/null
+  fi
 fi
+export BGEFLOW_E2E_IMAGE=${BGEFLOW_E2E_IMAGE:-$registry/bgeflow-ops:$tag}
+export BGEFLOW_E2E_GPU_IMAGE=${BGEFLOW_E2E_GPU_IMAGE:-$registry/bgeflow-gpu:$tag}
 
 work=$(mktemp -d /tmp/bgeflow-e2e.XXXXXX)
 run_id=$(date +%H%M%S)-$RANDOM
@@ -77,7 +88,7 @@ kc -n "$ns" create secret generic bgeflow-s3 --from-literal=AWS_ACCESS_KEY_ID="$
 log "helm install $release (kfp.enabled=false): the ServiceAccount and the launcher's Role"
 helm --kubeconfig "$admin_kubeconfig" install "$release" helm/bgeflow -n "$ns" --wait --timeout 2m \
   --set kfp.enabled=false --set s3.bucket="$BGEFLOW_E2E_S3_BUCKET" --set s3.endpoint="$BGEFLOW_E2E_S3_ENDPOINT" \
-  --set s3.existingSecret=bgeflow-s3 --set image.registry="$registry" --set image.tag="$version" >/dev/null
+  --set s3.existingSecret=bgeflow-s3 --set image.registry="$registry" --set image.tag="$tag" >/dev/null
 sa=$(kc -n "$ns" get serviceaccount -l app.kubernetes.io/instance="$release" -o jsonpath='{.items[0].metadata.name}')
 
 # The launcher's identity: a token of the chart's ServiceAccount, not the admin's certificate.
@@ -96,7 +107,7 @@ chmod 600 "$work/launcher.kubeconfig"
 
 export BGEFLOW_E2E_ADMIN_KUBECONFIG=$admin_kubeconfig BGEFLOW_E2E_NAMESPACE=$ns BGEFLOW_E2E_RELEASE=$release
 export BGEFLOW_E2E_SERVICE_ACCOUNT=$sa BGEFLOW_E2E_S3_SECRET=bgeflow-s3 BGEFLOW_E2E_REGISTRY=$registry
-export BGEFLOW_E2E_VERSION=$version KUBECONFIG=$work/launcher.kubeconfig
+export BGEFLOW_E2E_VERSION=$tag KUBECONFIG=$work/launcher.kubeconfig
 log "pytest tests/e2e -m cluster (launcher as system:serviceaccount:$ns:$sa)"
 read -ra extra <<<"${PYTEST_ARGS:-}"
 .venv/bin/pytest tests/e2e -m cluster -v -p no:cacheprovider --timeout 1800 "${extra[@]}" "$@"

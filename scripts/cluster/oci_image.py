@@ -8,6 +8,11 @@ pulled here, so they are made from binaries on this machine:
     oci_image.py --ref bgeflow.local/busybox:1 --out busybox.tar \
         --file /bin/busybox=/bin/busybox --link /bin/sh=busybox --entrypoint /bin/sh
 
+With --base-manifest/--base-config (the JSON of an image containerd already holds, from
+``ctr content get``) the new layer goes on top of that image's layers, and only the new blobs are
+written: containerd finds the base layers' snapshots unpacked already, so a few MiB are added to a
+multi-GiB image without exporting it from Docker again.
+
 Deterministic: fixed mtimes and ordering, so the same inputs give the same image digest.
 """
 
@@ -66,26 +71,41 @@ def main() -> None:
     ap.add_argument("--file", action="append", default=[], metavar="DEST=SRC")
     ap.add_argument("--link", action="append", default=[], metavar="DEST=TARGET", help="a symlink")
     ap.add_argument("--dir", action="append", default=[], metavar="DEST", help="an empty directory (e.g. /tmp)")
+    ap.add_argument("--tree", action="append", default=[], metavar="DEST=SRCDIR", help="every file under SRCDIR")
+    ap.add_argument("--base-manifest", help="OCI manifest JSON of the base image")
+    ap.add_argument("--base-config", help="OCI config JSON of the base image")
     ap.add_argument("--entrypoint", nargs="+", default=[])
     ap.add_argument("--user", default="", help="numeric uid:gid the image runs as")
     args = ap.parse_args()
 
-    tar = layer([tuple(f.split("=", 1)) for f in args.file], [tuple(s.split("=", 1)) for s in args.link], args.dir)
+    files = [tuple(f.split("=", 1)) for f in args.file]
+    for tree in args.tree:
+        dest, src = tree.split("=", 1)
+        files += [(f"{dest.rstrip('/')}/{p.relative_to(src)}", str(p)) for p in sorted(Path(src).rglob("*"))
+                  if p.is_file() and "__pycache__" not in p.parts]
+    tar = layer(files, [tuple(s.split("=", 1)) for s in args.link], args.dir)
     diff_id = "sha256:" + hashlib.sha256(tar).hexdigest()
     layer_digest, layer_data = blob(gzip.compress(tar, mtime=EPOCH))
-    config = {
-        "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": args.entrypoint or None, "User": args.user or None,
-                   "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-    }
+    base_layers: list[dict] = []
+    if args.base_manifest:
+        base_layers = json.loads(Path(args.base_manifest).read_text())["layers"]
+        config = json.loads(Path(args.base_config).read_text())
+        config["rootfs"]["diff_ids"].append(diff_id)
+        config.setdefault("history", []).append({"created_by": "scripts/cluster/oci_image.py " + " ".join(args.tree)})
+    else:
+        config = {
+            "architecture": "amd64", "os": "linux",
+            "config": {"Entrypoint": args.entrypoint or None, "User": args.user or None,
+                       "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
     config_digest, config_data = blob(json.dumps(config, sort_keys=True).encode())
     manifest = {
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
                    "size": len(config_data)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest,
-                    "size": len(layer_data)}],
+        "layers": [*base_layers, {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                  "digest": layer_digest, "size": len(layer_data)}],
     }
     manifest_digest, manifest_data = blob(json.dumps(manifest, sort_keys=True).encode())
     index = {
