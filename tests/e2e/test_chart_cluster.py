@@ -52,7 +52,11 @@ def test_direct_mode_runs_ingest_mine_train_to_a_model(cluster: Cluster, s3: S3)
         lines = fh.readlines()[:RAW_RECORDS]
     s3.client().put_object(Bucket=s3.bucket, Key=f"{prefix}/raw/train.jsonl", Body=b"".join(lines))
     release = "direct"
-    cpu = json.dumps({"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "4Gi"}})
+    # Helm merges maps with the defaults: the GPU request must be nulled, not just left out, or the
+    # pods wait forever for an nvidia.com/gpu this node does not have.
+    plain = {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
+    cpu = json.dumps({"requests": {**plain["requests"], "nvidia.com/gpu": None},
+                      "limits": {**plain["limits"], "nvidia.com/gpu": None}})
     train_args = json.dumps(["--max-steps", "3", "--per-device-train-batch-size", "4", "--train-group-size", "2",
                              "--query-max-len", "24", "--passage-max-len", "64", "--save-steps", "100000"])
     values = [
@@ -62,7 +66,7 @@ def test_direct_mode_runs_ingest_mine_train_to_a_model(cluster: Cluster, s3: S3)
         f"image.registry={cluster.registry}", f"image.tag={cluster.version}", "direct.shmSize=256Mi",
         "direct.waitTimeoutSeconds=1500", "direct.mine.useGpu=false",
     ]
-    json_values = [f"direct.ingest.resources={cpu}", f"direct.mine.resources={cpu}",
+    json_values = [f"direct.ingest.resources={json.dumps(plain)}", f"direct.mine.resources={cpu}",
                    f"direct.retriever.resources={cpu}", f"direct.retriever.extraArgs={train_args}",
                    'direct.mine.extraArgs=["--pooling", "mean"]']
     cluster.helm("install", release, "helm/bgeflow", "-n", cluster.namespace,
