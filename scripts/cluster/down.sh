@@ -27,8 +27,14 @@ stop() { # name: SIGTERM the recorded pid, SIGKILL after 20s
 
 # Controllers first, the API server and etcd last, so nothing logs errors about the others.
 for name in trainer jobset training-operator minio coredns kube-proxy kubelet; do stop "$name"; done
+pod_netns=()
 if [[ -S $RUN/containerd.sock ]] && [[ -f $RUN/containerd.pid ]]; then
   ctr_() { ctr -a "$RUN/containerd.sock" -n k8s.io "$@"; }
+  # The pods' network namespaces (/run/netns/cni-*) this containerd made: removed below.
+  for c in $(ctr_ containers ls -q 2>/dev/null); do
+    path=$(ctr_ containers info "$c" 2>/dev/null | grep -o '"/var/run/netns/cni-[^"]*"' | tr -d '"' | head -1 || true)
+    [[ -n $path ]] && pod_netns+=("$(basename "$path")")
+  done
   for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$task" 2>/dev/null || true; done
   sleep 2
   for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$task" >/dev/null 2>&1 || true; done
@@ -42,6 +48,7 @@ if [[ -d $STATE/kubelet ]]; then
   mountpoint -q "$STATE/kubelet" && umount -l "$STATE/kubelet"
 fi
 findmnt -rno TARGET | grep -E "^$RUN/|^/run/netns/cni-" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+for n in $(printf '%s\n' "${pod_netns[@]}" | sort -u); do ip netns delete "$n" 2>/dev/null || true; done
 if ip netns list | grep -qw "$NETNS"; then
   log "deleting network namespace $NETNS"
   ip netns delete "$NETNS"
