@@ -1,9 +1,10 @@
-"""Fixtures of the real-cluster tests; see e2e_cluster.py for what scripts/cluster/e2e.sh provides."""
+"""Fixtures of the real-cluster tests; e2e_cluster.py says what scripts/cluster/e2e.sh provides."""
 
 from __future__ import annotations
 
 import pytest
-from e2e_cluster import S3, Cluster, need
+
+from e2e.e2e_cluster import S3, Cluster, need
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,7 @@
-"""What the real-cluster tests share (imported by conftest.py and the tests): the cluster e2e.sh set up, told through BGEFLOW_E2E_* variables.
+"""What the real-cluster tests share: the cluster e2e.sh set up, told through BGEFLOW_E2E_* variables.
+
+tests/e2e is a package (like tests/helm) so that its conftest.py is ``e2e.conftest`` and does not
+shadow the top-level ``conftest`` the suite's other modules import from.
 
 ``scripts/cluster/e2e.sh`` (``make e2e``) makes a namespace enforcing the restricted Pod
 Security Standard, installs the chart there and hands the tests:
@@ -20,6 +23,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,8 +82,6 @@ class S3:
 
 def need(name: str) -> str:
     """A BGEFLOW_E2E_* setting; the test is skipped (with the reason) where it is missing."""
-    import pytest
-
     value = os.environ.get(name)
     if not value:
         pytest.skip(f"{name} is not set: run through scripts/cluster/e2e.sh (make e2e)")

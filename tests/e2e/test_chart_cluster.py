@@ -16,7 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from e2e_cluster import REPO, S3, Cluster
+
+from e2e.e2e_cluster import REPO, S3, Cluster
 
 pytestmark = pytest.mark.cluster
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_cluster import Cluster
+
+from e2e.e2e_cluster import Cluster
 
 pytestmark = pytest.mark.cluster
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from e2e_cluster import Cluster
+
+from e2e.e2e_cluster import Cluster
 
 pytestmark = pytest.mark.cluster
 

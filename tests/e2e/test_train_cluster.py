@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_cluster import REPO, S3, Cluster
 
 from bgeflow.launcher import job_name
+from e2e.e2e_cluster import REPO, S3, Cluster
 
 pytestmark = pytest.mark.cluster
 

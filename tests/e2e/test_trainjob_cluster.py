@@ -14,7 +14,8 @@ import time
 import uuid
 
 import pytest
-from e2e_cluster import Cluster
+
+from e2e.e2e_cluster import Cluster
 
 pytestmark = pytest.mark.cluster
 
