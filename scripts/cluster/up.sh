@@ -127,10 +127,10 @@ pki_up() {
   cert scheduler system:kube-scheduler ""
   cert kubelet "system:node:$NODE_NAME" system:nodes "IP:$NODE_IP,DNS:$NODE_NAME"
   cert kube-proxy system:kube-proxy ""
-  # CoreDNS and the controllers authenticate as themselves; their RBAC is applied below.
+  # CoreDNS authenticates as itself; its RBAC is applied below. (The Kubeflow and JobSet
+  # controllers run as pods with their releases' ServiceAccounts.)
   cert coredns bgeflow:coredns ""
-  cert operators bgeflow:operators ""
-  for k in admin controller-manager scheduler kubelet kube-proxy coredns operators; do kubeconfig "$k"; done
+  for k in admin controller-manager scheduler kubelet kube-proxy coredns; do kubeconfig "$k"; done
 }
 
 # 4. Processes ------------------------------------------------------------------------------------
@@ -379,9 +379,7 @@ EOF
 }
 
 rbac_up() {
-  # The node's own processes that are not core components: CoreDNS reads Services and
-  # EndpointSlices; the Kubeflow/JobSet controllers get what their releases' ClusterRoles grant
-  # (applied with their CRDs below) through the group of the "operators" certificate.
+  # CoreDNS, a process on the node, reads Services, EndpointSlices, Pods and Namespaces.
   kc apply -f - >/dev/null <<'EOF'
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
