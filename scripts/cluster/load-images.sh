@@ -19,6 +19,11 @@ for image in "$@"; do
     log "$image: loaded ($id)"
     continue
   fi
+  # A new build replaces the old one: drop the old copy (and e2e's derivative of it) first, so
+  # its snapshot is collected before the new one is unpacked (the disk holds one, not two).
+  if ctr_ images ls -q | grep -qxF "$image"; then
+    ctr_ images rm --sync "$image" "$image-e2e" >/dev/null 2>&1 || true
+  fi
   log "$image: docker save | ctr import ($(docker image inspect --format '{{.Size}}' "$image" | numfmt --to=iec))"
   started=$SECONDS
   # docker save writes uncompressed layers, and containerd would keep each twice (blob and
