@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: help demo test test-all lint fmt duplicates clean example-data bench pipelines schema tools manifests images lint-images scan
+.PHONY: help demo test test-all lint fmt duplicates clean example-data bench pipelines schema tools manifests images lint-images scan cluster cluster-build cluster-down e2e
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -77,3 +77,16 @@ images: ## build bgeflow-ops and bgeflow-gpu, tagged with the package version (n
 
 scan: tools ## checkov over the chart rendered in every scenario (own venv in .tools/)
 	bash scripts/scan.sh
+
+# A real one-node Kubernetes cluster built from source (scripts/cluster/README.md): needs root.
+cluster-build: ## build the cluster's binaries from Go modules (cached in ~/.cache/bgeflow-cluster)
+	bash scripts/cluster/build.sh
+
+cluster: tools ## build (cached) and start the local cluster; then: export KUBECONFIG=/var/lib/bgeflow-cluster/admin.kubeconfig
+	bash scripts/cluster/up.sh
+
+cluster-down: ## stop the local cluster (cluster-down PURGE=1 also deletes its state)
+	bash scripts/cluster/down.sh $(if $(PURGE),--purge)
+
+e2e: $(VENV)/.installed tools ## bgeflow on a real cluster: KUBECONFIG's (cluster-admin), else the local one
+	bash scripts/cluster/e2e.sh

@@ -103,6 +103,26 @@ def test_failure_reports_pod_reasons_and_recent_events() -> None:
     assert "Reason11" in message and "Reason2:" not in message  # only the most recent events
 
 
+def test_failure_after_the_operator_deleted_the_pods_reports_exit_codes_from_its_events() -> None:
+    """What the real Training Operator (v1.9) does on a backoff-limit failure: it deletes every pod,
+    failed ones included, so the exit code survives only in its events (texts as it writes them)."""
+    api = FakeKubernetes()
+    spec, backend, _ = make(api)
+    api.script = [["Running"], ["Failed"]]
+    pod = f"{spec.name}-master-0"
+    api.add_event(NS, "PyTorchJob", spec.name, "Error",
+                  f"Error pod {pod} container pytorch exitCode: 7 terminated message: ", 1)
+    api.add_event(NS, "PyTorchJob", spec.name, "ExitedWithCode", f"Pod: {NS}.{pod} exited with code 7", 2, "Normal")
+    api.add_event(NS, "PyTorchJob", spec.name, "SuccessfulDeletePod", f"Deleted pod: {pod}", 3, "Normal")
+    # ... and, as seen on the cluster, it may already have made a new pod of the same name.
+    api.add_pod(spec.name, NS, "master", 0, phase="Pending", waiting=("ContainerCreating", ""))
+    with pytest.raises(RuntimeError) as info:
+        launch(spec, backend, timeout=600)
+    message = str(info.value)
+    assert f"pod {pod} container pytorch (operator's event; pod deleted): Error exit code 7" in message
+    assert message.count("exit code 7") == 1, message
+
+
 def test_timeout_deletes_the_job_and_says_why() -> None:
     api = FakeKubernetes()
     spec, backend, _ = make(api)

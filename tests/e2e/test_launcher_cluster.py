@@ -90,9 +90,13 @@ def test_timeout_deletes_the_job(request: pytest.FixtureRequest) -> None:
 def test_sigterm_deletes_the_job(request: pytest.FixtureRequest) -> None:
     spec, backend, _ = make(["python", "-c", "import time; time.sleep(600)"], nnodes=1)
     request.node.made.append((spec, backend))
-    threading.Timer(15, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
-    with pytest.raises(RuntimeError, match="cancelled; the job was deleted"):
-        launch(spec, backend, timeout=600)
+    timer = threading.Timer(15, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        with pytest.raises(RuntimeError, match="cancelled; the job was deleted"):
+            launch(spec, backend, timeout=600)
+    finally:
+        timer.cancel()  # a launch that failed early must not leave a SIGTERM armed for pytest itself
     deadline = time.monotonic() + 120
     while backend._get(spec) is not None and time.monotonic() < deadline:
         time.sleep(2)

@@ -181,6 +181,17 @@ def test_direct_mode_objects_and_order() -> None:
     assert args[:2] == ["train", "retriever"] and args[-2:] == ["--num-train-epochs", "2"]
 
 
+
+def test_mine_searches_on_the_gpu_unless_told_otherwise() -> None:
+    def mine_args(*extra: str) -> list[str]:
+        objs = render("direct-values", *extra)
+        mine = next(o for o in objs if o["kind"] == "Job" and "-mine-" in o["metadata"]["name"])
+        return mine["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    assert "--use-gpu" in mine_args()
+    # A CPU-only cluster: faiss-gpu has no device there and `bgeflow mine --use-gpu` fails.
+    assert "--use-gpu" not in mine_args("--set", "direct.mine.useGpu=false")
+
 def test_notes_print_next_commands() -> None:
     proc = helm("install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE,
                 *scenario_args("irsa-values"))

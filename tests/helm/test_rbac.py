@@ -5,10 +5,8 @@ from __future__ import annotations
 from helm.render import NAMESPACE, RELEASE, render
 
 EXPECTED_RULES = [
-    {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"],
-     "verbs": ["create", "get", "list", "watch", "delete"]},
-    {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs/status"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": ["create", "get", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
 ]

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -255,6 +256,7 @@ class KubernetesBackend(JobBackend):
             except Exception as exc:
                 lines.append(f"(could not list the events of {spec.namespace}/{name}: {exc})")
         events.sort(key=_event_time)
+        lines.extend(_operator_reported_exits(events, pods))
         for event in events[-RECENT_EVENTS:]:
             obj = event.involved_object
             lines.append(f"event {event.type} {obj.kind}/{obj.name} {event.reason}: {event.message}")
@@ -279,6 +281,30 @@ def _pod_reasons(pod: Any) -> list[str]:
                 w = state.waiting
                 out.append(f"pod {name} container {cs.name} ({label}): waiting {w.reason}"
                            + (f": {w.message}" if w.message else ""))
+    return out
+
+
+# The Training Operator's event for a container that exited non-zero (pkg/core/job.go). When a
+# job fails by its backoff limit the operator deletes every pod at once, the failed ones too,
+# whatever cleanPodPolicy says (v1.9), and may already have made a new pod of the same name: this
+# event is then all that is left of the exit code.
+_OPERATOR_EXIT = re.compile(r"^Error pod (\S+) container (\S+) exitCode: (-?\d+) terminated message: ?(.*)$", re.S)
+
+
+def _operator_reported_exits(events: list[Any], pods: list[Any]) -> list[str]:
+    """Exit codes the operator's events report that no listed pod's status still shows."""
+    shown = {(p.metadata.name, cs.name, str(state.terminated.exit_code))
+             for p in pods for cs in ((p.status and p.status.container_statuses) or [])
+             for state in (cs.state, cs.last_state) if state is not None and state.terminated is not None}
+    out: list[str] = []
+    for event in events:
+        match = _OPERATOR_EXIT.match(event.message or "")
+        if not match or (match[1], match[2], match[3]) in shown:
+            continue
+        line = f"pod {match[1]} container {match[2]} (operator's event; pod deleted): {event.reason} exit code {match[3]}" + (
+            f": {match[4].strip()}" if match[4].strip() else "")
+        if line not in out:
+            out.append(line)
     return out
 
 

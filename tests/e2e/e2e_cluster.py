@@ -1,0 +1,88 @@
+"""What the real-cluster tests share: the cluster e2e.sh set up, told through BGEFLOW_E2E_* variables.
+
+tests/e2e is a package (like tests/helm) so that its conftest.py is ``e2e.conftest`` and does not
+shadow the top-level ``conftest`` the suite's other modules import from.
+
+``scripts/cluster/e2e.sh`` (``make e2e``) makes a namespace enforcing the restricted Pod
+Security Standard, installs the chart there and hands the tests:
+
+- ``KUBECONFIG``: a token of the chart's ServiceAccount (what the launcher runs as);
+- ``BGEFLOW_E2E_ADMIN_KUBECONFIG``: cluster-admin, for what a user's admin does (helm, kubectl -k);
+- ``BGEFLOW_E2E_NAMESPACE``/``_RELEASE``/``_SERVICE_ACCOUNT``: where and as whom;
+- ``BGEFLOW_E2E_IMAGE``/``_GPU_IMAGE``: the bgeflow-ops and bgeflow-gpu images the cluster has;
+- ``BGEFLOW_E2E_S3_ENDPOINT`` (as pods reach it), ``_S3_HOST_ENDPOINT`` (as this process does),
+  ``_S3_BUCKET``, ``_S3_SECRET`` and ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    admin_kubeconfig: str
+    namespace: str
+    release: str
+    service_account: str
+    ops_image: str
+    gpu_image: str
+    registry: str
+    version: str
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                kubeconfig: str | None = None) -> subprocess.CompletedProcess[str]:
+        """kubectl as cluster-admin (or ``kubeconfig``); stdout and stderr captured as text."""
+        cmd = ["kubectl", "--kubeconfig", kubeconfig or self.admin_kubeconfig, *args]
+        done = subprocess.run(cmd, input=input, text=True, capture_output=True, timeout=300)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def get_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", "-o", "json", *args).stdout)
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = ["helm", "--kubeconfig", self.admin_kubeconfig, *args]
+        done = subprocess.run(cmd, text=True, capture_output=True, timeout=900, cwd=REPO)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str  # as pods reach it
+    host_endpoint: str  # as this process reaches it
+    bucket: str
+    secret: str  # the Secret (in the test namespace) holding the keys
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.host_endpoint, region_name="us-east-1")
+
+    def prefix(self, what: str) -> str:
+        return f"e2e/{what}-{uuid.uuid4().hex[:8]}"
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def need(name: str) -> str:
+    """A BGEFLOW_E2E_* setting; the test is skipped (with the reason) where it is missing."""
+    value = os.environ.get(name)
+    if not value:
+        pytest.skip(f"{name} is not set: run through scripts/cluster/e2e.sh (make e2e)")
+    return value
