@@ -9,6 +9,7 @@ torchrun, then load the output with the FlagEmbedding class users load that fami
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,7 @@ def test_auto_runner_follows_the_base_model(models: Any, model: str, kind: str, 
 
 
 def test_runner_by_name_and_an_unreadable_model(tiny_decoder: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="bgeflow.steps.training.runners")
     base = {"train_data": "d.jsonl", "output": "o"}
     assert TrainSpec.of(kind="retriever", model=tiny_decoder, runner="decoder-icl", **base).chosen_runner().name == \
         "decoder-icl"
@@ -107,9 +109,12 @@ def test_runner_by_name_and_an_unreadable_model(tiny_decoder: str, caplog: pytes
         TrainSpec.of(kind="retriever", model=tiny_decoder, runner="reranker-decoder", **base)
     with pytest.raises(ConfigError, match="runner"):
         TrainSpec.of(kind="retriever", model=tiny_decoder, runner="decoder-large", **base)
-    # Read by the pods that fetch it: here the kind's encoder runner, and a warning saying how to choose.
+    # Read by the pods that fetch it: here the kind's encoder runner, and a log line saying how to choose.
     assert TrainSpec.of(kind="retriever", model="s3://b/m3", **base).chosen_runner().name == "encoder-base"
     assert "pass --runner" in caplog.text
+    # Its options: refused in one line naming the runner they belong to.
+    with pytest.raises(ConfigError, match="it is one of the encoder-m3 runner's: pass --runner encoder-m3"):
+        parse("retriever", "--model", "s3://b/m3", "--train-data", "d", "--output", "o", "--unified_finetuning", "True")
 
 
 # --------------------------------------------------------------------------- each runner's own options
@@ -193,6 +198,31 @@ def test_run_blocks_carry_the_runner(tiny_decoder: str) -> None:
     assert spec.runner == "decoder-icl" and spec.hyperparameters["lora_rank"] == 8
     assert train_spec("reranker", run.reranker, train_data="d.jsonl", output="o").chosen_runner().name == \
         "reranker-decoder"
+
+
+def test_resume_restores_m3_heads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trainer restores the encoder; bge-m3's heads come back from their own files in the checkpoint."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import Trainer
+
+    from bgeflow.steps.training.worker import _load_wrapped
+
+    restored: list[Any] = []
+    monkeypatch.setattr(Trainer, "_load_from_checkpoint",
+                        lambda self, ckpt, model=None: restored.append((ckpt, model)))
+    torch.manual_seed(0)
+    saved = {"colbert_linear": torch.nn.Linear(4, 4), "sparse_linear": torch.nn.Linear(4, 1)}
+    for name, head in saved.items():
+        torch.save(head.state_dict(), tmp_path / f"{name}.pt")
+    live = {"colbert_linear": torch.nn.Linear(4, 4), "sparse_linear": torch.nn.Linear(4, 1)}
+    encoder = torch.nn.Linear(4, 4)
+    trainer = SimpleNamespace(model=SimpleNamespace(model=encoder, **live))
+    _load_wrapped(trainer)(str(tmp_path))
+    assert restored == [(str(tmp_path), encoder)]
+    for name, head in saved.items():
+        assert torch.equal(live[name].weight, head.weight) and torch.equal(live[name].bias, head.bias)
 
 
 # --------------------------------------------------------------------------- LoRA export

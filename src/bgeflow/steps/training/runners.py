@@ -99,7 +99,7 @@ def select_runner(kind: str, requested: str, model: str) -> Runner:
 
     ``requested`` ``auto`` reads the model's config and files (``bgeflow.retrieval.families``); a
     model that cannot be read here (an ``s3://`` URI, a hub name offline and not cached) gets the
-    kind's encoder runner, with a warning: the pods, which fetch the model, choose again.
+    kind's encoder runner (logged): the pods, which fetch the model, choose again.
 
     Raises:
         ConfigError: ``requested`` names a runner of the other kind, or no runner.
@@ -114,8 +114,10 @@ def select_runner(kind: str, requested: str, model: str) -> Runner:
 
     found = family_of(kind, model)
     if found is None:
-        log.warning("cannot read model %s's config here: using the %s runner (pass --runner to choose)",
-                    model, DEFAULT_RUNNER[kind])
+        # Debug, not a warning: a launcher may not reach a model its pods will, and an option of another
+        # runner is refused naming that runner (check_names).
+        log.debug("cannot read model %s's config here: using the %s runner (pass --runner to choose)",
+                  model, DEFAULT_RUNNER[kind])
         return runner_for(kind)
     return RUNNERS[FAMILY_RUNNER[found]]
 
@@ -235,8 +237,12 @@ def check_names(runner: Runner, names: Iterable[str], *, managed: Iterable[str] 
         if name in owned:
             raise ConfigError(f"{where}: {name} is set by bgeflow itself")
         if name not in known:
+            # An option of another runner of the kind: the base model chose this one (or could not be read).
+            others = [r.name for r in RUNNERS.values() if r.kind == runner.kind and r != runner
+                      and name in option_names(r)]
             close = difflib.get_close_matches(name, sorted(known | set(near)), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            hint = (f"; it is one of the {', '.join(others)} runner's: pass --runner {others[0]}" if others
+                    else f"; did you mean {', '.join(close)}?" if close else "")
             raise ConfigError(f"{where}: {name} is not an option of FlagEmbedding's {runner.name} runner "
                               f"or transformers' TrainingArguments{hint}")
 
