@@ -114,8 +114,8 @@ def test_export_writes_the_pooling_it_was_trained_with(tmp_path: Path, minilm_pa
     model = export_model(run, tmp_path / "model", kind="retriever", pooling="cls", normalize=False,
                          max_seq_length=128, query_prompt="Represent this query: ")
     assert sorted(p.name for p in model.iterdir()) == [
-        "1_Pooling", "config.json", "config_sentence_transformers.json", "model.safetensors", "modules.json",
-        "sentence_bert_config.json"]
+        "1_Pooling", "config.json", "config_sentence_transformers.json", "flagembedding.json", "model.safetensors",
+        "modules.json", "sentence_bert_config.json"]
     pooling = json.loads((model / "1_Pooling" / "config.json").read_text())
     assert pooling["pooling_mode_cls_token"] and not pooling["pooling_mode_mean_tokens"]
     assert pooling["word_embedding_dimension"] == 8
@@ -123,11 +123,14 @@ def test_export_writes_the_pooling_it_was_trained_with(tmp_path: Path, minilm_pa
     st = json.loads((model / "config_sentence_transformers.json").read_text())
     assert st["prompts"]["query"] == "Represent this query: " and st["similarity_fn_name"] == "dot"
     assert json.loads((model / "sentence_bert_config.json").read_text())["max_seq_length"] == 128
-    reranker = export_model(run, tmp_path / "reranker", kind="reranker")
+    assert json.loads((model / "flagembedding.json").read_text())["class"] == "FlagModel"
+    reranker = export_model(run, tmp_path / "reranker", kind="reranker", max_seq_length=512)
     assert not (reranker / "modules.json").exists()
+    assert json.loads((reranker / "flagembedding.json").read_text()) == {
+        "class": "FlagReranker", "runner": "reranker-encoder", "init": {"max_length": 512}}
     (run / "model.safetensors").unlink()
     with pytest.raises(RuntimeError, match="no safetensors weights"):
-        export_model(run, tmp_path / "broken", kind="reranker")
+        export_model(run, tmp_path / "broken", kind="reranker", max_seq_length=512)
 
 
 def test_no_inbatch_negatives_flag_reaches_the_model() -> None:

@@ -5,7 +5,10 @@ The seed's torchrun commands run with only the entry point changed: bgeflow's ow
 ``--nproc_per_node``, ...) are flags below, and *every other* FlagEmbedding or transformers
 ``TrainingArguments`` option is accepted by its own name (``--learning_rate 1e-5 --fp16
 --lr_scheduler_type cosine --report_to tensorboard``), read and checked by the runner's own
-``HfArgumentParser``. ``--config FILE`` takes a whole training spec (what ``bgeflow launch`` writes
+``HfArgumentParser``. The runner follows the base model (bge-m3: ``encoder-m3``, an LLM:
+``decoder-base`` or ``reranker-decoder``, a layerwise reranker: ``reranker-layerwise``) unless
+``--runner`` names one, so ``--unified_finetuning True`` or ``--use_lora True --lora_rank 8`` work
+as in FlagEmbedding's scripts. ``--config FILE`` takes a whole training spec (what ``bgeflow launch`` writes
 next to the output; the kind may come from it). Inside a PyTorchJob pod the job's shape comes from
 the operator's env; ``--local-nodes N`` runs N such pods here.
 """
@@ -57,9 +60,11 @@ def build_spec(args: argparse.Namespace) -> Any:
         name, sep, value = token.lstrip("-").partition("=")
         if token.startswith("--") and name in LEGACY_OPTIONS:
             tokens[i] = f"--{LEGACY_OPTIONS[name]}{sep}{value}"
-    from bgeflow.steps.training.runners import parse_flags, runner_for
+    from bgeflow.steps.training.runners import parse_flags
 
-    options = parse_flags(runner_for(spec.kind), tokens, where=f"train {spec.kind}")
+    # The base model chooses the runner (or --runner does), and so which options exist.
+    runner = spec.chosen_runner()
+    options = parse_flags(runner, tokens, where=f"train {spec.kind} ({runner.name} runner)")
     return spec_from_args(TrainSpec, args, extra={**kind, "hyperparameters": options}, where="")
 
 

@@ -24,7 +24,7 @@ from bgeflow.steps.evaluation.spec import DEFAULT_GATE, EvaluateSettings, Evalua
 from bgeflow.steps.ingest.spec import IngestSettings, IngestSpec
 from bgeflow.steps.mining.spec import MineSettings, MineSpec
 from bgeflow.steps.publish.spec import PublishSettings, PublishSpec
-from bgeflow.steps.training.spec import TrainSpec
+from bgeflow.steps.training.spec import RunnerSettings, TrainSpec
 
 LauncherBackend = Literal["kubernetes", "local"]
 EXAMPLE_DATA = str(Path(__file__).resolve().parents[1] / "examples" / "train.jsonl.gz")
@@ -36,8 +36,8 @@ def _into_hyperparameters(key: str) -> KeyPath:
     return ("hyperparameters", key.strip().lstrip("-").replace("-", "_"))
 
 
-class RetrieverRun(EncodingSettings):
-    """The retriever of a run: base model, registry name, how it encodes, how it trains."""
+class RetrieverRun(EncodingSettings, RunnerSettings):
+    """The retriever of a run: base model, registry name, how it encodes, how it trains (and with which runner)."""
 
     model: str = setting("BAAI/bge-base-en-v1.5", "base retriever: hub name, s3:// URI, local path or bundled:minilm",
                          min_length=1)
@@ -55,8 +55,8 @@ class RetrieverRun(EncodingSettings):
         return _into_hyperparameters(key)
 
 
-class RerankerRun(ScoringSettings):
-    """The reranker of a run: base model, registry name, pair budget, how it trains."""
+class RerankerRun(ScoringSettings, RunnerSettings):
+    """The reranker of a run: base model, registry name, pair budget, how it trains (and with which runner)."""
 
     model: str = setting("BAAI/bge-reranker-base", "base reranker (a cross-encoder)", min_length=1)
     name: str = setting("bge-reranker", "its name in the registry", min_length=1)
@@ -176,8 +176,8 @@ def train_spec(kind: str, block: RetrieverRun | RerankerRun, *, train_data: str,
         fix = [f"{kind}.{names[c]}" for c in clash] + [f"training.{s}" for s in shape]
         raise ConfigError(f"{kind}.hyperparameters: {', '.join(clash + shape)} have their own settings: "
                           f"set {', '.join(fix)} instead")
-    document: dict[str, Any] = {"kind": kind, "model": block.model, "train_data": train_data, "output": output,
-                                **block.hyperparameters, "hyperparameters": shared}
+    document: dict[str, Any] = {"kind": kind, "model": block.model, "runner": block.runner, "train_data": train_data,
+                                "output": output, **block.hyperparameters, "hyperparameters": shared}
     if isinstance(block, RetrieverRun):
         document["pooling"] = block.pooling
     return TrainSpec.build(document, where=f"{kind}")

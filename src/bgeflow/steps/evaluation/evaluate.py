@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from bgeflow import __version__
 from bgeflow.core.errors import ConfigError
 from bgeflow.core.storage import open_store
+from bgeflow.steps.evaluation import families
 from bgeflow.steps.evaluation.evalset import EvalSet, load_eval_set, resolve_eval_uris
 from bgeflow.steps.evaluation.gate import RERANK_PREFIX, check_gate
 from bgeflow.steps.evaluation.metrics import compute_metrics, parse_metric
@@ -99,7 +100,7 @@ class _Run:
         # Queries arrive with their prompt or the instruction already in front (query_texts).
         encoder = Encoder(model.path, self.config.encoding, pooling=pooling, query_instruction="")
         passages = encoder.encode_passages(self.evalset.corpus_texts)
-        queries = encoder.encode_queries(self.query_texts())
+        queries = encoder.encode_queries(families.format_queries(model.path, self.query_texts()))
         del encoder
         result = search(queries, passages, self.retrieval_k, max_memory_bytes=self.config.max_memory,
                         use_gpu=self.config.use_gpu)
@@ -123,12 +124,15 @@ class _Run:
             return self._reranked[model.path]
         started = time.monotonic()
         log.info("evaluate %s reranker %s on the top %d candidates", model.column, model.ref, candidates.shape[1])
-        scorer = CrossEncoderScorer(model.path, self.config.rerank, device=self.config.encoding.device)
         texts = self.evalset.corpus_texts
         pairs = [(q.text, texts[i]) for q, row in zip(self.evalset.queries, candidates, strict=True)
                  for i in row if i >= 0]
-        scores = scorer.score(pairs)
-        del scorer
+        # LLM rerankers score as their FlagEmbedding class does; cross-encoders below.
+        scores = families.rerank_scores(model.path, pairs, self.config.rerank, device=self.config.encoding.device)
+        if scores is None:
+            scorer = CrossEncoderScorer(model.path, self.config.rerank, device=self.config.encoding.device)
+            scores = scorer.score(pairs)
+            del scorer
         rankings: dict[str, list[str]] = {}
         offset = 0
         for q, row in zip(self.evalset.queries, candidates, strict=True):
@@ -210,6 +214,11 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
             ids = run.retrieve(model)
             columns.setdefault(model.column, {}).update(
                 compute_metrics(run.rankings(ids), evalset.qrels, run.metric_names))
+            # A family's other scores (bge-m3: sparse, ColBERT, their mix) re-rank the dense candidates.
+            columns[model.column].update(families.family_metrics(
+                model.path, query_ids=[q.id for q in evalset.queries], corpus_ids=evalset.corpus_ids,
+                queries=families.format_queries(model.path, run.query_texts()), passages=evalset.corpus_texts,
+                candidates=ids, qrels=evalset.qrels, metric_names=run.metric_names, encoding=config.encoding))
             if model.column == "finetuned":
                 candidates = ids[:, : config.rerank_top_k]
         if rerankers:

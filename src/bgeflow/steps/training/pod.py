@@ -35,9 +35,9 @@ from bgeflow.data import check_record, iter_json
 from bgeflow.retrieval.pooling import resolve_pooling
 from bgeflow.steps.training import checkpoints
 from bgeflow.steps.training.distributed import Distributed, resolve, torchrun_command
-from bgeflow.steps.training.export import export_model
+from bgeflow.steps.training.export import export_model, query_prompt
 from bgeflow.steps.training.local import run_local_pods
-from bgeflow.steps.training.runners import check_names, integral, runner_for
+from bgeflow.steps.training.runners import Runner, check_names, integral, runner_options
 from bgeflow.steps.training.spec import MANAGED, TrainSpec
 from bgeflow.steps.training.worker import HISTORY_FILE
 
@@ -85,17 +85,20 @@ def train(spec: TrainSpec) -> TrainResult:
     return _train_pod(spec)
 
 
-def resolved_options(spec: TrainSpec) -> dict[str, Any]:
+def resolved_options(spec: TrainSpec, runner: Runner | None = None) -> dict[str, Any]:
     """The runner's options (seed recipe + the spec's), names checked against FlagEmbedding's dataclasses.
 
+    ``runner``: the one ``spec.chosen_runner()`` picks, when not given.
+
     Raises:
-        ConfigError: an option no dataclass of the runner declares, or one bgeflow sets itself.
+        ConfigError: an option no dataclass of the runner declares, one bgeflow sets itself, or a
+            value the runner cannot train with (``runner_options``).
     """
-    runner = runner_for(spec.kind)
-    options = spec.resolved_hyperparameters()
-    check_names(runner, options, managed=MANAGED, where=f"train {spec.kind} hyperparameters",
+    runner = runner or spec.chosen_runner()
+    options = spec.resolved_hyperparameters(runner.name)
+    check_names(runner, options, managed=MANAGED, where=f"train {spec.kind} hyperparameters ({runner.name} runner)",
                 near=TrainSpec.model_fields)
-    return integral(runner, options)
+    return integral(runner, runner_options(runner, options, resolve_model(spec.model)))
 
 
 # --------------------------------------------------------------------------- checks
@@ -236,13 +239,14 @@ def _run_child(cmd: list[str]) -> int:
 
 def _train_pod(spec: TrainSpec) -> TrainResult:
     started = time.time()
-    options = resolved_options(spec)
+    runner = spec.chosen_runner()
+    options = resolved_options(spec, runner)
     dist = resolve(spec.distributed, gpu_count=_cuda_devices)
     use_cpu = check_launch(options, dist, _cuda_devices())
     work = work_dir(spec, dist.node_rank)
     run_dir = work / "run"
-    log.info("node %d/%d: %d process(es), master %s:%d, scratch %s", dist.node_rank, dist.nnodes,
-             dist.nproc_per_node, dist.master_addr, dist.master_port, work)
+    log.info("node %d/%d: %d process(es), master %s:%d, scratch %s, FlagEmbedding runner %s", dist.node_rank,
+             dist.nnodes, dist.nproc_per_node, dist.master_addr, dist.master_port, work, runner.name)
 
     stats = fetch_train_data(spec, options, work / "data" / "train.jsonl")
     check_data(spec, options, stats, dist)
@@ -273,7 +277,8 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
                                    deepspeed=deepspeed)
     args_file = work / RUNNER_ARGS_FILE
     args_file.write_text(json.dumps(runner_args, indent=1, ensure_ascii=False), encoding="utf-8")
-    worker_args = ["--kind", spec.kind, "--publish-to", spec.output, "--runner-args", str(args_file)]
+    worker_args = ["--kind", spec.kind, "--runner", runner.name, "--publish-to", spec.output,
+                   "--runner-args", str(args_file)]
     if options.get("save_total_limit"):
         worker_args += ["--keep-checkpoints", str(options["save_total_limit"])]
     if spec.kind == "retriever" and not spec.use_inbatch_neg:
@@ -294,7 +299,7 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
     losses = [{"step": e["step"], "loss": e["loss"]} for e in history.get("log_history", []) if "loss" in e]
     end = next((e for e in reversed(history.get("log_history", [])) if "train_loss" in e), {})
     summary: dict[str, Any] = {
-        "kind": spec.kind, "model": spec.model, "model_uri": model_uri,
+        "kind": spec.kind, "runner": runner.name, "model": spec.model, "model_uri": model_uri,
         "global_step": history.get("global_step", 0), "start_step": history.get("start_step", 0),
         "epoch": history.get("epoch"), "resumed_from": plan.source, "ignored_checkpoints": plan.ignored,
         "world_size": dist.world_size, "nnodes": dist.nnodes, "nproc_per_node": dist.nproc_per_node,
@@ -304,15 +309,18 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
         "seconds": {"fetch": round(fetched - started, 3), "train": round(trained - fetched, 3)},
     }
     if dist.node_rank == 0:
-        _publish_outputs(spec, runner_args, dist, pooling, run_dir, work, summary, started)
+        _publish_outputs(spec, runner, runner_args, dist, pooling, run_dir, work, summary, started)
     return TrainResult(model_uri=model_uri, output_uri=spec.output, global_step=summary["global_step"],
                        resumed_from=plan.source, train_loss=summary["train_loss"], loss_history=losses,
                        seconds=time.time() - started, world_size=dist.world_size, summary=summary)
 
 
-def resolved_spec(spec: TrainSpec, runner_args: dict[str, Any], dist: Distributed, pooling: str) -> dict[str, Any]:
+def resolved_spec(spec: TrainSpec, runner_args: dict[str, Any], dist: Distributed, pooling: str,
+                  runner: Runner | None = None) -> dict[str, Any]:
     """The spec with every value this run chose written out (not the per-pod rank and master)."""
     document = spec.to_dict()
+    if runner is not None:
+        document["runner"] = runner.name
     document["hyperparameters"] = {k: v for k, v in runner_args.items()
                                    if k not in ("model_name_or_path", "train_data", "output_dir", "cache_path",
                                                 "resume_from_checkpoint", "deepspeed")}
@@ -322,20 +330,20 @@ def resolved_spec(spec: TrainSpec, runner_args: dict[str, Any], dist: Distribute
     return document
 
 
-def _publish_outputs(spec: TrainSpec, runner_args: dict[str, Any], dist: Distributed, pooling: str, run_dir: Path,
-                     work: Path, summary: dict[str, Any], started: float) -> None:
+def _publish_outputs(spec: TrainSpec, runner: Runner, runner_args: dict[str, Any], dist: Distributed, pooling: str,
+                     run_dir: Path, work: Path, summary: dict[str, Any], started: float) -> None:
     uploading = time.time()
-    instruction = runner_args.get("query_instruction_for_retrieval")
-    prompt = instruction if instruction and runner_args.get("query_instruction_format", "{}{}") == "{}{}" else None
     max_seq_length = (runner_args["passage_max_len"] if spec.kind == "retriever"
                       else runner_args["query_max_len"] + runner_args["passage_max_len"])
     exported = export_model(run_dir, work / "export" / MODEL_DIR, kind=spec.kind, pooling=pooling or "cls",
                             normalize=bool(runner_args.get("normalize_embeddings", True)),
-                            max_seq_length=int(max_seq_length), query_prompt=prompt)
+                            max_seq_length=int(max_seq_length), query_prompt=query_prompt(runner_args),
+                            runner=runner.name, runner_args=runner_args,
+                            base_model=resolve_model(spec.model))
     output = open_store(spec.output)
     output.upload_dir(exported, MODEL_DIR)
-    output.write_text(CONFIG_FILE, yaml.safe_dump(resolved_spec(spec, runner_args, dist, pooling), sort_keys=False,
-                                                  allow_unicode=True))
+    output.write_text(CONFIG_FILE, yaml.safe_dump(resolved_spec(spec, runner_args, dist, pooling, runner),
+                                                  sort_keys=False, allow_unicode=True))
     summary["seconds"]["upload"] = round(time.time() - uploading, 3)
     summary["seconds"]["total"] = round(time.time() - started, 3)
     output.write_text(SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False))

@@ -14,9 +14,11 @@ from typing import Any, Literal, get_args
 from pydantic import field_validator, model_validator
 
 from bgeflow.core.errors import ConfigError
+from bgeflow.core.models import resolve_model
 from bgeflow.core.spec import KeyPath, Spec, UriList, nested, setting
 from bgeflow.retrieval.pooling import Pooling
 from bgeflow.steps.training import recipes
+from bgeflow.steps.training.runners import RUNNERS, Runner, RunnerChoice, select_runner
 
 Kind = Literal["retriever", "reranker"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -54,7 +56,16 @@ class DistributedSettings(Spec):
         return DistributedSettings()
 
 
-class TrainSpec(Spec):
+class RunnerSettings(Spec):
+    """Which FlagEmbedding runner trains the model (declared once: training specs and a run's model blocks)."""
+
+    runner: RunnerChoice = setting(
+        "auto", "FlagEmbedding runner; auto: from the base model (bge-m3 heads: encoder-m3, decoder-only LM: "
+        "decoder-base / reranker-decoder, layerwise config: reranker-layerwise, else encoder-base / "
+        "reranker-encoder); decoder-icl only when named")
+
+
+class TrainSpec(RunnerSettings):
     """A fine-tuning run of a retriever (bi-encoder) or reranker (cross-encoder) with FlagEmbedding."""
 
     kind: Kind = setting(help="retriever (bi-encoder) or reranker (cross-encoder)")
@@ -105,17 +116,27 @@ class TrainSpec(Spec):
             changed = [name for name in ("pooling", "use_inbatch_neg") if getattr(self, name) != _default(name)]
             if changed:
                 raise ValueError(f"{', '.join(changed)}: retriever options, not for a reranker")
+        if self.runner != "auto" and RUNNERS[self.runner].kind != self.kind:
+            raise ValueError(f"runner {self.runner} trains a {RUNNERS[self.runner].kind}, not a {self.kind}")
         self.resolved_hyperparameters()  # the reranker's length budget
         return self
 
-    def resolved_hyperparameters(self) -> dict[str, Any]:
-        """The seed recipe of ``kind`` with ``hyperparameters`` over it.
+    def chosen_runner(self) -> Runner:
+        """The runner this spec trains with: ``runner`` by name, or the one for the base model's family.
+
+        Raises:
+            ConfigError: ``runner`` does not train this ``kind``.
+        """
+        return select_runner(self.kind, self.runner, resolve_model(self.model))
+
+    def resolved_hyperparameters(self, runner: str | None = None) -> dict[str, Any]:
+        """The seed recipe of ``kind`` (and of ``runner``, when given) with ``hyperparameters`` over it.
 
         A reranker's ``max_len`` (the seed's pair budget) sets ``query_max_len`` (a quarter) and
         ``passage_max_len`` (the rest) unless those are given: FlagEmbedding 1.4 truncates pairs
         to their sum and ignores ``max_len`` itself.
         """
-        options = {**recipes.SEED[self.kind], **self.hyperparameters}
+        options = {**recipes.SEED[self.kind], **recipes.RUNNER_SEED.get(runner or "", {}), **self.hyperparameters}
         if self.kind == "reranker":
             budget = int(options["max_len"])
             options.setdefault("query_max_len", budget // 4)

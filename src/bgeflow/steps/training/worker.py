@@ -1,15 +1,19 @@
 """What each torchrun worker runs: a FlagEmbedding runner plus bgeflow's hooks.
 
-``python -m bgeflow.steps.training.worker --kind retriever --runner-args args.json [bgeflow options]``
-hands the runner's own ``HfArgumentParser`` dataclasses the options in ``args.json`` (as
-``python -m FlagEmbedding.finetune.<embedder|reranker>.encoder_only.base config.json`` would) and
-runs the same runner (the same model, loss and Trainer). bgeflow adds:
+``python -m bgeflow.steps.training.worker --kind retriever --runner encoder-m3 --runner-args args.json
+[bgeflow options]`` hands the runner's own ``HfArgumentParser`` dataclasses the options in ``args.json``
+(as ``python -m FlagEmbedding.finetune.embedder.encoder_only.m3 config.json`` would) and runs the same
+runner (the same model, loss and Trainer). bgeflow adds:
 
 - a callback that marks every saved checkpoint complete and uploads it (``checkpoints.publish``);
 - resume that restores the weights: FlagEmbedding saves only the wrapped transformers model, and
   Trainer loads a checkpoint into the wrapper, whose keys (``model.…``) match none of those saved
   (transformers 4.57 then fails looking up ``_keys_to_ignore_on_save`` on the wrapper);
 - ``--no-inbatch-neg`` (FlagEmbedding 1.4 dropped the seed's ``--use_inbatch_neg False``);
+- for the layerwise reranker, MiniCPM's config class registered with ``AutoConfig``
+  (``runners.register_layerwise_config``);
+- no merge of LoRA weights in the worker (``save_merged_lora_model``): the export merges them for
+  every LoRA runner alike (``bgeflow.steps.training.export``);
 - a history file (loss log, steps, world size) for ``train_summary.json``.
 """
 
@@ -71,11 +75,18 @@ class _NoInBatchNegatives:
 
 
 def _load_wrapped(trainer: Any) -> Any:
+    import torch
     from transformers import Trainer
 
     def load(resume_from_checkpoint: str, model: Any = None) -> Any:
-        return Trainer._load_from_checkpoint(trainer, resume_from_checkpoint,
-                                             model=model if model is not None else trainer.model.model)
+        loaded = Trainer._load_from_checkpoint(trainer, resume_from_checkpoint,
+                                               model=model if model is not None else trainer.model.model)
+        # bge-m3's ColBERT and sparse heads live beside the encoder, in files of their own.
+        for head in ("colbert_linear", "sparse_linear"):
+            module, saved = getattr(trainer.model, head, None), Path(resume_from_checkpoint) / f"{head}.pt"
+            if module is not None and saved.is_file():
+                module.load_state_dict(torch.load(saved, map_location="cpu", weights_only=True))
+        return loaded
 
     return load
 
@@ -98,6 +109,7 @@ def _accept_indexed_cpu_locations() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bgeflow.steps.training.worker")
     parser.add_argument("--kind", choices=("retriever", "reranker"), required=True)
+    parser.add_argument("--runner", default=None, help="runner name (default: the kind's encoder runner)")
     parser.add_argument("--runner-args", required=True, help="JSON object of the runner's options")
     parser.add_argument("--publish-to", default=None, help="output URI; checkpoints go to its checkpoints/")
     parser.add_argument("--keep-checkpoints", type=int, default=None)
@@ -106,11 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from transformers import HfArgumentParser
 
-    from bgeflow.steps.training.runners import runner_for
+    from bgeflow.steps.training.runners import RUNNERS, register_layerwise_config, runner_for
 
-    model_cls, data_cls, training_cls, runner_cls = runner_for(ns.kind).classes()
+    chosen = RUNNERS[ns.runner] if ns.runner else runner_for(ns.kind)
+    if chosen.name == "reranker-layerwise":
+        register_layerwise_config()
+    model_cls, data_cls, training_cls, runner_cls = chosen.classes()
     options = json.loads(Path(ns.runner_args).read_text(encoding="utf-8"))
     model_args, data_args, training_args = HfArgumentParser((model_cls, data_cls, training_cls)).parse_dict(options)
+    if getattr(model_args, "save_merged_lora_model", False):
+        # FlagEmbedding's merge reloads the base in the worker (the layerwise one even from the hub);
+        # the export merges instead, once, for every LoRA runner.
+        log.info("save_merged_lora_model: the merged model is written by bgeflow's export (model/)")
+        model_args.save_merged_lora_model = False
     publisher = _callback(ns.publish_to, ns.keep_checkpoints)
     if training_args.use_cpu:
         _accept_indexed_cpu_locations()
