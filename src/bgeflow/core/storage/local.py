@@ -13,6 +13,7 @@ from bgeflow.core.storage.base import (
     Store,
     is_hidden_key,
     matches_suffixes,
+    safe_join,
     staged_file,
 )
 
@@ -26,7 +27,8 @@ class LocalStore(Store):
         return LocalStore(self._path(key))
 
     def _path(self, key: str) -> Path:
-        return self.root / key if key else self.root
+        # A key never reaches outside the root, whoever made it (a listing, a manifest, a user).
+        return safe_join(self.root, key, what=f"key under {self.root}") if key else self.root
 
     def list(self, suffixes: tuple[str, ...] = ()) -> list[ObjectInfo]:
         if self.root.is_file():

@@ -21,6 +21,7 @@ from bgeflow.core.storage.base import (
     join_key,
     join_uri,
     matches_suffixes,
+    redact,
     staged_file,
 )
 
@@ -183,7 +184,7 @@ def check_reachable(uris: Iterable[str | None]) -> None:
         region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         config=Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 1}),
     )
-    where = client.meta.endpoint_url
+    where = redact(client.meta.endpoint_url)
     for bucket in buckets:
         try:
             client.head_bucket(Bucket=bucket)
@@ -194,6 +195,7 @@ def check_reachable(uris: Iterable[str | None]) -> None:
             if code in ("403", "AccessDenied"):
                 # Credentials may allow objects but not HeadBucket; the endpoint answered, which is all we check.
                 continue
-            raise StepFailed(f"S3 endpoint {where} refused bucket {bucket!r}: {code or exc}") from None
+            raise StepFailed(redact(f"S3 endpoint {where} refused bucket {bucket!r}: {code or exc}")) from None
         except BotoCoreError as exc:
-            raise StepFailed(f"cannot reach S3 endpoint {where} (bucket {bucket!r}): {exc}") from None
+            # botocore quotes the endpoint URL, userinfo and all.
+            raise StepFailed(redact(f"cannot reach S3 endpoint {where} (bucket {bucket!r}): {exc}")) from None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bgeflow.core.errors import DataError, NotFoundError
-from bgeflow.core.storage import LocalStore, file_sha256, iter_lines, open_store, resolve_sources
+from bgeflow.core.storage import LocalStore, file_sha256, iter_lines, open_store, resolve_sources, safe_join
 from bgeflow.steps.publish.registry import MODEL_DIR
 from bgeflow.steps.publish.spec import TRAINING_CONFIGS, PublishSpec
 
@@ -160,7 +160,7 @@ def gather(config: PublishSpec, workdir: Path) -> tuple[list[FileEntry], dict[st
         store = open_store(uri)
         if store.stat("") is None:
             raise NotFoundError(f"--train-config {uri}: no such file")
-        target = configs_dir / uri.rstrip("/").rsplit("/", 1)[-1]
+        target = safe_join(configs_dir, uri.rstrip("/").rsplit("/", 1)[-1], what=f"--train-config {uri}: file name")
         if target.exists():
             raise DataError(f"--train-config {uri}: a config named {target.name!r} is given twice")
         store.get_file("", target)
