@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from bgeflow.core.storage import iter_lines, resolve_sources
 from bgeflow.data.records import CorpusRecord, EvalQuery, TrainRecord, dumps, text_id
-from bgeflow.data.validate import RULES, DataError, Problem, check_record, parse_clean, parse_line
+from bgeflow.data.validate import (
+    RULES,
+    DataError,
+    Problem,
+    check_record,
+    json_problem,
+    loads_line,
+    parse_clean,
+    parse_line,
+)
 
 __all__ = [
     "RULES",
@@ -21,6 +29,8 @@ __all__ = [
     "check_record",
     "dumps",
     "iter_json",
+    "json_problem",
+    "loads_line",
     "parse_clean",
     "parse_line",
     "read_train_records",
@@ -32,19 +42,26 @@ __all__ = [
 def iter_json(uris: str | Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(where, object)`` for every non-blank line of the JSONL objects named by ``uris``.
 
-    Raises DataError naming ``uri:line`` on the first line that is not a JSON object.
+    The strict reader of every step after ingest: whatever the bytes, the only error is one
+    DataError naming ``uri:line`` and the rule (invalid JSON, too deep, a lone surrogate, a line
+    over ``MAX_LINE_BYTES``, ...), never a raw library exception.
+
+    Raises:
+        DataError: the first line that is not a JSON object a later step could use and write.
+        NotFoundError, StorageError: an input that is absent or cannot be read.
     """
     uris = [uris] if isinstance(uris, str) else list(uris)
     for source, line_no, raw in iter_lines(resolve_sources(uris)):
         if not raw.strip():
             continue
         where = f"{source.uri}:{line_no}"
-        try:
-            obj = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{where}: invalid JSON ({exc})") from exc
-        if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected a JSON object")
+        obj, problem = loads_line(raw, where)
+        if problem is None and not isinstance(obj, dict):
+            problem = Problem(where, "not_object", "", "expected a JSON object")
+        if problem is None:
+            problem = json_problem(obj, where, raw)
+        if problem is not None:
+            raise DataError(str(problem))
         yield where, obj
 
 
