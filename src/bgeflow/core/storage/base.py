@@ -47,6 +47,7 @@ class ObjectInfo:
     key: str
     size: int
     etag: str = ""
+    modified: float | None = None  # seconds since the epoch, when the store says
 
     def name(self) -> str:
         return self.key.rsplit("/", 1)[-1]
@@ -61,8 +62,12 @@ class Store(ABC):
     def child(self, key: str) -> Store: ...
 
     @abstractmethod
-    def list(self, suffixes: tuple[str, ...] = ()) -> list[ObjectInfo]:
-        """Every object below the root (recursively), sorted by key."""
+    def list(self, suffixes: tuple[str, ...] = (), *, hidden: bool = False) -> list[ObjectInfo]:
+        """Every object below the root (recursively), sorted by key.
+
+        ``hidden``: include keys with a part starting with ``.`` (staging, locks, claims): only
+        the tools that reclaim them look there.
+        """
 
     @abstractmethod
     def stat(self, key: str = "") -> ObjectInfo | None:

@@ -73,7 +73,7 @@ class S3Store(Store):
     def _wrap(self, exc: Exception, key: str, action: str) -> StorageError:
         return StorageError(f"cannot {action} {join_uri(self.uri, key)}: {exc}")
 
-    def list(self, suffixes: tuple[str, ...] = ()) -> list[ObjectInfo]:
+    def list(self, suffixes: tuple[str, ...] = (), *, hidden: bool = False) -> list[ObjectInfo]:
         own = self.stat("") if self.prefix else None
         if own is not None:
             return [own] if matches_suffixes(self.prefix, suffixes) else []
@@ -83,8 +83,10 @@ class S3Store(Store):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
                 for obj in page.get("Contents", []):
                     rel = obj["Key"][len(base) :]
-                    if rel and not is_hidden_key(rel) and matches_suffixes(rel, suffixes):
-                        out.append(ObjectInfo(rel, obj["Size"], obj.get("ETag", "").strip('"')))
+                    if rel and (hidden or not is_hidden_key(rel)) and matches_suffixes(rel, suffixes):
+                        modified = obj.get("LastModified")
+                        out.append(ObjectInfo(rel, obj["Size"], obj.get("ETag", "").strip('"'),
+                                              modified.timestamp() if modified is not None else None))
         except Exception as exc:
             raise self._wrap(exc, "", "list") from exc
         return sorted(out, key=lambda o: o.key)

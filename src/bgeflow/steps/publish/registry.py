@@ -10,7 +10,7 @@ Layout under a registry root (an S3 prefix or a local directory)::
     <registry>/<name>/<version>/manifest.json    every file above with size and sha256; written last
     <registry>/<name>/latest.json                {"version": ...}: the most recently published version
     <registry>/<name>/champion.json              {"version": ...}: the promoted version
-    <registry>/<name>/.staging/<content-hash>/   uploads in progress (hidden: never listed)
+    <registry>/<name>/.claims/<version>.json     the one content hash allowed to write that version
 
 A version exists for readers only once its ``manifest.json`` does: files without a manifest are an
 unfinished publish and are never returned. A pointer naming a version without a manifest is
@@ -34,13 +34,24 @@ from typing import Any
 
 from bgeflow.core.errors import ConfigError, NotFoundError, StepFailed
 from bgeflow.core.models import resolve_model
-from bgeflow.core.storage import SAFE_NAME_PATTERN, Store, join_uri, open_store, safe_join, safe_name, stream_sha256
+from bgeflow.core.storage import (
+    SAFE_NAME_PATTERN,
+    Store,
+    join_uri,
+    open_store,
+    safe_join,
+    safe_name,
+    stream_sha256,
+)
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 POINTERS = ("latest", "champion")
+#: Uploads of bgeflow before version claims (reclaimed by ``bgeflow registry gc``).
 STAGING = ".staging"
+#: ``<name>/.claims/<version>.json``: the content hash of the one content a version may hold.
+CLAIMS = ".claims"
 MODEL_DIR = "model"
 MANIFEST_FORMAT = 1
 _NAME = re.compile(SAFE_NAME_PATTERN)
