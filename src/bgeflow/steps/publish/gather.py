@@ -11,6 +11,7 @@ from typing import Any
 
 from bgeflow.core.errors import DataError, NotFoundError
 from bgeflow.core.storage import LocalStore, file_sha256, iter_lines, open_store, resolve_sources, safe_join
+from bgeflow.core.weights import require_safetensors
 from bgeflow.steps.publish.registry import MODEL_DIR
 from bgeflow.steps.publish.spec import TRAINING_CONFIGS, PublishSpec
 
@@ -135,6 +136,7 @@ def _base_model(config: PublishSpec, metrics: dict[str, Any] | None, configs_dir
 def gather(config: PublishSpec, workdir: Path) -> tuple[list[FileEntry], dict[str, Any]]:
     """Every file of the version except the model card, plus what the card and manifest need."""
     model_dir, training_dir = _locate_model(config.model, workdir)
+    require_safetensors(model_dir, "--model")
     generated = workdir / "generated"
     generated.mkdir()
     files: list[FileEntry] = []
