@@ -84,11 +84,12 @@ def test_names_and_run_ids_are_refused_at_the_edge(tmp_path: Path) -> None:
     from bgeflow.steps.evaluation import EvaluateSpec
 
     class Artifact:
-        path = str(tmp_path / "artifact")
-        metadata: dict = {}
+        def __init__(self) -> None:
+            self.path = str(tmp_path / "artifact")
+            self.metadata: dict = {}
 
     for bad in ("../x", "a/b", "/abs", ".hidden", ""):
-        with pytest.raises(ConfigError, match="name|pattern"):
+        with pytest.raises(ConfigError, match=r"name|pattern"):
             EvaluateSpec.of(output=str(tmp_path), eval_data=str(tmp_path), retriever="bundled:minilm",
                             registry=str(tmp_path), name=bad)
         with pytest.raises(ConfigError):
@@ -203,9 +204,8 @@ def test_local_output_lock_refuses_a_second_writer_and_frees_on_release(tmp_path
     from bgeflow.core.storage import output_lock
 
     store = open_store(str(tmp_path / "out"))
-    with output_lock(store, owner="first"):
-        with pytest.raises(ConflictError, match="being written by another run.*first"):
-            output_lock(store, owner="second").acquire()
+    with output_lock(store, owner="first"), pytest.raises(ConflictError, match=r"being written by another run.*first"):
+        output_lock(store, owner="second").acquire()
     with output_lock(store, owner="third"):
         pass
     assert [o.key for o in store.list()] == []  # the lock file is hidden
@@ -220,7 +220,7 @@ def test_s3_output_lock_expires_and_is_taken_over(s3_bucket: str) -> None:
     # Another host's live run: refused.
     foreign = json.loads(store.read_text(LOCK_KEY))
     store.write_text(LOCK_KEY, json.dumps({**foreign, "host": "elsewhere", "token": "t"}))
-    with pytest.raises(ConflictError, match="being written by another run.*first on elsewhere"):
+    with pytest.raises(ConflictError, match=r"being written by another run.*first on elsewhere"):
         output_lock(store, owner="second").acquire()
     # Its run died: past the expiry the lock is taken over.
     store.write_text(LOCK_KEY, json.dumps({**foreign, "host": "elsewhere", "token": "t", "expires": 0}))
