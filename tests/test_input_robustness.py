@@ -232,3 +232,27 @@ def test_s3_and_local_readers_agree_on_line_breaks(tmp_path: Path, s3_bucket: st
     remote = [json.loads(raw)["a"] for _, _, raw in iter_lines(resolve_sources([store.url("x.jsonl")]))]
     local = [json.loads(raw)["a"] for _, _, raw in iter_lines(resolve_sources([str(tmp_path / "x.jsonl")]))]
     assert remote == local == [1, 2, 3, 4]
+
+
+def test_a_mine_rerun_killed_while_writing_leaves_no_report(minilm_path: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import bgeflow.steps.mining.run as mining
+    from bgeflow.steps.mining import MineSpec, mine
+
+    rows = [{"query": f"question {i}", "pos": [f"answer number {i}"], "neg": [f"distractor {i}"]} for i in range(4)]
+    data = _write(tmp_path / "in.jsonl", [json.dumps(r).encode() for r in rows])
+    spec = MineSpec.of(model=minilm_path, inputs=[str(data)], output=str(tmp_path / "out" / "mined.jsonl"),
+                       negative_number=2, pooling="mean", query_max_len=32, passage_max_len=32,
+                       work_dir=str(tmp_path / "work"))
+    mine(spec)
+    assert (tmp_path / "out" / "mine_report.json").exists()
+    real = mining._write_output
+
+    def killed_after_output(records: list, output: str) -> None:
+        real(records, output)
+        raise KeyboardInterrupt("killed after mined.jsonl, before its report")
+
+    monkeypatch.setattr(mining, "_write_output", killed_after_output)
+    with pytest.raises(KeyboardInterrupt):
+        mine(spec.model_copy(update={"negative_number": 1}))
+    assert not (tmp_path / "out" / "mine_report.json").exists()
