@@ -256,3 +256,24 @@ def test_a_mine_rerun_killed_while_writing_leaves_no_report(minilm_path: str, tm
     with pytest.raises(KeyboardInterrupt):
         mine(spec.model_copy(update={"negative_number": 1}))
     assert not (tmp_path / "out" / "mine_report.json").exists()
+
+
+def test_ingest_of_one_long_line_costs_about_three_times_the_line(tmp_path: Path) -> None:
+    """The audit measured 4.4x (a 100 MB line peaked at 437 MB); now the line is read once (no
+    join), blank checks copy nothing, and the last line is not held while the outputs are written."""
+    import subprocess
+    import sys
+
+    size = 32 << 20
+    data = tmp_path / "long.jsonl"
+    data.write_text(json.dumps({"query": "q", "pos": ["word " * (size // 5)], "neg": ["n"]}) + "\n")
+    code = (
+        "import resource, sys\n"
+        "from bgeflow.steps.ingest import IngestSpec, ingest\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"ingest(IngestSpec.of(inputs=[{str(data)!r}], output={str(tmp_path / 'out')!r}, eval_fraction=0,"
+        " max_line_bytes=64 << 20))\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
+    )
+    grown = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert grown < 3.3 * size, f"{grown / size:.2f}x the line"

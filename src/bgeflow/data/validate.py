@@ -166,8 +166,10 @@ def parse_clean(raw: bytes) -> TrainRecord | None:
         line = _decode_clean(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
-    # The rules types cannot say; all(map(...)) keeps the per-text loop in C.
-    if not (line.query.strip() and line.pos and all(map(str.strip, line.pos)) and all(map(str.strip, line.neg))):
+    # The rules types cannot say; all/any(map(...)) keep the per-text loop in C. "Not blank" is
+    # non-empty and not all whitespace: isspace() tests it without strip()'s copy of a long text.
+    if not (line.query and not line.query.isspace() and line.pos and all(line.pos) and all(line.neg)
+            and not any(map(str.isspace, line.pos)) and not any(map(str.isspace, line.neg))):
         return None
     if line.pos_scores is not None and (len(line.pos_scores) != len(line.pos) or not _all_finite(line.pos_scores)):
         return None
@@ -187,7 +189,7 @@ def check_record(obj: dict[str, Any], where: str, *, min_negatives: int = 0) -> 
         add("missing_field", "query", "missing required field")
     elif not isinstance(query, str):
         add("wrong_type", "query", f"expected a string, got {_type_name(query)}")
-    elif not query.strip():
+    elif not query or query.isspace():
         add("empty_query", "query", "empty query")
 
     texts: dict[str, list[str]] = {}
@@ -204,7 +206,7 @@ def check_record(obj: dict[str, Any], where: str, *, min_negatives: int = 0) -> 
         if bad:
             add("wrong_type", f"{name}[{bad[0]}]", f"expected a string, got {_type_name(value[bad[0]])}")
             continue
-        empty = [i for i, item in enumerate(value) if not item.strip()]
+        empty = [i for i, item in enumerate(value) if not item or item.isspace()]
         if empty:
             add("empty_text", f"{name}[{empty[0]}]", "empty passage")
         texts[name] = value

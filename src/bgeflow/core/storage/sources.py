@@ -109,11 +109,13 @@ def _line_batches(fh: IO[bytes], limit: int) -> Iterator[list[bytes | Overlong]]
     Line breaks are ``\\n``, ``\\r\\n`` and a lone ``\\r`` (files from old Mac tools). A line longer
     than ``limit`` bytes (break included) becomes an ``Overlong``: its bytes are skipped as they
     stream by, so memory holds at most ``limit`` + one chunk whatever the line's length. A line
-    within the limit that spans chunks is joined once (about twice its size, briefly).
+    within the limit that spans chunks costs about its own size (see ``pending``).
     """
     batch: list[bytes | Overlong] = []
     batch_size = 0
-    pending: list[bytes] = []  # pieces of a line that spans chunks
+    # A line that spans chunks grows in a BytesIO: its buffer is resized in place, and getvalue()
+    # hands that very buffer over (no copy), so a long line costs about its size once.
+    pending = io.BytesIO()
     pending_size = 0
     skipped = -1  # >= 0: inside an over-long line, this many bytes of it seen so far
 
@@ -134,20 +136,20 @@ def _line_batches(fh: IO[bytes], limit: int) -> Iterator[list[bytes | Overlong]]
             emit(Overlong(skipped + end, limit))
             skipped = -1
             chunk = chunk[end:]
-        if pending:
+        if pending_size:
             end = _line_end(chunk)
             if end < 0:
-                pending.append(chunk)
+                pending.write(chunk)
                 pending_size += len(chunk)
                 if pending_size > limit:
-                    skipped, pending, pending_size = pending_size, [], 0
+                    skipped, pending, pending_size = pending_size, io.BytesIO(), 0
                 continue
             if pending_size + end > limit:
                 emit(Overlong(pending_size + end, limit))
             else:
-                pending.append(chunk[:end])
-                emit(b"".join(pending))
-            pending, pending_size = [], 0
+                pending.write(chunk[:end])
+                emit(pending.getvalue())
+            pending, pending_size = io.BytesIO(), 0
             chunk = chunk[end:]
         lines = chunk.splitlines(keepends=True)
         if lines and not lines[-1].endswith((b"\n", b"\r")):
@@ -155,7 +157,8 @@ def _line_batches(fh: IO[bytes], limit: int) -> Iterator[list[bytes | Overlong]]
             if len(last) > limit:
                 skipped = len(last)
             else:
-                pending, pending_size = [last], len(last)
+                pending.write(last)
+                pending_size = len(last)
         if len(chunk) <= limit:  # the usual case: no line of this chunk can be over the limit
             batch.extend(lines)
             batch_size += len(chunk)
@@ -167,8 +170,8 @@ def _line_batches(fh: IO[bytes], limit: int) -> Iterator[list[bytes | Overlong]]
             batch, batch_size = [], 0
     if skipped >= 0:
         emit(Overlong(skipped, limit))
-    elif pending:
-        emit(b"".join(pending))
+    elif pending_size:
+        emit(pending.getvalue())
     if batch:
         yield batch
 

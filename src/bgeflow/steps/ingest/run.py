@@ -15,7 +15,7 @@ from typing import Any
 
 from bgeflow.core.log import progress
 from bgeflow.core.storage import Overlong, iter_lines, open_store, resolve_sources
-from bgeflow.data import Problem, TrainRecord, parse_clean, parse_line, write_jsonl
+from bgeflow.data import Problem, TrainRecord, parse_clean, parse_line, write_jsonl, write_line
 from bgeflow.steps.ingest.dedupe import dedupe_within, drop_negatives_equal_to_positives, merge_into
 from bgeflow.steps.ingest.report import IngestFailed, ProblemTally, length_report, render_markdown
 from bgeflow.steps.ingest.spec import (
@@ -89,7 +89,7 @@ def _ingest(config: IngestSpec) -> IngestResult:
             continue
         record = parse_clean(raw)
         if record is None:
-            if not raw.strip():
+            if not raw or raw.isspace():
                 blank += 1
                 continue
             record, problems = parse_line(raw.rstrip(b"\r\n"), f"{source.uri}:{line_no}", min_negatives=0)
@@ -118,6 +118,9 @@ def _ingest(config: IngestSpec) -> IngestResult:
             # it escapes non-ASCII: outputs keep Chinese readable.
             if not changed and b"\\u" not in raw:
                 raw_lines[query] = raw
+
+    # The loop's last line would stay referenced until ingest returns: a long one held twice.
+    raw = record = None  # type: ignore[assignment]
 
     negatives_removed = 0
     for query in suspects:
@@ -218,13 +221,16 @@ def _write_outputs(
         (stage / "eval").mkdir()
         with open(stage / TRAIN_FILE, "wb") as fh:
             for record in train:
-                raw = raw_lines.get(record.query)
+                # Popped: each original line is freed once written (a long line is not held twice
+                # while the eval set is built).
+                raw = raw_lines.pop(record.query, None)
                 if raw is None:
-                    fh.write(record.to_json().encode("utf-8") + b"\n")
+                    write_line(fh, record.to_json())
                 elif raw.endswith(b"\n") and not raw.endswith(b"\r\n"):
                     fh.write(raw)
                 else:  # a CRLF line, or the last line without a newline
                     fh.write(raw.rstrip(b"\r\n") + b"\n")
+        raw = None  # the last line written: not held while the eval set is built
         corpus, queries = build_eval_set(held_out, train, config.eval_distractors, config.seed)
         write_jsonl(stage / EVAL_CORPUS_FILE, corpus)
         write_jsonl(stage / EVAL_QUERIES_FILE, queries)
