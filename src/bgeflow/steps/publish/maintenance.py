@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bgeflow.core.storage import Store, join_uri, open_store
+from bgeflow.core.storage import ObjectInfo, Store, join_uri, open_store
 from bgeflow.steps.publish.registry import CLAIMS, MANIFEST, POINTERS, STAGING, list_versions, verify
 
 #: A publish that wrote nothing for this long is taken for dead (the pipeline's publish timeout is 2 h).
@@ -56,7 +56,7 @@ def registry_names(registry: str) -> list[str]:
     return sorted(names)
 
 
-def _age(infos: list, now: float) -> float | None:
+def _age(infos: list[ObjectInfo], now: float) -> float | None:
     stamps = [i.modified for i in infos if i.modified is not None]
     return now - max(stamps) if stamps else None
 
@@ -72,8 +72,8 @@ def find_orphans(registry: str, name: str | None = None, *, older_than_s: float 
     orphans: list[Orphan] = []
     for model in [name] if name else registry_names(registry):
         store = open_store(join_uri(registry, model))
-        groups: dict[str, list] = {}
-        claims: dict[str, object] = {}
+        groups: dict[str, list[ObjectInfo]] = {}
+        claims: dict[str, ObjectInfo] = {}
         for info in store.list(hidden=True):
             head = info.key.split("/", 1)[0]
             if head == CLAIMS:
@@ -89,7 +89,7 @@ def find_orphans(registry: str, name: str | None = None, *, older_than_s: float 
             age = _age(infos + claim, now)
             if age is not None and age < older_than_s:
                 continue
-            keys = [i.key for i in infos] + [i.key for i in claim]  # type: ignore[attr-defined]
+            keys = [i.key for i in infos] + [i.key for i in claim]
             orphans.append(Orphan(kind, store.url(head), len(infos), sum(i.size for i in infos), age, keys, store))
     temp = Path(temp_dir or tempfile.gettempdir())
     for folder in sorted(p for p in temp.glob("bgeflow-*") if p.is_dir() and p.name.startswith(TEMP_PREFIXES)):
