@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: help demo test test-all lint fmt duplicates clean example-data bench pipelines schema tools manifests images lint-images scan cluster cluster-build cluster-down e2e
+.PHONY: help demo test test-all fuzz lint fmt duplicates clean example-data bench pipelines schema tools manifests images lint-images scan cluster cluster-build cluster-down e2e
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -31,8 +31,11 @@ demo: $(VENV)/.installed ## the main job: the whole retrain (bgeflow run) on the
 test: $(VENV)/.installed tools ## the default test suite (what CI runs)
 	$(BIN)/pytest -m "not slow and not cluster" $(PYTEST_ARGS)
 
-test-all: $(VENV)/.installed tools ## every test but the real-cluster ones, slow included
-	$(BIN)/pytest -m "not cluster" $(PYTEST_ARGS)
+test-all: $(VENV)/.installed tools ## every test but the real-cluster ones, slow included (the fuzzer a few minutes)
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-fuzz} $(BIN)/pytest -m "not cluster" $(PYTEST_ARGS)
+
+fuzz: $(VENV)/.installed ## the fuzzer alone for FUZZ_MINUTES (default 10), seed after seed; prints inputs and seeds
+	bash scripts/fuzz.sh $${FUZZ_MINUTES:-10}
 
 pipelines: $(VENV)/.installed ## recompile components/*.yaml and pipelines/bge_finetune.yaml (commit the result)
 	$(PY) -m pipelines.bge_finetune
@@ -41,10 +44,10 @@ schema: $(VENV)/.installed ## regenerate the chart's values.schema.json retrain 
 	$(PY) -m bgeflow.platform.chart_schema
 
 lint: $(VENV)/.installed ## ruff
-	$(BIN)/ruff check src tests components pipelines bench examples
+	$(BIN)/ruff check src tests components pipelines bench examples scripts
 
 fmt: $(VENV)/.installed
-	$(BIN)/ruff check --fix src tests components pipelines bench examples
+	$(BIN)/ruff check --fix src tests components pipelines bench examples scripts
 
 example-data: $(VENV)/.installed ## regenerate src/bgeflow/examples/ from stdlib docstrings
 	$(PY) examples/make_example_data.py

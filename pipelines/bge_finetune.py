@@ -73,6 +73,8 @@ class PipelineOptions:
     gpus_evaluate: int = field(default_factory=lambda: int(os.environ.get("BGEFLOW_GPUS_EVALUATE", "1")))
     gpus_per_training_node: int = field(default_factory=lambda: int(os.environ.get("BGEFLOW_GPUS_TRAIN", "1")))
     gpu_memory: str = "32Gi"
+    # CPU of each training pod (requests = limits): a limit keeps one job from starving a shared node.
+    train_cpu: str = "8"
     gpu_node_selector: dict[str, str] = field(default_factory=lambda: _env_json("BGEFLOW_GPU_NODE_SELECTOR", {}))
     gpu_tolerations: list[dict[str, Any]] = field(
         default_factory=lambda: _env_json("BGEFLOW_GPU_TOLERATIONS", [_GPU_TOLERATION]))
@@ -86,6 +88,12 @@ class PipelineOptions:
     timeout_publish_s: int = 2 * 3600
     # Extra PodSettings fields for the training pods (cpu, memory, shm_size, gang, service_account, ...).
     train_pods: dict[str, Any] = field(default_factory=lambda: _env_json(POD_SETTINGS_ENV, {}))
+    # The images' numeric USER: every step pod and training pod runs as it, never as root.
+    run_as_user: int = 10001
+
+    def __post_init__(self) -> None:
+        if isinstance(self.run_as_user, bool) or not isinstance(self.run_as_user, int) or self.run_as_user <= 0:
+            raise ValueError(f"run_as_user must be a non-zero user id, got {self.run_as_user!r}")
 
     def train_pod_settings(self) -> str:
         """JSON of ``bgeflow.platform.launcher.PodSettings`` (validated there, at launch)."""
@@ -93,7 +101,8 @@ class PipelineOptions:
             "image": GPU_IMAGE, "gpus_per_node": self.gpus_per_training_node, "gpu_resource": self.gpu_resource,
             "node_selector": self.gpu_node_selector, "tolerations": self.gpu_tolerations,
             "image_pull_secrets": self.image_pull_secrets, "s3_secret": self.s3_secret or None,
-            "s3_secret_keys": self.s3_secret_keys, "memory": self.gpu_memory,
+            "s3_secret_keys": self.s3_secret_keys, "memory": self.gpu_memory, "cpu": self.train_cpu,
+            "run_as_user": self.run_as_user,
         }
         settings.update(self.train_pods)
         return json.dumps(settings, sort_keys=True)
@@ -101,6 +110,11 @@ class PipelineOptions:
 
 def _common(task: dsl.PipelineTask, options: PipelineOptions, timeout_s: int) -> dsl.PipelineTask:
     task.set_caching_options(False)
+    # What kfp-kubernetes can say of a step's securityContext: its user, group and runAsNonRoot (the
+    # KFP backend adds allowPrivilegeEscalation false, drop ALL and RuntimeDefault seccomp itself;
+    # readOnlyRootFilesystem, fsGroup and automountServiceAccountToken it cannot express).
+    kubernetes.set_security_context(task, run_as_user=options.run_as_user, run_as_group=options.run_as_user,
+                                    run_as_non_root=True)
     if options.s3_secret:
         kubernetes.use_secret_as_env(task, secret_name=options.s3_secret,
                                      secret_key_to_env=options.s3_secret_keys, optional=True)

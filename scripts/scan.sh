@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Scan the chart rendered in every scenario (defaults + helm/bgeflow/ci/*.yaml) with checkov,
-# installed into its own venv (.tools/checkov-venv: its pins clash with the project's).
+# installed into its own venv (.tools/checkov-venv: its pins clash with the project's). checkov
+# skips custom resources, so the pod templates inside PyTorchJobs (the chart's and the one
+# bgeflow's launcher submits) are recast as Pods first (scripts/pod_templates.py).
 # Exceptions live, with reasons, in helm/bgeflow/checkov.yaml. Exit non-zero on any finding.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,4 +18,5 @@ trap 'rm -rf "$OUT"' EXIT
 for values in "$ROOT"/helm/bgeflow/ci/*.yaml; do
     "$ROOT/.tools/bin/helm" template bgeflow "$ROOT/helm/bgeflow" -n bgeflow -f "$values" > "$OUT/$(basename "$values")"
 done
+PYTHONPATH="$ROOT" "$ROOT/.venv/bin/python" "$ROOT/scripts/pod_templates.py" "$OUT" --launcher
 "$VENV/bin/checkov" -d "$OUT" --config-file "$ROOT/helm/bgeflow/checkov.yaml"

@@ -41,7 +41,7 @@ def _problems(report: dict) -> dict[int, str]:
     return found
 
 
-def test_every_defect_reported_with_file_and_line_and_nothing_written(tmp_path: Path) -> None:
+def test_every_defect_reported_with_file_and_line_and_only_the_report_written(tmp_path: Path) -> None:
     data = _write(tmp_path / "bad.jsonl", DEFECTIVE_LINES)
     out = tmp_path / "out"
     with pytest.raises(IngestFailed) as failed:
@@ -49,7 +49,12 @@ def test_every_defect_reported_with_file_and_line_and_nothing_written(tmp_path: 
     assert _problems(failed.value.report) == EXPECTED
     assert all(e["where"].startswith(str(data)) for i in failed.value.report["failures"].values() for e in i["examples"])
     assert "5 of 8 lines failed validation" in str(failed.value)
-    assert not out.exists()
+    # The report of the failed run, with every count; no data file.
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    written = json.loads((out / "report.json").read_text())
+    assert written["status"] == "failed" and written["counts"]["invalid_lines"] == 5
+    assert {rule: info["count"] for rule, info in written["failures"].items()} == {
+        rule: 1 for rule in EXPECTED.values()}
 
 
 def test_cli_fails_with_a_summary_and_lists_each_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -60,7 +65,7 @@ def test_cli_fails_with_a_summary_and_lists_each_line(tmp_path: Path, capsys: py
     for line_no in EXPECTED:
         assert f"bad.jsonl:{line_no} " in err
     assert "bgeflow ingest: error: 5 of 8 lines" in err.splitlines()[-1] and code == 2
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out" / "train.jsonl").exists()
 
 
 def test_skip_writes_the_clean_rows_and_counts(tmp_path: Path) -> None:

@@ -56,11 +56,15 @@ def test_master_workers_resources_and_security(crd_schema: dict) -> None:
     (container,) = pod["containers"]
     assert container["name"] == "pytorch" and container["command"] == COMMAND
     assert container["resources"] == {"requests": {"cpu": "8", "memory": "64Gi"},
-                                      "limits": {"memory": "64Gi", "nvidia.com/gpu": "2"}}
+                                      "limits": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}}
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
     assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}} in pod["volumes"]
     assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                                            "runAsNonRoot": True}
+                                            "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                            "readOnlyRootFilesystem": True,
+                                            "seccompProfile": {"type": "RuntimeDefault"}}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # writable under the read-only root
+    assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}

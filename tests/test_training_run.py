@@ -154,6 +154,8 @@ def test_reranker_with_data_and_output_on_s3(s3_bucket: str, tmp_path: Path, min
     assert losses[-1] < losses[0]
     complete, partial = checkpoints.remote_checkpoints(open_store(output).child("checkpoints"))
     assert [c.step for c in complete] == [4, 8] and not partial
+    assert {c.run for c in complete} == {summary["run_identity"]}  # stamped with this run's identity
+    assert not any((tmp_path / "work").iterdir())  # the scratch (data, checkpoints, export) is gone
     path = local_model(output, tmp_path / "model")
     assert not (Path(path) / "modules.json").exists()  # a plain sequence-classification model
     assert rerank_margin(path) > max(rerank_margin(minilm_path), 0.0)

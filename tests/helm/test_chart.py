@@ -145,7 +145,7 @@ def test_schedule_hook_only_when_enabled() -> None:
 
 def test_default_render_has_no_training_and_no_kfp_run() -> None:
     kinds = sorted(o["kind"] for o in render("default"))
-    assert kinds == ["ConfigMap", "Job", "NetworkPolicy", "Role", "RoleBinding", "ServiceAccount"]
+    assert kinds == ["ConfigMap", "Job", "NetworkPolicy", "NetworkPolicy", "Role", "RoleBinding", "ServiceAccount"]
 
 
 def test_kfp_runs_get_s3_settings_by_the_compiled_names() -> None:
@@ -160,7 +160,7 @@ def test_kfp_runs_get_s3_settings_by_the_compiled_names() -> None:
 def test_direct_mode_objects_and_order() -> None:
     objs = render("direct-values")
     kinds = sorted(o["kind"] for o in objs)
-    assert kinds == ["Job", "Job", "NetworkPolicy", "PyTorchJob", "PyTorchJob", "Role", "RoleBinding", "ServiceAccount"]
+    assert kinds == ["Job", "Job", "NetworkPolicy", "NetworkPolicy", "PyTorchJob", "PyTorchJob", "Role", "RoleBinding", "ServiceAccount"]
     names = {o["metadata"]["name"] for o in objs}
     stages = [n.rsplit("-", 2) for n in names if n.count("-") >= 2]
     suffixes = {parts[2] for parts in stages if parts[1] in ("ingest", "mine", "retriever", "reranker")}

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from bgeflow import __version__
 from bgeflow.core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, BgeflowError, StepFailed
 from bgeflow.core.log import setup_logging
-from bgeflow.core.storage import StorageError
+from bgeflow.core.storage import StorageError, redact
 
 #: Verbs in pipeline order; any other verb module is listed after them.
 PIPELINE_ORDER = ("ingest", "mine", "train", "evaluate", "publish", "run")
@@ -79,15 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BgeflowError as exc:
         # Bad input: one line naming it; the traceback only when asked for.
         log.debug("traceback", exc_info=True)
-        print(f"bgeflow {args.verb}: error: {exc}", file=sys.stderr)
+        print(redact(f"bgeflow {args.verb}: error: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except (StepFailed, StorageError, TimeoutError) as exc:
         log.debug("traceback", exc_info=True)
-        print(f"bgeflow {args.verb}: failed: {exc}", file=sys.stderr)
+        print(redact(f"bgeflow {args.verb}: failed: {exc}"), file=sys.stderr)
         return EXIT_FAILED
     except Exception:
         # Not an outcome bgeflow expects: a bug here or in a library. The traceback says where.
-        traceback.print_exc()
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
         print(f"bgeflow {args.verb}: internal error (a bug; please report it with the traceback above)",
               file=sys.stderr)
         return EXIT_FAILED

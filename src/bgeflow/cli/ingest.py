@@ -31,10 +31,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = ingest(spec)
     except IngestFailed as exc:
-        for info in exc.report["failures"].values():
+        for rule, info in exc.report["failures"].items():
             for example in info["examples"]:
                 print(f"  {example['where']} [{example['field']}] {example['message']} ({example['rule']})",
                       file=sys.stderr)
+            if info.get("more"):
+                print(f"  +{info['more']} more ({rule})", file=sys.stderr)
         raise
     print(json.dumps({"status": result.report["status"], "counts": result.report["counts"],
                       "outputs": result.outputs}, ensure_ascii=False, indent=2))

@@ -43,5 +43,9 @@ class ConflictError(BgeflowError, FileExistsError):
     """What the input asks for exists already with other content (a registry version, an output)."""
 
 
+class UnsafePathError(BgeflowError, ValueError):
+    """A key, manifest entry or name would make a path outside its folder (absolute, ``..``, empty part)."""
+
+
 class StepFailed(RuntimeError):
     """The work stopped for a reason outside the input; the message says what and where."""

@@ -19,7 +19,16 @@ T = TypeVar("T")
 _PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class JsonFormatter(logging.Formatter):
+class RedactingFormatter(logging.Formatter):
+    """Every line with URL passwords masked (``user:***@host``): libraries log endpoints as given."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from bgeflow.core.storage.base import redact
+
+        return redact(super().format(record))
+
+
+class JsonFormatter(RedactingFormatter):
     def format(self, record: logging.LogRecord) -> str:
         payload = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
@@ -30,7 +39,9 @@ class JsonFormatter(logging.Formatter):
         payload.update(getattr(record, "fields", {}))
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, ensure_ascii=False, default=str)
+        from bgeflow.core.storage.base import redact
+
+        return redact(json.dumps(payload, ensure_ascii=False, default=str))
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -59,7 +70,7 @@ def setup_logging(level: str | int | None = None) -> None:
     if os.environ.get("BGEFLOW_LOG_FORMAT", "").lower() == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(_PLAIN_FORMAT, "%H:%M:%S"))
+        handler.setFormatter(RedactingFormatter(_PLAIN_FORMAT, "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

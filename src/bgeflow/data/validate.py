@@ -19,9 +19,13 @@ from typing import Any
 import msgspec
 
 from bgeflow.core.errors import DataError
-from bgeflow.data.records import TrainRecord
+from bgeflow.data.records import TRAIN_FIELDS, TrainRecord
 
-__all__ = ["RULES", "DataError", "Problem", "check_record", "parse_clean", "parse_line"]
+__all__ = ["MAX_DEPTH", "RULES", "DataError", "Problem", "check_record", "json_problem", "parse_clean", "parse_line"]
+
+#: Deeper JSON is refused: nothing in the contract nests beyond 2 levels, and a value near the
+#: interpreter's recursion limit parses but could not be written back out.
+MAX_DEPTH = 64
 
 #: Every rule the validator applies, with the sentence a report uses for it.
 RULES: dict[str, str] = {
@@ -36,6 +40,8 @@ RULES: dict[str, str] = {
     "score_length": "a score list's length differs from its texts",
     "bad_score": "a score is not a finite number",
     "lone_surrogate": "a text holds an unpaired UTF-16 surrogate escape",
+    "too_deep": f"JSON nested deeper than {MAX_DEPTH} levels",
+    "line_too_long": "line is longer than max_line_bytes",
     "too_few_negatives": "fewer negatives than --min-negatives",
 }
 
@@ -55,20 +61,79 @@ class Problem:
         return {"where": self.where, "rule": self.rule, "field": self.field, "message": self.message}
 
 
-def parse_line(raw: bytes, where: str, *, min_negatives: int = 0) -> tuple[TrainRecord | None, list[Problem]]:
-    """Decode, parse and check one JSONL line. Returns the record (None if unusable) and problems."""
+def loads_line(raw: bytes, where: str) -> tuple[Any, Problem | None]:
+    """``json.loads`` of one line that never raises: ``(value, None)`` or ``(None, problem)``.
+
+    The one place a line's bytes become JSON for the validator and the strict readers: every
+    failure json can have (bad UTF-8, bad syntax, nesting past the recursion limit, an integer of
+    more than 4300 digits) ends as a named rule.
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, [Problem(where, "not_utf8", "", f"not valid UTF-8 at byte {exc.start}")]
+        return None, Problem(where, "not_utf8", "", f"not valid UTF-8 at byte {exc.start}")
     try:
-        obj = json.loads(text)
+        return json.loads(text), None
     except json.JSONDecodeError as exc:
-        return None, [Problem(where, "invalid_json", "", f"invalid JSON: {exc.msg} at column {exc.colno}")]
+        return None, Problem(where, "invalid_json", "", f"invalid JSON: {exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return None, Problem(where, "too_deep", "", f"JSON nested too deeply (more than {MAX_DEPTH} levels)")
+    except ValueError as exc:  # int digits limit (sys.set_int_max_str_digits)
+        return None, Problem(where, "invalid_json", "", f"invalid JSON: {exc}")
+
+
+def parse_line(raw: bytes, where: str, *, min_negatives: int = 0) -> tuple[TrainRecord | None, list[Problem]]:
+    """Decode, parse and check one JSONL line. Returns the record (None if unusable) and problems.
+
+    Never raises on any byte sequence: every line ends as a record or as problems.
+    """
+    obj, problem = loads_line(raw, where)
+    if problem is not None:
+        return None, [problem]
     if not isinstance(obj, dict):
-        return None, [Problem(where, "not_object", "", f"expected a JSON object, got {type(obj).__name__}")]
+        return None, [Problem(where, "not_object", "", f"expected a JSON object, got {_type_name(obj)}")]
     problems = check_record(obj, where, min_negatives=min_negatives)
     return (None if problems else TrainRecord.from_dict(obj)), problems
+
+
+_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def json_problem(value: Any, where: str, raw: bytes | None = None) -> Problem | None:
+    """The first lone surrogate (in a key or a string) or nesting past ``MAX_DEPTH`` in ``value``.
+
+    Such a value parses, but cannot be written back as UTF-8 JSON (or at all). With ``raw`` (the
+    line it came from) most values are cleared by two byte scans: a surrogate can only come from
+    a ``\\ud8..``-``\\udf..`` escape, and depth needs brackets.
+    """
+    if raw is not None and not _MAYBE_SURROGATE.search(raw) and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return None
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:  # iterative: a recursive walk would itself hit the recursion limit
+        item, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return Problem(where, "too_deep", path, f"JSON nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return Problem(where, "lone_surrogate", path,
+                               "an unpaired surrogate escape (\\ud800-\\udfff): not valid Unicode")
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                name = f"{path}.{key}" if path else str(key)
+                if not key.isascii() and _SURROGATE.search(key):
+                    return Problem(where, "lone_surrogate", path or "(key)",
+                                   "an unpaired surrogate escape (\\ud800-\\udfff) in a key: not valid Unicode")
+                stack.append((inner, name, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((inner, f"{path}[{i}]", depth + 1) for i, inner in enumerate(item))
+    return None
+
+
+def _all_finite(scores: list[Any]) -> bool:
+    try:
+        return all(map(math.isfinite, scores))
+    except OverflowError:  # an integer too large for a float (a 400-digit score)
+        return False
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -101,12 +166,14 @@ def parse_clean(raw: bytes) -> TrainRecord | None:
         line = _decode_clean(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
-    # The rules types cannot say; all(map(...)) keeps the per-text loop in C.
-    if not (line.query.strip() and line.pos and all(map(str.strip, line.pos)) and all(map(str.strip, line.neg))):
+    # The rules types cannot say; all/any(map(...)) keep the per-text loop in C. "Not blank" is
+    # non-empty and not all whitespace: isspace() tests it without strip()'s copy of a long text.
+    if not (line.query and not line.query.isspace() and line.pos and all(line.pos) and all(line.neg)
+            and not any(map(str.isspace, line.pos)) and not any(map(str.isspace, line.neg))):
         return None
-    if line.pos_scores is not None and len(line.pos_scores) != len(line.pos):
+    if line.pos_scores is not None and (len(line.pos_scores) != len(line.pos) or not _all_finite(line.pos_scores)):
         return None
-    if line.neg_scores is not None and len(line.neg_scores) != len(line.neg):
+    if line.neg_scores is not None and (len(line.neg_scores) != len(line.neg) or not _all_finite(line.neg_scores)):
         return None
     return TrainRecord(line.query, line.pos, line.neg, line.pos_scores, line.neg_scores, line.prompt, line.type)
 
@@ -122,7 +189,7 @@ def check_record(obj: dict[str, Any], where: str, *, min_negatives: int = 0) -> 
         add("missing_field", "query", "missing required field")
     elif not isinstance(query, str):
         add("wrong_type", "query", f"expected a string, got {_type_name(query)}")
-    elif not query.strip():
+    elif not query or query.isspace():
         add("empty_query", "query", "empty query")
 
     texts: dict[str, list[str]] = {}
@@ -139,7 +206,7 @@ def check_record(obj: dict[str, Any], where: str, *, min_negatives: int = 0) -> 
         if bad:
             add("wrong_type", f"{name}[{bad[0]}]", f"expected a string, got {_type_name(value[bad[0]])}")
             continue
-        empty = [i for i, item in enumerate(value) if not item.strip()]
+        empty = [i for i, item in enumerate(value) if not item or item.isspace()]
         if empty:
             add("empty_text", f"{name}[{empty[0]}]", "empty passage")
         texts[name] = value
@@ -157,8 +224,8 @@ def check_record(obj: dict[str, Any], where: str, *, min_negatives: int = 0) -> 
         if bad:
             add("wrong_type", f"{name}[{bad[0]}]", f"expected a number, got {_type_name(scores[bad[0]])}")
             continue
-        if any(not math.isfinite(s) for s in scores):
-            add("bad_score", name, "NaN or infinite score")
+        if not _all_finite(scores):
+            add("bad_score", name, "NaN, infinite or out-of-range score")
         if of in texts and len(scores) != len(texts[of]):
             add("score_length", name, f"{len(scores)} scores for {len(texts[of])} {of} passages")
 
@@ -172,6 +239,12 @@ def check_record(obj: dict[str, Any], where: str, *, min_negatives: int = 0) -> 
     for name, value in fields:
         if isinstance(value, str) and not value.isascii() and _SURROGATE.search(value):
             add("lone_surrogate", name, "an unpaired surrogate escape (\\ud800-\\udfff): not valid Unicode")
+    # Unknown fields are kept and written back: they must be writable too (keys included).
+    extra = {key: value for key, value in obj.items() if key not in TRAIN_FIELDS}
+    if extra:
+        problem = json_problem(extra, where)
+        if problem is not None:
+            problems.append(problem)
 
     if min_negatives and not problems:
         n = len(texts.get("neg", []))

@@ -19,7 +19,7 @@ import time
 from typing import Any, Protocol
 
 from bgeflow.core.errors import ConfigError
-from bgeflow.core.storage import join_uri
+from bgeflow.core.storage import join_uri, safe_name
 
 URI_KEY = "uri"
 SECONDS_KEY = "seconds"
@@ -31,11 +31,16 @@ class ArtifactLike(Protocol):
 
 
 def step_output(artifact: ArtifactLike, work_uri: str, run_id: str, step: str) -> str:
-    """The directory URI a step writes to (see the module docstring)."""
+    """The directory URI a step writes to (see the module docstring).
+
+    Raises:
+        ConfigError: a work prefix without a run id, or a run id that is not one safe path
+            segment (it names the run's folder under the work prefix).
+    """
     if work_uri:
         if not run_id:
             raise ConfigError(f"step {step}: a work prefix needs the run id to keep runs apart")
-        return join_uri(work_uri, f"{run_id}/{step}")
+        return join_uri(work_uri, f"{safe_name(run_id, 'run id')}/{step}")
     return artifact.path
 
 

@@ -19,6 +19,7 @@ from pydantic import field_validator
 
 from bgeflow.core.errors import ConfigError
 from bgeflow.core.spec import KeyPath, Spec, UriList, nested, setting
+from bgeflow.core.storage import SAFE_NAME_PATTERN
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
 from bgeflow.steps.evaluation.spec import DEFAULT_GATE, EvaluateSettings, EvaluateSpec
 from bgeflow.steps.ingest.spec import IngestSettings, IngestSpec
@@ -41,7 +42,7 @@ class RetrieverRun(EncodingSettings, RunnerSettings):
 
     model: str = setting("BAAI/bge-base-en-v1.5", "base retriever: hub name, s3:// URI, local path or bundled:minilm",
                          min_length=1)
-    name: str = setting("bge-retriever", "its name in the registry", min_length=1)
+    name: str = setting("bge-retriever", "its name in the registry", pattern=SAFE_NAME_PATTERN)
     train: bool = setting(True, "fine-tune it (false: evaluate and rerank with the base model)")
     hyperparameters: dict[str, Any] = setting(
         default_factory=dict, help="FlagEmbedding/TrainingArguments options over the seed recipe (learning_rate, "
@@ -59,7 +60,7 @@ class RerankerRun(ScoringSettings, RunnerSettings):
     """The reranker of a run: base model, registry name, pair budget, how it trains (and with which runner)."""
 
     model: str = setting("BAAI/bge-reranker-base", "base reranker (a cross-encoder)", min_length=1)
-    name: str = setting("bge-reranker", "its name in the registry", min_length=1)
+    name: str = setting("bge-reranker", "its name in the registry", pattern=SAFE_NAME_PATTERN)
     train: bool = setting(True, "fine-tune it (false: the base reranker is evaluated)")
     hyperparameters: dict[str, Any] = setting(
         default_factory=dict, help="FlagEmbedding/TrainingArguments options over the seed recipe; the pair "

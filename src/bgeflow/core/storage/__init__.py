@@ -18,25 +18,58 @@ from bgeflow.core.errors import ConfigError
 from bgeflow.core.storage.base import (
     DEFAULT_WORKERS,
     JSONL_SUFFIXES,
+    MAX_LINE_BYTES,
+    SAFE_NAME_PATTERN,
     ObjectInfo,
     ObjectNotFound,
     StorageError,
     Store,
+    file_mode,
     file_sha256,
     is_s3,
     join_key,
     join_uri,
+    redact,
+    safe_join,
+    safe_name,
     staged_file,
     stream_sha256,
 )
 from bgeflow.core.storage.local import LocalStore
+from bgeflow.core.storage.lock import OutputLock, output_lock
 from bgeflow.core.storage.s3 import S3Store, s3_client
-from bgeflow.core.storage.sources import Source, iter_lines, open_lines, resolve_sources
+from bgeflow.core.storage.sources import Overlong, Source, iter_lines, open_lines, resolve_sources
 
 __all__ = [
-    "DEFAULT_WORKERS", "JSONL_SUFFIXES", "LocalStore", "ObjectInfo", "ObjectNotFound", "S3Store", "Source", "StorageError", "Store",
-    "file_sha256", "is_s3", "iter_lines", "join_key", "join_uri", "open_lines", "open_store", "resolve_sources",
-    "s3_client", "staged_file", "stream_sha256",
+    "DEFAULT_WORKERS",
+    "JSONL_SUFFIXES",
+    "MAX_LINE_BYTES",
+    "SAFE_NAME_PATTERN",
+    "LocalStore",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "OutputLock",
+    "Overlong",
+    "S3Store",
+    "Source",
+    "StorageError",
+    "Store",
+    "file_mode",
+    "file_sha256",
+    "is_s3",
+    "iter_lines",
+    "join_key",
+    "join_uri",
+    "open_lines",
+    "open_store",
+    "output_lock",
+    "redact",
+    "resolve_sources",
+    "s3_client",
+    "safe_join",
+    "safe_name",
+    "staged_file",
+    "stream_sha256",
 ]
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,16 +14,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from bgeflow.core.errors import NotFoundError, StepFailed
+from bgeflow.core.errors import ConfigError, NotFoundError, StepFailed, UnsafePathError
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
 _READ_CHUNK = 1 << 20
 _BATCH_BYTES = 1 << 20  # lines per queue item, by size: memory stays bounded however long lines are
 DEFAULT_WORKERS = int(os.environ.get("BGEFLOW_S3_MAX_WORKERS", "8"))
+#: The longest line a JSONL reader accepts: a longer one is a problem named at file:line, never a
+#: line built in memory (one training record of 200 passages of 10 KB is about 2 MB).
+MAX_LINE_BYTES = 32 << 20
 
 
 class StorageError(StepFailed):
-    """An object or prefix could not be read or written; the message names the URI."""
+    """An object or prefix could not be read or written; the message names the URI.
+
+    The message is redacted (``redact``): a library's error text may quote the endpoint with its
+    credentials.
+    """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(redact(message))
 
 
 class ObjectNotFound(StorageError, NotFoundError):
@@ -35,6 +47,7 @@ class ObjectInfo:
     key: str
     size: int
     etag: str = ""
+    modified: float | None = None  # seconds since the epoch, when the store says
 
     def name(self) -> str:
         return self.key.rsplit("/", 1)[-1]
@@ -49,8 +62,12 @@ class Store(ABC):
     def child(self, key: str) -> Store: ...
 
     @abstractmethod
-    def list(self, suffixes: tuple[str, ...] = ()) -> list[ObjectInfo]:
-        """Every object below the root (recursively), sorted by key."""
+    def list(self, suffixes: tuple[str, ...] = (), *, hidden: bool = False) -> list[ObjectInfo]:
+        """Every object below the root (recursively), sorted by key.
+
+        ``hidden``: include keys with a part starting with ``.`` (staging, locks, claims): only
+        the tools that reclaim them look there.
+        """
 
     @abstractmethod
     def stat(self, key: str = "") -> ObjectInfo | None:
@@ -105,14 +122,20 @@ class Store(ABC):
         return keys
 
     def download_dir(self, local_dir: str | Path, prefix: str = "") -> list[Path]:
-        """Download every object below ``prefix`` into ``local_dir``, keeping relative paths."""
+        """Download every object below ``prefix`` into ``local_dir``, keeping relative paths.
+
+        Raises:
+            UnsafePathError: a key that would land outside ``local_dir`` (``/abs``, ``..``, ``a//b``);
+                checked for every key before anything is written.
+        """
         source = self.child(prefix) if prefix else self
-        paths = []
-        for info in source.list():
-            target = Path(local_dir) / info.key
+        found = source.list()
+        # Every key first: a hostile listing must not leave half a download behind either.
+        targets = [safe_join(local_dir, info.key, what=f"object key under {source.uri}") if info.key
+                   else Path(local_dir) for info in found]
+        for info, target in zip(found, targets, strict=True):
             source.get_file(info.key, target)
-            paths.append(target)
-        return paths
+        return targets
 
 
 def join_key(*parts: str) -> str:
@@ -129,11 +152,94 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+def safe_join(root: str | Path, key: str, *, what: str = "key") -> Path:
+    """``root / key`` for a key that comes from outside (an object key, a manifest entry, a name).
+
+    The one place such a key becomes a local path: a key that could land outside ``root`` is
+    refused rather than normalised, because a key like ``model//etc/x`` or ``../../x`` is never
+    a file of the folder it claims to be in. One trailing ``/`` (a prefix) is allowed.
+
+    Raises:
+        UnsafePathError: ``key`` is empty, absolute, or has an empty, ``.`` or ``..`` part or a NUL.
+    """
+    parts = key[:-1].split("/") if key.endswith("/") and len(key) > 1 else key.split("/")
+    bad = not key or key.startswith("/") or "\0" in key or any(part in ("", ".", "..") for part in parts)
+    if bad:
+        raise UnsafePathError(f"{what} {key!r} is not a relative path inside {root}: refusing absolute paths, "
+                              "'..', '.' and empty parts")
+    return Path(root).joinpath(*parts)
+
+
+#: One path segment that is safe anywhere: a registry name or version, a run id. Specs declare
+#: their name settings with ``pattern=SAFE_NAME_PATTERN`` so a bad one is refused at the edge.
+SAFE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_SAFE_NAME = re.compile(SAFE_NAME_PATTERN)
+
+
+def safe_name(value: object, what: str) -> str:
+    """A name that becomes one path segment (a registry name or version, a run id).
+
+    Raises:
+        ConfigError: not 1-128 letters, digits, ``.``, ``_``, ``-`` starting with a letter or digit.
+    """
+    if not isinstance(value, str) or not _SAFE_NAME.match(value) or value in (".", ".."):
+        raise ConfigError(f"{what} {value!r} is not valid: use letters, digits, '.', '_', '-' (not starting with "
+                          "'.', '_' or '-'), at most 128 characters")
+    return value
+
+
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#@\s:]*)(?::[^/?#@\s]*)?@")
+
+
+def redact(text: object) -> str:
+    """``text`` with the password of every URL's userinfo replaced: ``http://user:***@host``.
+
+    A userinfo without a password is often a token itself (``https://TOKEN@host``): it becomes
+    ``***``. The one redaction every message naming an endpoint goes through.
+    """
+    def mask(match: re.Match[str]) -> str:
+        user = match.group("user")
+        has_password = match.group(0)[len(match.group("scheme")) + len(user)] == ":"
+        return f"{match.group('scheme')}{user}:***@" if has_password and user else f"{match.group('scheme')}***@"
+
+    return _USERINFO.sub(mask, str(text))
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # elsewhere the only way to read it is to set it and put it back
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file here: 0644 under the usual umask 022."""
+    return 0o666 & ~_umask()
+
+
 @contextmanager
 def staged_file(directory: str | Path | None = None, suffix: str = "") -> Iterator[Path]:
-    """A temporary path that is removed afterwards whatever happens."""
+    """A temporary path that is removed afterwards whatever happens.
+
+    Created with the mode a plain ``open()`` would give (0644 under umask 022), not mkstemp's 0600:
+    it is renamed into place, and a registry or output on a shared volume must stay readable.
+    """
     fd, name = tempfile.mkstemp(prefix=".bgeflow-", suffix=suffix, dir=directory)
-    os.close(fd)
+    try:
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     path = Path(name)
     try:
         yield path

@@ -13,6 +13,7 @@ from bgeflow.core.storage.base import (
     Store,
     is_hidden_key,
     matches_suffixes,
+    safe_join,
     staged_file,
 )
 
@@ -26,18 +27,21 @@ class LocalStore(Store):
         return LocalStore(self._path(key))
 
     def _path(self, key: str) -> Path:
-        return self.root / key if key else self.root
+        # A key never reaches outside the root, whoever made it (a listing, a manifest, a user).
+        return safe_join(self.root, key, what=f"key under {self.root}") if key else self.root
 
-    def list(self, suffixes: tuple[str, ...] = ()) -> list[ObjectInfo]:
+    def list(self, suffixes: tuple[str, ...] = (), *, hidden: bool = False) -> list[ObjectInfo]:
         if self.root.is_file():
-            return [ObjectInfo("", self.root.stat().st_size)] if matches_suffixes(self.root.name, suffixes) else []
+            info = self.root.stat()
+            return [ObjectInfo("", info.st_size, modified=info.st_mtime)] if matches_suffixes(self.root.name, suffixes) else []
         if not self.root.exists():
             return []
         out = []
         for path in self.root.rglob("*"):
             rel = path.relative_to(self.root).as_posix()
-            if path.is_file() and not is_hidden_key(rel) and matches_suffixes(path.name, suffixes):
-                out.append(ObjectInfo(rel, path.stat().st_size))
+            if path.is_file() and (hidden or not is_hidden_key(rel)) and matches_suffixes(path.name, suffixes):
+                info = path.stat()
+                out.append(ObjectInfo(rel, info.st_size, modified=info.st_mtime))
         return sorted(out, key=lambda o: o.key)
 
     def stat(self, key: str = "") -> ObjectInfo | None:

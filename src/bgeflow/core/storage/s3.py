@@ -21,6 +21,7 @@ from bgeflow.core.storage.base import (
     join_key,
     join_uri,
     matches_suffixes,
+    redact,
     staged_file,
 )
 
@@ -72,7 +73,7 @@ class S3Store(Store):
     def _wrap(self, exc: Exception, key: str, action: str) -> StorageError:
         return StorageError(f"cannot {action} {join_uri(self.uri, key)}: {exc}")
 
-    def list(self, suffixes: tuple[str, ...] = ()) -> list[ObjectInfo]:
+    def list(self, suffixes: tuple[str, ...] = (), *, hidden: bool = False) -> list[ObjectInfo]:
         own = self.stat("") if self.prefix else None
         if own is not None:
             return [own] if matches_suffixes(self.prefix, suffixes) else []
@@ -82,8 +83,10 @@ class S3Store(Store):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
                 for obj in page.get("Contents", []):
                     rel = obj["Key"][len(base) :]
-                    if rel and not is_hidden_key(rel) and matches_suffixes(rel, suffixes):
-                        out.append(ObjectInfo(rel, obj["Size"], obj.get("ETag", "").strip('"')))
+                    if rel and (hidden or not is_hidden_key(rel)) and matches_suffixes(rel, suffixes):
+                        modified = obj.get("LastModified")
+                        out.append(ObjectInfo(rel, obj["Size"], obj.get("ETag", "").strip('"'),
+                                              modified.timestamp() if modified is not None else None))
         except Exception as exc:
             raise self._wrap(exc, "", "list") from exc
         return sorted(out, key=lambda o: o.key)
@@ -183,7 +186,7 @@ def check_reachable(uris: Iterable[str | None]) -> None:
         region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         config=Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 1}),
     )
-    where = client.meta.endpoint_url
+    where = redact(client.meta.endpoint_url)
     for bucket in buckets:
         try:
             client.head_bucket(Bucket=bucket)
@@ -194,6 +197,7 @@ def check_reachable(uris: Iterable[str | None]) -> None:
             if code in ("403", "AccessDenied"):
                 # Credentials may allow objects but not HeadBucket; the endpoint answered, which is all we check.
                 continue
-            raise StepFailed(f"S3 endpoint {where} refused bucket {bucket!r}: {code or exc}") from None
+            raise StepFailed(redact(f"S3 endpoint {where} refused bucket {bucket!r}: {code or exc}")) from None
         except BotoCoreError as exc:
-            raise StepFailed(f"cannot reach S3 endpoint {where} (bucket {bucket!r}): {exc}") from None
+            # botocore quotes the endpoint URL, userinfo and all.
+            raise StepFailed(redact(f"cannot reach S3 endpoint {where} (bucket {bucket!r}): {exc}")) from None

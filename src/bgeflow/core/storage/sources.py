@@ -6,16 +6,19 @@ import gzip
 import io
 import queue
 import threading
+import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Literal, overload
 
+from bgeflow.core.errors import BgeflowError, DataError
 from bgeflow.core.storage.base import (
     _BATCH_BYTES,
     _READ_CHUNK,
     DEFAULT_WORKERS,
     JSONL_SUFFIXES,
+    MAX_LINE_BYTES,
     ObjectNotFound,
     StorageError,
     Store,
@@ -54,19 +57,149 @@ def resolve_sources(uris: Iterable[str], suffixes: tuple[str, ...] = JSONL_SUFFI
 
 
 def open_lines(source: Source) -> IO[bytes]:
-    """A buffered binary reader over a source, gunzipped when the name or the magic says so."""
+    """A buffered binary reader over a source, gunzipped when its name ends in ``.gz``.
+
+    The name decides, never the content alone: a plain ``.jsonl`` that happens to start with the
+    gzip magic ``1f 8b`` is read as text (its lines are then judged like any other), and a ``.gz``
+    whose bytes are not gzip is refused here, naming the URI, rather than read as garbage.
+
+    Raises:
+        DataError: the name says gzip and the content does not.
+    """
     raw = io.BufferedReader(source.store.open_read(source.key), _READ_CHUNK)  # type: ignore[arg-type]
-    if source.key.endswith(".gz") or source.uri.endswith(".gz") or raw.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
-    return raw
+    if not (source.key.endswith(".gz") or source.uri.endswith(".gz")):
+        return raw
+    head = raw.peek(2)[:2]
+    if head and head != GZIP_MAGIC:
+        raw.close()
+        raise DataError(f"{source.uri}: named .gz but not gzip data (starts with {head.hex(' ')}, not 1f 8b)")
+    return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
 
 
-def iter_lines(sources: list[Source], workers: int = DEFAULT_WORKERS) -> Iterator[tuple[Source, int, bytes]]:
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class Overlong:
+    """Stands, in ``iter_lines(..., overlong="mark")``, for a line longer than the limit.
+
+    Its bytes were counted and skipped, never held: only its size is known.
+    """
+
+    size: int
+    limit: int
+
+    def __str__(self) -> str:
+        return f"line of {self.size} bytes is longer than the limit of {self.limit} bytes (max_line_bytes)"
+
+
+def _line_end(chunk: bytes) -> int:
+    """The index just past the first line break (``\\n``, ``\\r\\n`` or a lone ``\\r``) in ``chunk``; -1 if none."""
+    lf, cr = chunk.find(b"\n"), chunk.find(b"\r")
+    if lf < 0 and cr < 0:
+        return -1
+    if cr < 0 or 0 <= lf < cr:
+        return lf + 1
+    return cr + 2 if chunk[cr + 1 : cr + 2] == b"\n" else cr + 1
+
+
+def _line_batches(fh: IO[bytes], limit: int) -> Iterator[list[bytes | Overlong]]:
+    """The lines of ``fh`` in batches of about ``_BATCH_BYTES``, each line with its line break.
+
+    Line breaks are ``\\n``, ``\\r\\n`` and a lone ``\\r`` (files from old Mac tools). A line longer
+    than ``limit`` bytes (break included) becomes an ``Overlong``: its bytes are skipped as they
+    stream by, so memory holds at most ``limit`` + one chunk whatever the line's length. A line
+    within the limit that spans chunks costs about its own size (see ``pending``).
+    """
+    batch: list[bytes | Overlong] = []
+    batch_size = 0
+    # A line that spans chunks grows in a BytesIO: its buffer is resized in place, and getvalue()
+    # hands that very buffer over (no copy), so a long line costs about its size once.
+    pending = io.BytesIO()
+    pending_size = 0
+    skipped = -1  # >= 0: inside an over-long line, this many bytes of it seen so far
+
+    def emit(line: bytes | Overlong) -> None:
+        nonlocal batch_size
+        batch.append(line)
+        batch_size += len(line) if isinstance(line, bytes) else 0
+
+    while chunk := fh.read(_READ_CHUNK):
+        # A chunk never ends between the \r and \n of one line break.
+        while chunk.endswith(b"\r") and (more := fh.read(1)):
+            chunk += more
+        if skipped >= 0:
+            end = _line_end(chunk)
+            if end < 0:
+                skipped += len(chunk)
+                continue
+            emit(Overlong(skipped + end, limit))
+            skipped = -1
+            chunk = chunk[end:]
+        if pending_size:
+            end = _line_end(chunk)
+            if end < 0:
+                pending.write(chunk)
+                pending_size += len(chunk)
+                if pending_size > limit:
+                    skipped, pending, pending_size = pending_size, io.BytesIO(), 0
+                continue
+            if pending_size + end > limit:
+                emit(Overlong(pending_size + end, limit))
+            else:
+                pending.write(chunk[:end])
+                emit(pending.getvalue())
+            pending, pending_size = io.BytesIO(), 0
+            chunk = chunk[end:]
+        lines = chunk.splitlines(keepends=True)
+        if lines and not lines[-1].endswith((b"\n", b"\r")):
+            last = lines.pop()
+            if len(last) > limit:
+                skipped = len(last)
+            else:
+                pending.write(last)
+                pending_size = len(last)
+        if len(chunk) <= limit:  # the usual case: no line of this chunk can be over the limit
+            batch.extend(lines)
+            batch_size += len(chunk)
+        else:
+            for line in lines:
+                emit(line if len(line) <= limit else Overlong(len(line), limit))
+        if batch_size >= _BATCH_BYTES:
+            yield batch
+            batch, batch_size = [], 0
+    if skipped >= 0:
+        emit(Overlong(skipped, limit))
+    elif pending_size:
+        emit(pending.getvalue())
+    if batch:
+        yield batch
+
+
+@overload
+def iter_lines(sources: list[Source], workers: int = ..., *, max_line_bytes: int = ...,
+               overlong: Literal["raise"] = ...) -> Iterator[tuple[Source, int, bytes]]: ...
+
+
+@overload
+def iter_lines(sources: list[Source], workers: int = ..., *, max_line_bytes: int = ...,
+               overlong: Literal["mark"]) -> Iterator[tuple[Source, int, bytes | Overlong]]: ...
+
+
+def iter_lines(sources: list[Source], workers: int = DEFAULT_WORKERS, *, max_line_bytes: int = MAX_LINE_BYTES,
+               overlong: Literal["raise", "mark"] = "raise") -> Iterator[tuple[Source, int, Any]]:
     """Yield ``(source, line_number, raw_line)`` for every line of every source, in source order.
 
     Up to ``workers`` objects are fetched concurrently; each feeds a small bounded queue of line
-    batches (about ``_BATCH_BYTES`` each), so memory stays bounded by ``workers × queue depth ×
-    batch`` whatever the object sizes.
+    batches (about ``_BATCH_BYTES`` each), and no line longer than ``max_line_bytes`` is ever held,
+    so memory stays bounded by ``workers × queue depth × (batch + max_line_bytes)`` whatever the
+    objects hold. An over-long line raises DataError (``overlong="raise"``, the strict readers) or
+    is yielded as an ``Overlong`` in its place (``"mark"``: ingest reports it and reads on).
+
+    Raises:
+        DataError: an over-long line (``"raise"``), a ``.gz`` that is not gzip or is truncated,
+            naming ``uri:line``.
+        StorageError: the object could not be read.
     """
     if not sources:
         return
@@ -87,8 +220,7 @@ def iter_lines(sources: list[Source], workers: int = DEFAULT_WORKERS) -> Iterato
         q = queues[index]
         try:
             with open_lines(sources[index]) as fh:
-                # readlines(hint) splits a whole batch in C; a line never spans two batches.
-                while batch := fh.readlines(_BATCH_BYTES):
+                for batch in _line_batches(fh, max_line_bytes):
                     if not put(q, batch):
                         return
             put(q, done)
@@ -105,10 +237,16 @@ def iter_lines(sources: list[Source], workers: int = DEFAULT_WORKERS) -> Iterato
                 item = queues[index].get()
                 if item is done:
                     break
+                if isinstance(item, BgeflowError):
+                    raise item
+                if isinstance(item, (EOFError, zlib.error, gzip.BadGzipFile)):
+                    raise DataError(f"{source.uri}:{line_no + 1}: not valid gzip data ({item})") from item
                 if isinstance(item, BaseException):
                     raise StorageError(f"{source.uri}: {item}") from item
                 for line in item:
                     line_no += 1
+                    if type(line) is Overlong and overlong == "raise":
+                        raise DataError(f"{source.uri}:{line_no}: {line}")
                     yield source, line_no, line
             queues[index] = queue.Queue()  # release what is no longer needed
     finally:

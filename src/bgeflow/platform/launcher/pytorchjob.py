@@ -26,6 +26,9 @@ API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 SHM_VOLUME = "dshm"
+#: Writable scratch under a read-only root filesystem: /tmp (training scratch, HOME) and the model cache.
+SCRATCH_VOLUMES = {"tmp": "/tmp", "cache": "/cache"}
+SCRATCH_ENV = {"HOME": "/tmp", "HF_HOME": "/cache/huggingface"}
 
 
 def labels(spec: LaunchSpec) -> dict[str, str]:
@@ -40,7 +43,7 @@ def labels(spec: LaunchSpec) -> dict[str, str]:
 def _env(spec: LaunchSpec) -> list[Any]:
     from kubernetes.client import V1EnvVar, V1EnvVarSource, V1SecretKeySelector
 
-    env = [V1EnvVar(name=k, value=str(v)) for k, v in sorted(spec.env.items())]
+    env = [V1EnvVar(name=k, value=str(v)) for k, v in sorted({**SCRATCH_ENV, **spec.env}.items())]
     env.append(V1EnvVar(name="PYTHONUNBUFFERED", value="1"))
     if spec.pod.s3_secret:
         # A reference to the Secret, resolved by the kubelet: the value never leaves the cluster.
@@ -75,7 +78,7 @@ def _pod_template(spec: LaunchSpec) -> Any:
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
     if pod.cpu:
-        requests["cpu"] = pod.cpu
+        requests["cpu"] = limits["cpu"] = pod.cpu
     if pod.memory:
         requests["memory"] = limits["memory"] = pod.memory
     if pod.gpus_per_node:
@@ -87,18 +90,25 @@ def _pod_template(spec: LaunchSpec) -> Any:
         env=_env(spec),
         resources=V1ResourceRequirements(requests=requests or None, limits=limits or None),
         # NCCL and the DataLoader workers share tensors through /dev/shm; the container default is 64 MiB.
-        volume_mounts=[V1VolumeMount(name=SHM_VOLUME, mount_path="/dev/shm")],
+        volume_mounts=[V1VolumeMount(name=SHM_VOLUME, mount_path="/dev/shm"),
+                       *(V1VolumeMount(name=name, mount_path=path) for name, path in SCRATCH_VOLUMES.items())],
+        # The restricted Pod Security Standard, as the chart's pods: the root filesystem read-only
+        # (scratch, HOME and the caches are the emptyDirs above).
         security_context=V1SecurityContext(
             allow_privilege_escalation=False,
             capabilities=V1Capabilities(drop=["ALL"]),
-            run_as_non_root=True,
+            run_as_non_root=True, run_as_user=pod.run_as_user, run_as_group=pod.run_as_user,
+            read_only_root_filesystem=True, seccomp_profile=V1SeccompProfile(type="RuntimeDefault"),
         ),
     )
     return V1PodTemplateSpec(
         metadata=V1ObjectMeta(labels=labels(spec), annotations={OWNER_ANNOTATION: spec.owner}),
         spec=V1PodSpec(
             containers=[container],
-            volumes=[V1Volume(name=SHM_VOLUME, empty_dir=V1EmptyDirVolumeSource(medium="Memory", size_limit=pod.shm_size))],
+            volumes=[V1Volume(name=SHM_VOLUME, empty_dir=V1EmptyDirVolumeSource(medium="Memory", size_limit=pod.shm_size)),
+                     *(V1Volume(name=name, empty_dir=V1EmptyDirVolumeSource()) for name in SCRATCH_VOLUMES)],
+            # Training pods never call the Kubernetes API (IRSA / Pod Identity mount their own token).
+            automount_service_account_token=False,
             # Pod Security Standards "restricted": non-root, RuntimeDefault seccomp, no privilege escalation.
             security_context=V1PodSecurityContext(
                 run_as_non_root=True, run_as_user=pod.run_as_user, run_as_group=pod.run_as_user,

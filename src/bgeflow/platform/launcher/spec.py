@@ -19,6 +19,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from bgeflow.core.errors import ConfigError
+
 POD_SETTINGS_ENV = "BGEFLOW_TRAIN_POD_SETTINGS"
 #: The container name the training operator requires in PyTorchJob pod templates.
 CONTAINER_NAME = "pytorch"
@@ -116,6 +118,10 @@ class PodSettings:
             self.gang = GangSettings(**self.gang)
         if self.gpus_per_node < 0 or self.backoff_limit < 0:
             raise ValueError("pod settings gpus_per_node and backoff_limit must be >= 0")
+        if isinstance(self.run_as_user, bool) or not isinstance(self.run_as_user, int) or self.run_as_user <= 0:
+            # 0 is root: with runAsNonRoot the kubelet refuses the pod, without it the pod runs as root.
+            raise ConfigError(f"pod setting run_as_user must be a non-zero user id (the images' USER is 10001), "
+                              f"got {self.run_as_user!r}")
         for name in ("cpu", "memory", "shm_size"):
             _check_quantity(name, getattr(self, name))
         if self.clean_pod_policy not in _CLEAN_POD_POLICIES:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bgeflow.core.errors import ConfigError, StepFailed
-from bgeflow.core.storage import join_uri, open_store
+from bgeflow.core.storage import join_uri, open_store, redact
 from bgeflow.platform.launcher.spec import LaunchSpec, PodSettings, job_name
 from bgeflow.platform.launcher.submit import LaunchResult, launch, make_backend
 from bgeflow.steps.training.pod import MODEL_DIR, SPEC_FILE, SUMMARY_FILE, pod_command, write_spec
@@ -54,13 +54,29 @@ def build_launch_spec(spec: TrainSpec, *, owner: str, nnodes: int, nproc_per_nod
                           "(nnodes, nproc_per_node of the job), not by the training spec")
     if pod.elastic is not None:
         raise ConfigError("bgeflow train needs a fixed node count; drop the elastic pod setting")
-    env = environ if environ is not None else os.environ
     return LaunchSpec(
         name=job_name(owner, prefix=f"bgeflow-{spec.kind}"),
         command=pod_command(join_uri(spec.output, SPEC_FILE)),
         owner=owner, namespace=namespace, nnodes=nnodes, nproc_per_node=nproc_per_node,
-        env={k: env[k] for k in PASS_THROUGH_ENV if env.get(k)}, pod=pod,
+        env=pass_through_env(environ if environ is not None else os.environ), pod=pod,
     )
+
+
+def pass_through_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``PASS_THROUGH_ENV`` variables set in ``environ``, as the job's pods get them in plain text.
+
+    Raises:
+        ConfigError: one holds credentials (an endpoint ``http://user:pass@host``). Copied, they would
+            sit readable in the PyTorchJob object; credentials reach pods only through the Secret named
+            by ``PodSettings.s3_secret``.
+    """
+    env = {name: environ[name] for name in PASS_THROUGH_ENV if environ.get(name)}
+    for name, value in env.items():
+        if redact(value) != value:
+            raise ConfigError(f"{name}={redact(value)} holds credentials, which would be copied into the training "
+                              "job's pod spec in plain text: drop them from the URL and give them to the pods "
+                              "through a Secret (pod setting s3_secret)")
+    return env
 
 
 def launch_training(

@@ -22,7 +22,7 @@ from typing import Any
 
 from bgeflow.core.errors import ConfigError, NotFoundError
 from bgeflow.core.storage import iter_lines, join_uri, open_store, resolve_sources
-from bgeflow.data import DataError, EvalQuery, iter_json
+from bgeflow.data import DataError, EvalQuery, iter_json, loads_line
 
 QRELS_SUFFIXES = (".tsv", ".tsv.gz", ".jsonl", ".jsonl.gz")
 
@@ -136,7 +136,7 @@ def read_queries(uri: str, *, need_relevant: bool) -> list[EvalQuery]:
             raise DataError(f"{where}: field 'prompt' must be a string")
         try:
             query = EvalQuery.from_dict({**obj, "id": query_id, "relevant": relevant})
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: a grade of 1e999
             raise DataError(f"{where}: field 'relevant' must map ids to integer grades ({exc})") from exc
         if query_id in seen:
             raise DataError(f"{where}: duplicate query id {query_id!r}")
@@ -155,12 +155,9 @@ def read_qrels(uri: str) -> dict[str, dict[str, int]]:
         if not line:
             continue
         if source.uri.endswith((".jsonl", ".jsonl.gz")) or line.startswith("{"):
-            import json
-
-            try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                raise DataError(f"{where}: invalid JSON ({exc})") from exc
+            obj, problem = loads_line(raw, where)
+            if problem is not None:
+                raise DataError(str(problem))
             if not isinstance(obj, dict):
                 raise DataError(f"{where}: expected a JSON object")
             parts = [obj.get("query_id", obj.get("query-id")), obj.get("doc_id", obj.get("corpus-id")),
@@ -175,7 +172,7 @@ def read_qrels(uri: str) -> dict[str, dict[str, int]]:
                 raise DataError(f"{where}: expected 'query_id<TAB>doc_id<TAB>grade'")
         try:
             grade = int(float(parts[2])) if len(parts) == 3 else 1
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: "inf", or an int past float's range
             if line_no == 1:
                 continue  # a header line
             raise DataError(f"{where}: grade {parts[2]!r} is not a number") from None

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from bgeflow import __version__
 from bgeflow.core.errors import ConfigError
 from bgeflow.core.storage import open_store
+from bgeflow.core.weights import require_safetensors
 from bgeflow.steps.evaluation import families
 from bgeflow.steps.evaluation.evalset import EvalSet, load_eval_set, resolve_eval_uris
 from bgeflow.steps.evaluation.gate import RERANK_PREFIX, check_gate
@@ -154,7 +155,9 @@ def _resolve(column: str, role: str, ref: str | None, workdir: Path) -> _Model |
 
     if not ref:
         return None
-    return _Model(column, role, ref, fetch_model(ref, workdir))
+    path = fetch_model(ref, workdir)
+    require_safetensors(path, f"{column} {role} {ref}")
+    return _Model(column, role, ref, path)
 
 
 def _resolve_champion(role: str, ref: str | None, workdir: Path) -> _Model | None:
@@ -172,6 +175,7 @@ def _resolve_champion(role: str, ref: str | None, workdir: Path) -> _Model | Non
     if info.kind and info.kind != role:
         raise ConfigError(f"champion {info.uri} is a {info.kind}, but was given as the champion {role}")
     path = registry.download_model(info.registry, info.name, info.version, workdir / f"champion-{role}")
+    require_safetensors(path, f"champion {role} {info.uri}")
     return _Model("champion", role, ref, str(path), registry_version=info.version)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import field_validator, model_validator
 
 from bgeflow.core.spec import Spec, nested, setting
-from bgeflow.core.storage import join_uri
+from bgeflow.core.storage import SAFE_NAME_PATTERN, join_uri
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
 from bgeflow.steps.evaluation.gate import RERANK_PREFIX, GateRule, parse_gate
 from bgeflow.steps.evaluation.metrics import DEFAULT_METRICS
@@ -66,8 +66,10 @@ class EvaluateSpec(EvaluateSettings):
     champion_reranker: str | None = setting(None, "the published champion reranker", metavar="REF")
     registry: str | None = setting(None, "with --name / --reranker-name: where champions are looked up",
                                    metavar="URI")
-    name: str | None = setting(None, "registry name of the retriever (champion = <registry>/<name>)")
-    reranker_name: str | None = setting(None, "registry name of the reranker")
+    # Names become path segments of the registry: refused here unless one safe segment.
+    name: str | None = setting(None, "registry name of the retriever (champion = <registry>/<name>)",
+                               pattern=SAFE_NAME_PATTERN)
+    reranker_name: str | None = setting(None, "registry name of the reranker", pattern=SAFE_NAME_PATTERN)
     fail_on_gate: bool = setting(False, "exit 3 when the gate fails")
     encoding: EncodingSettings = nested(EncodingSettings, "encoding")
     rerank: ScoringSettings = nested(ScoringSettings, "reranking", prefix="rerank-")

@@ -8,8 +8,10 @@ Outputs under ``--output``:
 - ``report.json`` and ``report.md``: counts, failures per rule with the first offenders, length
   histograms and the share of texts that would be truncated.
 
-Everything is staged locally and uploaded only when the data passes, ``report.json`` last, so a
-failed run writes nothing and a reader that sees the report sees complete outputs.
+Everything is staged locally and uploaded only when the data passes. ``report.json`` is the
+completion marker: removed before anything else is written and written last, so a reader that
+sees it with status ok sees one complete set. A failed run writes only ``report.json`` (status
+failed, every count) and ``report.md``.
 """
 
 from __future__ import annotations

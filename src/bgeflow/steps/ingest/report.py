@@ -19,8 +19,9 @@ class ProblemTally:
         self.examples: dict[str, list[Problem]] = defaultdict(list)
         self.bad_lines = 0
 
-    def add(self, problems: list[Problem]) -> None:
-        self.bad_lines += 1
+    def add(self, problems: list[Problem], lines: int = 1) -> None:
+        """Count the problems of ``lines`` input lines (several when merged duplicates fail together)."""
+        self.bad_lines += lines
         for problem in problems:
             self.counts[problem.rule] += 1
             if len(self.examples[problem.rule]) < self.keep:
@@ -32,6 +33,8 @@ class ProblemTally:
                 "count": self.counts[rule],
                 "description": RULES[rule],
                 "examples": [p.to_dict() for p in self.examples[rule]],
+                # Offenders not named above: with the examples, they add up to "count".
+                "more": self.counts[rule] - len(self.examples[rule]),
             }
             for rule in sorted(self.counts)
         }
@@ -81,8 +84,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     for rule, info in report["failures"].items():
         lines.append(f"### `{rule}` — {info['description']}: {info['count']}")
         lines += [f"- `{e['where']}` {e['field']}: {e['message']}" for e in info["examples"]]
+        if info.get("more"):
+            lines.append(f"- +{info['more']} more")
         lines.append("")
-    lengths = report["lengths"]
+    lengths = report.get("lengths")
+    if not lengths:
+        return "\n".join(lines) + "\n"
     lines += ["", f"## Lengths (tokens, {lengths['method']})", ""]
     for kind in ("query", "passage"):
         info = lengths[kind]

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from bgeflow.core.log import progress
-from bgeflow.core.storage import iter_lines, open_store, resolve_sources
-from bgeflow.data import Problem, TrainRecord, parse_clean, parse_line, write_jsonl
+from bgeflow.core.storage import Overlong, iter_lines, open_store, resolve_sources
+from bgeflow.data import Problem, TrainRecord, parse_clean, parse_line, write_jsonl, write_line
 from bgeflow.steps.ingest.dedupe import dedupe_within, drop_negatives_equal_to_positives, merge_into
 from bgeflow.steps.ingest.report import IngestFailed, ProblemTally, length_report, render_markdown
 from bgeflow.steps.ingest.spec import (
@@ -72,14 +72,24 @@ def _ingest(config: IngestSpec) -> IngestResult:
     records: dict[str, TrainRecord] = {}
     raw_lines: dict[str, bytes] = {}
     suspects: set[str] = set()
+    # Lines merged into each record beyond its first (only for queries seen more than once), and,
+    # when --min-negatives may drop records after merging, where each record began: a record dropped
+    # then accounts for every line it was made of.
+    merged_lines: dict[str, int] = {}
+    first_where: dict[str, tuple[int, int]] = {}
+    source_index = {id(source): i for i, source in enumerate(sources)}
     lines = blank = duplicates = 0
     for source, line_no, raw in progress(
-        iter_lines(sources, workers=config.workers), "ingest", unit="lines", logger=log
+        iter_lines(sources, workers=config.workers, max_line_bytes=config.max_line_bytes, overlong="mark"),
+        "ingest", unit="lines", logger=log,
     ):
         lines += 1
+        if isinstance(raw, Overlong):
+            tally.add([Problem(f"{source.uri}:{line_no}", "line_too_long", "", str(raw))])
+            continue
         record = parse_clean(raw)
         if record is None:
-            if not raw.strip():
+            if not raw or raw.isspace():
                 blank += 1
                 continue
             record, problems = parse_line(raw.rstrip(b"\r\n"), f"{source.uri}:{line_no}", min_negatives=0)
@@ -94,17 +104,23 @@ def _ingest(config: IngestSpec) -> IngestResult:
         query = record.query
         if query in records:
             duplicates += 1
+            merged_lines[query] = merged_lines.get(query, 0) + 1
             merge_into(records[query], record)
             raw_lines.pop(query, None)
             suspects.add(query)
         else:
             records[query] = record
+            if config.min_negatives:
+                first_where[query] = (source_index[id(source)], line_no)
             if not distinct:
                 suspects.add(query)
             # An untouched line is written back byte for byte (cheaper than re-serialising), unless
             # it escapes non-ASCII: outputs keep Chinese readable.
             if not changed and b"\\u" not in raw:
                 raw_lines[query] = raw
+
+    # The loop's last line would stay referenced until ingest returns: a long one held twice.
+    raw = record = None  # type: ignore[assignment]
 
     negatives_removed = 0
     for query in suspects:
@@ -113,13 +129,19 @@ def _ingest(config: IngestSpec) -> IngestResult:
             negatives_removed += removed
             raw_lines.pop(query, None)
     if config.min_negatives:
-        # Checked after merging: duplicates may together have enough negatives.
+        # Checked after merging: duplicates may together have enough negatives. A record that has
+        # too few is every one of its lines failing, and its merges did not happen.
         for query, record in list(records.items()):
             if len(record.neg) < config.min_negatives:
-                where = f"query {query[:60]!r}"
+                index, line_no = first_where[query]
+                merged = merged_lines.pop(query, 0)
+                where = f"{sources[index].uri}:{line_no}" + (f" (+{merged} duplicate line(s) merged)" if merged else "")
                 tally.add([Problem(where, "too_few_negatives", "neg",
-                                   f"{len(record.neg)} negatives, at least {config.min_negatives} required")])
+                                   f"{len(record.neg)} negatives, at least {config.min_negatives} required")],
+                          lines=1 + merged)
+                duplicates -= merged
                 del records[query]
+                raw_lines.pop(query, None)
 
     eval_queries = split_eval(list(records), config.eval_fraction, config.seed)
     train = [r for q, r in records.items() if q not in eval_queries]
@@ -147,14 +169,16 @@ def _ingest(config: IngestSpec) -> IngestResult:
     failed = bool(tally.counts) and config.on_error == "fail"
     if failed or not records:
         report["status"] = "failed"
-        first = next(iter(tally.examples.values()))[0] if tally.counts else None
+        first = next((examples[0] for examples in tally.examples.values() if examples), None)
         summary = (
             f"{tally.bad_lines} of {lines} lines failed validation "
             f"({', '.join(f'{r}={n}' for r, n in sorted(tally.counts.items()))}); first: {first}"
-            if first
+            if tally.counts
             else f"no usable records in {len(sources)} input object(s)"
         )
-        raise IngestFailed(summary, report)
+        report["seconds"] = round(time.monotonic() - started, 3)
+        report["outputs"] = _write_failure(config, report)
+        raise IngestFailed(f"{summary}; report: {report['outputs']['report']}", report)
 
     report["status"] = "ok" if not tally.counts else "ok_with_skipped_lines"
     outputs = _write_outputs(config, train, held_out, raw_lines, report)
@@ -166,6 +190,21 @@ def _ingest(config: IngestSpec) -> IngestResult:
     return IngestResult(report, outputs)
 
 
+def _write_failure(config: IngestSpec, report: dict[str, Any]) -> dict[str, str]:
+    """The report of a failed run: ``report.json`` (status failed) and ``report.md``, nothing else.
+
+    The data files of an earlier run are left alone, but its ``report.json`` (their completion
+    marker) is replaced: a reader that checks the status never takes them for this run's output.
+    """
+    store = open_store(config.output)
+    store.delete(REPORT_FILE)  # first: the old marker must not vouch for anything while this runs
+    store.write_text("report.md", render_markdown(report))
+    outputs = {"report": store.url(REPORT_FILE)}
+    report["outputs"] = outputs
+    store.write_text(REPORT_FILE, json.dumps(report, ensure_ascii=False, indent=2))
+    return outputs
+
+
 def _write_outputs(
     config: IngestSpec,
     train: list[TrainRecord],
@@ -174,18 +213,24 @@ def _write_outputs(
     report: dict[str, Any],
 ) -> dict[str, str]:
     store = open_store(config.output)
+    # The marker goes first and comes back last: killed in between, the output has no report.json
+    # and no reader takes a mix of old and new files for a complete set.
+    store.delete(REPORT_FILE)
     with tempfile.TemporaryDirectory(prefix="bgeflow-ingest-") as tmp:
         stage = Path(tmp)
         (stage / "eval").mkdir()
         with open(stage / TRAIN_FILE, "wb") as fh:
             for record in train:
-                raw = raw_lines.get(record.query)
+                # Popped: each original line is freed once written (a long line is not held twice
+                # while the eval set is built).
+                raw = raw_lines.pop(record.query, None)
                 if raw is None:
-                    fh.write(record.to_json().encode("utf-8") + b"\n")
+                    write_line(fh, record.to_json())
                 elif raw.endswith(b"\n") and not raw.endswith(b"\r\n"):
                     fh.write(raw)
                 else:  # a CRLF line, or the last line without a newline
                     fh.write(raw.rstrip(b"\r\n") + b"\n")
+        raw = None  # the last line written: not held while the eval set is built
         corpus, queries = build_eval_set(held_out, train, config.eval_distractors, config.seed)
         write_jsonl(stage / EVAL_CORPUS_FILE, corpus)
         write_jsonl(stage / EVAL_QUERIES_FILE, queries)

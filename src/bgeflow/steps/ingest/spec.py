@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from bgeflow.core.spec import Spec, UriList, nested, setting
-from bgeflow.core.storage import DEFAULT_WORKERS
+from bgeflow.core.storage import DEFAULT_WORKERS, MAX_LINE_BYTES
 from bgeflow.retrieval.spec import TokenLimits
 
 OnError = Literal["fail", "skip"]
@@ -31,6 +31,8 @@ class IngestSettings(Spec):
     eval_distractors: int = setting(10_000, "training passages added to the eval corpus as distractors", ge=0)
     examples_per_rule: int = setting(5, "offending lines named per rule in the report", ge=0)
     workers: int = setting(DEFAULT_WORKERS, "objects read concurrently", gt=0)
+    max_line_bytes: int = setting(MAX_LINE_BYTES, "a longer line breaks a rule (line_too_long) and is skipped "
+                                  "unread: memory stays bounded whatever the input", gt=0, unit="bytes")
 
 
 class IngestSpec(IngestSettings):

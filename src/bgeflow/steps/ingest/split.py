@@ -40,6 +40,18 @@ def build_eval_set(
     # The passages with the smallest seeded CRCs: a sample independent of input order that needs no
     # sort (nor shuffle) of every training passage.
     pool = {text for r in train for text in (*r.pos, *r.neg)}
-    for text in heapq.nsmallest(distractors, pool, key=lambda t: (zlib.crc32(t.encode(), seed & 0xFFFFFFFF), t)):
+    for text in heapq.nsmallest(distractors, pool, key=lambda t: (_crc(t, seed & 0xFFFFFFFF), t)):
         add(text)
     return sorted(corpus.values(), key=lambda c: c.id), queries
+
+
+_CRC_SLICE = 1 << 20
+
+
+def _crc(text: str, seed: int) -> int:
+    """``zlib.crc32(text.encode(), seed)``, a slice at a time for a long text (no copy of all of it)."""
+    if len(text) <= _CRC_SLICE:
+        return zlib.crc32(text.encode(), seed)
+    for start in range(0, len(text), _CRC_SLICE):
+        seed = zlib.crc32(text[start : start + _CRC_SLICE].encode(), seed)
+    return seed

@@ -163,9 +163,12 @@ def mine(config: MineSpec) -> MineResult:
         "output": config.output,
         "timings": timings,
     }
+    # The report is the output's completion marker: removed before the new output lands, written
+    # after it. Killed in between, no report vouches for a half-written or mismatched output.
+    parent, _ = _split_uri(config.report_uri)
+    open_store(parent).delete(REPORT_FILE)
     _write_output(records, config.output)
     timings["write_s"] = time.monotonic() - clock
-    parent, _ = _split_uri(config.report_uri)
     open_store(parent).write_text(REPORT_FILE, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     pool.close()
     if not config.work_dir:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from bgeflow.core.errors import DataError, NotFoundError
-from bgeflow.core.storage import LocalStore, file_sha256, iter_lines, open_store, resolve_sources
+from bgeflow.core.storage import LocalStore, file_sha256, iter_lines, open_store, resolve_sources, safe_join
+from bgeflow.core.weights import require_safetensors
 from bgeflow.steps.publish.registry import MODEL_DIR
 from bgeflow.steps.publish.spec import TRAINING_CONFIGS, PublishSpec
 
@@ -135,6 +136,7 @@ def _base_model(config: PublishSpec, metrics: dict[str, Any] | None, configs_dir
 def gather(config: PublishSpec, workdir: Path) -> tuple[list[FileEntry], dict[str, Any]]:
     """Every file of the version except the model card, plus what the card and manifest need."""
     model_dir, training_dir = _locate_model(config.model, workdir)
+    require_safetensors(model_dir, "--model")
     generated = workdir / "generated"
     generated.mkdir()
     files: list[FileEntry] = []
@@ -160,7 +162,7 @@ def gather(config: PublishSpec, workdir: Path) -> tuple[list[FileEntry], dict[st
         store = open_store(uri)
         if store.stat("") is None:
             raise NotFoundError(f"--train-config {uri}: no such file")
-        target = configs_dir / uri.rstrip("/").rsplit("/", 1)[-1]
+        target = safe_join(configs_dir, uri.rstrip("/").rsplit("/", 1)[-1], what=f"--train-config {uri}: file name")
         if target.exists():
             raise DataError(f"--train-config {uri}: a config named {target.name!r} is given twice")
         store.get_file("", target)

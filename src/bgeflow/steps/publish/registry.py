@@ -10,7 +10,7 @@ Layout under a registry root (an S3 prefix or a local directory)::
     <registry>/<name>/<version>/manifest.json    every file above with size and sha256; written last
     <registry>/<name>/latest.json                {"version": ...}: the most recently published version
     <registry>/<name>/champion.json              {"version": ...}: the promoted version
-    <registry>/<name>/.staging/<content-hash>/   uploads in progress (hidden: never listed)
+    <registry>/<name>/.claims/<version>.json     the one content hash allowed to write that version
 
 A version exists for readers only once its ``manifest.json`` does: files without a manifest are an
 unfinished publish and are never returned. A pointer naming a version without a manifest is
@@ -34,16 +34,27 @@ from typing import Any
 
 from bgeflow.core.errors import ConfigError, NotFoundError, StepFailed
 from bgeflow.core.models import resolve_model
-from bgeflow.core.storage import Store, join_uri, open_store, stream_sha256
+from bgeflow.core.storage import (
+    SAFE_NAME_PATTERN,
+    Store,
+    join_uri,
+    open_store,
+    safe_join,
+    safe_name,
+    stream_sha256,
+)
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 POINTERS = ("latest", "champion")
+#: Uploads of bgeflow before version claims (reclaimed by ``bgeflow registry gc``).
 STAGING = ".staging"
+#: ``<name>/.claims/<version>.json``: the content hash of the one content a version may hold.
+CLAIMS = ".claims"
 MODEL_DIR = "model"
 MANIFEST_FORMAT = 1
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(SAFE_NAME_PATTERN)
 
 
 class RegistryError(StepFailed):
@@ -51,13 +62,14 @@ class RegistryError(StepFailed):
 
 
 def check_name(value: str, what: str) -> str:
-    """A registry name or version: letters, digits, ``.``, ``_``, ``-``; not a pointer's name."""
-    if not isinstance(value, str) or not _NAME.match(value) or value in POINTERS:
-        raise ConfigError(
-            f"{what} {value!r} is not valid: use letters, digits, '.', '_', '-' (not starting with "
-            f"'.', '_' or '-'), at most 128 characters, and not {' or '.join(POINTERS)}"
-        )
-    return value
+    """A registry name or version: one safe path segment (``safe_name``), and not a pointer's name.
+
+    Raises:
+        ConfigError: naming ``what`` and the rule.
+    """
+    if value in POINTERS:
+        raise ConfigError(f"{what} {value!r} is not valid: {' and '.join(POINTERS)} are the registry's pointers")
+    return safe_name(value, what)
 
 
 @dataclass(frozen=True)
@@ -203,18 +215,24 @@ def verify(registry: str, name: str, ref: str = "latest", *, checksums: bool = T
 
 
 def download_model(registry: str, name: str, ref: str, dest: str | Path) -> Path:
-    """Download a version's ``model/`` files into ``dest``, checking each sha256; returns ``dest``."""
+    """Download a version's ``model/`` files into ``dest``, checking each sha256; returns ``dest``.
+
+    Raises:
+        UnsafePathError: a manifest entry that would land outside ``dest``.
+        RegistryError: no model files, or a file whose sha256 differs from the manifest.
+    """
     from bgeflow.core.storage import file_sha256
 
     info = get_version(registry, name, ref)
     store = info.store()
     dest = Path(dest)
     prefix = MODEL_DIR + "/"
-    entries = [e for e in info.files if e["path"].startswith(prefix)]
+    entries = [e for e in info.files if isinstance(e.get("path"), str) and e["path"].startswith(prefix)]
     if not entries:
         raise RegistryError(f"{info.uri}: the manifest lists no {prefix} files")
-    for entry in entries:
-        target = dest / entry["path"][len(prefix) :]
+    # Every entry checked before the first download: a manifest naming model/../../x writes nothing.
+    targets = [safe_join(dest, e["path"][len(prefix):], what=f"manifest entry of {info.uri}") for e in entries]
+    for entry, target in zip(entries, targets, strict=True):
         store.get_file(entry["path"], target)
         if file_sha256(target) != entry["sha256"]:
             raise RegistryError(f"{store.url(entry['path'])}: downloaded file's sha256 differs from the manifest")

@@ -14,20 +14,19 @@ from typing import Any
 
 from bgeflow import __version__
 from bgeflow.core.errors import ConflictError
-from bgeflow.core.storage import join_uri, open_store
+from bgeflow.core.storage import Store, join_uri, open_store
 from bgeflow.steps.publish.card import render_card
 from bgeflow.steps.publish.gather import CARD, content_hash, digest_file, gather
 from bgeflow.steps.publish.pointers import update_pointers
 from bgeflow.steps.publish.registry import (
     MANIFEST,
     MANIFEST_FORMAT,
-    STAGING,
     VersionInfo,
     list_versions,
     read_manifest,
 )
 from bgeflow.steps.publish.spec import PublishSpec
-from bgeflow.steps.publish.upload import remove_prefix, upload_version
+from bgeflow.steps.publish.upload import claim_version, upload_version
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +57,21 @@ def publish(config: PublishSpec) -> PublishResult:
         digest = content_hash(files)
         existing = _existing(registry, config, digest)
         if existing is not None:
-            manifest_sha = hashlib.sha256(store.read_bytes(f"{existing.version}/{MANIFEST}")).hexdigest()
-            is_latest, is_champion, reasons = update_pointers(
-                store, registry, config, existing, manifest_sha, facts["metrics"])
-            log.info("publish: %s already holds this content; nothing uploaded", existing.uri)
-            return PublishResult(config.name, existing.version, existing.uri, digest, False, is_champion, is_latest,
-                                 len(existing.files), ["identical content already published", *reasons])
+            return _unchanged(store, registry, config, existing, digest, facts)
 
         created = datetime.now(timezone.utc)
         version = config.version or f"{created:%Y%m%dT%H%M%SZ}-{digest[:8]}"
         card = facts["generated"] / CARD
         card.write_text(render_card(registry, config.name, version, facts), encoding="utf-8")
         files.append(digest_file(card, CARD))
-        staging = f"{STAGING}/{digest[:16]}"
+        # One content per version folder: claimed before its first byte (see upload.claim_version).
+        claim_version(store, version, digest)
+        done = _existing(registry, config.model_copy(update={"version": version}), digest)
+        if done is not None:  # an attempt with this content finished while this one gathered
+            return _unchanged(store, registry, config, done, digest, facts)
         log.info("publish: %d files (%d bytes) to %s", len(files), sum(f.size for f in files),
                  store.url(version))
-        upload_version(store, version, files, staging)
+        upload_version(store, version, files)
 
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -91,17 +89,29 @@ def publish(config: PublishSpec) -> PublishResult:
         try:
             store.write_text(f"{version}/{MANIFEST}", body, if_absent=True)
         except FileExistsError:
+            # A concurrent publish of this content wrote it first (other content cannot: the claim).
             other = read_manifest(registry, config.name, version)
             if other is None or other.get("content_hash") != digest:
                 raise ConflictError(f"{store.url(version)} was published concurrently with different content") from None
-            manifest, body = other, store.read_text(f"{version}/{MANIFEST}")
-        remove_prefix(store, staging)
+            info = VersionInfo(registry, config.name, version, other)
+            return _unchanged(store, registry, config, info, digest, facts)
 
     info = VersionInfo(registry, config.name, version, manifest)
     is_latest, is_champion, reasons = update_pointers(
         store, registry, config, info, hashlib.sha256(body.encode()).hexdigest(), facts["metrics"])
     log.info("publish: %s complete in %.1fs", info.uri, time.monotonic() - started)
     return PublishResult(config.name, version, info.uri, digest, True, is_champion, is_latest, len(files), reasons)
+
+
+def _unchanged(store: Store, registry: str, config: PublishSpec, existing: VersionInfo, digest: str,
+               facts: dict[str, Any]) -> PublishResult:
+    """The result of a publish whose content is already a complete version: pointers only."""
+    manifest_sha = hashlib.sha256(store.read_bytes(f"{existing.version}/{MANIFEST}")).hexdigest()
+    is_latest, is_champion, reasons = update_pointers(store, registry, config, existing, manifest_sha,
+                                                      facts["metrics"])
+    log.info("publish: %s already holds this content; nothing uploaded", existing.uri)
+    return PublishResult(config.name, existing.version, existing.uri, digest, False, is_champion, is_latest,
+                         len(existing.files), ["identical content already published", *reasons])
 
 
 def _existing(registry: str, config: PublishSpec, digest: str) -> VersionInfo | None:

@@ -1,16 +1,59 @@
-"""Uploading a version through a staging prefix: copy, move, verify, clean up (steps 3–4 of the protocol)."""
+"""Writing a version's files: claim the version, upload, verify (steps 3-4 of the protocol).
+
+A version folder has one writer per content: before its first byte, a publish claims the folder
+with a conditional put of ``<name>/.claims/<version>.json`` naming its content hash. Another
+publish of the same content may write beside it (the same bytes to the same keys, harmless); one
+of other content is refused. So no version ever holds files of two contents, and an interrupted
+publish is resumed by rerunning it (or reclaimed by ``bgeflow registry gc``).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import socket
+import time
 
-from bgeflow.core.storage import LocalStore, S3Store, Store, join_key
+from bgeflow.core.errors import ConflictError
+from bgeflow.core.storage import LocalStore, S3Store, Store
 from bgeflow.steps.publish.gather import FileEntry
-from bgeflow.steps.publish.registry import MANIFEST, RegistryError, sha256_of
+from bgeflow.steps.publish.registry import CLAIMS, MANIFEST, RegistryError, sha256_of
 
 log = logging.getLogger(__name__)
+
+
+def claim_version(store: Store, version: str, digest: str) -> None:
+    """Make this publish (of content ``digest``) a writer of ``<version>/``, or refuse.
+
+    Raises:
+        ConflictError: another publish of other content holds the version (running, or died: the
+            message says how to reclaim it).
+    """
+    body = json.dumps({"content_hash": digest, "host": socket.gethostname(), "pid": os.getpid(),
+                       "created": time.time()})
+    key = f"{CLAIMS}/{version}.json"
+    try:
+        store.write_text(key, body, if_absent=True)
+        return
+    except FileExistsError:
+        pass
+    try:
+        held = json.loads(store.read_text(key))
+    except ValueError:
+        held = {}
+    if isinstance(held, dict) and held.get("content_hash") == digest:
+        log.info("publish: %s is claimed for this very content (an earlier or concurrent attempt); writing the "
+                 "same files", store.url(version))
+        return
+    other = held.get("content_hash", "?") if isinstance(held, dict) else "?"
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(held["created"])) \
+        if isinstance(held, dict) and isinstance(held.get("created"), int | float) else "an unknown time"
+    raise ConflictError(
+        f"{store.url(version)} is being published with other content (content hash {str(other)[:12]}, this model "
+        f"{digest[:12]}, claimed at {started}): choose another --version; if that publish died, "
+        f"`bgeflow registry gc --registry <registry> --name <name> --delete` reclaims its files")
 
 
 def _already_there(store: Store, key: str, item: FileEntry) -> bool:
@@ -19,19 +62,6 @@ def _already_there(store: Store, key: str, item: FileEntry) -> bool:
         return False
     found = store.stat(key)
     return found is not None and found.size == item.size and found.etag == item.md5
-
-
-def _move(store: Store, src: str, dst: str, item: FileEntry) -> None:
-    if isinstance(store, S3Store):
-        store.client.copy(
-            {"Bucket": store.bucket, "Key": join_key(store.prefix, src)}, store.bucket, join_key(store.prefix, dst)
-        )
-    elif isinstance(store, LocalStore):
-        target = store.root / dst
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(store.root / src, target)
-    else:
-        store.put_file(item.local, dst)
 
 
 def _verify(store: Store, key: str, item: FileEntry) -> None:
@@ -47,13 +77,15 @@ def _verify(store: Store, key: str, item: FileEntry) -> None:
         raise RegistryError(f"{store.url(key)}: sha256 after upload differs from the local file")
 
 
-def upload_version(store: Store, version: str, files: list[FileEntry], staging: str) -> None:
+def upload_version(store: Store, version: str, files: list[FileEntry]) -> None:
+    """Put every file into the claimed ``<version>/`` (each object atomic), verify each, drop strays.
+
+    Nothing is visible to readers until the manifest; a rerun skips S3 objects already intact.
+    """
     for item in files:
-        key = f"{staging}/{item.path}"
+        key = f"{version}/{item.path}"
         if not _already_there(store, key, item):
             store.put_file(item.local, key)
-    for item in files:
-        _move(store, f"{staging}/{item.path}", f"{version}/{item.path}", item)
     for item in files:
         _verify(store, f"{version}/{item.path}", item)
     wanted = {item.path for item in files}
@@ -63,12 +95,12 @@ def upload_version(store: Store, version: str, files: list[FileEntry], staging: 
 
 
 def remove_prefix(store: Store, prefix: str) -> None:
-    """Best effort: a leftover staging prefix is hidden and harmless."""
+    """Delete everything below ``prefix``, hidden keys included (best effort: never fails a caller)."""
     try:
         if isinstance(store, LocalStore):
             shutil.rmtree(store.root / prefix, ignore_errors=True)
         else:
-            for obj in store.child(prefix).list():
+            for obj in store.child(prefix).list(hidden=True):
                 store.delete(f"{prefix}/{obj.key}")
-    except Exception as exc:  # never fail a finished publish over cleanup
+    except Exception as exc:
         log.warning("could not remove %s: %s", store.url(prefix), exc)

@@ -2,10 +2,11 @@
 
 transformers writes ``checkpoint-<step>/`` file by file; a process killed half-way leaves a
 directory that looks like a checkpoint but is not one. Rank 0 therefore writes
-``bgeflow-checkpoint-complete.json`` (the step and every file's size) after all ranks finished
-saving, uploads the files to ``<output>/checkpoints/checkpoint-<step>/`` and then the marker. On
-start the newest checkpoint whose marker matches its files is resumed from; others are reported
-and ignored.
+``bgeflow-checkpoint-complete.json`` (the step, every file's size and the run identity: a hash
+of the data, the base model and the resolved settings, see ``pod.run_identity``) after all ranks
+finished saving, uploads the files to ``<output>/checkpoints/checkpoint-<step>/`` and then the
+marker. On start the newest checkpoint whose marker matches its files is resumed from, and only
+if it belongs to this run; others are reported and ignored.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bgeflow.core.errors import StepFailed
+from bgeflow.core.errors import ConflictError, StepFailed
 from bgeflow.core.storage import Store
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class Checkpoint:
     step: int
     name: str
     where: str  # local path or URI
+    run: str | None = None  # the run identity its marker names (None: none, an older bgeflow's)
 
 
 @dataclass
@@ -51,25 +53,36 @@ def step_of(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def mark_complete(ckpt_dir: Path, step: int) -> dict[str, object]:
-    """Write the marker (atomically, last) listing every file of ``ckpt_dir``; returns its content."""
+def mark_complete(ckpt_dir: Path, step: int, run: str | None = None) -> dict[str, object]:
+    """Write the marker (atomically, last) listing every file of ``ckpt_dir``; returns its content.
+
+    ``run``: the run identity the checkpoint belongs to, checked before anything resumes from it.
+    """
     files = {p.relative_to(ckpt_dir).as_posix(): p.stat().st_size
              for p in sorted(ckpt_dir.rglob("*")) if p.is_file() and p.name != MARKER and not p.name.startswith(".")}
-    marker = {"step": step, "files": files, "completed_at": time.time()}
+    marker = {"step": step, "files": files, "completed_at": time.time(), "run": run}
     tmp = ckpt_dir / f".{MARKER}.tmp"
     tmp.write_text(json.dumps(marker, indent=1), encoding="utf-8")
     os.replace(tmp, ckpt_dir / MARKER)
     return marker
 
 
-def _complete(marker_text: str | None, sizes: dict[str, int]) -> bool:
+def _complete(marker_text: str | None, sizes: dict[str, int]) -> dict[str, object] | None:
+    """The marker when it is valid and matches the files, else None."""
     if marker_text is None:
-        return False
+        return None
     try:
-        listed = json.loads(marker_text)["files"]
-    except (ValueError, KeyError, TypeError):
-        return False
-    return all(sizes.get(name) == size for name, size in listed.items())
+        marker = json.loads(marker_text)
+        listed = marker["files"]
+        ok = all(sizes.get(name) == size for name, size in listed.items())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return marker if ok and isinstance(marker, dict) else None
+
+
+def _run_of(marker: dict[str, object] | None) -> str | None:
+    run = (marker or {}).get("run")
+    return run if isinstance(run, str) else None
 
 
 def local_checkpoints(run_dir: Path) -> tuple[list[Checkpoint], list[Checkpoint]]:
@@ -82,7 +95,8 @@ def local_checkpoints(run_dir: Path) -> tuple[list[Checkpoint], list[Checkpoint]
         step = step_of(path.name)
         if step is None or not path.is_dir():
             continue
-        (complete if is_complete_dir(path) else partial).append(Checkpoint(step, path.name, str(path)))
+        marker = _local_marker(path)
+        (complete if marker else partial).append(Checkpoint(step, path.name, str(path), _run_of(marker)))
     return sorted(complete, key=lambda c: c.step), sorted(partial, key=lambda c: c.step)
 
 
@@ -96,19 +110,21 @@ def remote_checkpoints(store: Store) -> tuple[list[Checkpoint], list[Checkpoint]
     complete: list[Checkpoint] = []
     partial: list[Checkpoint] = []
     for name, files in sizes.items():
-        marker = store.read_text(f"{name}/{MARKER}") if MARKER in files else None
-        ok = _complete(marker, files)
-        (complete if ok else partial).append(Checkpoint(step_of(name) or 0, name, store.url(name)))
+        marker = _complete(store.read_text(f"{name}/{MARKER}") if MARKER in files else None, files)
+        (complete if marker else partial).append(Checkpoint(step_of(name) or 0, name, store.url(name), _run_of(marker)))
     return sorted(complete, key=lambda c: c.step), sorted(partial, key=lambda c: c.step)
 
 
-def publish(ckpt_dir: Path, step: int, store: Store | None) -> None:
-    """Mark a saved checkpoint complete and copy it to ``store``: every file first, the marker last."""
+def publish(ckpt_dir: Path, step: int, store: Store | None, run: str | None = None) -> None:
+    """Mark a saved checkpoint complete and copy it to ``store``: every file first, the marker last.
+
+    ``run``: the run identity stamped into the marker.
+    """
     if store is not None:
         for path in sorted(ckpt_dir.rglob("*")):
             if path.is_file() and path.name != MARKER and not path.name.startswith("."):
                 store.put_file(path, f"{ckpt_dir.name}/{path.relative_to(ckpt_dir).as_posix()}")
-    mark_complete(ckpt_dir, step)
+    mark_complete(ckpt_dir, step, run)
     if store is not None:
         store.put_file(ckpt_dir / MARKER, f"{ckpt_dir.name}/{MARKER}")
     log.info("checkpoint %s complete%s", ckpt_dir.name, f" and uploaded to {store.url(ckpt_dir.name)}" if store else "")
@@ -123,15 +139,38 @@ def prune(store: Store, keep: int) -> None:
             store.delete(f"{old.name}/{info.key}")
 
 
-def plan_resume(run_dir: Path, store: Store, *, use_local: bool) -> ResumePlan:
+def plan_resume(run_dir: Path, store: Store, *, use_local: bool, run: str | None = None) -> ResumePlan:
     """Pick the newest complete checkpoint and make it available in ``run_dir``.
 
     ``use_local``: local checkpoints count too (one node). With several nodes only the output's
     checkpoints count, so that every node picks the same step. Partial local checkpoints are
     deleted (they are this node's scratch); partial remote ones are left alone and reported.
+
+    ``run``: this run's identity. A complete checkpoint of another run in the output is refused
+    rather than resumed (a model trained on other data or settings, published as this one) or
+    skipped (this run's checkpoints would then be saved beside, and under the names of, another
+    run's); local ones are this scratch's leftovers and are deleted.
+
+    Raises:
+        ConflictError: the output holds complete checkpoints of another run (or of an older
+            bgeflow that stamped none), naming them and what to do.
+        StepFailed: the chosen checkpoint changed while it was downloaded.
     """
     local_complete, local_partial = local_checkpoints(run_dir)
     remote_complete, remote_partial = remote_checkpoints(store)
+    if run is not None:
+        foreign = [c for c in remote_complete if c.run != run]
+        if foreign:
+            raise ConflictError(
+                f"{store.uri} holds checkpoints of another run ({', '.join(c.name for c in foreign)}: run "
+                f"{foreign[-1].run or 'unknown (no identity in its marker)'}; this run is {run}: other data, base "
+                "model or settings). Resuming would train from the wrong model, and saving beside them would mix "
+                f"two runs: write to another output, or delete {store.uri} to start this output over")
+        stale = [c for c in local_complete if c.run != run]
+        for ckpt in stale:
+            shutil.rmtree(ckpt.where, ignore_errors=True)
+        local_complete = [c for c in local_complete if c.run == run]
+        local_partial = local_partial + stale
     plan = ResumePlan(ignored=[c.where for c in remote_partial + local_partial])
     candidates = remote_complete + (local_complete if use_local else [])
     for ckpt in local_partial:
@@ -152,8 +191,12 @@ def plan_resume(run_dir: Path, store: Store, *, use_local: bool) -> ResumePlan:
     return plan
 
 
-def is_complete_dir(ckpt_dir: Path) -> bool:
-    """Whether a local checkpoint directory has a marker that matches its files."""
+def _local_marker(ckpt_dir: Path) -> dict[str, object] | None:
     sizes = {p.relative_to(ckpt_dir).as_posix(): p.stat().st_size for p in ckpt_dir.rglob("*") if p.is_file()}
     marker = ckpt_dir / MARKER
     return _complete(marker.read_text(encoding="utf-8") if marker.is_file() else None, sizes)
+
+
+def is_complete_dir(ckpt_dir: Path) -> bool:
+    """Whether a local checkpoint directory has a marker that matches its files."""
+    return _local_marker(ckpt_dir) is not None

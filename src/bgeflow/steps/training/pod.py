@@ -6,10 +6,20 @@ before anything heavy starts, picks the newest complete checkpoint, and runs
 the runner its options as a JSON document its ``HfArgumentParser`` reads. Node 0 then exports the
 final model and uploads ``model/``, ``train_config.yaml`` (the resolved spec) and, last,
 ``train_summary.json``: a reader that sees the summary sees a complete output.
+
+Run identity (``run_identity``): a hash of the fetched data's sha256, the base model (reference
+and files), the resolved runner options and the job's shape. It is stamped into every checkpoint
+and checked before resuming: another run's checkpoints in the output are refused with a message,
+never resumed from (see ``checkpoints.plan_resume`` for why not "start fresh" there). The local
+scratch is keyed by identity and output, so different runs never share one, and is removed after
+success. Node 0 holds the output's lock (``core.storage.output_lock``) while the job writes it, and
+each node a lock on its scratch. ``train_summary.json`` is removed only when this run starts
+writing its own model: a rerun that fails before leaves a good earlier output whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -30,7 +40,7 @@ import yaml
 
 from bgeflow.core.errors import ConfigError, DataError, StepFailed
 from bgeflow.core.models import resolve_model
-from bgeflow.core.storage import join_uri, open_store
+from bgeflow.core.storage import LocalStore, join_uri, open_store, output_lock
 from bgeflow.data import check_record, iter_json
 from bgeflow.retrieval.pooling import resolve_pooling
 from bgeflow.steps.training import checkpoints
@@ -71,6 +81,7 @@ class DataStats:
     min_negatives: int
     short_records: int = 0
     first_short: str | None = None
+    sha256: str = ""  # of the bytes written to ``path``: what the run trains on
 
 
 def train(spec: TrainSpec) -> TrainResult:
@@ -145,7 +156,8 @@ def fetch_train_data(spec: TrainSpec, options: dict[str, Any], dest: Path) -> Da
     distill = bool(options.get("knowledge_distillation"))
     stats = DataStats(path=dest, records=0, min_negatives=sys.maxsize)
     tmp = dest.with_suffix(".part")
-    with open(tmp, "w", encoding="utf-8") as out:
+    digest = hashlib.sha256()
+    with open(tmp, "wb") as out:
         for where, obj in iter_json(spec.train_data):
             # FlagEmbedding divides by the negative count: a record without negatives cannot train.
             problems = check_record(obj, where, min_negatives=1)
@@ -161,8 +173,11 @@ def fetch_train_data(spec: TrainSpec, options: dict[str, Any], dest: Path) -> Da
             if negatives < needed:
                 stats.short_records += 1
                 stats.first_short = stats.first_short or where
-            out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            line = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+            digest.update(line)
+            out.write(line)
     os.replace(tmp, dest)
+    stats.sha256 = digest.hexdigest()
     if stats.records == 0:
         raise DataError(f"{', '.join(spec.train_data)}: no training records")
     return stats
@@ -190,11 +205,43 @@ def check_data(spec: TrainSpec, options: dict[str, Any], stats: DataStats, dist:
 # --------------------------------------------------------------------------- one pod
 
 
-def work_dir(spec: TrainSpec, node_rank: int) -> Path:
-    """Per-node scratch, stable across reruns of the same output so local checkpoints are found again."""
-    root = Path(spec.work_dir or os.environ.get("BGEFLOW_WORK_DIR") or Path(tempfile.gettempdir()) / "bgeflow-train")
-    tag = hashlib.sha256(spec.output.encode("utf-8")).hexdigest()[:12]
-    return root / f"{tag}" / f"node-{node_rank}"
+def scratch_root(spec: TrainSpec) -> Path:
+    """Where every run's scratch lives: ``work_dir``, else ``$BGEFLOW_WORK_DIR``, else the temp dir."""
+    return Path(spec.work_dir or os.environ.get("BGEFLOW_WORK_DIR") or Path(tempfile.gettempdir()) / "bgeflow-train")
+
+
+def model_fingerprint(model_path: str) -> dict[str, Any]:
+    """What identifies a base model cheaply: its reference, and for a directory each file's name and size."""
+    path = Path(model_path)
+    if not path.is_dir():
+        return {"ref": model_path}
+    return {"ref": model_path, "files": {p.relative_to(path).as_posix(): p.stat().st_size
+                                         for p in sorted(path.rglob("*")) if p.is_file()}}
+
+
+def run_identity(spec: TrainSpec, options: dict[str, Any], *, data_sha256: str, model_path: str, pooling: str,
+                 dist: Distributed) -> str:
+    """The run's identity: a sha256 over everything that decides which model it trains.
+
+    The fetched data's digest, the base model (reference and files), the resolved runner options,
+    the spec's own training settings and the job's shape (world size changes the batches). Not the
+    output, the scratch or a pod's place in the job: every pod of a job, and every retry, computes
+    the same identity.
+    """
+    document = {
+        "kind": spec.kind, "model": spec.model, "base_model": model_fingerprint(model_path),
+        "data_sha256": data_sha256, "options": options, "pooling": pooling,
+        "use_inbatch_neg": spec.use_inbatch_neg, "allow_repeated_negatives": spec.allow_repeated_negatives,
+        "nnodes": dist.nnodes, "nproc_per_node": dist.nproc_per_node,
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def work_dir(spec: TrainSpec, node_rank: int, identity: str) -> Path:
+    """Per-node scratch of one run into one output: found again by a rerun of the same run, never
+    shared with another (a different identity or output gets its own)."""
+    tag = hashlib.sha256(f"{identity}\0{spec.output}".encode()).hexdigest()[:16]
+    return scratch_root(spec) / tag / f"node-{node_rank}"
 
 
 def runner_arguments(spec: TrainSpec, options: dict[str, Any], *, model_path: str, data: Path, run_dir: Path,
@@ -243,21 +290,62 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
     options = resolved_options(spec, runner)
     dist = resolve(spec.distributed, gpu_count=_cuda_devices)
     use_cpu = check_launch(options, dist, _cuda_devices())
-    work = work_dir(spec, dist.node_rank)
-    run_dir = work / "run"
-    log.info("node %d/%d: %d process(es), master %s:%d, scratch %s, FlagEmbedding runner %s", dist.node_rank,
-             dist.nnodes, dist.nproc_per_node, dist.master_addr, dist.master_port, work, runner.name)
+    output = open_store(spec.output)
+    # Node 0 writes the output (checkpoints, model, summary): one job at a time, from the start.
+    lock = output_lock(output, owner=f"bgeflow train {spec.kind} node 0") if dist.node_rank == 0 else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train_locked(spec, runner, options, dist, use_cpu, output, started)
+    finally:
+        if lock is not None:
+            lock.release()
 
-    stats = fetch_train_data(spec, options, work / "data" / "train.jsonl")
-    check_data(spec, options, stats, dist)
+
+def _train_locked(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Distributed, use_cpu: bool, output: Any,
+                  started: float) -> TrainResult:
+    root = scratch_root(spec)
+    root.mkdir(parents=True, exist_ok=True)
+    # The data decide the run's identity, and so its scratch: fetched beside it first.
+    incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
+    try:
+        stats = fetch_train_data(spec, options, incoming / "train.jsonl")
+        check_data(spec, options, stats, dist)
+        model_path = resolve_model(spec.model)
+        pooling = resolve_pooling(spec.pooling, model_path) if spec.kind == "retriever" else ""
+        identity = run_identity(spec, options, data_sha256=stats.sha256, model_path=model_path, pooling=pooling,
+                                dist=dist)
+        work = work_dir(spec, dist.node_rank, identity)
+        (work / "data").mkdir(parents=True, exist_ok=True)
+        stats.path = work / "data" / "train.jsonl"
+        os.replace(incoming / "train.jsonl", stats.path)
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)
+    run_dir = work / "run"
+    log.info("node %d/%d: %d process(es), master %s:%d, run %s, scratch %s, FlagEmbedding runner %s", dist.node_rank,
+             dist.nnodes, dist.nproc_per_node, dist.master_addr, dist.master_port, identity[:16], work, runner.name)
+    # Two processes of one node never share a scratch (a second copy of this job on this machine).
+    with output_lock(LocalStore(work), owner=f"bgeflow train node {dist.node_rank}"):
+        result = _train_in(spec, runner, options, dist, use_cpu, output, started, stats, model_path, pooling, identity,
+                           work, run_dir)
+    # The model is in the output: the scratch (data, checkpoints, export; ~2 model sizes) is not needed.
+    shutil.rmtree(work, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        work.parent.rmdir()  # the last node of this machine removes the run's folder too
+    return result
+
+
+def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Distributed, use_cpu: bool, output: Any,
+              started: float, stats: DataStats, model_path: str, pooling: str, identity: str, work: Path,
+              run_dir: Path) -> TrainResult:
     deepspeed = None
     if options.get("deepspeed"):
         deepspeed = str(work / "deepspeed.json")
         open_store(str(options["deepspeed"])).get_file("", deepspeed)
     fetched = time.time()
 
-    output = open_store(spec.output)
-    plan = checkpoints.plan_resume(run_dir, output.child(checkpoints.CHECKPOINTS_PREFIX), use_local=dist.nnodes == 1)
+    plan = checkpoints.plan_resume(run_dir, output.child(checkpoints.CHECKPOINTS_PREFIX),
+                                   use_local=dist.nnodes == 1, run=identity)
     for ignored in plan.ignored:
         log.warning("ignoring incomplete checkpoint %s (no completion marker matching its files)", ignored)
     if plan.local_dir is None:
@@ -266,19 +354,14 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
     else:
         log.info("resuming from %s (step %d)", plan.source, plan.step)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if dist.node_rank == 0 and output.exists(SUMMARY_FILE):
-        # The summary is written last: while it is absent, readers know the output is in progress.
-        output.delete(SUMMARY_FILE)
 
-    model_path = resolve_model(spec.model)
-    pooling = resolve_pooling(spec.pooling, model_path) if spec.kind == "retriever" else ""
     runner_args = runner_arguments(spec, options, model_path=model_path, data=stats.path, run_dir=run_dir,
                                    use_cpu=use_cpu, dist=dist, pooling=pooling, resume=plan.local_dir,
                                    deepspeed=deepspeed)
     args_file = work / RUNNER_ARGS_FILE
     args_file.write_text(json.dumps(runner_args, indent=1, ensure_ascii=False), encoding="utf-8")
     worker_args = ["--kind", spec.kind, "--runner", runner.name, "--publish-to", spec.output,
-                   "--runner-args", str(args_file)]
+                   "--runner-args", str(args_file), "--run-identity", identity]
     if options.get("save_total_limit"):
         worker_args += ["--keep-checkpoints", str(options["save_total_limit"])]
     if spec.kind == "retriever" and not spec.use_inbatch_neg:
@@ -300,6 +383,7 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
     end = next((e for e in reversed(history.get("log_history", [])) if "train_loss" in e), {})
     summary: dict[str, Any] = {
         "kind": spec.kind, "runner": runner.name, "model": spec.model, "model_uri": model_uri,
+        "run_identity": identity,
         "global_step": history.get("global_step", 0), "start_step": history.get("start_step", 0),
         "epoch": history.get("epoch"), "resumed_from": plan.source, "ignored_checkpoints": plan.ignored,
         "world_size": dist.world_size, "nnodes": dist.nnodes, "nproc_per_node": dist.nproc_per_node,
@@ -341,9 +425,15 @@ def _publish_outputs(spec: TrainSpec, runner: Runner, runner_args: dict[str, Any
                             runner=runner.name, runner_args=runner_args,
                             base_model=resolve_model(spec.model))
     output = open_store(spec.output)
-    output.upload_dir(exported, MODEL_DIR)
-    output.write_text(CONFIG_FILE, yaml.safe_dump(resolved_spec(spec, runner_args, dist, pooling, runner),
-                                                  sort_keys=False, allow_unicode=True))
+    # The summary is the output's completion marker: gone before the first file of this run's model
+    # lands, back only after the last. Killed in between, the output has no summary.
+    output.delete(SUMMARY_FILE)
+    written = set(output.upload_dir(exported, MODEL_DIR))
+    for stale in output.child(MODEL_DIR).list():  # an earlier run's files this model does not have
+        if f"{MODEL_DIR}/{stale.key}" not in written:
+            output.delete(f"{MODEL_DIR}/{stale.key}")
+    output.write_text(CONFIG_FILE, yaml.safe_dump(resolved_spec(spec, runner_args, dist, pooling, runner), sort_keys=False,
+                                                  allow_unicode=True))
     summary["seconds"]["upload"] = round(time.time() - uploading, 3)
     summary["seconds"]["total"] = round(time.time() - started, 3)
     output.write_text(SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False))

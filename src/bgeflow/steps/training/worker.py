@@ -31,7 +31,7 @@ log = logging.getLogger("bgeflow.steps.training")
 HISTORY_FILE = "bgeflow-history.json"
 
 
-def _callback(publish_to: str | None, keep: int | None) -> Any:
+def _callback(publish_to: str | None, keep: int | None, run: str | None = None) -> Any:
     import torch.distributed as dist
     from transformers import TrainerCallback
 
@@ -53,7 +53,7 @@ def _callback(publish_to: str | None, keep: int | None) -> Any:
             if state.is_world_process_zero:
                 ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 store = open_store(publish_to).child(checkpoints.CHECKPOINTS_PREFIX) if publish_to else None
-                checkpoints.publish(ckpt, state.global_step, store)
+                checkpoints.publish(ckpt, state.global_step, store, run)
                 if store is not None and keep:
                     checkpoints.prune(store, keep)
             if dist.is_available() and dist.is_initialized():
@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--publish-to", default=None, help="output URI; checkpoints go to its checkpoints/")
     parser.add_argument("--keep-checkpoints", type=int, default=None)
     parser.add_argument("--no-inbatch-neg", action="store_true")
+    parser.add_argument("--run-identity", default=None, help="stamped into every checkpoint's marker")
     ns = parser.parse_args(argv)
 
     from transformers import HfArgumentParser
@@ -131,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the export merges instead, once, for every LoRA runner.
         log.info("save_merged_lora_model: the merged model is written by bgeflow's export (model/)")
         model_args.save_merged_lora_model = False
-    publisher = _callback(ns.publish_to, ns.keep_checkpoints)
+    publisher = _callback(ns.publish_to, ns.keep_checkpoints, ns.run_identity)
     if training_args.use_cpu:
         _accept_indexed_cpu_locations()
 

@@ -1,0 +1,154 @@
+"""No silent wrong model: a run resumes only its own checkpoints, in its own scratch, alone on its output.
+
+The run identity (data digest, base model, resolved settings, job shape) is stamped in every
+checkpoint marker and checked on resume; the scratch is keyed by it and removed after success; a
+lock keeps two jobs off one output; a rerun that fails leaves a good output's summary in place.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bgeflow.core.errors import ConflictError, StepFailed
+from bgeflow.core.storage import open_store
+from bgeflow.steps.training import checkpoints, pod
+from bgeflow.steps.training.spec import TrainSpec
+from test_training_run import summary_of, write_data
+
+
+def _spec(tmp_path: Path, data: Path, output: str, **kw: Any) -> TrainSpec:
+    return TrainSpec.of(kind="retriever", model="bundled:minilm", train_data=[str(data)], output=output,
+                        work_dir=str(tmp_path / "work"), **kw)
+
+
+def test_identity_follows_data_model_and_settings_not_the_pod(tmp_path: Path, minilm_path: str) -> None:
+    from bgeflow.steps.training.distributed import Distributed
+
+    spec = _spec(tmp_path, tmp_path / "d.jsonl", str(tmp_path / "out"))
+    options = pod.resolved_options(spec)
+    node0 = Distributed(nnodes=2, node_rank=0, nproc_per_node=1, master_addr="a", master_port=1)
+    node1 = Distributed(nnodes=2, node_rank=1, nproc_per_node=1, master_addr="b", master_port=2)
+
+    def identity(**change: Any) -> str:
+        args = {"data_sha256": "d1", "model_path": minilm_path, "pooling": "cls", "dist": node0, **change}
+        opts = change.pop("options", options)
+        return pod.run_identity(spec, opts, **{k: v for k, v in args.items() if k != "options"})
+
+    base = identity()
+    assert identity(dist=node1) == base  # every pod of one job agrees
+    assert identity(data_sha256="d2") != base
+    assert identity(model_path=str(tmp_path)) != base
+    assert identity(options={**options, "learning_rate": 1.0}) != base
+    one_node = Distributed(nnodes=1, node_rank=0, nproc_per_node=1, master_addr="a", master_port=1)
+    assert identity(dist=one_node) != base
+    # Scratch: per identity and per output, never shared.
+    assert pod.work_dir(spec, 0, base) != pod.work_dir(spec, 0, identity(data_sha256="d2"))
+    other_output = spec.model_copy(update={"output": str(tmp_path / "out2")})
+    assert pod.work_dir(spec, 0, base) != pod.work_dir(other_output, 0, base)
+
+
+def _fake_checkpoint(root: Path, step: int) -> Path:
+    ckpt = root / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(b"w" * step)
+    return ckpt
+
+
+def test_resume_refuses_checkpoints_of_another_run(tmp_path: Path) -> None:
+    out = open_store(str(tmp_path / "out")).child(checkpoints.CHECKPOINTS_PREFIX)
+    checkpoints.publish(_fake_checkpoint(tmp_path / "a", 2), 2, out, run="run-A")
+    with pytest.raises(ConflictError, match=r"holds checkpoints of another run \(checkpoint-2: run run-A; this run "
+                                            r"is run-B.*write to another output, or delete"):
+        checkpoints.plan_resume(tmp_path / "node", out, use_local=True, run="run-B")
+    assert checkpoints.plan_resume(tmp_path / "node", out, use_local=True, run="run-A").step == 2
+    # Local leftovers of another run in this scratch are dropped, not resumed.
+    local = tmp_path / "node2"
+    checkpoints.mark_complete(_fake_checkpoint(local, 7), 7, run="run-A")
+    plan = checkpoints.plan_resume(local, open_store(str(tmp_path / "empty")), use_local=True, run="run-B")
+    assert plan.local_dir is None and not (local / "checkpoint-7").exists()
+    # A marker without identity (an older bgeflow) is not trusted either.
+    legacy = open_store(str(tmp_path / "legacy")).child(checkpoints.CHECKPOINTS_PREFIX)
+    checkpoints.publish(_fake_checkpoint(tmp_path / "b", 3), 3, legacy)
+    with pytest.raises(ConflictError, match="unknown"):
+        checkpoints.plan_resume(tmp_path / "node3", legacy, use_local=True, run="run-B")
+
+
+def _good_output(root: Path) -> Path:
+    (root / "model").mkdir(parents=True)
+    (root / "model" / "config.json").write_text("{}")
+    (root / "train_summary.json").write_text(json.dumps({"global_step": 8}))
+    return root
+
+
+def test_a_failed_rerun_keeps_the_good_output_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _good_output(tmp_path / "out")
+    data = write_data(tmp_path / "train.jsonl", 3)
+    monkeypatch.setattr(pod, "_run_child", lambda cmd: 1)  # torchrun fails
+    with pytest.raises(StepFailed, match="torchrun exited with 1"):
+        pod.train(_spec(tmp_path, data, str(out), hyperparameters={"train_group_size": 2}))
+    assert json.loads((out / "train_summary.json").read_text()) == {"global_step": 8}
+
+
+def test_two_jobs_on_one_output_the_second_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_data(tmp_path / "train.jsonl", 3)
+    output = str(tmp_path / "out")
+    first_running, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def child(cmd: list[str]) -> int:
+        calls.append("run")
+        if len(calls) == 1:  # the first job trains until told to stop
+            first_running.set()
+            release.wait(60)
+        return 1
+
+    monkeypatch.setattr(pod, "_run_child", child)
+    spec = _spec(tmp_path, data, output, hyperparameters={"train_group_size": 2})
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            pod.train(spec)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert first_running.wait(60)
+        with pytest.raises(ConflictError, match="being written by another run"):
+            pod.train(_spec(tmp_path, write_data(tmp_path / "other.jsonl", 4), output,
+                            hyperparameters={"train_group_size": 2}))
+        assert calls == ["run"]  # the second never started training
+    finally:
+        release.set()
+        thread.join(60)
+    assert len(errors) == 1 and isinstance(errors[0], StepFailed)
+
+
+@pytest.mark.slow
+def test_same_output_string_from_two_folders_trains_two_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's case: `--output out` from two folders with other data shared one scratch and the
+    second run resumed the first's checkpoint, publishing a byte-identical model."""
+    from bgeflow.cli import main
+
+    work = tmp_path / "work"
+    models = []
+    for folder, negatives in (("a", 3), ("b", 2)):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        data = write_data(tmp_path / folder / "train.jsonl", negatives)
+        assert main(["train", "retriever", "--model", "bundled:minilm", "--train-data", str(data), "--output", "out",
+                     "--per-device-train-batch-size", "4", "--max-steps", "2", "--save-steps", "2",
+                     "--train-group-size", "3", "--query-max-len", "16", "--passage-max-len", "16",
+                     "--work-dir", str(work)]) == 0
+        summary = summary_of(str(tmp_path / folder / "out"))
+        assert summary["resumed_from"] is None and summary["global_step"] == 2
+        models.append((tmp_path / folder / "out" / "model" / "model.safetensors").read_bytes())
+        assert not any(work.iterdir()), list(work.rglob("*"))[:5]  # scratch removed after success
+    assert models[0] != models[1]
