@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from bgeflow.core.storage import iter_lines, resolve_sources
-from bgeflow.data.records import CorpusRecord, EvalQuery, TrainRecord, dumps, text_id
+from bgeflow.data.records import (
+    CorpusRecord,
+    EvalQuery,
+    TrainRecord,
+    dumps,
+    positives_by_query,
+    query_prompt,
+    text_id,
+)
 from bgeflow.data.validate import RULES, DataError, Problem, check_record, parse_clean, parse_line
 
 __all__ = [
@@ -23,6 +31,8 @@ __all__ = [
     "iter_json",
     "parse_clean",
     "parse_line",
+    "positives_by_query",
+    "query_prompt",
     "read_train_records",
     "text_id",
     "write_jsonl",
