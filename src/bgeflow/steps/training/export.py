@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bgeflow.core.errors import StepFailed
+from bgeflow.core.errors import ConfigError, StepFailed
 from bgeflow.retrieval.pooling import ST_MODES
 
 #: Files of a training output directory that are not part of the model.
@@ -22,8 +22,13 @@ _NOT_MODEL = {"training_args.bin", "trainer_state.json"}
 
 
 def export_model(run_dir: Path, dest: Path, *, kind: str, pooling: str = "cls", normalize: bool = True,
-                 max_seq_length: int, query_prompt: str | None = None) -> Path:
-    """Copy the model files of ``run_dir`` to ``dest`` and add the retriever's module configs."""
+                 max_seq_length: int | None = None, query_prompt: str | None = None) -> Path:
+    """Copy the model files of ``run_dir`` to ``dest`` and add the retriever's module configs.
+
+    Raises:
+        ConfigError: a retriever without ``max_seq_length`` (its passage limit).
+        StepFailed: the run saved no safetensors weights.
+    """
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -33,6 +38,8 @@ def export_model(run_dir: Path, dest: Path, *, kind: str, pooling: str = "cls", 
     if not any(dest.glob("*.safetensors")):
         raise StepFailed(f"no safetensors weights in {run_dir}: the training run did not save a final model")
     if kind == "retriever":
+        if max_seq_length is None:
+            raise ConfigError("a retriever's export needs max_seq_length (the passage limit it was trained with)")
         _write_sentence_transformers_config(dest, pooling=pooling, normalize=normalize,
                                             max_seq_length=max_seq_length, query_prompt=query_prompt)
     return dest

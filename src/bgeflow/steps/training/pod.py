@@ -15,6 +15,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,18 +29,18 @@ from typing import Any
 
 import yaml
 
-from bgeflow.core.errors import ConfigError, DataError, StepFailed
-from bgeflow.core.models import resolve_model
+from bgeflow.core.errors import EXIT_BAD_INPUT, ConfigError, DataError, StepFailed
+from bgeflow.core.models import check_token_limits, resolve_model
 from bgeflow.core.storage import join_uri, open_store
-from bgeflow.data import check_record, iter_json
-from bgeflow.retrieval.pooling import resolve_pooling
+from bgeflow.data import check_record, iter_json, query_prompt
+from bgeflow.retrieval.pooling import resolve_pooling, resolve_query_instruction
 from bgeflow.steps.training import checkpoints
 from bgeflow.steps.training.distributed import Distributed, resolve, torchrun_command
 from bgeflow.steps.training.export import export_model
 from bgeflow.steps.training.local import run_local_pods
 from bgeflow.steps.training.runners import check_names, integral, runner_for
 from bgeflow.steps.training.spec import MANAGED, TrainSpec
-from bgeflow.steps.training.worker import HISTORY_FILE
+from bgeflow.steps.training.worker import FAILURE_PREFIX, HISTORY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,45 @@ def check_launch(options: dict[str, Any], dist: Distributed, gpus: int) -> bool:
     return use_cpu
 
 
-def fetch_train_data(spec: TrainSpec, options: dict[str, Any], dest: Path) -> DataStats:
+@dataclass(frozen=True)
+class BaseModel:
+    """The base model as this pod loads it, and what the run takes from it."""
+
+    path: str
+    pooling: str  # retriever: the resolved pooling; reranker: ""
+    instruction: str  # retriever: the query instruction of queries without a prompt; reranker: ""
+
+
+def token_limits(kind: str, options: dict[str, Any]) -> dict[str, int]:
+    """The input lengths the runner will tokenize to, named as the user sets them."""
+    query, passage = int(options["query_max_len"]), int(options["passage_max_len"])
+    if kind == "retriever":
+        return {"query_max_len": query, "passage_max_len": passage}
+    # FlagEmbedding's reranker truncates a pair to the sum (max_len set both, unless given).
+    return {f"max_len (a pair: query_max_len {query} + passage_max_len {passage})": query + passage}
+
+
+def prepare_model(spec: TrainSpec, options: dict[str, Any]) -> BaseModel:
+    """Resolve the base model to a local folder and check the run's limits against it, before any launch.
+
+    Raises:
+        ConfigError: a token limit above the model's positions, or a pooling it cannot use.
+        NotFoundError: the model is not where ``spec.model`` points.
+    """
+    path = resolve_model(spec.model)
+    check_token_limits(path, token_limits(spec.kind, options), model=spec.model, where=f"train {spec.kind}")
+    if spec.kind != "retriever":
+        return BaseModel(path, "", "")
+    instruction = resolve_query_instruction(str(options.get("query_instruction_for_retrieval") or ""), path)
+    return BaseModel(path, resolve_pooling(spec.pooling, path), instruction)
+
+
+def fetch_train_data(spec: TrainSpec, options: dict[str, Any], dest: Path, *, instruction: str = "") -> DataStats:
     """Copy the training data to ``dest`` as one JSONL file, validating every line on the way.
+
+    A retriever's records each get the prompt their query is encoded with (``bgeflow.data.query_prompt``:
+    their own, else ``instruction``). FlagEmbedding reads all files as one table, where a record
+    without ``prompt`` has ``None`` in that column and its query would become ``"None" + query``.
 
     Raises:
         DataError: naming ``uri:line`` of the first record that cannot train.
@@ -140,6 +178,7 @@ def fetch_train_data(spec: TrainSpec, options: dict[str, Any], dest: Path) -> Da
     dest.parent.mkdir(parents=True, exist_ok=True)
     needed = int(options["train_group_size"]) - 1
     distill = bool(options.get("knowledge_distillation"))
+    prompts = spec.kind == "retriever"
     stats = DataStats(path=dest, records=0, min_negatives=sys.maxsize)
     tmp = dest.with_suffix(".part")
     with open(tmp, "w", encoding="utf-8") as out:
@@ -158,6 +197,8 @@ def fetch_train_data(spec: TrainSpec, options: dict[str, Any], dest: Path) -> Da
             if negatives < needed:
                 stats.short_records += 1
                 stats.first_short = stats.first_short or where
+            if prompts:
+                obj["prompt"] = query_prompt(obj.get("prompt"), instruction)
             out.write(json.dumps(obj, ensure_ascii=False) + "\n")
     os.replace(tmp, dest)
     if stats.records == 0:
@@ -196,7 +237,7 @@ def work_dir(spec: TrainSpec, node_rank: int) -> Path:
 
 def runner_arguments(spec: TrainSpec, options: dict[str, Any], *, model_path: str, data: Path, run_dir: Path,
                      use_cpu: bool, dist: Distributed, pooling: str, resume: Path | None,
-                     deepspeed: str | None) -> dict[str, Any]:
+                     deepspeed: str | None, instruction: str = "") -> dict[str, Any]:
     """Every option the runner's ``HfArgumentParser`` gets: the resolved ones plus what bgeflow manages."""
     args = dict(options)
     args.update(model_name_or_path=model_path, train_data=[str(data)], output_dir=str(run_dir),
@@ -205,6 +246,8 @@ def runner_arguments(spec: TrainSpec, options: dict[str, Any], *, model_path: st
                 cache_path=str(data.parent / "datasets-cache"))
     if spec.kind == "retriever":
         args["sentence_pooling_method"] = pooling
+        # Never None: FlagEmbedding applies the records' prompts only when an instruction is set.
+        args["query_instruction_for_retrieval"] = instruction
         args.setdefault("negatives_cross_device", dist.world_size > 1 and spec.use_inbatch_neg)
     args["use_cpu"] = use_cpu
     args.setdefault("ddp_backend", "gloo" if use_cpu else "nccl")
@@ -234,6 +277,53 @@ def _run_child(cmd: list[str]) -> int:
             signal.signal(sig, handler)
 
 
+#: Exceptions of a training process that come from its settings, data or model: the same run fails
+#: the same way again, so resuming cannot help.
+_DETERMINISTIC = frozenset({
+    "ValueError", "TypeError", "KeyError", "IndexError", "AttributeError", "AssertionError", "NotImplementedError",
+    "ImportError", "ModuleNotFoundError", "ConfigError", "DataError", "NotFoundError", "OutOfMemoryError",
+})
+#: RuntimeError messages of shape and index errors (a tensor longer than the model's positions, ...).
+_SHAPE_ERROR = re.compile(r"size of tensor|must match the size|shapes? .*(cannot|invalid|mismatch)|"
+                          r"index out of (range|bounds)|out of bounds", re.IGNORECASE)
+_HINTS = {"OutOfMemoryError": "lower per_device_train_batch_size, passage_max_len or train_group_size"}
+
+
+def _read_failures(work: Path) -> list[dict[str, Any]]:
+    failures = []
+    for path in sorted(work.glob(f"{FAILURE_PREFIX}*.json")):
+        try:
+            failures.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return failures
+
+
+def failure_error(node_rank: int, code: int, work: Path, output: str) -> Exception:
+    """The error for a training process that exited with ``code``: a crash, or a cause a rerun repeats.
+
+    Workers record the exception that ended them (``worker.record_failure``). One whose kind says it
+    comes from the settings, data or model gives a ``ConfigError`` that names it and advises no
+    resume (resuming would fail the same way); anything else (killed, lost node, NCCL or S3 faults)
+    gives a ``StepFailed`` advising to rerun, which resumes from the newest complete checkpoint.
+    """
+    failures = _read_failures(work)
+    first = failures[0] if failures else None
+    if first is not None:
+        kind, message = str(first.get("type", "")), str(first.get("message", "")).strip().splitlines()
+        said = f"rank {first.get('rank', '?')} raised {kind}: {message[0][:300] if message else ''}"
+        if kind in _DETERMINISTIC or (kind == "RuntimeError" and _SHAPE_ERROR.search(" ".join(message))):
+            hint = _HINTS.get(kind, "change the setting, data or model it names")
+            return ConfigError(f"training failed on node {node_rank}: {said}. A rerun fails the same way: {hint}, "
+                               "then rerun")
+        return StepFailed(f"training failed on node {node_rank}: {said}; if the cause was transient, rerun the "
+                          f"same command to resume from the newest complete checkpoint in "
+                          f"{join_uri(output, checkpoints.CHECKPOINTS_PREFIX)}")
+    return StepFailed(f"training failed on node {node_rank}: torchrun exited with {code}; rerun the same "
+                      f"command to resume from the newest complete checkpoint in "
+                      f"{join_uri(output, checkpoints.CHECKPOINTS_PREFIX)}")
+
+
 def _train_pod(spec: TrainSpec) -> TrainResult:
     started = time.time()
     options = resolved_options(spec)
@@ -243,8 +333,10 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
     run_dir = work / "run"
     log.info("node %d/%d: %d process(es), master %s:%d, scratch %s", dist.node_rank, dist.nnodes,
              dist.nproc_per_node, dist.master_addr, dist.master_port, work)
+    # The base model first: a reference or limit that cannot work fails before the data is fetched.
+    base = prepare_model(spec, options)
 
-    stats = fetch_train_data(spec, options, work / "data" / "train.jsonl")
+    stats = fetch_train_data(spec, options, work / "data" / "train.jsonl", instruction=base.instruction)
     check_data(spec, options, stats, dist)
     deepspeed = None
     if options.get("deepspeed"):
@@ -266,11 +358,12 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
         # The summary is written last: while it is absent, readers know the output is in progress.
         output.delete(SUMMARY_FILE)
 
-    model_path = resolve_model(spec.model)
-    pooling = resolve_pooling(spec.pooling, model_path) if spec.kind == "retriever" else ""
-    runner_args = runner_arguments(spec, options, model_path=model_path, data=stats.path, run_dir=run_dir,
+    pooling = base.pooling
+    runner_args = runner_arguments(spec, options, model_path=base.path, data=stats.path, run_dir=run_dir,
                                    use_cpu=use_cpu, dist=dist, pooling=pooling, resume=plan.local_dir,
-                                   deepspeed=deepspeed)
+                                   deepspeed=deepspeed, instruction=base.instruction)
+    for stale in work.glob(f"{FAILURE_PREFIX}*.json"):
+        stale.unlink()  # a previous attempt's; this one's decide the message below
     args_file = work / RUNNER_ARGS_FILE
     args_file.write_text(json.dumps(runner_args, indent=1, ensure_ascii=False), encoding="utf-8")
     worker_args = ["--kind", spec.kind, "--publish-to", spec.output, "--runner-args", str(args_file)]
@@ -283,9 +376,7 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
     code = _run_child(cmd)
     trained = time.time()
     if code != 0:
-        raise StepFailed(f"training failed on node {dist.node_rank}: torchrun exited with {code}; rerun the same "
-                         f"command to resume from the newest complete checkpoint in "
-                         f"{join_uri(spec.output, checkpoints.CHECKPOINTS_PREFIX)}")
+        raise failure_error(dist.node_rank, code, work, spec.output)
 
     model_uri = join_uri(spec.output, MODEL_DIR)
     history: dict[str, Any] = {}
@@ -367,6 +458,7 @@ def _train_local_pods(spec: TrainSpec) -> TrainResult:
     options = resolved_options(spec)
     shape = Distributed(nnodes=nnodes, node_rank=0, nproc_per_node=nproc, master_addr="127.0.0.1", master_port=0)
     check_launch(options, shape, _cuda_devices())
+    prepare_model(spec, options)  # the pods check it too; here it fails once, before any pod starts
     pod_spec = spec.model_copy(update={"distributed": spec.distributed.model_copy(update={"local_nodes": None})})
     spec_uri = write_spec(pod_spec)
     # Real pods have their own cores; here they share this machine's, so split them instead of oversubscribing.
@@ -374,6 +466,10 @@ def _train_local_pods(spec: TrainSpec) -> TrainResult:
     command = pod_command(spec_uri, program=[sys.executable, "-m", "bgeflow"])
     code = run_local_pods(command, nnodes=nnodes, nproc_per_node=nproc, env=env,
                           master_port=spec.distributed.master_port)
+    if code == EXIT_BAD_INPUT:
+        # A pod refused its input (the message is in its output above): a rerun would refuse it again.
+        raise ConfigError(f"a local pod refused the training input (exit code {code}; its error is above): "
+                          "fix it, then rerun")
     if code != 0:
         raise StepFailed(f"a local pod failed with exit code {code}; rerun the same command to resume from the "
                          f"newest complete checkpoint in {join_uri(spec.output, checkpoints.CHECKPOINTS_PREFIX)}")
