@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bgeflow.core.errors import ConfigError, NotFoundError
-from bgeflow.core.models import MODEL_CACHE_ENV, locate_model, resolve_model
+from bgeflow.core.models import resolve_model
 from bgeflow.core.storage import open_store
 
 
@@ -57,7 +57,7 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def model_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(MODEL_CACHE_ENV, str(tmp_path / "model-cache"))
+    monkeypatch.setenv("BGEFLOW_MODEL_CACHE", str(tmp_path / "model-cache"))
     return tmp_path / "model-cache"
 
 
@@ -121,6 +121,8 @@ def test_s3_models_are_cached_by_uri_and_etags(
 def test_training_outputs_and_references_that_are_not_models(
     s3_bucket: str, model_cache: Path, minilm_path: str, tmp_path: Path, hub_cache: Path
 ) -> None:
+    from bgeflow.core.models import locate_model
+
     output = tmp_path / "train-out"
     shutil.copytree(minilm_path, output / "model")
     assert resolve_model(str(output)) == str(output / "model")

@@ -13,7 +13,6 @@ import pytest
 
 from bgeflow.cli import main
 from bgeflow.core.errors import ConfigError, StepFailed
-from bgeflow.core.models import check_token_limits, model_max_tokens
 
 LONG = " ".join(["tokens"] * 900)  # ~900 tokens: past MiniLM's 512 positions
 
@@ -105,6 +104,8 @@ def test_evaluate_refuses_limits_above_the_positions(tmp_path: Path, tiny_rerank
 
 
 def test_positions_count_what_a_token_can_use(tmp_path: Path, minilm_path: str) -> None:
+    from bgeflow.core.models import check_token_limits, model_max_tokens
+
     assert model_max_tokens(minilm_path) == 512
     # RoBERTa/XLM-R number positions after the padding index: 514 embeddings hold 512 tokens.
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "xlm-roberta", "max_position_embeddings": 514,
