@@ -147,7 +147,7 @@ def test_a_deterministic_worker_failure_never_advises_a_resume(tmp_path: Path, m
     assert "A rerun fails the same way" in line and "resume" not in line
 
 
-def test_failure_kinds(tmp_path: Path) -> None:
+def test_failure_kinds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from bgeflow.steps.training.pod import failure_error
     from bgeflow.steps.training.worker import record_failure
 
@@ -161,7 +161,13 @@ def test_failure_kinds(tmp_path: Path) -> None:
     error = failure_error(0, 1, tmp_path, "s3://b/out")
     assert isinstance(error, StepFailed) and "resume from the newest complete checkpoint in s3://b/out/checkpoints" \
         in str(error)
+    # One rank's own error, the other's collective failing because of it: the cause is named.
+    monkeypatch.setenv("RANK", "1")
+    record_failure(tmp_path, KeyError("passage"))
+    error = failure_error(0, 1, tmp_path, "s3://b/out")
+    assert isinstance(error, ConfigError) and "rank 1 raised KeyError" in str(error)
     # Killed without a record (OOM killer, lost node): a crash.
-    (tmp_path / "failure-rank0.json").unlink()
+    for path in tmp_path.glob("failure-rank*.json"):
+        path.unlink()
     error = failure_error(0, -9, tmp_path, "s3://b/out")
     assert isinstance(error, StepFailed) and "torchrun exited with -9" in str(error)

@@ -148,12 +148,10 @@ def _fetch_s3(uri: str) -> str:
         for info in objects:
             store.get_file(info.key, partial / info.key)
         (partial / _COMPLETE).write_text(json.dumps({"uri": uri, "objects": len(objects)}), encoding="utf-8")
-        if dest.exists():  # a partial copy of an older attempt (no completion marker)
-            shutil.rmtree(dest, ignore_errors=True)
         try:
-            os.rename(partial, dest)
+            os.rename(partial, dest)  # only complete copies are ever renamed into place
         except OSError:
-            if not (dest / _COMPLETE).is_file():
+            if not (dest / _COMPLETE).is_file():  # not another process's finished copy: a real failure
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)

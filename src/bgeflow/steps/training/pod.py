@@ -78,8 +78,9 @@ def train(spec: TrainSpec) -> TrainResult:
     """Run ``spec``: this pod's share of the job, or every pod here with ``distributed.local_nodes``.
 
     Raises:
-        ConfigError, DataError, NotFoundError: bad settings, data or references (before any process starts).
-        StepFailed: a training process failed (its output says why).
+        ConfigError, DataError, NotFoundError: bad settings, data or references (before any process starts),
+            or a training process failed for a reason a rerun would repeat (``failure_error``).
+        StepFailed: a training process failed otherwise (its output says why); a rerun resumes.
     """
     if spec.distributed.local_nodes:
         return _train_local_pods(spec)
@@ -289,6 +290,12 @@ _SHAPE_ERROR = re.compile(r"size of tensor|must match the size|shapes? .*(cannot
 _HINTS = {"OutOfMemoryError": "lower per_device_train_batch_size, passage_max_len or train_group_size"}
 
 
+def _repeats(failure: dict[str, Any]) -> bool:
+    """Whether a worker's recorded exception comes from its input, so a rerun would raise it again."""
+    kind, message = str(failure.get("type", "")), str(failure.get("message", ""))
+    return kind in _DETERMINISTIC or (kind == "RuntimeError" and bool(_SHAPE_ERROR.search(message)))
+
+
 def _read_failures(work: Path) -> list[dict[str, Any]]:
     failures = []
     for path in sorted(work.glob(f"{FAILURE_PREFIX}*.json")):
@@ -308,11 +315,13 @@ def failure_error(node_rank: int, code: int, work: Path, output: str) -> Excepti
     gives a ``StepFailed`` advising to rerun, which resumes from the newest complete checkpoint.
     """
     failures = _read_failures(work)
+    # One rank's own error makes the others fail in collectives: name a deterministic cause first.
+    failures.sort(key=lambda f: not _repeats(f))
     first = failures[0] if failures else None
     if first is not None:
         kind, message = str(first.get("type", "")), str(first.get("message", "")).strip().splitlines()
         said = f"rank {first.get('rank', '?')} raised {kind}: {message[0][:300] if message else ''}"
-        if kind in _DETERMINISTIC or (kind == "RuntimeError" and _SHAPE_ERROR.search(" ".join(message))):
+        if _repeats(first):
             hint = _HINTS.get(kind, "change the setting, data or model it names")
             return ConfigError(f"training failed on node {node_rank}: {said}. A rerun fails the same way: {hint}, "
                                "then rerun")
