@@ -122,7 +122,7 @@ class Encoder:
 
     ``pooling``: ``auto`` (the model's own, see ``bgeflow.retrieval.pooling``), ``cls``, ``mean`` or
     ``last_token``; the resolved one is ``self.pooling``. ``normalize`` unset: the model's own
-    (a Normalize module), else on. Queries get their own prompt, else ``query_instruction`` (else
+    (a Normalize module or cosine similarity in its sentence-transformers config), else on. Queries get their own prompt, else ``query_instruction`` (else
     the model's saved query prompt) prepended; passages never do.
 
     Raises:
@@ -304,8 +304,7 @@ def require_trained_head(model_path: str, model: str) -> None:
     reranker (mine's teacher, evaluate) calls it.
 
     Raises:
-        ConfigError: naming the weights that would be newly initialised.
-        NotFoundError: the model cannot be loaded.
+        ConfigError: naming the weights that would be newly initialised, or the model cannot be loaded.
     """
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
