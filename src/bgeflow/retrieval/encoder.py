@@ -295,6 +295,10 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return json.loads(path.with_name(path.name + MANIFEST_SUFFIX).read_text())
 
 
+class UntrainedHead(ConfigError):
+    """A reranker checkpoint without a trained sequence-classification head."""
+
+
 def require_trained_head(model_path: str, model: str) -> None:
     """Refuse a reranker whose checkpoint lacks a trained sequence-classification head.
 
@@ -304,7 +308,8 @@ def require_trained_head(model_path: str, model: str) -> None:
     reranker (mine's teacher, evaluate) calls it.
 
     Raises:
-        ConfigError: naming the weights that would be newly initialised, or the model cannot be loaded.
+        UntrainedHead: naming the weights that would be newly initialised.
+        ConfigError: the model cannot be loaded.
     """
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -320,7 +325,7 @@ def require_trained_head(model_path: str, model: str) -> None:
         hf_logging.set_verbosity(verbosity)
     fresh = [*info.get("missing_keys", []), *(str(m[0]) for m in info.get("mismatched_keys", []))]
     if fresh:
-        raise ConfigError(f"reranker {model} has no trained sequence-classification head: its checkpoint lacks "
+        raise UntrainedHead(f"reranker {model} has no trained sequence-classification head: its checkpoint lacks "
                           f"{', '.join(sorted(fresh)[:4])}, which would be initialised at random. Give a "
                           "cross-encoder (e.g. BAAI/bge-reranker-base, or a `bgeflow train reranker` output)")
 

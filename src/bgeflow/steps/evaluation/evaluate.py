@@ -183,12 +183,13 @@ def _resolve_champion(role: str, ref: str | None, workdir: Path) -> _Model | Non
 
 def _untrained_base(model: _Model) -> str | None:
     """Why a base reranker cannot be scored (no trained classification head), or None when it can."""
-    from bgeflow.retrieval.encoder import require_trained_head
+    from bgeflow.retrieval.encoder import UntrainedHead, require_trained_head
 
     try:
         require_trained_head(model.path, model.ref)
-    except ConfigError as exc:
-        return f"not scored: {exc}"
+    except UntrainedHead:
+        return (f"not scored: {model.ref} has no trained sequence-classification head (a reranker fine-tuned "
+                "from a bi-encoder starts from a random one, so its base has no scores to compare)")
     return None
 
 
