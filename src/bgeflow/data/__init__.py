@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from bgeflow.core.storage import iter_lines, resolve_sources
-from bgeflow.data.records import CorpusRecord, EvalQuery, TrainRecord, dumps, text_id
+from bgeflow.data.records import (
+    CorpusRecord,
+    EvalQuery,
+    TrainRecord,
+    dumps,
+    positives_by_query,
+    query_prompt,
+    text_id,
+)
 from bgeflow.data.validate import (
     RULES,
     DataError,
@@ -33,6 +41,8 @@ __all__ = [
     "loads_line",
     "parse_clean",
     "parse_line",
+    "positives_by_query",
+    "query_prompt",
     "read_train_records",
     "text_id",
     "write_jsonl",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,33 @@ def dumps(obj: Any) -> str:
 def text_id(text: str, prefix: str = "d") -> str:
     """A stable id for a text: the same passage gets the same id in every run and file."""
     return prefix + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def query_prompt(prompt: str | None, instruction: str) -> str:
+    """The text put in front of a query: its record's own ``prompt`` when it has one, else the instruction.
+
+    The one rule of mine, train and evaluate. An empty ``prompt`` is a record's explicit choice of no
+    prompt; only a missing one (None) falls back to the run's query instruction.
+    """
+    return instruction if prompt is None else prompt
+
+
+def positives_by_query(records: Iterable[TrainRecord]) -> dict[str, list[str]]:
+    """Every query's positives: the union over all records of that query text, first seen first.
+
+    A query on several lines is one query (ingest merges such lines); a passage that is positive on
+    any of them must never become a negative of the others.
+    """
+    out: dict[str, list[str]] = {}
+    seen: dict[str, set[str]] = {}
+    for record in records:
+        texts = out.setdefault(record.query, [])
+        known = seen.setdefault(record.query, set())
+        for text in record.pos:
+            if text not in known:
+                known.add(text)
+                texts.append(text)
+    return out
 
 
 @dataclass(slots=True)

@@ -9,6 +9,11 @@ the PyTorchJob's pod command as local processes with the training operator's env
 One deliberate difference: retry policies are removed, so a local failure is reported at once
 instead of after minutes of backoff (retries exist for transient cluster and S3 faults).
 
+One kfp.local fault is corrected (``faithful_arguments``): its SubprocessRunner replaces the text
+``python3`` with the interpreter's path in *every* element of a task's command, the executor input
+included, so a parameter such as ``<venv>/lib/python3.11/site-packages/<pkg>/model`` reached the
+step as ``<venv>/lib/<venv>/bin/python.11/...``.
+
 Everything that can be checked before training is checked first (``preflight``), and each
 problem is one line naming the key, URI or endpoint.
 """
@@ -22,12 +27,14 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bgeflow.core.errors import DataError, NotFoundError, StepFailed
-from bgeflow.core.storage import is_s3, open_store
+from bgeflow.core.storage import open_store
 from bgeflow.platform.run_spec import LocalRunSpec
 
 log = logging.getLogger(__name__)
@@ -56,20 +63,17 @@ def find_pipeline(configured: str = "") -> Path:
                             "(run `make pipelines` in a checkout, or set pipeline: in the run config)")
 
 
-def _check_model(name: str) -> None:
-    from bgeflow.core.models import resolve_model
+def _check_model(name: str, limits: dict[str, int]) -> None:
+    """The model is where its reference points (nothing downloaded), and a local one takes ``limits``."""
+    from bgeflow.core.models import check_token_limits, locate_model
 
-    path = resolve_model(name)  # bundled:… → its directory, or a ValueError naming the package
-    if is_s3(path):
-        if not open_store(path).exists("config.json"):
-            raise NotFoundError(f"model {name}: no config.json under it")
-    elif path.startswith(("/", ".", "~")) or Path(path).exists():
-        if not (Path(path).expanduser() / "config.json").is_file():
-            raise NotFoundError(f"model {name}: no model directory (config.json) at {path}")
-    elif os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+    where = locate_model(name)  # bundled/local/s3: a config.json, or a NotFoundError naming the reference
+    if where.kind in ("bundled", "local"):
+        check_token_limits(where.location, limits, model=name, where="run")
+    elif where.kind == "hub" and os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
         from huggingface_hub import try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache(path, "config.json"), str):
+        if not isinstance(try_to_load_from_cache(where.location, "config.json"), str):
             raise NotFoundError(f"model {name}: not in the Hugging Face cache and HF_HUB_OFFLINE is set")
 
 
@@ -95,8 +99,10 @@ def preflight(config: LocalRunSpec) -> Path:
     scratch = tempfile.gettempdir()
     blocks.ingest_spec(config.ingest, config.retriever, inputs=config.data, output=scratch)
     blocks.mine_spec(config.mine, config.retriever, inputs=config.data, output=f"{scratch}/mined.jsonl")
+    _check_model(config.retriever.model, {"retriever.query_max_len": config.retriever.query_max_len,
+                                          "retriever.passage_max_len": config.retriever.passage_max_len})
+    _check_model(config.reranker.model, {"reranker.max_len": config.reranker.max_len})
     for kind, block in (("retriever", config.retriever), ("reranker", config.reranker)):
-        _check_model(block.model)
         if block.train:  # what the launcher and the pods will check, before any step starts
             resolved_options(blocks.train_spec(kind, block, train_data=scratch, output=scratch))
     blocks.check_negatives(config)
@@ -108,6 +114,48 @@ def preflight(config: LocalRunSpec) -> Path:
         blocks.publish_spec(config.publish, model=scratch, name=block.name, registry=config.registry or scratch,
                             metrics=scratch, lineage_inputs=[])
     return pipeline
+
+
+#: ``python3`` as a command word of the launcher's shell scripts (not inside a longer name or path).
+_PYTHON3_WORD = re.compile(r"(?<![\w./-])python3(?![\w./-])")
+#: How kfp's launcher script runs the component's code; the element after it is that code.
+_LAUNCHER_MARKS = ('"$program_path/ephemeral_component.py"', '"$@"')
+
+
+def launcher_python(full_command: list[str], new_executable: str) -> list[str]:
+    """kfp.local's interpreter rewrite, limited to where it belongs: the launcher's own shell scripts.
+
+    Elements from the component's code on (the code, ``--executor_input <JSON>``, the function
+    name) are returned unchanged, so every parameter value reaches the step as given; in the
+    scripts before it only ``python3`` as a word is replaced.
+    """
+    stop = len(full_command)
+    for index, element in enumerate(full_command):
+        if element == "--executor_input":
+            stop = index
+            break
+        if all(mark in element for mark in _LAUNCHER_MARKS):
+            stop = index + 1
+            break
+    return [_PYTHON3_WORD.sub(lambda _m: new_executable, element) if index < stop else element
+            for index, element in enumerate(full_command)]
+
+
+@contextmanager
+def faithful_arguments() -> Iterator[None]:
+    """While kfp.local runs tasks, its SubprocessRunner uses ``launcher_python`` for its rewrite.
+
+    kfp.local picks the task handler by exact runner type, so a runner subclass is never used; the
+    handler module's function is swapped for the duration of the run and restored after.
+    """
+    from kfp.local import subprocess_task_handler as handler
+
+    original = handler.replace_python_executable
+    handler.replace_python_executable = launcher_python
+    try:
+        yield
+    finally:
+        handler.replace_python_executable = original
 
 
 def local_variant(pipeline_yaml: str) -> str:
@@ -175,7 +223,8 @@ def run(config: LocalRunSpec, pipeline: Path) -> RunSummary:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     component = load_component_from_text(local_variant(pipeline.read_text()))
     try:
-        component(**{**config.pipeline_arguments(), "data": data})
+        with faithful_arguments():
+            component(**{**config.pipeline_arguments(), "data": data})
     except RuntimeError as exc:  # kfp.local's message is colored; the failing task's log is above it
         plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
         raise StepFailed(f"{plain} (task outputs and logs under {root})") from None

@@ -169,7 +169,8 @@ def train_spec(kind: str, block: RetrieverRun | RerankerRun, *, train_data: str,
         ConfigError: ``hyperparameters`` repeats an option the block declares itself (it drives
             mining and evaluation too, so it has one place), or the job's shape.
     """
-    shared = {runner: getattr(block, name) for name, runner in _SHARED[kind].items()}
+    # An unset block option (normalize: as the model says) leaves the seed recipe's value.
+    shared = {runner: value for name, runner in _SHARED[kind].items() if (value := getattr(block, name)) is not None}
     clash = sorted(set(_SHARED[kind].values()) & set(block.hyperparameters))
     shape = sorted({"nnodes", "nproc_per_node", "node_rank", "local_nodes"} & set(block.hyperparameters))
     if clash or shape:

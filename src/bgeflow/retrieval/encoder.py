@@ -23,8 +23,14 @@ import numpy as np
 
 from bgeflow.core.errors import ConfigError
 from bgeflow.core.log import progress
-from bgeflow.core.models import resolve_model
-from bgeflow.retrieval.pooling import resolve_pooling
+from bgeflow.core.models import check_token_limits, resolve_model
+from bgeflow.data.records import query_prompt
+from bgeflow.retrieval.pooling import (
+    check_encoder_modules,
+    resolve_normalize,
+    resolve_pooling,
+    resolve_query_instruction,
+)
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
 
 if TYPE_CHECKING:
@@ -112,15 +118,16 @@ def texts_sha256(texts: Sequence[str], chunk: int = 65536) -> str:
 
 
 class Encoder:
-    """A bi-encoder: texts → L2-normalised (by default) float32 vectors of shape ``(n, dim)``.
+    """A bi-encoder: texts → float32 vectors of shape ``(n, dim)``, as ``SentenceTransformer(path)`` gives them.
 
     ``pooling``: ``auto`` (the model's own, see ``bgeflow.retrieval.pooling``), ``cls``, ``mean`` or
-    ``last_token``; the resolved one is ``self.pooling``. Queries get ``query_instruction``
-    prepended (BGE's "Represent this sentence for searching relevant passages: "); passages never do.
+    ``last_token``; the resolved one is ``self.pooling``. ``normalize`` unset: the model's own
+    (a Normalize module or cosine similarity in its sentence-transformers config), else on. Queries get their own prompt, else ``query_instruction`` (else
+    the model's saved query prompt) prepended; passages never do.
 
     Raises:
-        ConfigError: a non-positive length or batch size, or a pooling the model declares that
-            cannot be computed.
+        ConfigError: a non-positive length or batch size, a token limit above the model's positions,
+            a pooling or sentence-transformers module the encoder cannot compute.
         NotFoundError: the model cannot be loaded from where ``model`` points.
     """
 
@@ -134,9 +141,12 @@ class Encoder:
         self.settings = config
         self.model_name = model
         self.model_path = resolve_model(model)
+        check_encoder_modules(self.model_path, model)
+        check_token_limits(self.model_path, {"query_max_len": config.query_max_len,
+                                             "passage_max_len": config.passage_max_len}, model=model, where="encoder")
         self.pooling = resolve_pooling(config.pooling, self.model_path)
-        self.normalize = config.normalize
-        self.query_instruction = config.query_instruction
+        self.normalize = resolve_normalize(config.normalize, self.model_path)
+        self.query_instruction = resolve_query_instruction(config.query_instruction, self.model_path)
         self.query_max_len = config.query_max_len
         self.passage_max_len = config.passage_max_len
         self.batch_size = config.batch_size
@@ -151,8 +161,10 @@ class Encoder:
 
     # ------------------------------------------------------------------ public API
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        prefixed = [self.query_instruction + t for t in texts] if self.query_instruction else list(texts)
+    def encode_queries(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> np.ndarray:
+        """Query vectors; ``prompts[i]`` (a record's own prompt, None: none) wins over the instruction."""
+        own = prompts if prompts is not None else [None] * len(texts)
+        prefixed = [query_prompt(p, self.query_instruction) + t for t, p in zip(texts, own, strict=True)]
         return self._encode(prefixed, self.query_max_len, desc="encode queries")
 
     def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
@@ -283,8 +295,49 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return json.loads(path.with_name(path.name + MANIFEST_SUFFIX).read_text())
 
 
+class UntrainedHead(ConfigError):
+    """A reranker checkpoint without a trained sequence-classification head."""
+
+
+def require_trained_head(model_path: str, model: str) -> None:
+    """Refuse a reranker whose checkpoint lacks a trained sequence-classification head.
+
+    transformers would create the missing weights (a bi-encoder's ``classifier``) at random, and the
+    "scores" would be noise that differs on every load. The check loads the checkpoint onto the meta
+    device (no weights in memory) and reads transformers' own loading report; every loader of a
+    reranker (mine's teacher, evaluate) calls it.
+
+    Raises:
+        UntrainedHead: naming the weights that would be newly initialised.
+        ConfigError: the model cannot be loaded.
+    """
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its "newly initialized" warning becomes our error below
+    try:
+        _, info = AutoModelForSequenceClassification.from_pretrained(model_path, output_loading_info=True,
+                                                                     device_map="meta")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load reranker {model!r} ({model_path}): {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    fresh = [*info.get("missing_keys", []), *(str(m[0]) for m in info.get("mismatched_keys", []))]
+    if fresh:
+        raise UntrainedHead(f"reranker {model} has no trained sequence-classification head: its checkpoint lacks "
+                          f"{', '.join(sorted(fresh)[:4])}, which would be initialised at random. Give a "
+                          "cross-encoder (e.g. BAAI/bge-reranker-base, or a `bgeflow train reranker` output)")
+
+
 class CrossEncoderScorer:
-    """A cross-encoder (reranker): (query, passage) pairs → float32 relevance logits."""
+    """A cross-encoder (reranker): (query, passage) pairs → float32 relevance logits.
+
+    Scores are ``CrossEncoder(path).predict``'s logits (before its activation) at the same length.
+
+    Raises:
+        ConfigError: no trained classification head, or ``max_len`` above the model's positions.
+    """
 
     def __init__(self, model: str, settings: Spec | None = None, *, device: str | None = None,
                  **overrides: Any) -> None:
@@ -295,6 +348,8 @@ class CrossEncoderScorer:
         config = ScoringSettings.build(given, overrides, where="reranker")
         self.model_name = model
         self.model_path = resolve_model(model)
+        require_trained_head(self.model_path, model)
+        check_token_limits(self.model_path, {"max_len": config.max_len}, model=model, where="reranker")
         self.max_len = config.max_len
         self.batch_size = config.batch_size
         self.device = pick_device(device)

@@ -1,4 +1,9 @@
-"""How a bi-encoder turns token states into one vector: the one ``Pooling`` type of bgeflow.
+"""What a bi-encoder's own sentence-transformers config says: pooling, normalisation, query prompt.
+
+The one ``Pooling`` type of bgeflow and the readers of a model folder's sentence-transformers files
+(``modules.json``, the Pooling module's ``config.json``, ``config_sentence_transformers.json``).
+Every verb resolves a setting left at its default (``auto`` / unset) from these files, so a model is
+used as ``SentenceTransformer(path)`` would use it.
 
 ``auto`` (the default in mine, train, evaluate and export) reads the model's own choice from its
 sentence-transformers config (``modules.json`` → the Pooling module's ``config.json``), which is
@@ -83,3 +88,71 @@ def resolve_pooling(requested: str, model_dir: str | Path) -> ResolvedPooling:
     if requested != "auto":
         return requested  # type: ignore[return-value]
     return saved_pooling(model_dir) or family_pooling(model_dir)
+
+
+#: Module types bgeflow's own encoder computes; a model with any other (Dense, LayerNorm, a Router)
+#: would get vectors that differ from ``SentenceTransformer(path)``'s.
+ENCODER_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+def saved_modules(model_dir: str | Path) -> list[str] | None:
+    """The module types of a sentence-transformers model folder (last dotted part), None without modules.json."""
+    modules = _read_json(Path(model_dir) / "modules.json")
+    if not isinstance(modules, list):
+        return None
+    return [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)]
+
+
+def saved_normalize(model_dir: str | Path) -> bool | None:
+    """Whether the model's users compare unit vectors; None without a sentence-transformers config.
+
+    True when its modules end in Normalize, or when its similarity function is cosine (what
+    ``SentenceTransformer.similarity`` uses unless the config says otherwise); False for a model
+    that declares dot-product similarity without a Normalize module.
+    """
+    modules = saved_modules(model_dir)
+    if modules is None:
+        return None
+    if "Normalize" in modules:
+        return True
+    config = _read_json(Path(model_dir) / "config_sentence_transformers.json")
+    similarity = config.get("similarity_fn_name") if isinstance(config, dict) else None
+    return similarity in (None, "cosine")
+
+
+def resolve_normalize(requested: bool | None, model_dir: str | Path) -> bool:
+    """L2-normalise or not: as requested, else as the model's config says, else yes (the BGE convention)."""
+    if requested is not None:
+        return requested
+    saved = saved_normalize(model_dir)
+    return True if saved is None else saved
+
+
+def saved_query_prompt(model_dir: str | Path) -> str:
+    """The query prompt the model's sentence-transformers config declares (``prompts["query"]``), else ""."""
+    config = _read_json(Path(model_dir) / "config_sentence_transformers.json")
+    prompts = config.get("prompts") if isinstance(config, dict) else None
+    prompt = prompts.get("query") if isinstance(prompts, dict) else None
+    return prompt if isinstance(prompt, str) else ""
+
+
+def resolve_query_instruction(requested: str, model_dir: str | Path) -> str:
+    """The instruction for queries without a prompt of their own: as requested, else the model's saved one.
+
+    Queries with a prompt of their own keep it (``bgeflow.data.query_prompt``).
+    """
+    return requested or saved_query_prompt(model_dir)
+
+
+def check_encoder_modules(model_dir: str | Path, model: str) -> None:
+    """Refuse a model whose sentence-transformers modules bgeflow's encoder cannot compute.
+
+    Raises:
+        ConfigError: naming the modules (e.g. Dense) that sentence-transformers would apply.
+    """
+    modules = saved_modules(model_dir) or []
+    other = [m for m in modules if m not in ENCODER_MODULES]
+    if other:
+        raise ConfigError(f"model {model} has sentence-transformers module(s) {', '.join(other)} after its "
+                          "transformer, which bgeflow's encoder cannot compute (its vectors would differ from "
+                          "SentenceTransformer's): use a model of Transformer, Pooling and Normalize modules only")

@@ -31,11 +31,14 @@ class EncodingSettings(TokenLimits):
     pooling: Pooling = setting("auto", "sentence pooling; auto: the model's sentence-transformers config, "
                                "else its family's convention (BGE: cls, LLM embedders: last_token)",
                                aliases=("--sentence-pooling-method", "--sentence_pooling_method"))
-    normalize: bool = setting(True, "L2-normalise embeddings, so inner products are cosine similarities",
+    normalize: bool | None = setting(None, "L2-normalise embeddings, so inner products are cosine similarities; "
+                                     "unset: as the model's sentence-transformers config says (a Normalize "
+                                     "module), else on",
                               aliases=("--normlized", "--normalized", "--normalize-embeddings",
                                        "--normalize_embeddings"))
     query_instruction: str = setting("", "prepended to every query that has no prompt of its own (BGE v1.5 "
-                                     "English: 'Represent this sentence for searching relevant passages: ')",
+                                     "English: 'Represent this sentence for searching relevant passages: '); "
+                                     "empty: the model's saved sentence-transformers query prompt, if any",
                                      aliases=("--query-instruction-for-retrieval",
                                               "--query_instruction_for_retrieval"), metavar="TEXT")
     batch_size: int = setting(64, "texts encoded per forward pass", gt=0)

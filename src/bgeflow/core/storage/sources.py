@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import queue
 import threading
 import zlib
@@ -24,6 +25,8 @@ from bgeflow.core.storage.base import (
     Store,
 )
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Source:
@@ -39,14 +42,32 @@ class Source:
         return self.store.url(self.key)
 
 
-def resolve_sources(uris: Iterable[str], suffixes: tuple[str, ...] = JSONL_SUFFIXES) -> list[Source]:
-    """Expand each URI (an object or a prefix) into the JSONL objects it names, in a stable order."""
+#: The data files a directory or prefix contributes: what FlagEmbedding's datasets read from a directory
+#: (``*.json``, ``*.jsonl``; one JSON object per line in both), plus their gzipped forms.
+DATA_SUFFIXES = (*JSONL_SUFFIXES, ".json", ".json.gz")
+
+
+def resolve_sources(uris: Iterable[str], suffixes: tuple[str, ...] = DATA_SUFFIXES) -> list[Source]:
+    """Expand each URI (an object or a prefix) into the data objects it names, in a stable order.
+
+    A URI naming one object is read whatever its name. Below a prefix, the objects ending in one of
+    ``suffixes`` are read and every other (non-hidden) object is named in a warning, so a file that
+    would be silently left out of ingest, mining, training or evaluation is visible.
+
+    Raises:
+        ObjectNotFound: a URI that is neither an object nor a prefix holding any such object.
+    """
     sources: list[Source] = []
     for uri in uris:
         from bgeflow.core.storage import open_store
 
         store = open_store(uri)
-        found = store.list(suffixes)
+        listed = store.list()
+        found = [info for info in listed if info.key.endswith(suffixes)]
+        skipped = [info.key for info in listed if not info.key.endswith(suffixes)]
+        if skipped and (found or store.stat("") is None):
+            shown = ", ".join(skipped[:5]) + (f" (+{len(skipped) - 5} more)" if len(skipped) > 5 else "")
+            log.warning("%s: skipping %d file(s) that are not %s: %s", uri, len(skipped), "/".join(suffixes), shown)
         if not found:
             own = store.stat("")
             if own is None:

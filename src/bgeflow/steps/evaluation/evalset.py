@@ -22,6 +22,7 @@ from typing import Any
 
 from bgeflow.core.errors import ConfigError, NotFoundError
 from bgeflow.core.storage import iter_lines, join_uri, open_store, resolve_sources
+from bgeflow.core.storage.sources import DATA_SUFFIXES
 from bgeflow.data import DataError, EvalQuery, iter_json, loads_line
 
 QRELS_SUFFIXES = (".tsv", ".tsv.gz", ".jsonl", ".jsonl.gz")
@@ -69,8 +70,8 @@ def resolve_eval_uris(
     uris: dict[str, str] = {}
     if eval_data:
         _require(eval_data, "--eval-data")
-        uris["corpus"] = _find(eval_data, "corpus", (".jsonl", ".jsonl.gz"), True)  # type: ignore[assignment]
-        uris["queries"] = _find(eval_data, "queries", (".jsonl", ".jsonl.gz"), True)  # type: ignore[assignment]
+        uris["corpus"] = _find(eval_data, "corpus", DATA_SUFFIXES, True)  # type: ignore[assignment]
+        uris["queries"] = _find(eval_data, "queries", DATA_SUFFIXES, True)  # type: ignore[assignment]
         found_qrels = _find(eval_data, "qrels", QRELS_SUFFIXES, False)
         if found_qrels:
             uris["qrels"] = found_qrels

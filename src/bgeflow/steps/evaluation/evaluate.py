@@ -1,10 +1,15 @@
 """``evaluate(EvaluateSpec) -> EvalResult``: base vs fine-tuned (vs champion), metrics, gate, report.
 
-Retrievers encode the corpus and the queries through ``bgeflow.retrieval.encoder.Encoder`` (the encoder
-mining uses) and search with ``bgeflow.retrieval.search.search`` (faiss, exact inner product on normalised
-vectors). Rerankers score the fine-tuned retriever's top ``rerank_top_k`` candidates of each query
-with ``bgeflow.retrieval.encoder.CrossEncoderScorer``; a relevant document outside those candidates counts
-as not retrieved. Each distinct model is encoded once, whatever column(s) it fills.
+Models are scored the way their users load them (``bgeflow.retrieval.loaders``): retrievers through
+``SentenceTransformer(path)`` (saved pooling, Normalize module or similarity function, prompts,
+``max_seq_length`` capped by the run's token limits, any other module), then searched with
+``bgeflow.retrieval.search.search`` (faiss, exact inner product); rerankers through
+``CrossEncoder(path)``, after the head check every reranker loader makes, on the fine-tuned retriever's
+top ``rerank_top_k`` candidates of each query; a relevant document outside those candidates counts
+as not retrieved. A query is encoded with its own ``prompt``, else the query instruction (else the
+model's saved query prompt): the rule mining and training apply. Each distinct model is encoded once,
+whatever column(s) it fills. A base reranker without a trained classification head (a reranker
+fine-tuned from a bi-encoder) has no scores to compare: its column is left out, and the report says why.
 
 Outputs under ``output``: ``report.md``, ``deltas.png`` and, written last so that its presence
 means the others are complete, ``metrics.json``::
@@ -30,6 +35,7 @@ from bgeflow import __version__
 from bgeflow.core.errors import ConfigError
 from bgeflow.core.storage import open_store
 from bgeflow.core.weights import require_safetensors
+from bgeflow.data.records import query_prompt
 from bgeflow.steps.evaluation import families
 from bgeflow.steps.evaluation.evalset import EvalSet, load_eval_set, resolve_eval_uris
 from bgeflow.steps.evaluation.gate import RERANK_PREFIX, check_gate
@@ -63,6 +69,15 @@ class _Model:
     path: str
     registry_version: str | None = None
     pooling: str | None = None
+    normalize: bool | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class _Retrieved:
+    ids: np.ndarray
+    pooling: str | None
+    normalize: bool | None
 
 
 class _Run:
@@ -78,34 +93,36 @@ class _Run:
             max(config.rerank_top_k, *(parse_metric(m)[1] for m in self.metric_names)),
         )
         self.seconds: dict[str, float] = {}
-        self._retrieved: dict[tuple[str, str], np.ndarray] = {}
+        self._retrieved: dict[str, _Retrieved] = {}
         self._reranked: dict[str, dict[str, float]] = {}
 
     def query_texts(self) -> list[str]:
-        instruction = self.config.encoding.query_instruction
-        return [(q.prompt if q.prompt is not None else instruction) + q.text for q in self.evalset.queries]
+        """Each query with its prompt (or the run's instruction) in front: the text a FlagEmbedding model reads."""
+        instruction = self.config.encoding.query_instruction or ""
+        return [query_prompt(q.prompt, instruction) + q.text for q in self.evalset.queries]
 
     def retrieve(self, model: _Model) -> np.ndarray:
         """Corpus indices ``(n_queries, retrieval_k)``, best first."""
-        from bgeflow.retrieval.encoder import Encoder
-        from bgeflow.retrieval.pooling import resolve_pooling
+        from bgeflow.retrieval.loaders import load_retriever
         from bgeflow.retrieval.search import search
 
-        pooling = resolve_pooling(self.config.encoding.pooling, model.path)
-        model.pooling = pooling
-        key = (model.path, pooling)
-        if key in self._retrieved:
-            return self._retrieved[key]
+        if model.path in self._retrieved:
+            cached = self._retrieved[model.path]
+            model.pooling, model.normalize = cached.pooling, cached.normalize
+            return cached.ids
         started = time.monotonic()
-        log.info("evaluate %s retriever %s (pooling %s)", model.column, model.ref, pooling)
-        # Queries arrive with their prompt or the instruction already in front (query_texts).
-        encoder = Encoder(model.path, self.config.encoding, pooling=pooling, query_instruction="")
-        passages = encoder.encode_passages(self.evalset.corpus_texts)
-        queries = encoder.encode_queries(families.format_queries(model.path, self.query_texts()))
-        del encoder
+        retriever = load_retriever(model.ref, model.path, self.config.encoding)
+        model.pooling, model.normalize = retriever.pooling, retriever.normalize
+        log.info("evaluate %s retriever %s (pooling %s, %s)", model.column, model.ref, retriever.pooling,
+                 "normalised" if retriever.normalize else "dot product")
+        passages = retriever.encode_passages(self.evalset.corpus_texts)
+        # An ICL embedder's queries end with its suffix (families.format_queries); prompts go in front.
+        queries = retriever.encode_queries(families.format_queries(model.path, [q.text for q in self.evalset.queries]),
+                                           [q.prompt for q in self.evalset.queries])
+        del retriever
         result = search(queries, passages, self.retrieval_k, max_memory_bytes=self.config.max_memory,
                         use_gpu=self.config.use_gpu)
-        self._retrieved[key] = result.ids
+        self._retrieved[model.path] = _Retrieved(result.ids, model.pooling, model.normalize)
         self.seconds[f"{model.column}.retriever"] = round(time.monotonic() - started, 3)
         return result.ids
 
@@ -119,7 +136,7 @@ class _Run:
     def rerank(self, model: _Model, candidates: np.ndarray) -> dict[str, float]:
         import numpy as np
 
-        from bgeflow.retrieval.encoder import CrossEncoderScorer
+        from bgeflow.retrieval.loaders import load_reranker
 
         if model.path in self._reranked:
             return self._reranked[model.path]
@@ -131,7 +148,7 @@ class _Run:
         # LLM rerankers score as their FlagEmbedding class does; cross-encoders below.
         scores = families.rerank_scores(model.path, pairs, self.config.rerank, device=self.config.encoding.device)
         if scores is None:
-            scorer = CrossEncoderScorer(model.path, self.config.rerank, device=self.config.encoding.device)
+            scorer = load_reranker(model.ref, model.path, self.config.rerank, device=self.config.encoding.device)
             scores = scorer.score(pairs)
             del scorer
         rankings: dict[str, list[str]] = {}
@@ -177,6 +194,18 @@ def _resolve_champion(role: str, ref: str | None, workdir: Path) -> _Model | Non
     path = registry.download_model(info.registry, info.name, info.version, workdir / f"champion-{role}")
     require_safetensors(path, f"champion {role} {info.uri}")
     return _Model("champion", role, ref, str(path), registry_version=info.version)
+
+
+def _untrained_base(model: _Model) -> str | None:
+    """Why a base reranker cannot be scored (no trained classification head), or None when it can."""
+    from bgeflow.retrieval.encoder import UntrainedHead, require_trained_head
+
+    try:
+        require_trained_head(model.path, model.ref)
+    except UntrainedHead:
+        return (f"not scored: {model.ref} has no trained sequence-classification head (a reranker fine-tuned "
+                "from a bi-encoder starts from a random one, so its base has no scores to compare)")
+    return None
 
 
 def _deltas(columns: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -228,6 +257,10 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
         if rerankers:
             assert candidates is not None
             for model in rerankers:
+                if model.column == "base" and (reason := _untrained_base(model)):
+                    model.skipped = reason
+                    log.warning("base reranker %s: %s", model.ref, reason)
+                    continue
                 columns.setdefault(model.column, {}).update(run.rerank(model, candidates))
 
         ordered = {c: columns[c] for c in COLUMNS if c in columns}
@@ -239,6 +272,8 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
             "models": {
                 (m.column if m.role == "retriever" else f"{m.column}_reranker"): {
                     "role": m.role, "model": m.ref, **({"pooling": m.pooling} if m.pooling else {}),
+                    **({"normalize": m.normalize} if m.normalize is not None else {}),
+                    **({"skipped": m.skipped} if m.skipped else {}),
                     **({"registry_version": m.registry_version} if m.registry_version else {}),
                 }
                 for m in [*retrievers, *rerankers]
@@ -247,7 +282,8 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
             "deltas": _deltas(ordered),
             "gate": gate,
             "settings": {
-                "pooling": config.encoding.pooling, "query_instruction": config.encoding.query_instruction,
+                "pooling": config.encoding.pooling, "normalize": config.encoding.normalize,
+                "query_instruction": config.encoding.query_instruction,
                 "query_max_len": config.encoding.query_max_len, "passage_max_len": config.encoding.passage_max_len,
                 "rerank_max_len": config.rerank.max_len, "retrieval_k": run.retrieval_k,
             },

@@ -67,10 +67,17 @@ def render_report(document: dict[str, Any]) -> str:
     lines = ["# Evaluation report", ""]
     lines += [f"Eval set: {sizes.get('queries', '?')} queries, {sizes.get('corpus', '?')} passages, "
               f"{sizes.get('judgements', '?')} judgements.", ""]
-    lines += ["## Models", "", "| column | role | model | pooling |", "|---|---|---|---|"]
+    lines += ["## Models", "", "| column | role | model | pooling | normalised |", "|---|---|---|---|---|"]
+    skipped = []
     for column, info in document.get("models", {}).items():
         version = f" (version `{info['registry_version']}`)" if info.get("registry_version") else ""
-        lines.append(f"| {column} | {info['role']} | `{info['model']}`{version} | {info.get('pooling', '–')} |")
+        normalize = {True: "yes", False: "no (dot product)"}.get(info.get("normalize"), "–")
+        lines.append(f"| {column} | {info['role']} | `{info['model']}`{version} | {info.get('pooling', '–')} | "
+                     f"{normalize} |")
+        if info.get("skipped"):
+            skipped.append(f"- {column}: {info['skipped']}")
+    if skipped:
+        lines += ["", *skipped]
     lines += ["", "## Metrics", ""]
     if document.get("rerank_top_k"):
         lines += [f"`rerank.*`: the rerankers reorder the fine-tuned retriever's top {document['rerank_top_k']} "

@@ -38,8 +38,8 @@ class IngestSettings(Spec):
 class IngestSpec(IngestSettings):
     """What ``bgeflow ingest`` does: the settings plus its inputs and outputs."""
 
-    inputs: UriList = setting(help="a .jsonl/.jsonl.gz file or a prefix/directory of them (s3:// or local); "
-                              "repeatable", flag="--input", metavar="URI", min_length=1)
+    inputs: UriList = setting(help="a JSONL file or a prefix/directory of .jsonl/.json files, gzipped or not "
+                              "(s3:// or local); repeatable", flag="--input", metavar="URI", min_length=1)
     output: str = setting(help="where train.jsonl, eval/ and the reports go (s3:// or local)", metavar="URI",
                           min_length=1)
     limits: TokenLimits = nested(TokenLimits, "token limits the truncation report measures against")

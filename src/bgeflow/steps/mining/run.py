@@ -16,7 +16,15 @@ from typing import Any
 import numpy as np
 
 from bgeflow.core.storage import open_store, staged_file
-from bgeflow.data import DataError, TrainRecord, dumps, iter_json, read_train_records
+from bgeflow.data import (
+    DataError,
+    TrainRecord,
+    dumps,
+    iter_json,
+    positives_by_query,
+    query_prompt,
+    read_train_records,
+)
 from bgeflow.steps.mining.pool import TextPool, text_hash
 from bgeflow.steps.mining.select import RULES, choose
 from bgeflow.steps.mining.spec import REPORT_FILE, MineSpec
@@ -68,6 +76,8 @@ def mine(config: MineSpec) -> MineResult:
     clock = time.monotonic()
     if config.use_gpu:
         check_gpu()  # fail before any encoding when no GPU search is possible
+    if config.teacher.model:
+        _check_teacher(config)  # a teacher that cannot score fails now, not after the whole encode
 
     records = list(read_train_records(config.inputs))
     if not records:
@@ -92,10 +102,11 @@ def mine(config: MineSpec) -> MineResult:
     timings["encode_pool_s"] = time.monotonic() - clock
 
     clock = time.monotonic()
-    query_index: dict[str, int] = {}
+    # A query is encoded with its own prompt, else the instruction (the rule train and evaluate apply).
+    query_index: dict[tuple[str, str], int] = {}
     for record in records:
-        query_index.setdefault(record.query, len(query_index))
-    queries = encoder.encode_queries(list(query_index))
+        query_index.setdefault(_query_key(record, encoder), len(query_index))
+    queries = encoder.encode_queries([q for q, _ in query_index], prompts=[p for _, p in query_index])
     timings["encode_queries_s"] = time.monotonic() - clock
 
     clock = time.monotonic()
@@ -108,9 +119,12 @@ def mine(config: MineSpec) -> MineResult:
     removed: Counter[str] = Counter()
     neg_scores_all: list[float] = []
     short_rows = still_short = filled_total = 0
+    # The query's positives on every line it appears on, never only this line's.
+    positives = positives_by_query(records)
     for i, record in enumerate(records):
-        q = query_index[record.query]
-        excluded = pool.index_of(np.array([text_hash(t) for t in (*record.pos, record.query)], dtype=np.int64))
+        q = query_index[_query_key(record, encoder)]
+        excluded = pool.index_of(np.array([text_hash(t) for t in (*positives[record.query], record.query)],
+                                          dtype=np.int64))
         pos_scores = positive_scores[i]
         choice = choose(
             found.ids[q], found.scores[q], window=config.window, excluded=excluded[excluded >= 0],
@@ -154,7 +168,7 @@ def mine(config: MineSpec) -> MineResult:
                    "mined_negative": _percentiles(neg_scores_all)},
         "search": {"method": found.method, "recall_estimate": found.recall_estimate, "k": config.window.end,
                    "max_memory_bytes": config.max_memory_bytes},
-        "encoding": {"model": config.model, "pooling": encoder.pooling, "normalize": config.encoding.normalize,
+        "encoding": {"model": config.model, "pooling": encoder.pooling, "normalize": encoder.normalize,
                      "dim": encoder.dim, "dtype": config.embedding_dtype, "chunk_size": config.chunk_size,
                      "device": encoder.device, "work_dir": str(work_dir)},
         "teacher_reranker": config.teacher.model,
@@ -177,8 +191,24 @@ def mine(config: MineSpec) -> MineResult:
     return MineResult(config.output, config.report_uri, report, len(records))
 
 
+def _query_key(record: TrainRecord, encoder: Any) -> tuple[str, str]:
+    """A query as it is encoded: its text and the prompt it gets (``bgeflow.data.query_prompt``)."""
+    return record.query, query_prompt(record.prompt, encoder.query_instruction)
+
+
+def _check_teacher(config: MineSpec) -> None:
+    """The teacher's head and pair budget, checked by the functions every reranker loader uses."""
+    from bgeflow.core.models import check_token_limits, resolve_model
+    from bgeflow.retrieval.encoder import require_trained_head
+
+    name = config.teacher.model or ""
+    path = resolve_model(name)
+    require_trained_head(path, name)
+    check_token_limits(path, {"teacher max_len": config.teacher.max_len}, model=name, where="mine")
+
+
 def _positive_scores(
-    records: list[TrainRecord], query_index: dict[str, int], queries: np.ndarray, pool: TextPool,
+    records: list[TrainRecord], query_index: dict[tuple[str, str], int], queries: np.ndarray, pool: TextPool,
     passages: np.ndarray, encoder: Any, config: MineSpec, gather_rows: Any,
 ) -> list[list[float]]:
     """Query–positive scores per record, from the pool's vectors where the positive is in the pool."""
@@ -196,7 +226,7 @@ def _positive_scores(
     if len(missing):
         vectors[missing] = encoder.encode_passages([records[owners[m][0]].pos[owners[m][1]] for m in missing])
     out: list[list[float]] = [[] for _ in records]
-    query_rows = np.array([query_index[records[i].query] for i, _ in owners], dtype=np.int64)
+    query_rows = np.array([query_index[_query_key(records[i], encoder)] for i, _ in owners], dtype=np.int64)
     scores = np.einsum("ij,ij->i", vectors, queries[query_rows])
     for (i, _), score in zip(owners, scores.tolist(), strict=True):
         out[i].append(score)

@@ -24,7 +24,6 @@ under ``s3://``, or a registry reference ``<registry>/<name>`` (its champion, el
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -292,30 +291,27 @@ def is_model_location(ref: str) -> bool:
 
 
 def fetch_model(ref: str, workdir: str | Path) -> str:
-    """A path (or hub name) that transformers can load for any model reference (see module doc).
+    """A local folder that transformers can load for any model reference (see module doc).
 
-    Remote models are downloaded below ``workdir``.
+    Registry references are downloaded below ``workdir``; every other reference goes through the one
+    resolver of all verbs, ``bgeflow.core.models.resolve_model`` (hub id, path, ``s3://``, ``bundled:``).
+
+    Raises:
+        NotFoundError: ``ref`` is neither a model, a training output nor a registry name with a
+            complete version.
     """
-    if ref.startswith("bundled:"):
-        return resolve_model(ref)
-    local = not ref.startswith("s3://")
-    if local and not Path(ref.removeprefix("file://").split("@")[0]).exists():
-        if ref.count("/") <= 1 and not ref.startswith((".", "/", "~")):
-            return ref  # a Hugging Face hub name such as BAAI/bge-base-en-v1.5
-        raise NotFoundError(f"model {ref}: no such directory")
-    store = open_store(ref) if "@" not in ref.rsplit("/", 1)[-1] else None
-    root = _model_root(store) if store is not None else None
-    if root is not None:
-        if local:
-            return str(Path(store.uri) / root) if root else store.uri  # type: ignore[union-attr]
-        dest = Path(workdir) / hashlib.sha1(ref.encode()).hexdigest()[:12]
-        store.download_dir(dest, root)  # type: ignore[union-attr]
-        return str(dest)
+    if "@" not in ref.rsplit("/", 1)[-1]:
+        try:
+            return resolve_model(ref)
+        except NotFoundError:
+            # A prefix without config.json may still be a registry name; anything else is not found.
+            if not (ref.startswith("s3://") or Path(ref.removeprefix("file://")).exists()):
+                raise
     info = find_ref(ref, default="champion")
     if info is None:
         info = find_ref(ref, default="latest")
     if info is None:
         raise NotFoundError(f"model {ref}: not a model directory (config.json), a training output "
-                                "(model/config.json), or a registry name with a complete version")
+                            "(model/config.json), or a registry name with a complete version")
     dest = Path(workdir) / f"{info.name}-{info.version}"
     return str(download_model(info.registry, info.name, info.version, dest))

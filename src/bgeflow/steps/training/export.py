@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bgeflow.core.errors import StepFailed
+from bgeflow.core.errors import ConfigError, StepFailed
 from bgeflow.retrieval.families import INFERENCE_FILE
 from bgeflow.retrieval.pooling import ST_MODES
 
@@ -36,7 +36,7 @@ _ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "adapter_m
 ADAPTER_DIR = "adapter"
 
 
-def query_prompt(options: dict[str, Any]) -> str | None:
+def saved_query_prompt(options: dict[str, Any]) -> str | None:
     """What FlagEmbedding's query instruction puts before each query: its format with an empty query.
 
     None without an instruction, or when the format puts text after the query (not a prefix).
@@ -50,7 +50,7 @@ def query_prompt(options: dict[str, Any]) -> str | None:
 
 
 def export_model(run_dir: Path, dest: Path, *, kind: str, pooling: str = "cls", normalize: bool = True,
-                 max_seq_length: int, query_prompt: str | None = None, runner: str | None = None,
+                 max_seq_length: int | None = None, query_prompt: str | None = None, runner: str | None = None,
                  runner_args: dict[str, Any] | None = None, base_model: str | None = None) -> Path:
     """Copy the model files of ``run_dir`` to ``dest``, merge a LoRA adapter, add the loaders' configs.
 
@@ -59,6 +59,7 @@ def export_model(run_dir: Path, dest: Path, *, kind: str, pooling: str = "cls", 
     (default: the runner's ``model_name_or_path``).
 
     Raises:
+        ConfigError: a retriever without ``max_seq_length`` (its passage limit).
         StepFailed: ``run_dir`` holds no final weights, or an adapter without the options to merge it.
     """
     runner = runner or ("encoder-base" if kind == "retriever" else "reranker-encoder")
@@ -79,6 +80,8 @@ def export_model(run_dir: Path, dest: Path, *, kind: str, pooling: str = "cls", 
     if not any(dest.glob("*.safetensors")):
         raise StepFailed(f"no safetensors weights in {run_dir}: the training run did not save a final model")
     if kind == "retriever":
+        if max_seq_length is None:
+            raise ConfigError("a retriever's export needs max_seq_length (the passage limit it was trained with)")
         _write_sentence_transformers_config(dest, pooling=pooling, normalize=normalize,
                                             max_seq_length=max_seq_length, query_prompt=query_prompt)
     _write_json(dest / INFERENCE_FILE, inference_document(runner, options, max_seq_length=max_seq_length,
@@ -158,7 +161,7 @@ def keep_adapter(run_dir: Path, dest: Path, *, base_model: str) -> None:
 # --------------------------------------------------------------------------- loaders' configs
 
 
-def inference_document(runner: str, options: dict[str, Any], *, max_seq_length: int, pooling: str = "cls",
+def inference_document(runner: str, options: dict[str, Any], *, max_seq_length: int | None, pooling: str = "cls",
                        normalize: bool = True) -> dict[str, Any]:
     """``flagembedding.json``: the FlagEmbedding class of ``runner``'s models and the arguments the run implies."""
     def text(name: str, default: str | None = None) -> str | None:

@@ -25,6 +25,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,18 +39,18 @@ from typing import Any
 
 import yaml
 
-from bgeflow.core.errors import ConfigError, DataError, StepFailed
-from bgeflow.core.models import resolve_model
+from bgeflow.core.errors import EXIT_BAD_INPUT, ConfigError, DataError, StepFailed
+from bgeflow.core.models import check_token_limits, resolve_model
 from bgeflow.core.storage import LocalStore, join_uri, open_store, output_lock
-from bgeflow.data import check_record, iter_json
-from bgeflow.retrieval.pooling import resolve_pooling
+from bgeflow.data import check_record, iter_json, query_prompt
+from bgeflow.retrieval.pooling import resolve_pooling, resolve_query_instruction
 from bgeflow.steps.training import checkpoints
 from bgeflow.steps.training.distributed import Distributed, resolve, torchrun_command
-from bgeflow.steps.training.export import export_model, query_prompt
+from bgeflow.steps.training.export import export_model, saved_query_prompt
 from bgeflow.steps.training.local import run_local_pods
 from bgeflow.steps.training.runners import Runner, check_names, integral, runner_options
 from bgeflow.steps.training.spec import MANAGED, TrainSpec
-from bgeflow.steps.training.worker import HISTORY_FILE
+from bgeflow.steps.training.worker import FAILURE_PREFIX, HISTORY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,9 @@ def train(spec: TrainSpec) -> TrainResult:
     """Run ``spec``: this pod's share of the job, or every pod here with ``distributed.local_nodes``.
 
     Raises:
-        ConfigError, DataError, NotFoundError: bad settings, data or references (before any process starts).
-        StepFailed: a training process failed (its output says why).
+        ConfigError, DataError, NotFoundError: bad settings, data or references (before any process starts),
+            or a training process failed for a reason a rerun would repeat (``failure_error``).
+        StepFailed: a training process failed otherwise (its output says why); a rerun resumes.
     """
     if spec.distributed.local_nodes:
         return _train_local_pods(spec)
@@ -145,8 +147,45 @@ def check_launch(options: dict[str, Any], dist: Distributed, gpus: int) -> bool:
     return use_cpu
 
 
-def fetch_train_data(spec: TrainSpec, options: dict[str, Any], dest: Path) -> DataStats:
+@dataclass(frozen=True)
+class BaseModel:
+    """The base model as this pod loads it, and what the run takes from it."""
+
+    path: str
+    pooling: str  # retriever: the resolved pooling; reranker: ""
+    instruction: str  # retriever: the query instruction of queries without a prompt; reranker: ""
+
+
+def token_limits(kind: str, options: dict[str, Any]) -> dict[str, int]:
+    """The input lengths the runner will tokenize to, named as the user sets them."""
+    query, passage = int(options["query_max_len"]), int(options["passage_max_len"])
+    if kind == "retriever":
+        return {"query_max_len": query, "passage_max_len": passage}
+    # FlagEmbedding's reranker truncates a pair to the sum (max_len set both, unless given).
+    return {f"max_len (a pair: query_max_len {query} + passage_max_len {passage})": query + passage}
+
+
+def prepare_model(spec: TrainSpec, options: dict[str, Any]) -> BaseModel:
+    """Resolve the base model to a local folder and check the run's limits against it, before any launch.
+
+    Raises:
+        ConfigError: a token limit above the model's positions, or a pooling it cannot use.
+        NotFoundError: the model is not where ``spec.model`` points.
+    """
+    path = resolve_model(spec.model)
+    check_token_limits(path, token_limits(spec.kind, options), model=spec.model, where=f"train {spec.kind}")
+    if spec.kind != "retriever":
+        return BaseModel(path, "", "")
+    instruction = resolve_query_instruction(str(options.get("query_instruction_for_retrieval") or ""), path)
+    return BaseModel(path, resolve_pooling(spec.pooling, path), instruction)
+
+
+def fetch_train_data(spec: TrainSpec, options: dict[str, Any], dest: Path, *, instruction: str = "") -> DataStats:
     """Copy the training data to ``dest`` as one JSONL file, validating every line on the way.
+
+    A retriever's records each get the prompt their query is encoded with (``bgeflow.data.query_prompt``:
+    their own, else ``instruction``). FlagEmbedding reads all files as one table, where a record
+    without ``prompt`` has ``None`` in that column and its query would become ``"None" + query``.
 
     Raises:
         DataError: naming ``uri:line`` of the first record that cannot train.
@@ -154,6 +193,7 @@ def fetch_train_data(spec: TrainSpec, options: dict[str, Any], dest: Path) -> Da
     dest.parent.mkdir(parents=True, exist_ok=True)
     needed = int(options["train_group_size"]) - 1
     distill = bool(options.get("knowledge_distillation"))
+    prompts = spec.kind == "retriever"
     stats = DataStats(path=dest, records=0, min_negatives=sys.maxsize)
     tmp = dest.with_suffix(".part")
     digest = hashlib.sha256()
@@ -173,6 +213,8 @@ def fetch_train_data(spec: TrainSpec, options: dict[str, Any], dest: Path) -> Da
             if negatives < needed:
                 stats.short_records += 1
                 stats.first_short = stats.first_short or where
+            if prompts:
+                obj["prompt"] = query_prompt(obj.get("prompt"), instruction)
             line = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
             digest.update(line)
             out.write(line)
@@ -246,7 +288,7 @@ def work_dir(spec: TrainSpec, node_rank: int, identity: str) -> Path:
 
 def runner_arguments(spec: TrainSpec, options: dict[str, Any], *, model_path: str, data: Path, run_dir: Path,
                      use_cpu: bool, dist: Distributed, pooling: str, resume: Path | None,
-                     deepspeed: str | None) -> dict[str, Any]:
+                     deepspeed: str | None, instruction: str = "") -> dict[str, Any]:
     """Every option the runner's ``HfArgumentParser`` gets: the resolved ones plus what bgeflow manages."""
     args = dict(options)
     args.update(model_name_or_path=model_path, train_data=[str(data)], output_dir=str(run_dir),
@@ -255,6 +297,8 @@ def runner_arguments(spec: TrainSpec, options: dict[str, Any], *, model_path: st
                 cache_path=str(data.parent / "datasets-cache"))
     if spec.kind == "retriever":
         args["sentence_pooling_method"] = pooling
+        # Never None: FlagEmbedding applies the records' prompts only when an instruction is set.
+        args["query_instruction_for_retrieval"] = instruction
         args.setdefault("negatives_cross_device", dist.world_size > 1 and spec.use_inbatch_neg)
     args["use_cpu"] = use_cpu
     args.setdefault("ddp_backend", "gloo" if use_cpu else "nccl")
@@ -284,6 +328,61 @@ def _run_child(cmd: list[str]) -> int:
             signal.signal(sig, handler)
 
 
+#: Exceptions of a training process that come from its settings, data or model: the same run fails
+#: the same way again, so resuming cannot help.
+_DETERMINISTIC = frozenset({
+    "ValueError", "TypeError", "KeyError", "IndexError", "AttributeError", "AssertionError", "NotImplementedError",
+    "ImportError", "ModuleNotFoundError", "ConfigError", "DataError", "NotFoundError", "OutOfMemoryError",
+})
+#: RuntimeError messages of shape and index errors (a tensor longer than the model's positions, ...).
+_SHAPE_ERROR = re.compile(r"size of tensor|must match the size|shapes? .*(cannot|invalid|mismatch)|"
+                          r"index out of (range|bounds)|out of bounds", re.IGNORECASE)
+_HINTS = {"OutOfMemoryError": "lower per_device_train_batch_size, passage_max_len or train_group_size"}
+
+
+def _repeats(failure: dict[str, Any]) -> bool:
+    """Whether a worker's recorded exception comes from its input, so a rerun would raise it again."""
+    kind, message = str(failure.get("type", "")), str(failure.get("message", ""))
+    return kind in _DETERMINISTIC or (kind == "RuntimeError" and bool(_SHAPE_ERROR.search(message)))
+
+
+def _read_failures(work: Path) -> list[dict[str, Any]]:
+    failures = []
+    for path in sorted(work.glob(f"{FAILURE_PREFIX}*.json")):
+        try:
+            failures.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return failures
+
+
+def failure_error(node_rank: int, code: int, work: Path, output: str) -> Exception:
+    """The error for a training process that exited with ``code``: a crash, or a cause a rerun repeats.
+
+    Workers record the exception that ended them (``worker.record_failure``). One whose kind says it
+    comes from the settings, data or model gives a ``ConfigError`` that names it and advises no
+    resume (resuming would fail the same way); anything else (killed, lost node, NCCL or S3 faults)
+    gives a ``StepFailed`` advising to rerun, which resumes from the newest complete checkpoint.
+    """
+    failures = _read_failures(work)
+    # One rank's own error makes the others fail in collectives: name a deterministic cause first.
+    failures.sort(key=lambda f: not _repeats(f))
+    first = failures[0] if failures else None
+    if first is not None:
+        kind, message = str(first.get("type", "")), str(first.get("message", "")).strip().splitlines()
+        said = f"rank {first.get('rank', '?')} raised {kind}: {message[0][:300] if message else ''}"
+        if _repeats(first):
+            hint = _HINTS.get(kind, "change the setting, data or model it names")
+            return ConfigError(f"training failed on node {node_rank}: {said}. A rerun fails the same way: {hint}, "
+                               "then rerun")
+        return StepFailed(f"training failed on node {node_rank}: {said}; if the cause was transient, rerun the "
+                          f"same command to resume from the newest complete checkpoint in "
+                          f"{join_uri(output, checkpoints.CHECKPOINTS_PREFIX)}")
+    return StepFailed(f"training failed on node {node_rank}: torchrun exited with {code}; rerun the same "
+                      f"command to resume from the newest complete checkpoint in "
+                      f"{join_uri(output, checkpoints.CHECKPOINTS_PREFIX)}")
+
+
 def _train_pod(spec: TrainSpec) -> TrainResult:
     started = time.time()
     runner = spec.chosen_runner()
@@ -304,16 +403,16 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
 
 def _train_locked(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Distributed, use_cpu: bool, output: Any,
                   started: float) -> TrainResult:
+    # The base model first: a reference or limit that cannot work fails before the data is fetched.
+    base = prepare_model(spec, options)
     root = scratch_root(spec)
     root.mkdir(parents=True, exist_ok=True)
     # The data decide the run's identity, and so its scratch: fetched beside it first.
     incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
     try:
-        stats = fetch_train_data(spec, options, incoming / "train.jsonl")
+        stats = fetch_train_data(spec, options, incoming / "train.jsonl", instruction=base.instruction)
         check_data(spec, options, stats, dist)
-        model_path = resolve_model(spec.model)
-        pooling = resolve_pooling(spec.pooling, model_path) if spec.kind == "retriever" else ""
-        identity = run_identity(spec, options, data_sha256=stats.sha256, model_path=model_path, pooling=pooling,
+        identity = run_identity(spec, options, data_sha256=stats.sha256, model_path=base.path, pooling=base.pooling,
                                 dist=dist)
         work = work_dir(spec, dist.node_rank, identity)
         (work / "data").mkdir(parents=True, exist_ok=True)
@@ -326,8 +425,8 @@ def _train_locked(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist
              dist.nnodes, dist.nproc_per_node, dist.master_addr, dist.master_port, identity[:16], work, runner.name)
     # Two processes of one node never share a scratch (a second copy of this job on this machine).
     with output_lock(LocalStore(work), owner=f"bgeflow train node {dist.node_rank}"):
-        result = _train_in(spec, runner, options, dist, use_cpu, output, started, stats, model_path, pooling, identity,
-                           work, run_dir)
+        result = _train_in(spec, runner, options, dist, use_cpu, output, started, stats, base, identity, work,
+                           run_dir)
     # The model is in the output: the scratch (data, checkpoints, export; ~2 model sizes) is not needed.
     shutil.rmtree(work, ignore_errors=True)
     with contextlib.suppress(OSError):
@@ -336,7 +435,7 @@ def _train_locked(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist
 
 
 def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Distributed, use_cpu: bool, output: Any,
-              started: float, stats: DataStats, model_path: str, pooling: str, identity: str, work: Path,
+              started: float, stats: DataStats, base: BaseModel, identity: str, work: Path,
               run_dir: Path) -> TrainResult:
     deepspeed = None
     if options.get("deepspeed"):
@@ -355,9 +454,12 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
         log.info("resuming from %s (step %d)", plan.source, plan.step)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    runner_args = runner_arguments(spec, options, model_path=model_path, data=stats.path, run_dir=run_dir,
+    pooling = base.pooling
+    runner_args = runner_arguments(spec, options, model_path=base.path, data=stats.path, run_dir=run_dir,
                                    use_cpu=use_cpu, dist=dist, pooling=pooling, resume=plan.local_dir,
-                                   deepspeed=deepspeed)
+                                   deepspeed=deepspeed, instruction=base.instruction)
+    for stale in work.glob(f"{FAILURE_PREFIX}*.json"):
+        stale.unlink()  # a previous attempt's; this one's decide the message below
     args_file = work / RUNNER_ARGS_FILE
     args_file.write_text(json.dumps(runner_args, indent=1, ensure_ascii=False), encoding="utf-8")
     worker_args = ["--kind", spec.kind, "--runner", runner.name, "--publish-to", spec.output,
@@ -371,9 +473,7 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
     code = _run_child(cmd)
     trained = time.time()
     if code != 0:
-        raise StepFailed(f"training failed on node {dist.node_rank}: torchrun exited with {code}; rerun the same "
-                         f"command to resume from the newest complete checkpoint in "
-                         f"{join_uri(spec.output, checkpoints.CHECKPOINTS_PREFIX)}")
+        raise failure_error(dist.node_rank, code, work, spec.output)
 
     model_uri = join_uri(spec.output, MODEL_DIR)
     history: dict[str, Any] = {}
@@ -421,7 +521,7 @@ def _publish_outputs(spec: TrainSpec, runner: Runner, runner_args: dict[str, Any
                       else runner_args["query_max_len"] + runner_args["passage_max_len"])
     exported = export_model(run_dir, work / "export" / MODEL_DIR, kind=spec.kind, pooling=pooling or "cls",
                             normalize=bool(runner_args.get("normalize_embeddings", True)),
-                            max_seq_length=int(max_seq_length), query_prompt=query_prompt(runner_args),
+                            max_seq_length=int(max_seq_length), query_prompt=saved_query_prompt(runner_args),
                             runner=runner.name, runner_args=runner_args,
                             base_model=resolve_model(spec.model))
     output = open_store(spec.output)
@@ -465,6 +565,7 @@ def _train_local_pods(spec: TrainSpec) -> TrainResult:
     options = resolved_options(spec)
     shape = Distributed(nnodes=nnodes, node_rank=0, nproc_per_node=nproc, master_addr="127.0.0.1", master_port=0)
     check_launch(options, shape, _cuda_devices())
+    prepare_model(spec, options)  # the pods check it too; here it fails once, before any pod starts
     pod_spec = spec.model_copy(update={"distributed": spec.distributed.model_copy(update={"local_nodes": None})})
     spec_uri = write_spec(pod_spec)
     # Real pods have their own cores; here they share this machine's, so split them instead of oversubscribing.
@@ -472,6 +573,10 @@ def _train_local_pods(spec: TrainSpec) -> TrainResult:
     command = pod_command(spec_uri, program=[sys.executable, "-m", "bgeflow"])
     code = run_local_pods(command, nnodes=nnodes, nproc_per_node=nproc, env=env,
                           master_port=spec.distributed.master_port)
+    if code == EXIT_BAD_INPUT:
+        # A pod refused its input (the message is in its output above): a rerun would refuse it again.
+        raise ConfigError(f"a local pod refused the training input (exit code {code}; its error is above): "
+                          "fix it, then rerun")
     if code != 0:
         raise StepFailed(f"a local pod failed with exit code {code}; rerun the same command to resume from the "
                          f"newest complete checkpoint in {join_uri(spec.output, checkpoints.CHECKPOINTS_PREFIX)}")

@@ -71,8 +71,8 @@ class TrainSpec(RunnerSettings):
     kind: Kind = setting(help="retriever (bi-encoder) or reranker (cross-encoder)")
     model: str = setting(help="base model: hub name, local path, s3:// URI or bundled:minilm",
                          aliases=("--model-name-or-path",), metavar="MODEL", min_length=1)
-    train_data: UriList = setting(help="training JSONL (.jsonl/.jsonl.gz files or prefixes, s3:// or local); "
-                                  "fetched to each node", metavar="URI", min_length=1)
+    train_data: UriList = setting(help="training JSONL (files, or prefixes of .jsonl/.json files, gzipped or not; "
+                                  "s3:// or local); fetched to each node", metavar="URI", min_length=1)
     output: str = setting(help="where model/, checkpoints/ and the summary go (s3:// or local)",
                           aliases=("--output-dir",), metavar="URI", min_length=1)
     pooling: Pooling = setting("auto", "retriever: sentence pooling; auto: the base model's sentence-transformers "

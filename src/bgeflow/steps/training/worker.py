@@ -14,7 +14,9 @@ runner (the same model, loss and Trainer). bgeflow adds:
   (``runners.register_layerwise_config``);
 - no merge of LoRA weights in the worker (``save_merged_lora_model``): the export merges them for
   every LoRA runner alike (``bgeflow.steps.training.export``);
-- a history file (loss log, steps, world size) for ``train_summary.json``.
+- a history file (loss log, steps, world size) for ``train_summary.json``;
+- a failure record (``failure-rank<N>.json`` beside the runner's options) naming the exception that
+  ended this process, so the pod can tell a crash from a cause a rerun would repeat.
 """
 
 from __future__ import annotations
@@ -29,6 +31,19 @@ from typing import Any
 log = logging.getLogger("bgeflow.steps.training")
 
 HISTORY_FILE = "bgeflow-history.json"
+#: ``<dir of the runner args>/failure-rank<RANK>.json``: what ended a worker (read by the pod).
+FAILURE_PREFIX = "failure-rank"
+
+
+def record_failure(directory: Path, exc: BaseException) -> Path:
+    """Write what ended this worker (exception type, message, rank) for the pod to classify."""
+    import os
+
+    rank = int(os.environ.get("RANK", "0") or 0)
+    path = directory / f"{FAILURE_PREFIX}{rank}.json"
+    path.write_text(json.dumps({"type": type(exc).__name__, "module": type(exc).__module__,
+                                "message": str(exc)[:4000], "rank": rank}, ensure_ascii=False), encoding="utf-8")
+    return path
 
 
 def _callback(publish_to: str | None, keep: int | None, run: str | None = None) -> Any:
@@ -116,7 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-inbatch-neg", action="store_true")
     parser.add_argument("--run-identity", default=None, help="stamped into every checkpoint's marker")
     ns = parser.parse_args(argv)
+    try:
+        return _run(ns)
+    except Exception as exc:
+        record_failure(Path(ns.runner_args).parent, exc)
+        raise
 
+
+def _run(ns: argparse.Namespace) -> int:
     from transformers import HfArgumentParser
 
     from bgeflow.steps.training.runners import RUNNERS, register_layerwise_config, runner_for

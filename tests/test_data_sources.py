@@ -1,0 +1,110 @@
+"""Which files a data directory holds: one lister (``resolve_sources``) for every verb, FlagEmbedding's set.
+
+FlagEmbedding reads ``*.json`` and ``*.jsonl`` from a ``--train_data`` directory; ingest, mine,
+train and evaluate read the same files (plus their ``.gz`` forms) and name every file they skip.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from bgeflow.core.storage import open_store, resolve_sources
+from bgeflow.data import read_train_records
+
+
+def _records(prefix: str, n: int = 5) -> list[dict]:
+    return [{"query": f"{prefix} query {i}", "pos": [f"{prefix} positive {i}"],
+             "neg": [f"{prefix} negative {i}-{j}" for j in range(3)]} for i in range(n)]
+
+
+def _lines(rows: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+@pytest.fixture
+def two_parts(tmp_path: Path) -> Path:
+    """The issue's directory: part1.jsonl and part2.json, five records each."""
+    data = tmp_path / "train"
+    data.mkdir()
+    (data / "part1.jsonl").write_text(_lines(_records("one")))
+    (data / "part2.json").write_text(_lines(_records("two")))
+    return data
+
+
+def test_flagembedding_reads_json_and_jsonl_from_a_directory(two_parts: Path) -> None:
+    """The set this module claims to match, checked against FlagEmbedding's own dataset code."""
+    import inspect
+
+    from FlagEmbedding.abc.finetune.embedder.AbsDataset import AbsEmbedderTrainDataset
+
+    source = inspect.getsource(AbsEmbedderTrainDataset.__init__)
+    assert "file.endswith('.json') or file.endswith('.jsonl')" in source
+    assert sorted(s.key for s in resolve_sources([str(two_parts)])) == ["part1.jsonl", "part2.json"]
+
+
+def test_ingest_reads_every_part(two_parts: Path, tmp_path: Path) -> None:
+    from bgeflow.steps.ingest import IngestSpec, ingest
+
+    result = ingest(IngestSpec.of(inputs=[str(two_parts)], output=str(tmp_path / "out"), eval_fraction=0.0))
+    assert result.report["counts"]["records"] == 10
+    assert [i["uri"].rsplit("/", 1)[-1] for i in result.report["inputs"]] == ["part1.jsonl", "part2.json"]
+
+
+def test_train_fetches_every_part(two_parts: Path, tmp_path: Path) -> None:
+    from bgeflow.steps.training.pod import fetch_train_data
+    from bgeflow.steps.training.spec import TrainSpec
+
+    spec = TrainSpec.of(kind="retriever", model="bundled:minilm", train_data=str(two_parts), output=str(tmp_path))
+    stats = fetch_train_data(spec, spec.resolved_hyperparameters(), tmp_path / "scratch" / "train.jsonl")
+    assert stats.records == 10
+
+
+def test_mine_reads_every_part(two_parts: Path, tmp_path: Path) -> None:
+    from bgeflow.steps.mining import MineSpec, mine
+
+    result = mine(MineSpec.of(model="bundled:minilm", inputs=[str(two_parts)], output=str(tmp_path / "m.jsonl"),
+                              negative_number=2, range_for_sampling="0-10", query_max_len=16, passage_max_len=16))
+    assert result.records == 10
+
+
+def test_evaluate_finds_a_json_corpus(tmp_path: Path) -> None:
+    from bgeflow.steps.evaluation.evalset import resolve_eval_uris
+
+    (tmp_path / "corpus.json").write_text('{"id": "d1", "text": "x"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"id": "q1", "text": "y", "relevant": {"d1": 1}}\n')
+    assert resolve_eval_uris(str(tmp_path), None, None, None)["corpus"] == str(tmp_path / "corpus.json")
+
+
+def test_skipped_files_are_named(two_parts: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (two_parts / "README.md").write_text("about this data\n")
+    (two_parts / "_SUCCESS").write_text("")
+    (two_parts / ".part1.jsonl.crc").write_text("")  # hidden: a writer's own, never data
+    with caplog.at_level(logging.WARNING, logger="bgeflow.core.storage.sources"):
+        sources = resolve_sources([str(two_parts)])
+    assert len(sources) == 2
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "skipping 2 file(s)" in warning and "README.md" in warning and "_SUCCESS" in warning
+    assert ".crc" not in warning
+
+
+def test_an_s3_prefix_with_gzipped_and_json_parts(s3_bucket: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A second input of the kind: an S3 prefix holding part1.jsonl.gz, part2.json and a stray notes.txt."""
+    store = open_store(f"s3://{s3_bucket}/data")
+    store.write_bytes("part1.jsonl.gz", gzip.compress(_lines(_records("one")).encode()))
+    store.write_text("part2.json", _lines(_records("two")))
+    store.write_text("notes.txt", "not data\n")
+    with caplog.at_level(logging.WARNING, logger="bgeflow.core.storage.sources"):
+        records = list(read_train_records(store.uri))
+    assert len(records) == 10 and {r.query.split()[0] for r in records} == {"one", "two"}
+    assert "notes.txt" in " ".join(r.getMessage() for r in caplog.records)
+
+
+def test_a_file_named_explicitly_is_read_whatever_its_name(tmp_path: Path) -> None:
+    path = tmp_path / "train.txt"
+    path.write_text(_lines(_records("x", 2)))
+    assert len(list(read_train_records(str(path)))) == 2
