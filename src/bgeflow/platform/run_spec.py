@@ -20,6 +20,7 @@ from pydantic import field_validator
 from bgeflow.core.errors import ConfigError
 from bgeflow.core.spec import KeyPath, Spec, UriList, nested, setting
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
+from bgeflow.steps.evaluation.gate import without_reranker
 from bgeflow.steps.evaluation.spec import DEFAULT_GATE, EvaluateSettings, EvaluateSpec
 from bgeflow.steps.ingest.spec import IngestSettings, IngestSpec
 from bgeflow.steps.mining.spec import MineSettings, MineSpec
@@ -27,6 +28,9 @@ from bgeflow.steps.publish.spec import PublishSettings, PublishSpec
 from bgeflow.steps.training.spec import TrainSpec
 
 LauncherBackend = Literal["kubernetes", "local"]
+#: A run drops mined candidates scoring above this share of the query's positive (NV-Retriever's TopK-PercPos):
+#: likely false negatives. bench/quality.py measures what it buys against the same recipe without it.
+RUN_MAX_SCORE_RATIO = 0.95
 EXAMPLE_DATA = str(Path(__file__).resolve().parents[1] / "examples" / "train.jsonl.gz")
 #: Overlay of ``bgeflow run``'s defaults: the example data on a 2-core CPU in minutes.
 CPU_PROFILE = Path(__file__).resolve().parents[1] / "examples" / "cpu-run.yaml"
@@ -43,6 +47,9 @@ class RetrieverRun(EncodingSettings):
                          min_length=1)
     name: str = setting("bge-retriever", "its name in the registry", min_length=1)
     train: bool = setting(True, "fine-tune it (false: evaluate and rerank with the base model)")
+    distill: bool = setting(False, "knowledge distillation: mining scores every mined pair with a teacher "
+                            "cross-encoder (mine.teacher.model, else the run's base reranker, reranker.model) and "
+                            "the retriever trains on those scores (FlagEmbedding's knowledge_distillation)")
     hyperparameters: dict[str, Any] = setting(
         default_factory=dict, help="FlagEmbedding/TrainingArguments options over the seed recipe (learning_rate, "
         "num_train_epochs, train_group_size, temperature, fp16, ...); the token limits, instruction and "
@@ -85,13 +92,22 @@ class RunSpec(Spec):
 
     data: UriList = setting(help="raw training JSONL: files or prefixes (s3:// or local), comma-separated",
                             metavar="URI", min_length=1)
+    corpus: UriList = setting(default_factory=list, help="your corpus, the pool hard negatives are mined from: "
+                              "JSONL files or prefixes with a 'text' field per line (FlagEmbedding's candidate_pool), "
+                              "comma-separated; empty: every pos and neg text of the training data", metavar="URI")
+    eval_data: str = setting("", "your own held-out eval set: a folder or prefix with corpus.jsonl and queries.jsonl "
+                             "(bgeflow's {id, text} / {id, text, relevant}, or BEIR's layout: corpus.jsonl with "
+                             "_id/title/text, queries.jsonl with _id/text, qrels/test.tsv); the gate judges on it. "
+                             "ingest's split is still scored beside it while ingest.eval_fraction > 0; set that to 0 "
+                             "to train on every record instead", metavar="URI")
     work_uri: str = setting("", "s3://bucket/prefix under which every step writes (needed on a cluster: the "
                             "training pods write there); empty: the steps' local artifact folders", metavar="URI")
     registry: str = setting("", "registry root (s3:// or a folder); empty: <work_uri>/registry", metavar="URI")
     retriever: RetrieverRun = nested(RetrieverRun, "the retriever", prefix="retriever-")
     reranker: RerankerRun = nested(RerankerRun, "the reranker", prefix="reranker-")
     ingest: IngestSettings = nested(IngestSettings, "ingest", prefix="ingest-")
-    mine: MineSettings = nested(MineSettings, "hard-negative mining", prefix="mine-")
+    mine: MineSettings = nested(MineSettings, "hard-negative mining", prefix="mine-",
+                                default_factory=lambda: MineSettings(max_score_ratio=RUN_MAX_SCORE_RATIO))
     training: TrainingSettings = nested(TrainingSettings, "training jobs", prefix="training-")
     evaluate: EvaluateSettings = nested(EvaluateSettings, "evaluation and the quality gate", prefix="evaluate-",
                                         default_factory=lambda: EvaluateSettings(gate=DEFAULT_GATE))
@@ -105,6 +121,7 @@ class RunSpec(Spec):
         """
         document = self.model_dump(mode="json", exclude_none=True)
         document["data"] = ",".join(self.data)
+        document["corpus"] = ",".join(self.corpus)
         return document
 
 
@@ -149,10 +166,22 @@ def _encoding(retriever: RetrieverRun) -> dict[str, Any]:
     return {name: getattr(retriever, name) for name in EncodingSettings.model_fields}
 
 
-def mine_spec(mine: MineSettings, retriever: RetrieverRun, *, inputs: list[str], output: str) -> MineSpec:
-    """The mining step of a run: the base retriever, encoding as the run's retriever block says."""
-    return MineSpec.build(mine.to_dict(), {"model": retriever.model, "inputs": inputs, "output": output,
-                                           "encoding": _encoding(retriever)}, where="mine")
+def mine_spec(mine: MineSettings, retriever: RetrieverRun, *, inputs: list[str], output: str,
+              corpus: list[str] | None = None, reranker: RerankerRun | None = None) -> MineSpec:
+    """The mining step of a run: the base retriever, encoding as the run's retriever block says, negatives
+    drawn from ``corpus`` when the run names one (else from the training data's own texts). A distilled
+    retriever needs teacher scores: the teacher is ``mine.teacher.model``, else the run's base reranker.
+
+    Raises:
+        ConfigError: ``retriever.distill`` with neither a teacher nor a reranker block to take one from.
+    """
+    document: dict[str, Any] = {"model": retriever.model, "inputs": inputs, "output": output,
+                                "encoding": _encoding(retriever), "candidate_pool": corpus or None}
+    if retriever.distill and not mine.teacher.model:
+        if reranker is None:
+            raise ConfigError("retriever.distill needs a teacher: set mine.teacher.model")
+        document["teacher"] = {"model": reranker.model, "max_len": reranker.max_len}
+    return MineSpec.build(mine.to_dict(), document, where="mine")
 
 
 #: Options of a run's model block that are runner hyperparameters too (block name → runner name).
@@ -176,8 +205,11 @@ def train_spec(kind: str, block: RetrieverRun | RerankerRun, *, train_data: str,
         fix = [f"{kind}.{names[c]}" for c in clash] + [f"training.{s}" for s in shape]
         raise ConfigError(f"{kind}.hyperparameters: {', '.join(clash + shape)} have their own settings: "
                           f"set {', '.join(fix)} instead")
+    hyperparameters = dict(block.hyperparameters)
+    if isinstance(block, RetrieverRun) and block.distill:  # the mined pairs carry the teacher's scores
+        hyperparameters.setdefault("knowledge_distillation", True)
     document: dict[str, Any] = {"kind": kind, "model": block.model, "train_data": train_data, "output": output,
-                                **block.hyperparameters, "hyperparameters": shared}
+                                **hyperparameters, "hyperparameters": shared}
     if isinstance(block, RetrieverRun):
         document["pooling"] = block.pooling
     return TrainSpec.build(document, where=f"{kind}")
@@ -185,9 +217,16 @@ def train_spec(kind: str, block: RetrieverRun | RerankerRun, *, train_data: str,
 
 def evaluate_spec(evaluate: EvaluateSettings, retriever: RetrieverRun, reranker: RerankerRun, *, eval_data: str,
                   output: str, finetuned_retriever: str, finetuned_reranker: str | None, registry: str) -> EvaluateSpec:
-    """The evaluation step of a run: base vs fine-tuned (vs the registry's champions)."""
+    """The evaluation step of a run: base vs fine-tuned (vs the registry's champions).
+
+    Without a reranker to evaluate, the gate's ``rerank.`` rules (the default gate has one) do not apply:
+    they judge a model this run does not produce.
+    """
+    settings = evaluate.to_dict()
+    if not finetuned_reranker:
+        settings["gate"] = without_reranker(evaluate.gate)
     document: dict[str, Any] = {
-        **evaluate.to_dict(), "output": output, "eval_data": eval_data, "retriever": finetuned_retriever,
+        **settings, "output": output, "eval_data": eval_data, "retriever": finetuned_retriever,
         "base_retriever": retriever.model, "encoding": {**_encoding(retriever)},
         "rerank": {"max_len": reranker.max_len, "batch_size": reranker.batch_size},
     }
