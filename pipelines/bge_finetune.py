@@ -186,7 +186,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
         trained = {}
         for kind, block in (("retriever", retriever), ("reranker", reranker)):
             task = train_launcher(
-                kind=kind, train_data=mine_task.outputs["mined"], model_settings=block, settings=training,
+                kind=kind, train_data=mine_task.outputs["mined"], dataset=ingest_task.outputs["dataset"],
+                model_settings=block, settings=training,
                 work_uri=work_uri, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
             ).set_display_name(f"train {kind}")
             _common(task, options, options.timeout_train_launcher_s)

@@ -61,7 +61,8 @@ def mine_step(*, dataset: ArtifactLike, settings: dict | None, retriever: dict |
 
 
 def train_step(*, kind: str, train_data: ArtifactLike, model_settings: dict | None, settings: dict | None,
-               model: ArtifactLike, work_uri: str, run_id: str, task_name: str) -> None:
+               model: ArtifactLike, work_uri: str, run_id: str, task_name: str,
+               dataset: ArtifactLike | None = None) -> None:
     from bgeflow.platform.launcher.train_job import launch_training
 
     started = time.monotonic()
@@ -70,14 +71,16 @@ def train_step(*, kind: str, train_data: ArtifactLike, model_settings: dict | No
     if not block.train:
         record(model, block.model, started, kind=kind, trained=False, base_model=block.model)
         return
+    held_out = dataset is not None and dataset.metadata.get("eval_queries", 1)
     spec = blocks.train_spec(kind, block, train_data=artifact_uri(train_data),
-                             output=step_output(model, work_uri, run_id, f"train-{kind}"))
+                             output=step_output(model, work_uri, run_id, f"train-{kind}"),
+                             validation_data=str(dataset.metadata.get("eval")) if held_out and dataset else None)
     trained = launch_training(spec, backend=training.backend, run_id=run_id, task_name=task_name,
                               nnodes=training.nnodes, nproc_per_node=training.nproc_per_node,
                               timeout=training.timeout_s)
     record(model, trained.model_uri, started, kind=kind, trained=True, base_model=block.model,
            output=trained.output_uri, job=trained.launch.name, adopted=trained.launch.adopted,
-           global_step=trained.summary.get("global_step"))
+           global_step=trained.summary.get("global_step"), validation=trained.summary.get("validation"))
 
 
 def evaluate_step(*, dataset: ArtifactLike, retriever_model: ArtifactLike, reranker_model: ArtifactLike,

@@ -241,6 +241,11 @@ def format_summary(summary: RunSummary) -> str:
     for kind, meta in summary.models.items():
         where = meta.get("uri") if meta.get("trained") else f"{meta.get('uri')} (not trained in this run)"
         lines.append(f"  {kind:<10} {meta.get('base_model')} → {where}")
+        curve = (meta.get("validation") or {}).get("curve") or []
+        if curve:  # validation during training: the curve, and the step whose weights were kept
+            name = meta["validation"]["metric"]
+            lines.append(f"  {'':<10} validation {name} by step: " + ", ".join(
+                f"{p['step']}: {p[name]:.4f}" for p in curve) + f" (kept step {meta['validation']['kept_step']})")
         if kind in summary.published:
             pub = summary.published[kind]
             lines.append(f"  {'':<10} published {pub.get('uri')}" + (" (champion)" if pub.get("champion") else ""))

@@ -50,6 +50,8 @@ class RetrieverRun(EncodingSettings):
     distill: bool = setting(False, "knowledge distillation: mining scores every mined pair with a teacher "
                             "cross-encoder (mine.teacher.model, else the run's base reranker, reranker.model) and "
                             "the retriever trains on those scores (FlagEmbedding's knowledge_distillation)")
+    validation_steps: int = setting(0, "score ingest's held-out split every N training steps (nDCG, recall, ...), "
+                                    "export the best step's weights and plot the curve; 0: off", ge=0)
     hyperparameters: dict[str, Any] = setting(
         default_factory=dict, help="FlagEmbedding/TrainingArguments options over the seed recipe (learning_rate, "
         "num_train_epochs, train_group_size, temperature, fp16, ...); the token limits, instruction and "
@@ -190,8 +192,10 @@ _SHARED = {"retriever": {"query_max_len": "query_max_len", "passage_max_len": "p
            "reranker": {"max_len": "max_len"}}
 
 
-def train_spec(kind: str, block: RetrieverRun | RerankerRun, *, train_data: str, output: str) -> TrainSpec:
-    """The training job of a run's model block.
+def train_spec(kind: str, block: RetrieverRun | RerankerRun, *, train_data: str, output: str,
+               validation_data: str | None = None) -> TrainSpec:
+    """The training job of a run's model block (``validation_data``: the eval set scored during training
+    when the block asks for ``validation_steps``).
 
     Raises:
         ConfigError: ``hyperparameters`` repeats an option the block declares itself (it drives
@@ -212,6 +216,8 @@ def train_spec(kind: str, block: RetrieverRun | RerankerRun, *, train_data: str,
                                 **hyperparameters, "hyperparameters": shared}
     if isinstance(block, RetrieverRun):
         document["pooling"] = block.pooling
+        if block.validation_steps and validation_data:
+            document["validation"] = {"eval_data": validation_data, "steps": block.validation_steps}
     return TrainSpec.build(document, where=f"{kind}")
 
 

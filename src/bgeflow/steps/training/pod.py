@@ -33,7 +33,7 @@ from bgeflow.core.models import resolve_model
 from bgeflow.core.storage import join_uri, open_store
 from bgeflow.data import check_record, iter_json
 from bgeflow.retrieval.pooling import resolve_pooling
-from bgeflow.steps.training import checkpoints
+from bgeflow.steps.training import checkpoints, validation
 from bgeflow.steps.training.distributed import Distributed, resolve, torchrun_command
 from bgeflow.steps.training.export import export_model
 from bgeflow.steps.training.local import run_local_pods
@@ -216,6 +216,19 @@ def runner_arguments(spec: TrainSpec, options: dict[str, Any], *, model_path: st
     return args
 
 
+def _validation_file(spec: TrainSpec, runner_args: dict[str, Any], work: Path, model_path: str, pooling: str) -> Path:
+    """Fetch the validation set here and write what the worker's callback needs to score it."""
+    folder = validation.fetch(str(spec.validation.eval_data), work / "validation")
+    path = work / "validation.json"
+    path.write_text(json.dumps({
+        "folder": str(folder), "steps": spec.validation.steps, "metric": spec.validation.metric,
+        "keep_best": spec.validation.keep_best, "tokenizer": model_path, "pooling": pooling,
+        "normalize": bool(runner_args.get("normalize_embeddings", True)),
+        "query_max_len": int(runner_args["query_max_len"]), "passage_max_len": int(runner_args["passage_max_len"]),
+        "query_instruction": runner_args.get("query_instruction_for_retrieval") or ""}), encoding="utf-8")
+    return path
+
+
 def _run_child(cmd: list[str]) -> int:
     """Run torchrun as a child, passing SIGTERM/SIGINT on (kubelet signals only the pod's PID 1)."""
     proc = subprocess.Popen(cmd)
@@ -274,6 +287,8 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
     args_file = work / RUNNER_ARGS_FILE
     args_file.write_text(json.dumps(runner_args, indent=1, ensure_ascii=False), encoding="utf-8")
     worker_args = ["--kind", spec.kind, "--publish-to", spec.output, "--runner-args", str(args_file)]
+    if spec.validation.enabled:
+        worker_args += ["--validate", str(_validation_file(spec, runner_args, work, model_path, pooling))]
     if options.get("save_total_limit"):
         worker_args += ["--keep-checkpoints", str(options["save_total_limit"])]
     if spec.kind == "retriever" and not spec.use_inbatch_neg:
@@ -299,7 +314,7 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
         "epoch": history.get("epoch"), "resumed_from": plan.source, "ignored_checkpoints": plan.ignored,
         "world_size": dist.world_size, "nnodes": dist.nnodes, "nproc_per_node": dist.nproc_per_node,
         "device": "cpu" if use_cpu else "cuda", "records": stats.records, "pooling": pooling or None,
-        "train_loss": end.get("train_loss"), "losses": losses,
+        "train_loss": end.get("train_loss"), "losses": losses, "validation": history.get("validation"),
         "train_runtime_s": end.get("train_runtime"),
         "seconds": {"fetch": round(fetched - started, 3), "train": round(trained - fetched, 3)},
     }
@@ -334,6 +349,10 @@ def _publish_outputs(spec: TrainSpec, runner_args: dict[str, Any], dist: Distrib
                             max_seq_length=int(max_seq_length), query_prompt=prompt)
     output = open_store(spec.output)
     output.upload_dir(exported, MODEL_DIR)
+    if (summary.get("validation") or {}).get("curve"):
+        plot = work / validation.CURVE_PLOT
+        validation.plot_curve(summary["validation"]["curve"], summary["validation"].get("kept_step"), plot)
+        output.put_file(plot, validation.CURVE_PLOT)
     output.write_text(CONFIG_FILE, yaml.safe_dump(resolved_spec(spec, runner_args, dist, pooling), sort_keys=False,
                                                   allow_unicode=True))
     summary["seconds"]["upload"] = round(time.time() - uploading, 3)
