@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_training_run import CITIES, HELD_OUT, NAMES, write_data
 
 from bgeflow.platform import run_spec as blocks
 from bgeflow.steps.mining import mine
 from bgeflow.steps.training import train
 from bgeflow.steps.training.spec import TrainSpec
+from test_training_run import CITIES, HELD_OUT, NAMES, write_data
 
 
 def test_distill_scores_the_mined_pairs_with_the_base_reranker_and_trains_on_them(tmp_path: Path, tiny_reranker: str,
@@ -39,7 +39,7 @@ def test_distill_scores_the_mined_pairs_with_the_base_reranker_and_trains_on_the
     resolved = yaml.safe_load((tmp_path / "out" / "train_config.yaml").read_text())
     assert resolved["hyperparameters"]["knowledge_distillation"] is True
     # Without a teacher and without a reranker block to take one from, the run says what to set.
-    with pytest.raises(ValueError, match="retriever.distill needs a teacher: set mine.teacher.model"):
+    with pytest.raises(ValueError, match=r"retriever\.distill needs a teacher: set mine\.teacher\.model"):
         blocks.mine_spec(run.mine, run.retriever, inputs=[str(data)], output=str(tmp_path / "m.jsonl"))
 
 
