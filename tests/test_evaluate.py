@@ -124,7 +124,7 @@ def test_evaluate_retrievers_and_rerankers(
     assert tuned["mrr@10"] > 0.5  # MiniLM finds these easy topics
 
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "| metric | base | fine-tuned | Δ vs base |" in report and "`rerank.ndcg@10`" in report
+    assert "| metric | base | fine-tuned | not reranked | Δ vs base |" in report and "`rerank.ndcg@10`" in report
     assert (tmp_path / "out" / "deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
