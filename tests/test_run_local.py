@@ -263,3 +263,15 @@ def test_bgeflow_run_defaults_beat_the_base_within_ten_minutes(tmp_path: Path, c
     reranked, plain = tuned["rerank.ndcg@10"], summary["metrics"]["retriever"]["rerank.ndcg@10"]
     assert ("reranker" in summary["published"]) == (reranked >= plain - 1e-9), (reranked, plain)
     assert wall <= 600, f"took {wall:.0f}s"
+
+
+def test_a_partial_block_keeps_the_runs_own_defaults() -> None:
+    """The CPU profile's ``evaluate: {rerank_top_k: 5}`` must not drop the run's gate (the demo would then
+    publish a reranker that ranks worse than the retriever), nor the mining filter or champion policy."""
+    from bgeflow.steps.evaluation.spec import DEFAULT_GATE
+
+    spec = spec_of()
+    assert spec.evaluate.gate == DEFAULT_GATE and spec.evaluate.rerank_top_k == 5
+    assert spec.pipeline_arguments()["evaluate"]["gate"] == DEFAULT_GATE
+    assert spec.mine.max_score_ratio == 0.95 and spec.publish.champion == "if-gate-passed"
+    assert spec_of("--set", "evaluate.gate=''").evaluate.gate == ""  # an explicit value still wins

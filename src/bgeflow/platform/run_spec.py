@@ -12,13 +12,14 @@ pre-flight and the direct-mode Jobs call them, so a block means the same thing e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from bgeflow.core.errors import ConfigError
-from bgeflow.core.spec import KeyPath, Spec, UriList, nested, setting
+from bgeflow.core.spec import KeyPath, Spec, UriList, deep_merge, nested, setting
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
 from bgeflow.steps.evaluation.gate import without_reranker
 from bgeflow.steps.evaluation.spec import DEFAULT_GATE, EvaluateSettings, EvaluateSpec
@@ -115,6 +116,21 @@ class RunSpec(Spec):
                                         default_factory=lambda: EvaluateSettings(gate=DEFAULT_GATE))
     publish: PublishSettings = nested(PublishSettings, "publishing", prefix="publish-",
                                       default_factory=lambda: PublishSettings(champion="if-gate-passed"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_blocks_keep_the_run_defaults(cls, data: Any) -> Any:
+        """A partial block merges over the run's default of that block (the gate, the champion policy, the
+        mining filter), not over the step's bare defaults: ``evaluate: {rerank_top_k: 5}`` keeps the gate."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for name, info in cls.model_fields.items():
+            if isinstance(out.get(name), Mapping) and info.default_factory is not None:
+                default = info.get_default(call_default_factory=True)
+                if isinstance(default, Spec):
+                    out[name] = deep_merge(default.model_dump(mode="json", exclude_defaults=True), out[name])
+        return out
 
     def blocks(self) -> dict[str, Any]:
         """Every top-level key, JSON-ready: the pipeline's run arguments.
