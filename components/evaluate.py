@@ -19,6 +19,7 @@ def evaluate(
     settings: dict = None,  # noqa: RUF013 - KFP reads the bare annotation; None: the defaults
     retriever: dict = None,  # noqa: RUF013
     reranker: dict = None,  # noqa: RUF013
+    eval_data: str = "",
     registry: str = "",
     work_uri: str = "",
     run_id: str = "",
@@ -27,7 +28,7 @@ def evaluate(
     from bgeflow.platform.kfp_steps import evaluate_step
 
     return evaluate_step(dataset=dataset, retriever_model=retriever_model, reranker_model=reranker_model,
-                         settings=settings, retriever=retriever, reranker=reranker, registry=registry,
+                         settings=settings, retriever=retriever, reranker=reranker, eval_data=eval_data, registry=registry,
                          metrics=metrics, report=report, evaluation=evaluation, work_uri=work_uri, run_id=run_id)
 
 
@@ -40,13 +41,17 @@ evaluate.__doc__ = docstring(
         "reranker_model": "the fine-tuned reranker (not trained: only the retriever is evaluated)",
         "metrics": "<column>.<metric> for the columns base, finetuned and champion",
         "report": "report.md with the deltas plot inlined",
-        "evaluation": "the output folder (metadata: uri, gate_passed, metrics)",
+        "evaluation": "the output folder (metadata: uri, gate_passed, metrics); metrics.json holds the verdict "
+                      "of each model's own rules",
         "settings": EvaluateSettings,
         "retriever": "the run's retriever block (base model, encoding, registry name)",
         "reranker": "the run's reranker block (base model, pair budget, registry name)",
+        "eval_data": "the run's own eval set (folder or prefix, bgeflow's or BEIR's layout): the gate judges on "
+                     "it; ingest's split, when it has queries, is scored beside it (empty: ingest's split only)",
         "registry": "where champions are looked up (empty: <work_uri>/registry, if any)",
         "work_uri": "s3://bucket/prefix the step writes under (empty: the artifact's folder)",
         "run_id": "the pipeline run's id",
     }, defaults={"settings": run_defaults("evaluate")},
-    returns="Output: whether the quality gate passed (the pipeline publishes only then)")
+    returns="Output: whether every gate rule passed (each publish task reads its own model's verdict in "
+            "metrics.json)")
 evaluate = dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)(evaluate)

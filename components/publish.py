@@ -30,7 +30,8 @@ def publish(
 publish.__doc__ = docstring("Publish a trained model as <registry>/<name>/<version> with its metrics and lineage.", {
     "kind": "retriever or reranker",
     "model": "the trained model (not trained in this run: nothing is published)",
-    "evaluation": "the evaluation's output (its metrics.json decides the champion)",
+    "evaluation": "the evaluation's output: its metrics.json holds this model's own gate verdict (failed: "
+                  "nothing is published, the metadata's 'skipped' says why) and decides the champion",
     "dataset": "ingest's output (its train.jsonl is recorded as lineage)",
     "published": "the registry version (metadata: uri, version, champion, created)",
     "model_settings": "the run's retriever or reranker block (its name is the registry name)",
@@ -38,5 +39,5 @@ publish.__doc__ = docstring("Publish a trained model as <registry>/<name>/<versi
     "registry": "registry root (empty: <work_uri>/registry)",
     "work_uri": "s3://bucket/prefix of the run",
 }, defaults={"settings": run_defaults("publish")},
-   returns="Output: the version published (empty when the model was not trained)")
+   returns="Output: the version published (empty when the model was not trained or its gate rules failed)")
 publish = dsl.component(base_image=OPS_IMAGE, install_kfp_package=False)(publish)

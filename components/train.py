@@ -17,6 +17,7 @@ from components.images import OPS_IMAGE
 def train_launcher(
     kind: str,
     train_data: Input[Dataset],
+    dataset: Input[Dataset],
     model: Output[Model],
     model_settings: dict = None,  # noqa: RUF013 - KFP reads the bare annotation; None: the defaults
     settings: dict = None,  # noqa: RUF013
@@ -28,12 +29,13 @@ def train_launcher(
     from bgeflow.platform.kfp_steps import train_step
 
     train_step(kind=kind, train_data=train_data, model_settings=model_settings, settings=settings, model=model,
-               work_uri=work_uri, run_id=run_id, task_name=task_name)
+               work_uri=work_uri, run_id=run_id, task_name=task_name, dataset=dataset)
 
 
 train_launcher.__doc__ = docstring("Fine-tune the base model of a run block on the mined data.", {
     "kind": "retriever or reranker",
     "train_data": "the mined JSONL",
+    "dataset": "ingest's output: its held-out split is scored during training when the block sets validation_steps",
     "model": "the trained model folder (metadata: uri, kind, trained, base_model); with train false the "
              "base model passes through untrained",
     "model_settings": "the run's retriever or reranker block (the pipeline's retriever / reranker parameter: "

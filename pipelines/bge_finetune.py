@@ -1,5 +1,8 @@
 """The ``bge-finetune`` pipeline: ingest → mine → train retriever ∥ train reranker → evaluate → gate → publish.
 
+Each model is published only when its own gate rules pass (the publish task reads the verdict and
+skips, saying why in its output's metadata).
+
 Run parameters are the keys of ``bgeflow.platform.run_spec.RunSpec`` (one per top-level key: the
 data, the work prefix, the registry and one mapping per block), with the seed recipe's defaults;
 the signature and the parameter docs are generated from that spec, so the pipeline, ``bgeflow run``
@@ -155,8 +158,10 @@ def run_parameters() -> inspect.Signature:
         elif info.is_required():
             params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str))
         else:
+            default = info.get_default(call_default_factory=True)
             params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
-                                            default=info.get_default()))
+                                            # A list of URIs travels as one comma-separated string.
+                                            default=",".join(default) if isinstance(default, list) else default))
     return inspect.Signature(params)
 
 
@@ -177,8 +182,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
     """The ``bge-finetune`` pipeline with ``options`` applied."""
     options = options or PipelineOptions()
 
-    def bge_finetune(data: str, work_uri: str, registry: str, retriever: dict, reranker: dict, ingest: dict,
-                     mine: dict, training: dict, evaluate: dict, publish: dict) -> None:
+    def bge_finetune(data: str, corpus: str, eval_data: str, work_uri: str, registry: str, retriever: dict,
+                     reranker: dict, ingest: dict, mine: dict, training: dict, evaluate: dict, publish: dict) -> None:
         ingest_task = ingest_component(
             data=data, settings=ingest, retriever=retriever, work_uri=work_uri,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
@@ -186,7 +191,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
         _io_retry(_common(ingest_task, options, options.timeout_ingest_s))
 
         mine_task = mine_component(
-            dataset=ingest_task.outputs["dataset"], settings=mine, retriever=retriever, work_uri=work_uri,
+            dataset=ingest_task.outputs["dataset"], settings=mine, retriever=retriever, corpus=corpus,
+            reranker=reranker, work_uri=work_uri,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_display_name("mine hard negatives")
         _io_retry(_on_gpu(_common(mine_task, options, options.timeout_mine_s), options, options.gpus_mine))
@@ -194,7 +200,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
         trained = {}
         for kind, block in (("retriever", retriever), ("reranker", reranker)):
             task = train_launcher(
-                kind=kind, train_data=mine_task.outputs["mined"], model_settings=block, settings=training,
+                kind=kind, train_data=mine_task.outputs["mined"], dataset=ingest_task.outputs["dataset"],
+                model_settings=block, settings=training,
                 work_uri=work_uri, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
             ).set_display_name(f"train {kind}")
             _common(task, options, options.timeout_train_launcher_s)
@@ -206,18 +213,20 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
         eval_task = evaluate_component(
             dataset=ingest_task.outputs["dataset"], retriever_model=trained["retriever"].outputs["model"],
             reranker_model=trained["reranker"].outputs["model"], settings=evaluate, retriever=retriever,
-            reranker=reranker, registry=registry, work_uri=work_uri, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            reranker=reranker, eval_data=eval_data, registry=registry, work_uri=work_uri,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_display_name("evaluate")
         _io_retry(_on_gpu(_common(eval_task, options, options.timeout_evaluate_s), options, options.gpus_evaluate))
 
-        with dsl.If(eval_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
-            for kind, block in (("retriever", retriever), ("reranker", reranker)):
-                task = publish_component(
-                    kind=kind, model=trained[kind].outputs["model"], evaluation=eval_task.outputs["evaluation"],
-                    dataset=ingest_task.outputs["dataset"], model_settings=block, settings=publish,
-                    registry=registry, work_uri=work_uri,
-                ).set_display_name(f"publish {kind}")
-                _io_retry(_common(task, options, options.timeout_publish_s))
+        # Each publish task reads its own model's gate verdict and skips (saying why) when those rules failed:
+        # one dsl.If on the whole gate would hold back a good retriever for a reranker's failed rule.
+        for kind, block in (("retriever", retriever), ("reranker", reranker)):
+            task = publish_component(
+                kind=kind, model=trained[kind].outputs["model"], evaluation=eval_task.outputs["evaluation"],
+                dataset=ingest_task.outputs["dataset"], model_settings=block, settings=publish,
+                registry=registry, work_uri=work_uri,
+            ).set_display_name(f"publish {kind}")
+            _io_retry(_common(task, options, options.timeout_publish_s))
 
     bge_finetune.__signature__ = run_parameters()  # type: ignore[attr-defined]
     bge_finetune.__doc__ = _parameter_docs()

@@ -84,7 +84,8 @@ def test_mine_body_adds_negatives(ingested: dsl.Dataset, tmp_path: Path) -> None
 def test_train_launcher_body_disabled_passes_the_base_model_through(tmp_path: Path) -> None:
     model = artifact(dsl.Model, tmp_path / "model")
     train_launcher.python_func(kind="reranker", model_settings={"model": "BAAI/bge-reranker-base", "train": False},
-                               train_data=artifact(dsl.Dataset, tmp_path / "mined"), model=model)
+                               train_data=artifact(dsl.Dataset, tmp_path / "mined"), model=model,
+                               dataset=artifact(dsl.Dataset, tmp_path / "ingest"))
     assert model.metadata["uri"] == "BAAI/bge-reranker-base" and model.metadata["trained"] is False
 
 
@@ -93,6 +94,7 @@ def test_train_launcher_body_refuses_a_local_output_for_kubernetes(tmp_path: Pat
         train_launcher.python_func(
             kind="retriever", model_settings={"model": "bundled:minilm"},
             train_data=artifact(dsl.Dataset, tmp_path / "d", uri="x"), model=artifact(dsl.Model, tmp_path / "m"),
+            dataset=artifact(dsl.Dataset, tmp_path / "ingest"),
             settings={"backend": "kubernetes"}, run_id="r", task_name="t")
 
 
@@ -102,6 +104,7 @@ def test_train_launcher_body_rejects_bad_settings_before_launch(tmp_path: Path) 
         train_launcher.python_func(
             kind="retriever", model_settings={"model": "bundled:minilm", "hyperparameters": {"query_max_len": 8}},
             train_data=artifact(dsl.Dataset, tmp_path / "d", uri="x"), model=artifact(dsl.Model, tmp_path / "m"),
+            dataset=artifact(dsl.Dataset, tmp_path / "ingest"),
             settings={"backend": "local"}, run_id="r", task_name="t")
 
 

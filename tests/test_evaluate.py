@@ -95,7 +95,11 @@ def test_evaluate_retrievers_and_rerankers(
     assert result.gate_passed and doc["gate"]["passed"]
     assert "no champion" in doc["gate"]["rules"][3]["reason"]
     assert doc["eval_set"]["corpus"] == 18 and doc["eval_set"]["queries"] == 6
-    assert list(doc["metrics"]) == ["base", "finetuned"]
+    assert list(doc["metrics"]) == ["base", "finetuned", "retriever"]
+    # "retriever": not reranking, i.e. the fine-tuned retriever's own order of the same top 3, rerank. names.
+    assert set(doc["metrics"]["retriever"]) == {f"rerank.{m}" for m in ("ndcg@10", "mrr@10", "recall@1", "recall@10",
+                                                                       "recall@100", "map@100", "recall@3")}
+    assert doc["metrics"]["retriever"]["rerank.recall@100"] == pytest.approx(doc["metrics"]["finetuned"]["recall@3"])
     tuned = doc["metrics"]["finetuned"]
     assert set(tuned) == {"ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100", "map@100", "recall@3",
                           *(f"rerank.{m}" for m in ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100",
@@ -120,7 +124,7 @@ def test_evaluate_retrievers_and_rerankers(
     assert tuned["mrr@10"] > 0.5  # MiniLM finds these easy topics
 
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "| metric | base | fine-tuned | Δ vs base |" in report and "`rerank.ndcg@10`" in report
+    assert "| metric | base | fine-tuned | not reranked | Δ vs base |" in report and "`rerank.ndcg@10`" in report
     assert (tmp_path / "out" / "deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bgeflow.steps.evaluation.gate import check_gate, parse_gate
+from bgeflow.steps.evaluation.gate import check_gate, parse_gate, without_reranker
 
 COLUMNS = {
     "base": {"ndcg@10": 0.40, "recall@100": 0.80, "rerank.ndcg@10": 0.50},
@@ -30,7 +30,7 @@ def test_parse_full_grammar() -> None:
     ("text", "message"),
     [
         ("ndcg@10 => base", r"gate rule 1 \('ndcg@10 => base'\) at column 9 .*expected one of >= > <= <"),
-        ("ndcg@10>=base; recall@100 >= basis", r"gate rule 2 .* at column 30 .*expected a number, 'base' or 'champion'"),
+        ("ndcg@10>=base; recall@100 >= basis", r"gate rule 2 .* at column 30 .*expected a number, 'base', 'champion' or 'retriever'"),
         ("ndcg>=0.3", r"gate rule 1 .* at column 1 .*expected a metric"),
         ("precision@10>=0.3", r"gate rule 1 .*unknown metric 'precision@10'"),
         ("ndcg@10>=0.3 mrr@10>=0.1", r"gate rule 1 .* at column 14 .*expected ',' or ';'"),
@@ -77,4 +77,51 @@ def test_metric_not_computed_fails_with_reason() -> None:
 
 
 def test_no_rules_pass() -> None:
-    assert check_gate([], COLUMNS) == {"passed": True, "expression": "", "rules": []}
+    assert check_gate([], COLUMNS) == {"passed": True, "expression": "", "rules": [], "models": {
+        "retriever": {"passed": True, "rules": []}, "reranker": {"passed": True, "rules": []}}}
+
+
+def test_retriever_reference_compares_reranking_with_not_reranking() -> None:
+    rules = parse_gate("ndcg@10>=base, rerank.ndcg@10>=retriever+0.0; rerank.mrr@10 > retriever - 0.01")
+    assert [(r.metric, r.reference, r.offset, r.model) for r in rules] == [
+        ("ndcg@10", "base", 0.0, "retriever"), ("rerank.ndcg@10", "retriever", 0.0, "reranker"),
+        ("rerank.mrr@10", "retriever", -0.01, "reranker")]
+    columns = {**COLUMNS, "retriever": {"rerank.ndcg@10": 0.60, "rerank.mrr@10": 0.50}}
+    columns["finetuned"] = {**columns["finetuned"], "rerank.mrr@10": 0.495}
+    verdict = check_gate(rules, columns, "expr")
+    by_rule = {r["rule"]: r for r in verdict["rules"]}
+    worse = by_rule["rerank.ndcg@10>=retriever+0.0"]
+    assert not worse["passed"] and worse["model"] == "reranker" and worse["reference"] == pytest.approx(0.60)
+    assert worse["reason"] == "rerank.ndcg@10 0.5500 is not >= retriever 0.6000"
+    assert by_rule["rerank.mrr@10 > retriever - 0.01"]["passed"]  # 0.495 > 0.49
+    # Each model answers to its own rules: the retriever passed, the reranker did not.
+    assert verdict["models"] == {
+        "retriever": {"passed": True, "rules": ["ndcg@10>=base"]},
+        "reranker": {"passed": False, "rules": ["rerank.ndcg@10>=retriever+0.0", "rerank.mrr@10 > retriever - 0.01"]}}
+    assert not verdict["passed"]
+
+
+def test_retriever_reference_needs_a_rerank_metric_and_its_column() -> None:
+    with pytest.raises(ValueError, match=r"'retriever' compares a reranker .*use it with rerank.ndcg@10"):
+        parse_gate("ndcg@10>=retriever")
+    verdict = check_gate(parse_gate("rerank.ndcg@10>=retriever"), COLUMNS)  # no "retriever" column
+    assert not verdict["passed"] and "was not computed" in verdict["rules"][0]["reason"]
+
+
+def test_without_reranker_keeps_the_retriever_rules() -> None:
+    assert without_reranker("ndcg@10>=base+0.01, rerank.ndcg@10>=retriever; mrr@10>=0.2") == (
+        "ndcg@10>=base+0.01, mrr@10>=0.2")
+    assert without_reranker("rerank.ndcg@10>=retriever") == "" and without_reranker("") == ""
+
+
+def test_each_model_reads_its_own_verdict() -> None:
+    from bgeflow.steps.publish.verdict import model_verdict
+
+    columns = {**COLUMNS, "retriever": {"rerank.ndcg@10": 0.60}}
+    metrics = {"gate": check_gate(parse_gate("ndcg@10>=base+0.01, rerank.ndcg@10>=retriever"), columns)}
+    assert model_verdict(metrics, "retriever") == (True, [])
+    assert model_verdict(metrics, "reranker") == (False, ["rerank.ndcg@10 0.5500 is not >= retriever 0.6000"])
+    # A verdict without per-model parts (written before them) stands for both models.
+    old = {"gate": {"passed": False, "rules": [{"rule": "ndcg@10>=0.9", "passed": False, "reason": "low"}]}}
+    assert model_verdict(old, "retriever") == (False, ["low"]) == model_verdict(old, "reranker")
+    assert model_verdict({}, "reranker") == (None, []) and model_verdict(None, "retriever") == (None, [])

@@ -56,14 +56,19 @@ def test_committed_yaml_is_not_stale(compiled: Path) -> None:
 def test_dag_shape_and_gate(ir: tuple[dict, dict]) -> None:
     spec, _ = ir
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"ingest", "mine", "train-launcher", "train-launcher-2", "evaluate", "condition-1"}
+    assert set(tasks) == {"ingest", "mine", "train-launcher", "train-launcher-2", "evaluate", "publish", "publish-2"}
     assert tasks["mine"]["dependentTasks"] == ["ingest"]
     for train in ("train-launcher", "train-launcher-2"):  # retriever ∥ reranker: both only after mining
-        assert tasks[train]["dependentTasks"] == ["mine"]
+        assert set(tasks[train]["dependentTasks"]) == {"ingest", "mine"}  # ingest: the validation split
     assert set(tasks["evaluate"]["dependentTasks"]) == {"ingest", "train-launcher", "train-launcher-2"}
-    condition = tasks["condition-1"]
-    assert condition["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
-    assert set(spec["components"]["comp-condition-1"]["dag"]["tasks"]) == {"publish", "publish-2"}
+    # No condition on the whole gate: each publish task reads its own model's verdict from the evaluation.
+    for publish, train in (("publish", "train-launcher"), ("publish-2", "train-launcher-2")):
+        assert "triggerPolicy" not in tasks[publish]
+        assert set(tasks[publish]["dependentTasks"]) == {"evaluate", "ingest", train}
+        assert tasks[publish]["inputs"]["artifacts"]["evaluation"]["taskOutputArtifact"]["producerTask"] == "evaluate"
+    # The run's own inputs reach the steps that read them.
+    assert tasks["mine"]["inputs"]["parameters"]["corpus"]["componentInputParameter"] == "corpus"
+    assert tasks["evaluate"]["inputs"]["parameters"]["eval_data"]["componentInputParameter"] == "eval_data"
     kinds = {t["inputs"]["parameters"]["kind"]["runtimeValue"]["constant"] for n, t in tasks.items() if n.startswith("train")}
     assert kinds == {"retriever", "reranker"}
 
@@ -79,7 +84,9 @@ def test_parameters_have_the_seed_defaults(ir: tuple[dict, dict]) -> None:
     assert retriever["query_max_len"] == 64 and retriever["passage_max_len"] == 256 and reranker["max_len"] == 512
     # The hyperparameters default to none given: the seed recipe fills them in where the job is planned.
     assert retriever["hyperparameters"] == {} == reranker["hyperparameters"]
-    assert params["evaluate"]["defaultValue"]["gate"] == "ndcg@10>=base+0.01"
+    assert params["evaluate"]["defaultValue"]["gate"] == "ndcg@10>=base+0.01, rerank.ndcg@10>=retriever"
+    assert params["mine"]["defaultValue"]["max_score_ratio"] == 0.95
+    assert params["corpus"]["defaultValue"] == "" and params["eval_data"]["defaultValue"] == ""
     assert params["publish"]["defaultValue"]["champion"] == "if-gate-passed"
 
 
@@ -174,10 +181,7 @@ def test_secrets_by_name_only(ir: tuple[dict, dict]) -> None:
 def test_caching_off_and_retries(ir: tuple[dict, dict]) -> None:
     spec, _ = ir
     tasks = dict(spec["root"]["dag"]["tasks"])
-    tasks.update(spec["components"]["comp-condition-1"]["dag"]["tasks"])
     for name, task in tasks.items():
-        if name == "condition-1":
-            continue
         assert task["cachingOptions"] == {}, f"{name} may be cached"  # {} = enableCache false
         assert task["retryPolicy"]["maxRetryCount"] in (2, 3), name
     assert tasks["ingest"]["retryPolicy"]["backoffDuration"] == "30s"

@@ -18,6 +18,7 @@ from bgeflow.cli import main
 from bgeflow.cli.run import build_spec
 from bgeflow.platform.local_run import find_pipeline, local_variant
 from bgeflow.platform.run_spec import LocalRunSpec
+from conftest import EXAMPLE_DATA
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -78,8 +79,11 @@ def test_bad_values_are_refused_before_anything_runs(tmp_path: Path, capsys: pyt
         (["--reranker-model", str(tmp_path / "no-model")], "no-model"),
         (["--output", "s3://bucket/out"], "must be a local folder"),
         # A group needs more negatives than mining gives: refused before minutes of mining and training.
-        (["--set", "reranker.train_group_size=8"], "reranker: train_group_size 8 needs 7 negatives per record, but "
-                                                   "mining gives mine.negative_number 3"),
+        (["--set", "reranker.train_group_size=20"], "reranker: train_group_size 20 needs 19 negatives per record, "
+                                                    "but mining gives mine.negative_number 15"),
+        (["--eval-data", str(tmp_path / "no-eval")], "no-eval"),
+        (["--corpus", str(tmp_path / "no-corpus.jsonl")], "no-corpus.jsonl"),
+        (["--ingest-eval-fraction", "0"], "ingest.eval_fraction 0 holds no query out and the run names no eval_data"),
     ):
         code, _, err = run_cli([*args, "--check"] + (["--output", str(tmp_path / "o")] if "--output" not in args else []),
                                capsys)
@@ -165,13 +169,40 @@ def test_local_variant_only_drops_retries() -> None:
     assert spec["root"] == full["root"] and spec["deploymentSpec"] == full["deploymentSpec"]
 
 
+def _run_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """A corpus (JSONL, 'text') and a BEIR-layout eval set, both cut from the example data."""
+    import gzip
+
+    with gzip.open(EXAMPLE_DATA, "rt", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
+    corpus = tmp_path / "corpus" / "passages.jsonl"
+    corpus.parent.mkdir()
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for r in rows[:400] for t in (*r["pos"], *r["neg"])))
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    held = rows[-15:]
+    (beir / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": f"d{i}", "title": "", "text": r["pos"][0]}) + "\n" for i, r in enumerate(held))
+        + "".join(json.dumps({"_id": f"x{i}", "title": "", "text": r["pos"][0]}) + "\n" for i, r in enumerate(rows[:40])))
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": r["query"]}) + "\n"
+                                                for i, r in enumerate(held)))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i}\td{i}\t1\n" for i in range(len(held))))
+    return corpus, beir
+
+
 def _mini_config(tmp_path: Path) -> Path:
     """A sample of the example data, 2 training steps, short lengths: the whole pipeline in CI time."""
+    corpus, beir = _run_inputs(tmp_path)
     config = tmp_path / "mini.yaml"
     config.write_text(yaml.safe_dump({
         "output": str(tmp_path / "out"), "max_records": 120, "ingest": {"eval_distractors": 30},
+        "corpus": str(corpus), "eval_data": str(beir),
         "mine": {"range_for_sampling": "2-20", "negative_number": 3},
-        "evaluate": {"rerank_top_k": 3, "gate": "ndcg@10>=0"}, "training": {"nproc_per_node": 2},
+        # The reranker is the demo's: MiniLM with a fresh scoring head, 2 steps; reordering the top 10 it
+        # ranks worse than the retriever alone, and the gate's reranker rule must hold it back.
+        "evaluate": {"rerank_top_k": 10, "gate": "ndcg@10>=0, rerank.ndcg@10>=retriever"},
+        "training": {"nproc_per_node": 2},
         "retriever": {"query_max_len": 24, "passage_max_len": 64,
                       "hyperparameters": {"max_steps": 2, "per_device_train_batch_size": 4}},
         "reranker": {"max_len": 96, "hyperparameters": {"max_steps": 2, "per_device_train_batch_size": 2,
@@ -181,7 +212,7 @@ def _mini_config(tmp_path: Path) -> Path:
 
 
 def test_bgeflow_run_end_to_end_mini(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Every step, through kfp.local, training as 2 local processes, publishing behind the gate."""
+    """Every step through kfp.local with the run's own corpus and eval set; each model published on its own rules."""
     code, out, err = run_cli(["--config", str(_mini_config(tmp_path))], capsys)
     assert code == 0, err[-3000:]
     summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
@@ -191,12 +222,29 @@ def test_bgeflow_run_end_to_end_mini(tmp_path: Path, capsys: pytest.CaptureFixtu
         model = summary["models"][kind]
         assert model["trained"] is True and Path(model["uri"], "config.json").is_file()
         assert model["global_step"] == 2
-        published = summary["published"][kind]
-        assert Path(published["uri"], "manifest.json").is_file()
-    assert summary["gate"]["passed"] is True
+    assert Path(summary["published"]["retriever"]["uri"], "manifest.json").is_file()
+    # The reranker ranks worse than the retriever's own order: not published, and the summary says why.
+    reranked, plain = summary["metrics"]["finetuned"]["rerank.ndcg@10"], summary["metrics"]["retriever"]["rerank.ndcg@10"]
+    assert reranked < plain
+    assert "reranker" not in summary["published"]
+    assert not list((tmp_path / "out" / "registry").glob("bge-reranker/*/manifest.json"))
+    reason = summary["skipped"]["reranker"]
+    assert reason == f"its gate rules failed: rerank.ndcg@10 {reranked:.4f} is not >= retriever {plain:.4f}"
+    assert f"NOT published: {reason}" in out and "reranker: FAILED, not published" in out
+    assert summary["gate"]["models"]["retriever"]["passed"] is True
+    # The gate judged the run's own eval set (BEIR layout); ingest's split was scored beside it.
+    assert summary["eval_set"] == str(tmp_path / "beir")
+    metrics = json.loads(next((tmp_path / "out" / "runs").rglob("evaluate/evaluation/metrics.json")).read_text())
+    assert metrics["eval_set"]["queries"] == 15 and metrics["eval_set"]["uris"]["qrels"].endswith("qrels/test.tsv")
+    assert "ingest's held-out split (not gated)" in out and summary["split_metrics"]["finetuned"]["ndcg@10"] > 0
+    # Mining drew every negative from the run's corpus.
+    mined = next((tmp_path / "out" / "runs").rglob("mine/mined/mine_report.json"))
+    assert json.loads(mined.read_text())["pool_source"] == [str(tmp_path / "corpus" / "passages.jsonl")]
+    corpus = {json.loads(line)["text"] for line in (tmp_path / "corpus" / "passages.jsonl").read_text().splitlines()}
+    negatives = [n for line in (mined.parent / "mined.jsonl").read_text().splitlines() for n in json.loads(line)["neg"]]
+    assert negatives and set(negatives) <= corpus
     assert summary["data"]["records"] == 120 and summary["data"]["of"] > 120
-    assert {"ndcg@10", "rerank.ndcg@10"} <= set(summary["metrics"]["finetuned"])
-    assert "gate ndcg@10>=0: PASSED" in out and "time per step" in out
+    assert "gate ndcg@10>=0, rerank.ndcg@10>=retriever: FAILED" in out and "time per step" in out
 
 
 @pytest.mark.slow
@@ -210,8 +258,23 @@ def test_bgeflow_run_defaults_beat_the_base_within_ten_minutes(tmp_path: Path, c
     summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
     base, tuned = summary["metrics"]["base"], summary["metrics"]["finetuned"]
     assert tuned["ndcg@10"] > base["ndcg@10"], (base, tuned)
-    assert summary["gate"]["passed"] is True
+    assert summary["gate"]["models"]["retriever"]["passed"] is True and "retriever" in summary["published"]
+    # The demo's reranker (MiniLM with a fresh head, a few steps) is published only if it reranks no worse.
+    reranked, plain = tuned["rerank.ndcg@10"], summary["metrics"]["retriever"]["rerank.ndcg@10"]
+    assert ("reranker" in summary["published"]) == (reranked >= plain - 1e-9), (reranked, plain)
     assert wall <= 600, f"took {wall:.0f}s"
+
+
+def test_a_partial_block_keeps_the_runs_own_defaults() -> None:
+    """The CPU profile's ``evaluate: {rerank_top_k: 5}`` must not drop the run's gate (the demo would then
+    publish a reranker that ranks worse than the retriever), nor the mining filter or champion policy."""
+    from bgeflow.steps.evaluation.spec import DEFAULT_GATE
+
+    spec = spec_of()
+    assert spec.evaluate.gate == DEFAULT_GATE and spec.evaluate.rerank_top_k == 5
+    assert spec.pipeline_arguments()["evaluate"]["gate"] == DEFAULT_GATE
+    assert spec.mine.max_score_ratio == 0.95 and spec.publish.champion == "if-gate-passed"
+    assert spec_of("--set", "evaluate.gate=''").evaluate.gate == ""  # an explicit value still wins
 
 
 # --------------------------------------------------------------------------- parameters reach the steps unchanged

@@ -48,4 +48,6 @@ def _with_default(line: str, defaults: Mapping[str, Any] | None) -> str:
             return line
         value = value[part]
     head, _, _ = line.rpartition(", default ")
+    if not head:  # an unset-by-default setting the run block sets (mine.max_score_ratio)
+        head, _, _ = line.rpartition(", optional)")
     return f"{head}, default {value!r})" if head else line

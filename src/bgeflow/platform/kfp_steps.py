@@ -9,12 +9,15 @@ CLI flags. Artifacts are duck-typed (``.path``, ``.metadata``): no kfp import he
 from __future__ import annotations
 
 import base64
+import json
 import time
 from typing import Any
 
+from bgeflow.core.errors import ConfigError
 from bgeflow.core.storage import join_uri, open_store
 from bgeflow.platform import run_spec as blocks
 from bgeflow.platform.kfp_io import ArtifactLike, artifact_uri, record, registry_uri, step_output
+from bgeflow.steps.publish.verdict import model_verdict
 
 
 def _block(name: str, value: dict[str, Any] | None) -> Any:
@@ -44,20 +47,22 @@ def ingest_step(*, data: str, settings: dict | None, retriever: dict | None, dat
 
 
 def mine_step(*, dataset: ArtifactLike, settings: dict | None, retriever: dict | None, mined: ArtifactLike,
-              work_uri: str, run_id: str) -> None:
+              work_uri: str, run_id: str, corpus: str = "", reranker: dict | None = None) -> None:
     from bgeflow.steps.mining import mine
 
     started = time.monotonic()
     output = join_uri(step_output(mined, work_uri, run_id, "mine"), "mined.jsonl")
     train = dataset.metadata.get("train") or join_uri(artifact_uri(dataset), "train.jsonl")
-    spec = blocks.mine_spec(_block("mine", settings),
-                            _block("retriever", retriever), inputs=[train], output=output)
+    spec = blocks.mine_spec(_block("mine", settings), _block("retriever", retriever), inputs=[train], output=output,
+                            corpus=[u.strip() for u in corpus.split(",") if u.strip()],
+                            reranker=_block("reranker", reranker))
     result = mine(spec)
     record(mined, result.output, started, pooling=result.report["encoding"]["pooling"])
 
 
 def train_step(*, kind: str, train_data: ArtifactLike, model_settings: dict | None, settings: dict | None,
-               model: ArtifactLike, work_uri: str, run_id: str, task_name: str) -> None:
+               model: ArtifactLike, work_uri: str, run_id: str, task_name: str,
+               dataset: ArtifactLike | None = None) -> None:
     from bgeflow.platform.launcher.train_job import launch_training
 
     started = time.monotonic()
@@ -66,35 +71,59 @@ def train_step(*, kind: str, train_data: ArtifactLike, model_settings: dict | No
     if not block.train:
         record(model, block.model, started, kind=kind, trained=False, base_model=block.model)
         return
+    held_out = dataset is not None and dataset.metadata.get("eval_queries", 1)
     spec = blocks.train_spec(kind, block, train_data=artifact_uri(train_data),
-                             output=step_output(model, work_uri, run_id, f"train-{kind}"))
+                             output=step_output(model, work_uri, run_id, f"train-{kind}"),
+                             validation_data=str(dataset.metadata.get("eval")) if held_out and dataset else None)
     trained = launch_training(spec, backend=training.backend, run_id=run_id, task_name=task_name,
                               nnodes=training.nnodes, nproc_per_node=training.nproc_per_node,
                               timeout=training.timeout_s)
     record(model, trained.model_uri, started, kind=kind, trained=True, base_model=block.model,
            output=trained.output_uri, job=trained.launch.name, adopted=trained.launch.adopted,
-           global_step=trained.summary.get("global_step"))
+           global_step=trained.summary.get("global_step"), validation=trained.summary.get("validation"))
 
 
 def evaluate_step(*, dataset: ArtifactLike, retriever_model: ArtifactLike, reranker_model: ArtifactLike,
                   settings: dict | None, retriever: dict | None, reranker: dict | None, registry: str,
-                  metrics: Any, report: ArtifactLike, evaluation: ArtifactLike, work_uri: str, run_id: str) -> bool:
+                  metrics: Any, report: ArtifactLike, evaluation: ArtifactLike, work_uri: str, run_id: str,
+                  eval_data: str = "") -> bool:
+    """Score the run's eval set (its own ``eval_data``, else ingest's split) and apply the gate there;
+    with both, ingest's split is scored too, under ``ingest-split/`` (reported, not gated).
+
+    Raises:
+        ConfigError: neither an eval set of the run's nor any held-out query from ingest.
+    """
     from bgeflow.steps.evaluation import evaluate
 
     started = time.monotonic()
     output = step_output(evaluation, work_uri, run_id, "evaluate")
     with_reranker = bool(reranker_model.metadata.get("trained", True))
+    split = str(dataset.metadata.get("eval")) if dataset.metadata.get("eval_queries", 1) else ""
+    if not eval_data and not split:
+        raise ConfigError("nothing to evaluate on: ingest held out no query (ingest.eval_fraction 0) and the run "
+                          "names no eval_data")
+    block, models = _block("evaluate", settings), {
+        "retriever": _block("retriever", retriever), "reranker": _block("reranker", reranker),
+        "finetuned_retriever": artifact_uri(retriever_model),
+        "finetuned_reranker": artifact_uri(reranker_model) if with_reranker else None}
     spec = blocks.evaluate_spec(
-        _block("evaluate", settings), _block("retriever", retriever),
-        _block("reranker", reranker), eval_data=str(dataset.metadata.get("eval")),
-        output=output, finetuned_retriever=artifact_uri(retriever_model),
-        finetuned_reranker=artifact_uri(reranker_model) if with_reranker else None,
+        block, models["retriever"], models["reranker"], eval_data=eval_data or split, output=output,
+        finetuned_retriever=models["finetuned_retriever"], finetuned_reranker=models["finetuned_reranker"],
         registry=registry_uri(registry, work_uri))  # the champion lives there, if one was published
     result = evaluate(spec)
     for column, values in result.metrics["metrics"].items():
         for name, value in values.items():
             metrics.log_metric(f"{column}.{name}", value)
     metrics.log_metric("gate_passed", float(result.gate_passed))
+    beside = None
+    if eval_data and split:  # ingest's split as well: reported, never gated, no champion fetched
+        beside = evaluate(blocks.evaluate_spec(
+            block.model_copy(update={"gate": ""}), models["retriever"], models["reranker"], eval_data=split,
+            output=join_uri(output, "ingest-split"), finetuned_retriever=models["finetuned_retriever"],
+            finetuned_reranker=models["finetuned_reranker"], registry=""))
+        for column, values in beside.metrics["metrics"].items():
+            for name, value in values.items():
+                metrics.log_metric(f"ingest-split.{column}.{name}", value)
     store = open_store(output)
     text = store.read_text("report.md")
     if store.exists("deltas.png"):  # inline the plot: the UI shows this artifact alone, not its directory
@@ -102,7 +131,8 @@ def evaluate_step(*, dataset: ArtifactLike, retriever_model: ArtifactLike, reran
         text = text.replace("(deltas.png)", f"(data:image/png;base64,{png})")
     with open(report.path, "w", encoding="utf-8") as fh:
         fh.write(text)
-    record(evaluation, output, started, gate_passed=result.gate_passed, metrics=result.outputs.get("metrics"))
+    record(evaluation, output, started, gate_passed=result.gate_passed, metrics=result.outputs.get("metrics"),
+           eval_set=eval_data or split, split_metrics=beside.outputs.get("metrics") if beside else None)
     return result.gate_passed
 
 
@@ -114,6 +144,11 @@ def publish_step(*, model: ArtifactLike, evaluation: ArtifactLike, dataset: Arti
     started = time.monotonic()
     if not model.metadata.get("trained", True):
         record(published, "", started, skipped="not trained in this run")
+        return ""
+    metrics_uri = str(evaluation.metadata.get("metrics") or "")
+    passed, reasons = model_verdict(json.loads(open_store(metrics_uri).read_text()) if metrics_uri else None, kind)
+    if passed is False:  # the model's own gate rules failed: it never reaches the registry
+        record(published, "", started, skipped="its gate rules failed: " + "; ".join(reasons))
         return ""
     block = _block(kind, model_settings)
     spec = blocks.publish_spec(

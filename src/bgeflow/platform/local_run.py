@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bgeflow.core.errors import DataError, NotFoundError, StepFailed
+from bgeflow.core.errors import ConfigError, DataError, NotFoundError, StepFailed
 from bgeflow.core.storage import open_store
 from bgeflow.platform.run_spec import LocalRunSpec
 
@@ -92,13 +92,24 @@ def preflight(config: LocalRunSpec) -> Path:
     from bgeflow.steps.training.pod import resolved_options
 
     pipeline = find_pipeline(config.pipeline)
-    check_reachable([*config.data, config.registry, config.retriever.model, config.reranker.model])
+    check_reachable([*config.data, *config.corpus, config.eval_data, config.registry, config.retriever.model,
+                     config.reranker.model])
     sources = resolve_sources(config.data)
     if not any(s.size for s in sources):
         raise DataError(f"data {', '.join(config.data)}: every file is empty")
+    if config.corpus and not any(s.size for s in resolve_sources(config.corpus)):
+        raise DataError(f"corpus {', '.join(config.corpus)}: every file is empty")
+    if config.eval_data:  # read whole now: a bad line fails here, not after training
+        from bgeflow.steps.evaluation.evalset import load_eval_set, resolve_eval_uris
+
+        load_eval_set(resolve_eval_uris(config.eval_data, None, None, None))
+    elif config.ingest.eval_fraction == 0:
+        raise ConfigError("ingest.eval_fraction 0 holds no query out and the run names no eval_data: nothing to "
+                          "evaluate the models on")
     scratch = tempfile.gettempdir()
     blocks.ingest_spec(config.ingest, config.retriever, inputs=config.data, output=scratch)
-    blocks.mine_spec(config.mine, config.retriever, inputs=config.data, output=f"{scratch}/mined.jsonl")
+    blocks.mine_spec(config.mine, config.retriever, inputs=config.data, output=f"{scratch}/mined.jsonl",
+                     corpus=config.corpus, reranker=config.reranker)
     _check_model(config.retriever.model, {"retriever.query_max_len": config.retriever.query_max_len,
                                           "retriever.passage_max_len": config.retriever.passage_max_len})
     _check_model(config.reranker.model, {"reranker.max_len": config.reranker.max_len})
@@ -203,6 +214,10 @@ class RunSummary:
     metrics: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
     published: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: model kind → why it was not published (its gate rules failed, or it was not trained)
+    skipped: dict[str, str] = field(default_factory=dict)
+    eval_set: str = ""  # where the gate's metrics come from
+    split_metrics: dict[str, Any] = field(default_factory=dict)  # ingest's split, scored beside eval_data
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -253,8 +268,14 @@ def collect(root: Path, seconds: float) -> RunSummary:
             document = json.loads(open_store(meta["evaluation"]["metrics"]).read_text())
             summary.metrics = document.get("metrics", {})
             summary.gate = document.get("gate", {})
+            summary.eval_set = str(meta["evaluation"].get("eval_set") or "")
+            if meta["evaluation"].get("split_metrics"):
+                split = json.loads(open_store(meta["evaluation"]["split_metrics"]).read_text())
+                summary.split_metrics = split.get("metrics", {})
         if "published" in meta and meta["published"].get("version"):
             summary.published[step.split()[-1]] = meta["published"]
+        elif "published" in meta and meta["published"].get("skipped"):
+            summary.skipped[step.split()[-1]] = str(meta["published"]["skipped"])
     return summary
 
 
@@ -269,23 +290,45 @@ def format_summary(summary: RunSummary) -> str:
     for kind, meta in summary.models.items():
         where = meta.get("uri") if meta.get("trained") else f"{meta.get('uri')} (not trained in this run)"
         lines.append(f"  {kind:<10} {meta.get('base_model')} → {where}")
+        curve = (meta.get("validation") or {}).get("curve") or []
+        if curve:  # validation during training: the curve, and the step whose weights were kept
+            name = meta["validation"]["metric"]
+            lines.append(f"  {'':<10} validation {name} by step: " + ", ".join(
+                f"{p['step']}: {p[name]:.4f}" for p in curve) + f" (kept step {meta['validation']['kept_step']})")
         if kind in summary.published:
             pub = summary.published[kind]
             lines.append(f"  {'':<10} published {pub.get('uri')}" + (" (champion)" if pub.get("champion") else ""))
+        elif kind in summary.skipped and meta.get("trained"):
+            lines.append(f"  {'':<10} NOT published: {summary.skipped[kind]}")
     base, tuned = summary.metrics.get("base", {}), summary.metrics.get("finetuned", {})
+    unranked = summary.metrics.get("retriever", {})  # the retriever's own order of the reranked candidates
     if tuned:
-        lines += ["", f"  {'metric':<18}{'base':>10}{'fine-tuned':>12}{'delta':>10}"]
+        extra = f"{'not reranked':>14}" if unranked else ""
+        lines += ["", f"  {'metric':<18}{'base':>10}{'fine-tuned':>12}{'delta':>10}{extra}"]
         for name, value in tuned.items():
             before = base.get(name)
             delta = f"{value - before:+.4f}" if before is not None else ""
             shown = f"{before:.4f}" if before is not None else "-"
-            lines.append(f"  {name:<18}{shown:>10}{value:>12.4f}{delta:>10}")
+            plain = f"{unranked[name]:>14.4f}" if name in unranked else ""
+            lines.append(f"  {name:<18}{shown:>10}{value:>12.4f}{delta:>10}{plain}")
+    if summary.split_metrics:
+        base_split, tuned_split = summary.split_metrics.get("base", {}), summary.split_metrics.get("finetuned", {})
+        lines += ["", f"  metrics above: your eval set {summary.eval_set}; ingest's held-out split (not gated): "
+                      + ", ".join(f"{name} {tuned_split[name]:.4f} (base {base_split.get(name, float('nan')):.4f})"
+                                  for name in ("ndcg@10", "rerank.ndcg@10") if name in tuned_split)]
     if summary.gate:
         verdict = "PASSED" if summary.gate.get("passed") else "FAILED"
         lines += ["", f"  gate {summary.gate.get('expression') or '(no rules)'}: {verdict}"]
-        lines += [f"    {rule.get('reason')}" for rule in summary.gate.get("rules", [])]
-        if not summary.gate.get("passed"):
-            lines.append("    nothing was published")
+        rules = {rule.get("rule"): rule for rule in summary.gate.get("rules", [])}
+        for kind, own in (summary.gate.get("models") or {}).items():
+            if not own.get("rules"):
+                continue
+            outcome = "passed" if own.get("passed") else (
+                "FAILED, not published" if kind not in summary.published else "FAILED")
+            lines.append(f"    {kind}: {outcome}")
+            lines += [f"      {rules[name].get('reason')}" for name in own["rules"] if name in rules]
+        if not summary.gate.get("models"):  # a verdict from before per-model rules
+            lines += [f"    {rule.get('reason')}" for rule in summary.gate.get("rules", [])]
     if summary.steps:
         order = list(STEP_NAMES.values())
         steps = sorted(summary.steps.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))

@@ -12,15 +12,17 @@ pre-flight and the direct-mode Jobs call them, so a block means the same thing e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from bgeflow.core.errors import ConfigError
-from bgeflow.core.spec import KeyPath, Spec, UriList, nested, setting
+from bgeflow.core.spec import KeyPath, Spec, UriList, deep_merge, nested, setting
 from bgeflow.core.storage import SAFE_NAME_PATTERN
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
+from bgeflow.steps.evaluation.gate import without_reranker
 from bgeflow.steps.evaluation.spec import DEFAULT_GATE, EvaluateSettings, EvaluateSpec
 from bgeflow.steps.ingest.spec import IngestSettings, IngestSpec
 from bgeflow.steps.mining.spec import MineSettings, MineSpec
@@ -28,6 +30,9 @@ from bgeflow.steps.publish.spec import PublishSettings, PublishSpec
 from bgeflow.steps.training.spec import RunnerSettings, TrainSpec
 
 LauncherBackend = Literal["kubernetes", "local"]
+#: A run drops mined candidates scoring above this share of the query's positive (NV-Retriever's TopK-PercPos):
+#: likely false negatives. bench/quality.py measures what it buys against the same recipe without it.
+RUN_MAX_SCORE_RATIO = 0.95
 EXAMPLE_DATA = str(Path(__file__).resolve().parents[1] / "examples" / "train.jsonl.gz")
 #: Overlay of ``bgeflow run``'s defaults: the example data on a 2-core CPU in minutes.
 CPU_PROFILE = Path(__file__).resolve().parents[1] / "examples" / "cpu-run.yaml"
@@ -44,6 +49,11 @@ class RetrieverRun(EncodingSettings, RunnerSettings):
                          min_length=1)
     name: str = setting("bge-retriever", "its name in the registry", pattern=SAFE_NAME_PATTERN)
     train: bool = setting(True, "fine-tune it (false: evaluate and rerank with the base model)")
+    distill: bool = setting(False, "knowledge distillation: mining scores every mined pair with a teacher "
+                            "cross-encoder (mine.teacher.model, else the run's base reranker, reranker.model) and "
+                            "the retriever trains on those scores (FlagEmbedding's knowledge_distillation)")
+    validation_steps: int = setting(0, "score ingest's held-out split every N training steps (nDCG, recall, ...), "
+                                    "export the best step's weights and plot the curve; 0: off", ge=0)
     hyperparameters: dict[str, Any] = setting(
         default_factory=dict, help="FlagEmbedding/TrainingArguments options over the seed recipe (learning_rate, "
         "num_train_epochs, train_group_size, temperature, fp16, ...); the token limits, instruction and "
@@ -86,18 +96,42 @@ class RunSpec(Spec):
 
     data: UriList = setting(help="raw training JSONL: files or prefixes (s3:// or local), comma-separated",
                             metavar="URI", min_length=1)
+    corpus: UriList = setting(default_factory=list, help="your corpus, the pool hard negatives are mined from: "
+                              "JSONL files or prefixes with a 'text' field per line (FlagEmbedding's candidate_pool), "
+                              "comma-separated; empty: every pos and neg text of the training data", metavar="URI")
+    eval_data: str = setting("", "your own held-out eval set: a folder or prefix with corpus.jsonl and queries.jsonl "
+                             "(bgeflow's {id, text} / {id, text, relevant}, or BEIR's layout: corpus.jsonl with "
+                             "_id/title/text, queries.jsonl with _id/text, qrels/test.tsv); the gate judges on it. "
+                             "ingest's split is still scored beside it while ingest.eval_fraction > 0; set that to 0 "
+                             "to train on every record instead", metavar="URI")
     work_uri: str = setting("", "s3://bucket/prefix under which every step writes (needed on a cluster: the "
                             "training pods write there); empty: the steps' local artifact folders", metavar="URI")
     registry: str = setting("", "registry root (s3:// or a folder); empty: <work_uri>/registry", metavar="URI")
     retriever: RetrieverRun = nested(RetrieverRun, "the retriever", prefix="retriever-")
     reranker: RerankerRun = nested(RerankerRun, "the reranker", prefix="reranker-")
     ingest: IngestSettings = nested(IngestSettings, "ingest", prefix="ingest-")
-    mine: MineSettings = nested(MineSettings, "hard-negative mining", prefix="mine-")
+    mine: MineSettings = nested(MineSettings, "hard-negative mining", prefix="mine-",
+                                default_factory=lambda: MineSettings(max_score_ratio=RUN_MAX_SCORE_RATIO))
     training: TrainingSettings = nested(TrainingSettings, "training jobs", prefix="training-")
     evaluate: EvaluateSettings = nested(EvaluateSettings, "evaluation and the quality gate", prefix="evaluate-",
                                         default_factory=lambda: EvaluateSettings(gate=DEFAULT_GATE))
     publish: PublishSettings = nested(PublishSettings, "publishing", prefix="publish-",
                                       default_factory=lambda: PublishSettings(champion="if-gate-passed"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_blocks_keep_the_run_defaults(cls, data: Any) -> Any:
+        """A partial block merges over the run's default of that block (the gate, the champion policy, the
+        mining filter), not over the step's bare defaults: ``evaluate: {rerank_top_k: 5}`` keeps the gate."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for name, info in cls.model_fields.items():
+            if isinstance(out.get(name), Mapping) and info.default_factory is not None:
+                default = info.get_default(call_default_factory=True)
+                if isinstance(default, Spec):
+                    out[name] = deep_merge(default.model_dump(mode="json", exclude_defaults=True), out[name])
+        return out
 
     def blocks(self) -> dict[str, Any]:
         """Every top-level key, JSON-ready: the pipeline's run arguments.
@@ -106,6 +140,7 @@ class RunSpec(Spec):
         """
         document = self.model_dump(mode="json", exclude_none=True)
         document["data"] = ",".join(self.data)
+        document["corpus"] = ",".join(self.corpus)
         return document
 
 
@@ -150,10 +185,22 @@ def _encoding(retriever: RetrieverRun) -> dict[str, Any]:
     return {name: getattr(retriever, name) for name in EncodingSettings.model_fields}
 
 
-def mine_spec(mine: MineSettings, retriever: RetrieverRun, *, inputs: list[str], output: str) -> MineSpec:
-    """The mining step of a run: the base retriever, encoding as the run's retriever block says."""
-    return MineSpec.build(mine.to_dict(), {"model": retriever.model, "inputs": inputs, "output": output,
-                                           "encoding": _encoding(retriever)}, where="mine")
+def mine_spec(mine: MineSettings, retriever: RetrieverRun, *, inputs: list[str], output: str,
+              corpus: list[str] | None = None, reranker: RerankerRun | None = None) -> MineSpec:
+    """The mining step of a run: the base retriever, encoding as the run's retriever block says, negatives
+    drawn from ``corpus`` when the run names one (else from the training data's own texts). A distilled
+    retriever needs teacher scores: the teacher is ``mine.teacher.model``, else the run's base reranker.
+
+    Raises:
+        ConfigError: ``retriever.distill`` with neither a teacher nor a reranker block to take one from.
+    """
+    document: dict[str, Any] = {"model": retriever.model, "inputs": inputs, "output": output,
+                                "encoding": _encoding(retriever), "candidate_pool": corpus or None}
+    if retriever.distill and not mine.teacher.model:
+        if reranker is None:
+            raise ConfigError("retriever.distill needs a teacher: set mine.teacher.model")
+        document["teacher"] = {"model": reranker.model, "max_len": reranker.max_len}
+    return MineSpec.build(mine.to_dict(), document, where="mine")
 
 
 #: Options of a run's model block that are runner hyperparameters too (block name → runner name).
@@ -162,8 +209,10 @@ _SHARED = {"retriever": {"query_max_len": "query_max_len", "passage_max_len": "p
            "reranker": {"max_len": "max_len"}}
 
 
-def train_spec(kind: str, block: RetrieverRun | RerankerRun, *, train_data: str, output: str) -> TrainSpec:
-    """The training job of a run's model block.
+def train_spec(kind: str, block: RetrieverRun | RerankerRun, *, train_data: str, output: str,
+               validation_data: str | None = None) -> TrainSpec:
+    """The training job of a run's model block (``validation_data``: the eval set scored during training
+    when the block asks for ``validation_steps``).
 
     Raises:
         ConfigError: ``hyperparameters`` repeats an option the block declares itself (it drives
@@ -178,18 +227,30 @@ def train_spec(kind: str, block: RetrieverRun | RerankerRun, *, train_data: str,
         fix = [f"{kind}.{names[c]}" for c in clash] + [f"training.{s}" for s in shape]
         raise ConfigError(f"{kind}.hyperparameters: {', '.join(clash + shape)} have their own settings: "
                           f"set {', '.join(fix)} instead")
+    hyperparameters = dict(block.hyperparameters)
+    if isinstance(block, RetrieverRun) and block.distill:  # the mined pairs carry the teacher's scores
+        hyperparameters.setdefault("knowledge_distillation", True)
     document: dict[str, Any] = {"kind": kind, "model": block.model, "runner": block.runner, "train_data": train_data,
-                                "output": output, **block.hyperparameters, "hyperparameters": shared}
+                                "output": output, **hyperparameters, "hyperparameters": shared}
     if isinstance(block, RetrieverRun):
         document["pooling"] = block.pooling
+        if block.validation_steps and validation_data:
+            document["validation"] = {"eval_data": validation_data, "steps": block.validation_steps}
     return TrainSpec.build(document, where=f"{kind}")
 
 
 def evaluate_spec(evaluate: EvaluateSettings, retriever: RetrieverRun, reranker: RerankerRun, *, eval_data: str,
                   output: str, finetuned_retriever: str, finetuned_reranker: str | None, registry: str) -> EvaluateSpec:
-    """The evaluation step of a run: base vs fine-tuned (vs the registry's champions)."""
+    """The evaluation step of a run: base vs fine-tuned (vs the registry's champions).
+
+    Without a reranker to evaluate, the gate's ``rerank.`` rules (the default gate has one) do not apply:
+    they judge a model this run does not produce.
+    """
+    settings = evaluate.to_dict()
+    if not finetuned_reranker:
+        settings["gate"] = without_reranker(evaluate.gate)
     document: dict[str, Any] = {
-        **evaluate.to_dict(), "output": output, "eval_data": eval_data, "retriever": finetuned_retriever,
+        **settings, "output": output, "eval_data": eval_data, "retriever": finetuned_retriever,
         "base_retriever": retriever.model, "encoding": {**_encoding(retriever)},
         "rerank": {"max_len": reranker.max_len, "batch_size": reranker.batch_size},
     }

@@ -3,7 +3,8 @@
 Accepted inputs:
 
 - ``eval_data``: a directory or prefix with ``corpus.jsonl`` and ``queries.jsonl`` (ingest's
-  ``eval/``; ``.jsonl.gz`` works too), optionally ``qrels.tsv`` / ``qrels.jsonl``;
+  ``eval/``; ``.jsonl.gz`` works too), optionally ``qrels.tsv`` / ``qrels.jsonl``, or BEIR's
+  ``qrels/test.tsv`` (else ``qrels/dev.tsv``, else the folder's only file);
 - or explicit ``corpus`` and ``queries`` URIs, plus optional ``qrels``.
 
 Corpus lines are ``{"id", "text"}`` (BEIR's ``{"_id", "title", "text"}`` also works; a title is
@@ -57,6 +58,24 @@ def _find(directory: str, stem: str, suffixes: tuple[str, ...], required: bool) 
     return None
 
 
+def _beir_qrels(directory: str) -> str | None:
+    """BEIR's ``qrels/<split>.tsv``: ``test``, else ``dev``, else the folder's only file.
+
+    Raises:
+        ConfigError: several splits and none is ``test`` or ``dev`` (name one with ``qrels``).
+    """
+    folder = join_uri(directory, "qrels")
+    store = open_store(folder)
+    names = sorted(info.key for info in store.list(QRELS_SUFFIXES) if "/" not in info.key)
+    for split in ("test", "dev"):
+        for name in names:
+            if name.split(".", 1)[0] == split:
+                return join_uri(folder, name)
+    if len(names) > 1:
+        raise ConfigError(f"eval data {directory}: qrels/ holds {', '.join(names)}; name the split's file with qrels")
+    return join_uri(folder, names[0]) if names else None
+
+
 def _require(uri: str, what: str) -> None:
     store = open_store(uri)
     if store.stat("") is None and not store.list():
@@ -72,7 +91,7 @@ def resolve_eval_uris(
         _require(eval_data, "--eval-data")
         uris["corpus"] = _find(eval_data, "corpus", DATA_SUFFIXES, True)  # type: ignore[assignment]
         uris["queries"] = _find(eval_data, "queries", DATA_SUFFIXES, True)  # type: ignore[assignment]
-        found_qrels = _find(eval_data, "qrels", QRELS_SUFFIXES, False)
+        found_qrels = _find(eval_data, "qrels", QRELS_SUFFIXES, False) or _beir_qrels(eval_data)
         if found_qrels:
             uris["qrels"] = found_qrels
     if corpus:

@@ -18,7 +18,9 @@ means the others are complete, ``metrics.json``::
      "gate": {...}, "eval_set": {...}, "rerank_top_k": k, "seconds": {...}, "bgeflow_version": ...}
 
 Columns are ``base``, ``finetuned`` and ``champion``; reranker metrics sit in the same columns
-prefixed ``rerank.`` (``rerank.ndcg@10``), so one gate expression covers both.
+prefixed ``rerank.`` (``rerank.ndcg@10``), so one gate expression covers both. With a reranker, the
+column ``retriever`` holds the fine-tuned retriever's own order of the candidates the rerankers
+reorder, under the ``rerank.`` names: what the gate's ``retriever`` reference compares with.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from bgeflow.core.weights import require_safetensors
 from bgeflow.data.records import query_prompt
 from bgeflow.steps.evaluation import families
 from bgeflow.steps.evaluation.evalset import EvalSet, load_eval_set, resolve_eval_uris
-from bgeflow.steps.evaluation.gate import RERANK_PREFIX, check_gate
+from bgeflow.steps.evaluation.gate import RERANK_PREFIX, RETRIEVER_REFERENCE, check_gate
 from bgeflow.steps.evaluation.metrics import compute_metrics, parse_metric
 from bgeflow.steps.evaluation.spec import EvaluateSpec
 
@@ -262,8 +264,11 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
                     log.warning("base reranker %s: %s", model.ref, reason)
                     continue
                 columns.setdefault(model.column, {}).update(run.rerank(model, candidates))
+            # Not reranking at all: the retriever's order of the same candidates, the same queries.
+            columns[RETRIEVER_REFERENCE] = {RERANK_PREFIX + m: v for m, v in compute_metrics(
+                run.rankings(candidates), evalset.qrels, run.metric_names).items()}
 
-        ordered = {c: columns[c] for c in COLUMNS if c in columns}
+        ordered = {c: columns[c] for c in (*COLUMNS, RETRIEVER_REFERENCE) if c in columns}
         gate = check_gate(config.rules, ordered, config.gate)
         run.seconds["total"] = round(time.monotonic() - started, 3)
         document: dict[str, Any] = {

@@ -6,18 +6,24 @@ Grammar (whitespace anywhere between tokens is ignored)::
     rule      := METRIC OP REFERENCE
     METRIC    := ["rerank."] NAME "@" K        NAME: ndcg | mrr | recall | map;  K: a positive integer
     OP        := ">=" | ">" | "<=" | "<"
-    REFERENCE := NUMBER | ("base" | "champion") [ ("+" | "-") NUMBER ]
+    REFERENCE := NUMBER | ("base" | "champion" | "retriever") [ ("+" | "-") NUMBER ]
 
 Examples: ``ndcg@10>=base+0.01``, ``recall@100 >= champion-0.005; rerank.ndcg@10 > base``,
-``mrr@10 >= 0.3``.
+``mrr@10 >= 0.3``, ``rerank.ndcg@10 >= retriever``.
 
 The left side is always the fine-tuned model's value (``rerank.`` metrics: the fine-tuned
 reranker's, on the fine-tuned retriever's candidates). ``base`` is the base model's value of the
-same metric, ``champion`` the currently published champion's. A rule against ``champion`` passes
-when no champion exists, and its reason says so. Comparisons allow 1e-9 of floating-point slack.
+same metric, ``champion`` the currently published champion's. ``retriever`` (``rerank.`` metrics
+only) is the fine-tuned retriever's own order of the very candidates the reranker reorders: the
+same queries, the same top ``rerank_top_k``, no reranking; ``rerank.ndcg@10 >= retriever`` says
+"reranking must not make the ranking worse". A rule against ``champion`` passes when no champion
+exists, and its reason says so. Comparisons allow 1e-9 of floating-point slack.
 
-The verdict is ``{"passed", "expression", "rules": [{"rule", "passed", "value", "reference",
-"reason"}]}``; ``passed`` is true when every rule passes (and when there are no rules).
+Each rule belongs to one model: ``rerank.`` rules to the reranker, the others to the retriever,
+and each model is published only when its own rules pass. The verdict is ``{"passed",
+"expression", "rules": [{"rule", "model", "passed", "value", "reference", "reason"}], "models":
+{"retriever": {"passed", "rules"}, "reranker": {"passed", "rules"}}}``; ``passed`` is true when
+every rule passes (and when there are no rules), a model's when each of its rules does.
 """
 
 from __future__ import annotations
@@ -31,8 +37,11 @@ from bgeflow.core.errors import ConfigError
 from bgeflow.steps.evaluation.metrics import parse_metric
 
 RERANK_PREFIX = "rerank."
-REFERENCES = ("base", "champion")
+REFERENCES = ("base", "champion", "retriever")
+#: The column holding the fine-tuned retriever's own order of the reranked candidates (``rerank.`` names).
+RETRIEVER_REFERENCE = "retriever"
 CANDIDATE = "finetuned"
+MODELS = ("retriever", "reranker")
 _EPSILON = 1e-9
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": lambda a, b: a >= b - _EPSILON,
@@ -44,7 +53,7 @@ _TOKENS = {
     "metric": re.compile(r"\s*((?:rerank\.)?[a-z_]+@\d+)", re.IGNORECASE),
     "op": re.compile(r"\s*(>=|<=|>|<)"),
     "number": re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)", re.IGNORECASE),
-    "name": re.compile(r"\s*(base|champion)\b", re.IGNORECASE),
+    "name": re.compile(r"\s*(base|champion|retriever)\b", re.IGNORECASE),
     "offset": re.compile(r"\s*([+-])\s*((?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)", re.IGNORECASE),
     "separator": re.compile(r"\s*([,;])"),
     "end": re.compile(r"\s*$"),
@@ -63,10 +72,16 @@ class GateRule:
     def is_rerank(self) -> bool:
         return self.metric.startswith(RERANK_PREFIX)
 
+    @property
+    def model(self) -> str:
+        """The model this rule judges: ``reranker`` for ``rerank.`` metrics, else ``retriever``."""
+        return "reranker" if self.is_rerank else "retriever"
+
     def check(self, columns: Mapping[str, Mapping[str, float] | None]) -> dict[str, Any]:
         """This rule's verdict on ``columns`` (``base``/``finetuned``/``champion`` → metric → value)."""
         candidate = (columns.get(CANDIDATE) or {}).get(self.metric)
-        out: dict[str, Any] = {"rule": self.text, "passed": False, "value": candidate, "reference": None}
+        out: dict[str, Any] = {"rule": self.text, "model": self.model, "passed": False, "value": candidate,
+                               "reference": None}
         if candidate is None:
             out["reason"] = f"{self.metric} was not computed for the fine-tuned model"
             return out
@@ -78,6 +93,8 @@ class GateRule:
             if column is None:
                 if self.reference == "champion":
                     out.update(passed=True, reason="no champion is published; rule not applied")
+                elif self.reference == RETRIEVER_REFERENCE:
+                    out["reason"] = "the retriever's own ranking of the reranked candidates was not computed"
                 else:
                     out["reason"] = "no base model was evaluated"
                 return out
@@ -141,10 +158,13 @@ def parse_gate(text: str | None) -> list[GateRule]:
                 offset = float(offset_match.group(2)) * (-1 if offset_match.group(1) == "-" else 1)
                 pos = offset_match.end()
         else:
-            number_match = _expect("number", text, pos, index, start, "a number, 'base' or 'champion'")
+            number_match = _expect("number", text, pos, index, start, "a number, 'base', 'champion' or 'retriever'")
             reference = None
             offset = float(number_match.group(1))
             pos = number_match.end()
+        if reference == RETRIEVER_REFERENCE and not metric.startswith(RERANK_PREFIX):
+            raise ConfigError(f"gate rule {index} ({_rule_text(text, start)!r}) of {text!r}: 'retriever' compares a "
+                              f"reranker with the retriever's own ranking: use it with rerank.{metric}")
         rules.append(GateRule(text[start:pos].strip(), metric, op, reference, offset))
         if _TOKENS["end"].match(text, pos):
             break
@@ -153,6 +173,14 @@ def parse_gate(text: str | None) -> list[GateRule]:
 
 
 def check_gate(rules: list[GateRule], columns: Mapping[str, Mapping[str, float] | None], expression: str = "") -> dict[str, Any]:
-    """The verdict of every rule on ``columns``; passed when all pass."""
+    """The verdict of every rule on ``columns``; passed when all pass, each model when its own rules do."""
     verdicts = [rule.check(columns) for rule in rules]
-    return {"passed": all(v["passed"] for v in verdicts), "expression": expression, "rules": verdicts}
+    models = {model: {"passed": all(v["passed"] for v in verdicts if v["model"] == model),
+                      "rules": [v["rule"] for v in verdicts if v["model"] == model]} for model in MODELS}
+    return {"passed": all(v["passed"] for v in verdicts), "expression": expression, "rules": verdicts,
+            "models": models}
+
+
+def without_reranker(expression: str) -> str:
+    """``expression`` less its ``rerank.`` rules: the gate of a run that evaluates no reranker."""
+    return ", ".join(rule.text for rule in parse_gate(expression) if not rule.is_rerank)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-_LABELS = {"base": "base", "finetuned": "fine-tuned", "champion": "champion"}
+_LABELS = {"base": "base", "finetuned": "fine-tuned", "champion": "champion", "retriever": "not reranked"}
+_SHOWN = ("base", "finetuned", "champion", "retriever")
 
 
 def _metric_rows(columns: dict[str, dict[str, float]]) -> list[str]:
@@ -35,7 +36,7 @@ def metrics_table(document: dict[str, Any]) -> str:
         return "No metrics.\n"
     tuned = columns.get("finetuned", {})
     header = ["metric"]
-    for column in ("base", "finetuned", "champion"):
+    for column in _SHOWN:
         if column in columns:
             header.append(_LABELS[column])
     for reference in ("base", "champion"):
@@ -44,7 +45,7 @@ def metrics_table(document: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for metric in _metric_rows(columns):
         cells = [f"`{metric}`"]
-        cells += [_fmt(columns[c].get(metric)) for c in ("base", "finetuned", "champion") if c in columns]
+        cells += [_fmt(columns[c].get(metric)) for c in _SHOWN if c in columns]
         for reference in ("base", "champion"):
             if reference in columns and "finetuned" in columns:
                 other = columns[reference].get(metric)
@@ -81,7 +82,8 @@ def render_report(document: dict[str, Any]) -> str:
     lines += ["", "## Metrics", ""]
     if document.get("rerank_top_k"):
         lines += [f"`rerank.*`: the rerankers reorder the fine-tuned retriever's top {document['rerank_top_k']} "
-                  "candidates; relevant documents outside them count as not retrieved.", ""]
+                  "candidates; relevant documents outside them count as not retrieved. *not reranked*: the "
+                  "retriever's own order of those candidates.", ""]
     lines += [metrics_table(document), "## Quality gate", ""]
     lines += gate_lines(document.get("gate", {}))
     lines += ["", "![metric deltas](deltas.png)", ""]

@@ -10,8 +10,9 @@ from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
 from bgeflow.steps.evaluation.gate import RERANK_PREFIX, GateRule, parse_gate
 from bgeflow.steps.evaluation.metrics import DEFAULT_METRICS
 
-#: The gate a pipeline run applies unless told otherwise: the fine-tuned retriever beats its base.
-DEFAULT_GATE = "ndcg@10>=base+0.01"
+#: The gate a pipeline run applies unless told otherwise: the fine-tuned retriever beats its base, and
+#: reranking its candidates with the fine-tuned reranker does not rank worse than the retriever alone.
+DEFAULT_GATE = "ndcg@10>=base+0.01, rerank.ndcg@10>=retriever"
 
 
 class EvaluateSettings(Spec):

@@ -129,7 +129,8 @@ def mine(config: MineSpec) -> MineResult:
         choice = choose(
             found.ids[q], found.scores[q], window=config.window, excluded=excluded[excluded >= 0],
             reference_score=min(pos_scores) if pos_scores else None, filters=config.filters,
-            number=config.negative_number, pool_size=len(pool), rng=random.Random(f"{config.seed}:{i}"),
+            number=config.negative_number * (2 if config.denoise_margin is not None else 1),  # the teacher drops some
+            pool_size=len(pool), rng=random.Random(f"{config.seed}:{i}"),
         )
         removed.update(choice.removed)
         neg_scores_all.extend(choice.scores)
@@ -140,9 +141,10 @@ def mine(config: MineSpec) -> MineResult:
         record.neg_scores = None  # the input's neg_scores described other negatives
     timings["select_s"] = time.monotonic() - clock
 
+    denoised = None
     if config.teacher.model:
         clock = time.monotonic()
-        _teacher_scores(records, config)
+        denoised = _teacher_scores(records, config)
         timings["teacher_s"] = time.monotonic() - clock
 
     clock = time.monotonic()
@@ -172,6 +174,7 @@ def mine(config: MineSpec) -> MineResult:
                      "dim": encoder.dim, "dtype": config.embedding_dtype, "chunk_size": config.chunk_size,
                      "device": encoder.device, "work_dir": str(work_dir)},
         "teacher_reranker": config.teacher.model,
+        "denoise": None if denoised is None else {"margin": config.denoise_margin, "dropped": denoised},
         "seed": config.seed,
         "inputs": config.inputs,
         "output": config.output,
@@ -233,18 +236,24 @@ def _positive_scores(
     return out
 
 
-def _teacher_scores(records: list[TrainRecord], config: MineSpec) -> None:
+def _teacher_scores(records: list[TrainRecord], config: MineSpec) -> int | None:
+    """Teacher scores into ``pos_scores``/``neg_scores``; with ``denoise_margin``, the negatives it judges
+    relevant dropped first (returns how many; None without denoising)."""
     from bgeflow.retrieval.encoder import CrossEncoderScorer
+    from bgeflow.steps.mining.denoise import keep_true_negatives
 
     scorer = CrossEncoderScorer(config.teacher.model or "", config.teacher, device=config.encoding.device)
     pairs = [(r.query, text) for r in records for text in (*r.pos, *r.neg)]
     scores = scorer.score(pairs).tolist()
+    if config.denoise_margin is not None:
+        return keep_true_negatives(records, scores, margin=config.denoise_margin, number=config.negative_number)
     at = 0
     for record in records:
         record.pos_scores = scores[at : at + len(record.pos)]
         at += len(record.pos)
         record.neg_scores = scores[at : at + len(record.neg)]
         at += len(record.neg)
+    return None
 
 
 def _write_output(records: list[TrainRecord], output: str) -> None:

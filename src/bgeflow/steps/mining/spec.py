@@ -64,6 +64,9 @@ class MineSettings(Spec):
     max_score: float | None = setting(None, "drop candidates scoring above this")
     min_score: float | None = setting(None, "drop candidates scoring below this")
     teacher: TeacherSettings = nested(TeacherSettings, prefix="teacher-")
+    denoise_margin: float | None = setting(None, "with a teacher: sample twice the negatives, drop those the teacher "
+                                           "scores at least its lowest positive score minus M (likely false "
+                                           "negatives), keep negative_number of the rest", metavar="M")
     max_memory: str | None = setting(None, "memory budget for the search index, e.g. 512MB or 2GiB; a larger "
                                      "pool is searched exactly in shards (default: one flat index)", metavar="SIZE")
     work_dir: str | None = setting(None, "where pool texts and encodings (resumable chunks) live; default: a "
@@ -120,6 +123,13 @@ class MineSpec(MineSettings):
                                              "(repeatable); default: every pos and neg text of the input",
                                              metavar="URI")
     encoding: EncodingSettings = nested(EncodingSettings, "encoding")
+
+    @model_validator(mode="after")
+    def _denoise_needs_teacher(self) -> MineSpec:
+        # Checked here, not on the run's block: a distilled run's teacher is filled in when the step is planned.
+        if self.denoise_margin is not None and not self.teacher.model:
+            raise ValueError("denoise_margin needs a teacher cross-encoder (teacher.model)")
+        return self
 
     @field_validator("output")
     @classmethod

@@ -9,6 +9,7 @@ from typing import Any
 from bgeflow.core.storage import Store
 from bgeflow.steps.publish.registry import VersionInfo, read_manifest, read_pointer
 from bgeflow.steps.publish.spec import PublishSpec
+from bgeflow.steps.publish.verdict import model_verdict
 
 
 def write_pointer(store: Store, pointer: str, version: str, manifest_sha256: str) -> None:
@@ -23,10 +24,11 @@ def champion_decision(config: PublishSpec, metrics: dict[str, Any] | None) -> tu
         return False, "not asked to promote (--set-champion)"
     if config.champion == "always":
         return True, "promoted to champion (--set-champion)"
-    gate = (metrics or {}).get("gate")
-    if not isinstance(gate, dict) or "passed" not in gate:
+    # A model of a known kind answers to its own rules (a failed reranker rule does not hold back the retriever).
+    passed, _ = model_verdict(metrics, config.kind if config.kind != "auto" else "")
+    if passed is None:
         return False, f"not promoted: {config.metrics} holds no gate verdict"
-    if gate["passed"]:
+    if passed:
         return True, "promoted to champion: the quality gate passed"
     return False, "not promoted: the quality gate failed"
 

@@ -44,7 +44,7 @@ from bgeflow.core.models import check_token_limits, resolve_model
 from bgeflow.core.storage import LocalStore, join_uri, open_store, output_lock
 from bgeflow.data import check_record, iter_json, query_prompt
 from bgeflow.retrieval.pooling import resolve_pooling, resolve_query_instruction
-from bgeflow.steps.training import checkpoints
+from bgeflow.steps.training import checkpoints, validation
 from bgeflow.steps.training.distributed import Distributed, resolve, torchrun_command
 from bgeflow.steps.training.export import export_model, saved_query_prompt
 from bgeflow.steps.training.local import run_local_pods
@@ -310,6 +310,19 @@ def runner_arguments(spec: TrainSpec, options: dict[str, Any], *, model_path: st
     return args
 
 
+def _validation_file(spec: TrainSpec, runner_args: dict[str, Any], work: Path, model_path: str, pooling: str) -> Path:
+    """Fetch the validation set here and write what the worker's callback needs to score it."""
+    folder = validation.fetch(str(spec.validation.eval_data), work / "validation")
+    path = work / "validation.json"
+    path.write_text(json.dumps({
+        "folder": str(folder), "steps": spec.validation.steps, "metric": spec.validation.metric,
+        "keep_best": spec.validation.keep_best, "tokenizer": model_path, "pooling": pooling,
+        "normalize": bool(runner_args.get("normalize_embeddings", True)),
+        "query_max_len": int(runner_args["query_max_len"]), "passage_max_len": int(runner_args["passage_max_len"]),
+        "query_instruction": runner_args.get("query_instruction_for_retrieval") or ""}), encoding="utf-8")
+    return path
+
+
 def _run_child(cmd: list[str]) -> int:
     """Run torchrun as a child, passing SIGTERM/SIGINT on (kubelet signals only the pod's PID 1)."""
     proc = subprocess.Popen(cmd)
@@ -464,6 +477,8 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
     args_file.write_text(json.dumps(runner_args, indent=1, ensure_ascii=False), encoding="utf-8")
     worker_args = ["--kind", spec.kind, "--runner", runner.name, "--publish-to", spec.output,
                    "--runner-args", str(args_file), "--run-identity", identity]
+    if spec.validation.enabled:
+        worker_args += ["--validate", str(_validation_file(spec, runner_args, work, base.path, pooling))]
     if options.get("save_total_limit"):
         worker_args += ["--keep-checkpoints", str(options["save_total_limit"])]
     if spec.kind == "retriever" and not spec.use_inbatch_neg:
@@ -488,7 +503,7 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
         "epoch": history.get("epoch"), "resumed_from": plan.source, "ignored_checkpoints": plan.ignored,
         "world_size": dist.world_size, "nnodes": dist.nnodes, "nproc_per_node": dist.nproc_per_node,
         "device": "cpu" if use_cpu else "cuda", "records": stats.records, "pooling": pooling or None,
-        "train_loss": end.get("train_loss"), "losses": losses,
+        "train_loss": end.get("train_loss"), "losses": losses, "validation": history.get("validation"),
         "train_runtime_s": end.get("train_runtime"),
         "seconds": {"fetch": round(fetched - started, 3), "train": round(trained - fetched, 3)},
     }
@@ -532,6 +547,10 @@ def _publish_outputs(spec: TrainSpec, runner: Runner, runner_args: dict[str, Any
     for stale in output.child(MODEL_DIR).list():  # an earlier run's files this model does not have
         if f"{MODEL_DIR}/{stale.key}" not in written:
             output.delete(f"{MODEL_DIR}/{stale.key}")
+    if (summary.get("validation") or {}).get("curve"):
+        plot = work / validation.CURVE_PLOT
+        validation.plot_curve(summary["validation"]["curve"], summary["validation"].get("kept_step"), plot)
+        output.put_file(plot, validation.CURVE_PLOT)
     output.write_text(CONFIG_FILE, yaml.safe_dump(resolved_spec(spec, runner_args, dist, pooling, runner), sort_keys=False,
                                                   allow_unicode=True))
     summary["seconds"]["upload"] = round(time.time() - uploading, 3)

@@ -19,6 +19,7 @@ from bgeflow.core.spec import KeyPath, Spec, UriList, nested, setting
 from bgeflow.retrieval.pooling import Pooling
 from bgeflow.steps.training import recipes
 from bgeflow.steps.training.runners import RUNNERS, Runner, RunnerChoice, select_runner
+from bgeflow.steps.training.validation import ValidationSettings
 
 Kind = Literal["retriever", "reranker"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -85,6 +86,8 @@ class TrainSpec(RunnerSettings):
     work_dir: str | None = setting(None, "local scratch (default: $BGEFLOW_WORK_DIR, else the temp dir)",
                                    metavar="DIR")
     distributed: DistributedSettings = nested(DistributedSettings, "distributed")
+    validation: ValidationSettings = nested(ValidationSettings, "retrieval metrics on a held-out set during training",
+                                            prefix="validation-")
     hyperparameters: dict[str, Any] = setting(
         default_factory=dict, hidden=True,
         help="FlagEmbedding and transformers TrainingArguments options by name (learning_rate, fp16, "
@@ -114,6 +117,8 @@ class TrainSpec(RunnerSettings):
                              "output and pooling")
         if self.kind == "reranker":
             changed = [name for name in ("pooling", "use_inbatch_neg") if getattr(self, name) != _default(name)]
+            if self.validation.enabled:
+                changed.append("validation")
             if changed:
                 raise ValueError(f"{', '.join(changed)}: retriever options, not for a reranker")
         if self.runner != "auto" and RUNNERS[self.runner].kind != self.kind:

@@ -15,6 +15,8 @@ runner (the same model, loss and Trainer). bgeflow adds:
 - no merge of LoRA weights in the worker (``save_merged_lora_model``): the export merges them for
   every LoRA runner alike (``bgeflow.steps.training.export``);
 - a history file (loss log, steps, world size) for ``train_summary.json``;
+- ``--validate``: retrieval metrics on a held-out set every N steps, the best step's weights kept
+  (``bgeflow.steps.training.validation``);
 - a failure record (``failure-rank<N>.json`` beside the runner's options) naming the exception that
   ended this process, so the pod can tell a crash from a cause a rerun would repeat.
 """
@@ -121,6 +123,37 @@ def _accept_indexed_cpu_locations() -> None:
     torch.serialization.register_package(11, lambda _obj: None, restore)
 
 
+def _validation(settings_file: str, output_dir: Path) -> Any:
+    """The validation callback of ``--validate`` (see ``bgeflow.steps.training.validation``)."""
+    from transformers import AutoTokenizer
+
+    from bgeflow.steps.training import validation
+
+    settings = json.loads(Path(settings_file).read_text(encoding="utf-8"))
+    scorer = validation.Validator(settings["folder"], pooling=settings["pooling"], normalize=settings["normalize"],
+                                  query_max_len=settings["query_max_len"], passage_max_len=settings["passage_max_len"],
+                                  query_instruction=settings["query_instruction"])
+    tokenizer = AutoTokenizer.from_pretrained(settings["tokenizer"])
+    callback = validation.callback(scorer, settings, output_dir / validation.BEST_DIR, tokenizer)
+    callback.settings = settings
+    return callback
+
+
+def _keep_best(callback: Any, output_dir: Path, final_step: int) -> dict[str, Any]:
+    """Put the best step's weights in place of the final ones (when asked); the curve for the summary."""
+    from bgeflow.steps.training import validation
+
+    best, settings = callback.best, callback.settings
+    kept = final_step
+    if settings["keep_best"] and best is not None and best["step"] != final_step:
+        validation.restore_best(output_dir, output_dir / validation.BEST_DIR)
+        kept = best["step"]
+    log.info("validation: best %s %.4f at step %d; exporting step %d", settings["metric"],
+             best[settings["metric"]] if best else float("nan"), best["step"] if best else -1, kept)
+    return {"metric": settings["metric"], "every_steps": settings["steps"], "curve": callback.curve,
+            "best_step": best["step"] if best else None, "kept_step": kept}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bgeflow.steps.training.worker")
     parser.add_argument("--kind", choices=("retriever", "reranker"), required=True)
@@ -130,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-checkpoints", type=int, default=None)
     parser.add_argument("--no-inbatch-neg", action="store_true")
     parser.add_argument("--run-identity", default=None, help="stamped into every checkpoint's marker")
+    parser.add_argument("--validate", default=None, help="JSON file: the validation set and how to score it")
     ns = parser.parse_args(argv)
     try:
         return _run(ns)
@@ -155,6 +189,7 @@ def _run(ns: argparse.Namespace) -> int:
         log.info("save_merged_lora_model: the merged model is written by bgeflow's export (model/)")
         model_args.save_merged_lora_model = False
     publisher = _callback(ns.publish_to, ns.keep_checkpoints, ns.run_identity)
+    validator = _validation(ns.validate, Path(training_args.output_dir)) if ns.validate else None
     if training_args.use_cpu:
         _accept_indexed_cpu_locations()
 
@@ -166,6 +201,8 @@ def _run(ns: argparse.Namespace) -> int:
         def load_trainer(self) -> Any:
             trainer = super().load_trainer()
             trainer.add_callback(publisher)
+            if validator is not None:
+                trainer.add_callback(validator)
             trainer._load_from_checkpoint = _load_wrapped(trainer)
             return trainer
 
@@ -180,6 +217,8 @@ def _run(ns: argparse.Namespace) -> int:
             "epoch": trainer.state.epoch,
             "log_history": trainer.state.log_history,
         }
+        if validator is not None and validator.curve:
+            history["validation"] = _keep_best(validator, Path(training_args.output_dir), trainer.state.global_step)
         path = Path(training_args.output_dir) / HISTORY_FILE
         path.write_text(json.dumps(history, indent=1, default=str), encoding="utf-8")
     return 0
