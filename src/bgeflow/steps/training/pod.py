@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from bgeflow.core.errors import EXIT_BAD_INPUT, ConfigError, DataError, StepFailed
-from bgeflow.core.models import check_token_limits, resolve_model
+from bgeflow.core.models import check_token_limits, locate_model, resolve_model
 from bgeflow.core.storage import LocalStore, join_uri, open_store, output_lock
 from bgeflow.data import check_record, iter_json, query_prompt
 from bgeflow.retrieval.pooling import resolve_pooling, resolve_query_instruction
@@ -98,20 +98,21 @@ def train(spec: TrainSpec) -> TrainResult:
     return _train_pod(spec)
 
 
-def resolved_options(spec: TrainSpec, runner: Runner | None = None) -> dict[str, Any]:
+def resolved_options(spec: TrainSpec, runner: Runner | None = None, model_path: str | None = None) -> dict[str, Any]:
     """The runner's options (seed recipe + the spec's), names checked against FlagEmbedding's dataclasses.
 
-    ``runner``: the one ``spec.chosen_runner()`` picks, when not given.
+    ``runner``: the one ``spec.chosen_runner()`` picks, when not given; ``model_path``: the base model
+    already fetched (a pod), else it is read where it lies.
 
     Raises:
         ConfigError: an option no dataclass of the runner declares, one bgeflow sets itself, or a
             value the runner cannot train with (``runner_options``).
     """
-    runner = runner or spec.chosen_runner()
+    runner = runner or spec.chosen_runner(model_path)
     options = spec.resolved_hyperparameters(runner.name)
     check_names(runner, options, managed=MANAGED, where=f"train {spec.kind} hyperparameters ({runner.name} runner)",
                 near=TrainSpec.model_fields)
-    return integral(runner, runner_options(runner, options, resolve_model(spec.model)))
+    return integral(runner, runner_options(runner, options, model_path or locate_model(spec.model).location))
 
 
 # --------------------------------------------------------------------------- checks
@@ -398,8 +399,10 @@ def failure_error(node_rank: int, code: int, work: Path, output: str) -> Excepti
 
 def _train_pod(spec: TrainSpec) -> TrainResult:
     started = time.time()
-    runner = spec.chosen_runner()
-    options = resolved_options(spec, runner)
+    # This pod's copy of the base model (an s3:// one fetched once, to the cache prepare_model reads).
+    model_path = resolve_model(spec.model)
+    runner = spec.chosen_runner(model_path)
+    options = resolved_options(spec, runner, model_path)
     dist = resolve(spec.distributed, gpu_count=_cuda_devices)
     use_cpu = check_launch(options, dist, _cuda_devices())
     output = open_store(spec.output)

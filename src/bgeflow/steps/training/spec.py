@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 from pydantic import field_validator, model_validator
 
 from bgeflow.core.errors import ConfigError
-from bgeflow.core.models import resolve_model
+from bgeflow.core.models import locate_model
 from bgeflow.core.spec import KeyPath, Spec, UriList, nested, setting
 from bgeflow.retrieval.pooling import Pooling
 from bgeflow.steps.training import recipes
@@ -126,13 +126,17 @@ class TrainSpec(RunnerSettings):
         self.resolved_hyperparameters()  # the reranker's length budget
         return self
 
-    def chosen_runner(self) -> Runner:
+    def chosen_runner(self, model_path: str | None = None) -> Runner:
         """The runner this spec trains with: ``runner`` by name, or the one for the base model's family.
 
+        ``model_path``: the base model already fetched (a pod); else the model is read where it lies,
+        nothing downloaded (an ``s3://`` model gets the kind's encoder runner here; its pods choose again).
+
         Raises:
-            ConfigError: ``runner`` does not train this ``kind``.
+            ConfigError: ``runner`` does not train this ``kind``, or an unknown ``bundled:`` name.
+            NotFoundError: a local model path with no model in it.
         """
-        return select_runner(self.kind, self.runner, resolve_model(self.model))
+        return select_runner(self.kind, self.runner, model_path or locate_model(self.model).location)
 
     def resolved_hyperparameters(self, runner: str | None = None) -> dict[str, Any]:
         """The seed recipe of ``kind`` (and of ``runner``, when given) with ``hyperparameters`` over it.
