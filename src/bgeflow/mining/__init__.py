@@ -205,8 +205,12 @@ def mine(config: MineConfig) -> MineResult:
     timings["read_s"] = time.monotonic() - clock
     log.info("mine: %d records, pool of %d unique texts, work dir %s", len(records), len(pool), work_dir)
 
+    from bgeflow.registry import fetch_model
+
+    # An s3:// model (or registry reference) is downloaded into the work dir first: transformers
+    # loads only hub names and local directories, and a pod without hub access has only S3.
     encoder = Encoder(
-        config.model, pooling=config.pooling, normalize=config.normalize,
+        fetch_model(config.model, work_dir / "models"), pooling=config.pooling, normalize=config.normalize,
         query_instruction=config.query_instruction, query_max_len=config.query_max_len,
         passage_max_len=config.passage_max_len, batch_size=config.batch_size, device=config.device,
     )
@@ -254,7 +258,7 @@ def mine(config: MineConfig) -> MineResult:
 
     if config.teacher_reranker:
         clock = time.monotonic()
-        _teacher_scores(records, config)
+        _teacher_scores(records, config, work_dir / "models")
         timings["teacher_s"] = time.monotonic() - clock
 
     clock = time.monotonic()
@@ -326,10 +330,11 @@ def _positive_scores(
     return out
 
 
-def _teacher_scores(records: list[TrainRecord], config: MineConfig) -> None:
+def _teacher_scores(records: list[TrainRecord], config: MineConfig, models_dir: Path) -> None:
     from bgeflow.encoder import CrossEncoderScorer
+    from bgeflow.registry import fetch_model
 
-    scorer = CrossEncoderScorer(config.teacher_reranker or "", max_len=config.teacher_max_len,
+    scorer = CrossEncoderScorer(fetch_model(config.teacher_reranker or "", models_dir), max_len=config.teacher_max_len,
                                 batch_size=config.teacher_batch_size, device=config.device)
     pairs = [(r.query, text) for r in records for text in (*r.pos, *r.neg)]
     scores = scorer.score(pairs).tolist()
