@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bgeflow.data import DataError, check_record, iter_json
-from bgeflow.models import resolve_model
+from bgeflow.registry import fetch_model
 from bgeflow.storage import join_uri, open_store
 from bgeflow.training import checkpoints
 from bgeflow.training.config import TrainConfig, format_value
@@ -154,10 +154,10 @@ def work_dir(config: TrainConfig, node_rank: int) -> Path:
     return root / f"{tag}" / f"node-{node_rank}"
 
 
-def _resolved_pooling(config: TrainConfig) -> str:
+def _resolved_pooling(config: TrainConfig, model_path: str) -> str:
     if config.pooling:
         return config.pooling
-    return base_pooling(resolve_model(config.model)) or "cls"
+    return base_pooling(model_path) or "cls"
 
 
 def _cross_device(config: TrainConfig, dist: Distributed) -> bool:
@@ -241,6 +241,9 @@ def _train_pod(config: TrainConfig) -> TrainResult:
 
     stats = fetch_train_data(config, work / "data" / "train.jsonl")
     check_data(config, stats, dist)
+    # The base model where transformers can load it: an s3:// directory (or registry reference) is
+    # downloaded to this node's scratch, since the pods of a job without hub access have only S3.
+    model_path = fetch_model(config.model, work / "base-model")
     deepspeed = None
     if config.deepspeed:
         deepspeed = str(work / "deepspeed.json")
@@ -261,14 +264,14 @@ def _train_pod(config: TrainConfig) -> TrainResult:
         # The summary is written last: while it is absent, readers know the output is in progress.
         output.delete(SUMMARY_FILE)
 
-    pooling = _resolved_pooling(config) if config.kind == "retriever" else ""
+    pooling = _resolved_pooling(config, model_path) if config.kind == "retriever" else ""
     entry_args = ["--kind", config.kind, "--publish-to", config.output]
     if config.save_total_limit:
         entry_args += ["--keep-checkpoints", str(config.save_total_limit)]
     if config.kind == "retriever" and not config.use_inbatch_neg:
         entry_args.append("--no-inbatch-neg")
     cmd = torchrun_command(dist, ENTRY_MODULE, [*entry_args, "--", *runner_args(
-        config, model_path=resolve_model(config.model), data=stats.path, run_dir=run_dir, use_cpu=use_cpu,
+        config, model_path=model_path, data=stats.path, run_dir=run_dir, use_cpu=use_cpu,
         dist=dist, pooling=pooling, resume=plan.local_dir, deepspeed=deepspeed)])
     log.info("launching: %s", " ".join(cmd))
     code = _run_child(cmd)
