@@ -31,8 +31,12 @@ RUN python -m venv /tmp/build && /tmp/build/bin/pip wheel --no-cache-dir --no-de
 
 FROM ${PYTHON_IMAGE}
 COPY --from=deps /opt/venv /opt/venv
+# HF_HOME (below) must be writable by the image's user where no volume is mounted over it: KFP
+# steps and the launcher's training pods mount none, and a hub model is downloaded there. (The
+# chart mounts an emptyDir at /cache, which its read-only root filesystem needs.)
 RUN --mount=type=bind,from=wheel,source=/dist,target=/tmp/dist \
-    /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/dist/bgeflow-*.whl
+    /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/dist/bgeflow-*.whl \
+    && mkdir -p /cache/huggingface && chown -R 10001:10001 /cache
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HOME=/tmp HF_HOME=/cache/huggingface \
     NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 # Labels last: the revision changes with every commit and would otherwise invalidate the layers above.
