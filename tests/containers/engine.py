@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import requests
 from docker.types import Mount as DockerMount
 
 from containers.pods import ContainerRun, PodRun, Tmpfs
@@ -70,10 +71,13 @@ class ContainerResult:
 class PodsResult:
     containers: list[ContainerResult] = field(default_factory=list)
     seconds: float = 0.0
+    timed_out: bool = False
+    errors: list[str] = field(default_factory=list)  # what kept a container from being run at all
 
     @property
     def ok(self) -> bool:
-        return bool(self.containers) and all(c.exit_code == 0 for c in self.containers)
+        return (bool(self.containers) and all(c.exit_code == 0 for c in self.containers)
+                and not self.timed_out and not self.errors)
 
     def logs(self, pod: str | None = None, container: str | None = None) -> str:
         return "\n".join(c.logs for c in self.containers
@@ -81,7 +85,8 @@ class PodsResult:
 
     def failure(self, tail: int = 6000) -> str:
         """What failed, with the end of its log: an assertion message."""
-        lines = [f"{c.pod}/{c.name}: exit {c.exit_code}" for c in self.containers]
+        lines = [f"{c.pod}/{c.name}: exit {c.exit_code}" for c in self.containers] + self.errors
+        lines += [f"timed out after {self.seconds:.0f} s"] if self.timed_out else []
         bad = [c for c in self.containers if c.exit_code not in (0, None)] or self.containers
         return "\n".join(lines) + "\n" + "\n".join(f"--- {c.pod}/{c.name} ---\n{c.logs[-tail:]}" for c in bad)
 
@@ -161,8 +166,9 @@ class PodRunner:
                 try:
                     code = int(container.wait(timeout=5)["StatusCode"])
                     break
-                except Exception:  # the wait timed out: look at the clock and the others
+                except requests.exceptions.RequestException:  # still running: the clock, the others
                     if time.monotonic() > deadline:
+                        result.timed_out = True
                         stop.set()
                         break
             if code is None:
@@ -180,10 +186,15 @@ class PodRunner:
                         return
                 running = [(run, start(pod, run, volume_names, app=True)) for run in pod.containers
                            if not stop.is_set()]
+                app_started.set()
+                for run, container in running:
+                    finish(pod, run, container, deadline)
+            except Exception as exc:  # e.g. the engine refused a container: the run fails, saying why
+                with lock:
+                    result.errors.append(f"{pod.name}: {type(exc).__name__}: {exc}")
+                stop.set()
             finally:
                 app_started.set()
-            for run, container in running:
-                finish(pod, run, container, deadline)
 
         threads = []
         try:

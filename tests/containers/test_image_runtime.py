@@ -75,3 +75,13 @@ def test_hf_cache_is_writable_where_no_volume_is_mounted(runner: PodRunner, imag
                                           "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]}]},
                          name="hf-cache")
     run_ok(runner, [chart_like], timeout=120)
+
+
+def test_the_runner_fails_on_what_did_not_run(runner: PodRunner, images: Images) -> None:
+    """The harness itself: a container the engine refuses, and one past its deadline, are failures."""
+    missing = pod_run({"containers": [{"name": "c", "image": "localhost/bgeflow-no-such-image:0"}]}, name="missing")
+    result = runner.run([missing], timeout=60)
+    assert not result.ok and "ImageNotFound" in result.errors[0], result.failure()
+    slow = pod_run({"containers": [{"name": "c", "image": images.ops, "command": ["sleep", "60"]}]}, name="slow")
+    result = runner.run([slow], timeout=3)
+    assert not result.ok and result.timed_out and result.seconds < 40, result.failure()
