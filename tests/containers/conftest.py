@@ -40,6 +40,11 @@ S3_SECRET = "bgeflow-s3"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 #: Records of the shipped example data the container runs use: enough to mine and train a few steps.
 RECORDS = 240
+#: Seconds a pod run may take before the runner stops it, and a test before pytest-timeout does. A
+#: step takes well under a minute here on an idle 2-core machine, but the CI machine is shared:
+#: under a load average of 50 a 3-step, 2-node training took over 10 minutes.
+POD_TIMEOUT = 1500
+TEST_TIMEOUT = 2700
 
 
 def unavailable(reason: str) -> None:
@@ -218,7 +223,7 @@ def with_args(pod: dict[str, Any], container: str, args: list[str]) -> dict[str,
 #: CPU-sized settings for the bundled MiniLM (mean pooling, short sequences, a few steps).
 LENGTHS = ["--query-max-len", "24", "--passage-max-len", "96"]
 TRAIN_OPTIONS: dict[str, Any] = {
-    "max_steps": 3, "per_device_train_batch_size": 8, "logging_steps": 1, "save_steps": 100000,
+    "max_steps": 2, "per_device_train_batch_size": 8, "logging_steps": 1, "save_steps": 100000,
     "learning_rate": 5e-5, "query_max_len": 24, "passage_max_len": 96,
 }
 #: The same as `bgeflow train` flags (the chart's direct.retriever.extraArgs).
@@ -271,7 +276,7 @@ def pods(chart: dict[str, dict[str, Any]], secrets: dict[str, dict[str, str]], u
             "retriever": pytorchjob_pods(chart["retriever"], secrets=secrets, image_user=user_of)}
 
 
-def run_ok(runner: PodRunner, pods: list[PodRun], timeout: float = 900) -> PodsResult:
+def run_ok(runner: PodRunner, pods: list[PodRun], timeout: float = POD_TIMEOUT) -> PodsResult:
     result = runner.run(pods, timeout=timeout)
     assert result.ok, result.failure()
     return result

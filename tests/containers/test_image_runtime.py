@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from containers.conftest import Images, run_ok
+from containers.conftest import POD_TIMEOUT, Images, run_ok
 from containers.engine import PodRunner
 from containers.pods import pod_run, pytorchjob_pods
 
@@ -65,7 +65,7 @@ def test_hf_cache_is_writable_where_no_volume_is_mounted(runner: PodRunner, imag
     assert "/cache" not in {m.target for m in pod.containers[0].mounts}
     probe = copy.deepcopy(pod)
     probe.containers[0].entrypoint, probe.containers[0].command = ["python", "-c", HF_CACHE_PROBE], []
-    result = run_ok(runner, [probe], timeout=120)
+    result = run_ok(runner, [probe], timeout=POD_TIMEOUT)
     assert result.containers[0].stdout.strip() == "/cache/huggingface/hub"
     # ... and where the chart mounts its emptyDir over /cache, on a read-only root
     chart_like = pod_run({"securityContext": {"runAsUser": 10001, "runAsGroup": 10001, "runAsNonRoot": True},
@@ -74,7 +74,7 @@ def test_hf_cache_is_writable_where_no_volume_is_mounted(runner: PodRunner, imag
                                           "securityContext": {"readOnlyRootFilesystem": True},
                                           "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]}]},
                          name="hf-cache")
-    run_ok(runner, [chart_like], timeout=120)
+    run_ok(runner, [chart_like], timeout=POD_TIMEOUT)
 
 
 def test_the_runner_fails_on_what_did_not_run(runner: PodRunner, images: Images) -> None:

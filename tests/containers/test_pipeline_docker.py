@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 import yaml
 
-from containers.conftest import BUCKET, S3Service, Seed, load_with_sentence_transformers, store
+from containers.conftest import BUCKET, TEST_TIMEOUT, S3Service, Seed, load_with_sentence_transformers, store
 from containers.engine import Network, create_kwargs, tmpfs_mounts
 from containers.pods import PodRun
 
-pytestmark = pytest.mark.containers
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(TEST_TIMEOUT)]
 
 
 def pipeline_env(pipeline: dict[str, Any], secrets: dict[str, dict[str, str]],
@@ -87,7 +87,7 @@ def test_pipeline_runs_every_step_in_its_image(pods: dict[str, Any], network: Ne
     config = RunConfig(
         data=seed.train, output=str(tmp_path / "unused"), registry=registry, max_records=0,
         retriever_model=seed.model, reranker_model=seed.reranker, eval_distractors=100, gate="",
-        nproc_per_node=1, retriever={**CPU_RETRIEVER, "max_steps": 2}, reranker={**CPU_RERANKER, "max_steps": 2},
+        nproc_per_node=1, retriever={**CPU_RETRIEVER, "max_steps": 1}, reranker={**CPU_RERANKER, "max_steps": 1},
     )
     arguments = {**config.pipeline_arguments(), "work_uri": f"s3://{BUCKET}/kfp-work"}
     # kfp.local bind-mounts the pipeline root at the same path, and the steps (UID 10001) create

@@ -19,6 +19,8 @@ import pytest
 from containers.conftest import (
     BUCKET,
     LENGTHS,
+    POD_TIMEOUT,
+    TEST_TIMEOUT,
     TRAIN_OPTIONS,
     Seed,
     arg,
@@ -31,12 +33,12 @@ from containers.conftest import (
 from containers.engine import PodRunner
 from containers.pods import pod_run
 
-pytestmark = pytest.mark.containers
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(TEST_TIMEOUT)]
 
 
 @pytest.fixture(scope="module")
 def trained(runner: PodRunner, pods: dict[str, Any], mined: str) -> tuple[str, Any]:
-    result = run_ok(runner, pods["retriever"], timeout=600)
+    result = run_ok(runner, pods["retriever"])
     return arg(command(pods["retriever"][0].containers[0]), "--output"), result
 
 
@@ -110,7 +112,7 @@ def test_a_write_outside_the_mounts_fails(runner: PodRunner, chart: dict[str, di
     spec = chart["ingest"]["spec"]["template"]["spec"]
     args = ["ingest", "--input", seed.train, "--output", where]
     result = runner.run([pod_run(with_args(spec, "ingest", args), name="ingest-local", secrets=secrets,
-                                 image_user=user_of)], timeout=300)
+                                 image_user=user_of)], timeout=POD_TIMEOUT)
     if fails:
         assert not result.ok and "Read-only file system" in result.logs(), result.failure()
     else:

@@ -20,6 +20,7 @@ import yaml
 from containers.conftest import (
     BUCKET,
     S3_SECRET,
+    TEST_TIMEOUT,
     TRAIN_OPTIONS,
     Images,
     Seed,
@@ -30,7 +31,7 @@ from containers.conftest import (
 from containers.engine import PodRunner
 from containers.pods import pod_run, pytorchjob_pods
 
-pytestmark = pytest.mark.containers
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(TEST_TIMEOUT)]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def launcher_job(runner: PodRunner, chart: dict[str, dict[str, Any]], images: Im
         args += ["--set", f"{key}={value}"]
     pod = pod_run(with_args(chart["ingest"]["spec"]["template"]["spec"], "ingest", args), name="launcher",
                   secrets=secrets, image_user=user_of)
-    result = run_ok(runner, [pod], timeout=300)
+    result = run_ok(runner, [pod])
     return yaml.safe_load(result.containers[0].stdout)
 
 
@@ -60,7 +61,7 @@ def test_launcher_pytorchjob_trains_on_two_containers(runner: PodRunner, launche
     assert [p.name.rsplit("-", 2)[1:] for p in pods] == [["master", "0"], ["worker", "0"]]
     output = launcher_job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
     output = output[output.index("--output") + 1]
-    result = run_ok(runner, pods, timeout=600)
+    result = run_ok(runner, pods)
     assert any("node 1/2" in c.logs for c in result.containers), result.failure()
     summary = json.loads(open_store(output).read_text("train_summary.json"))
     assert (summary["nnodes"], summary["world_size"], summary["device"]) == (2, 2, "cpu")
