@@ -133,10 +133,19 @@ def test_job_name_is_deterministic_dns1035_and_distinct() -> None:
     assert job_name(f"{run}/train-retriever") == job_name(f"{run}/train-retriever")
     for owner in (f"{run}/train-retriever", "9" * 200 + "/Task_Name", "/"):
         name = job_name(owner)
-        assert len(name) <= 63 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), name
+        assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), name
+        # The operator's per-replica Services (<job>-worker-<i>) must be DNS-1035 labels as well.
+        assert len(f"{name}-worker-9999") <= 63, name
     assert job_name("a" * 100 + "/x") != job_name("a" * 100 + "/y")  # truncation keeps them apart
     with pytest.raises(ValueError, match="owner"):
         job_name("")
+
+
+def test_a_name_whose_replica_services_would_be_too_long_is_refused() -> None:
+    name = "j" + "x" * 54  # a DNS-1035 label, but <name>-worker-0 is 63 + 1 characters
+    with pytest.raises(ValueError, match="Service"):
+        LaunchSpec(name=name, command=["x"], owner="r/t", nnodes=2)
+    assert LaunchSpec(name=name[:-1], command=["x"], owner="r/t", nnodes=2).name
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -354,6 +354,24 @@ def test_candidate_pool_and_s3(minilm_path: str, s3_bucket: str, tmp_path: Path,
               candidate_pool=[f"s3://{s3_bucket}/bad/corpus.jsonl"])
 
 
+def test_models_from_s3(minilm_path: str, tiny_reranker: str, s3_bucket: str, tmp_path: Path,
+                        records: list[dict[str, Any]]) -> None:
+    """The retriever and the teacher as s3:// model directories (a pod without hub access has only S3):
+    downloaded into the work dir, with the same result as the local copies."""
+    from bgeflow.core.storage import open_store
+
+    store = open_store(f"s3://{s3_bucket}")
+    store.upload_dir(minilm_path, "models/minilm")
+    store.upload_dir(tiny_reranker, "models/reranker")
+    inputs = _write(tmp_path / "in.jsonl", records[:6])
+    local = _mine(minilm_path, inputs, tmp_path / "local.jsonl", tmp_path / "w1", negative_number=3,
+                  teacher_reranker=tiny_reranker, teacher_max_len=64)
+    remote = _mine(f"s3://{s3_bucket}/models/minilm", inputs, tmp_path / "remote.jsonl", tmp_path / "w2",
+                   negative_number=3, teacher_reranker=f"s3://{s3_bucket}/models/reranker", teacher_max_len=64)
+    assert remote.report["encoding"]["model"] == f"s3://{s3_bucket}/models/minilm"
+    assert _read(tmp_path / "remote.jsonl") == _read(tmp_path / "local.jsonl") and local.records == remote.records
+
+
 def test_teacher_scores_and_flagembedding_dataset(minilm_path: str, tiny_reranker: str, tmp_path: Path,
                                                   records: list[dict[str, Any]]) -> None:
     from FlagEmbedding.abc.finetune.embedder import AbsEmbedderDataArguments, AbsEmbedderTrainDataset

@@ -138,11 +138,14 @@ def test_retriever_loads_in_sentence_transformers_and_beats_the_base(retriever_t
 # --------------------------------------------------------------------------- reranker, data and model on S3
 
 
-def test_reranker_with_data_and_output_on_s3(s3_bucket: str, tmp_path: Path, minilm_path: str) -> None:
+def test_reranker_with_data_model_and_output_on_s3(s3_bucket: str, tmp_path: Path, minilm_path: str) -> None:
+    """Everything a training pod touches is in S3, the base model too (a pod without hub access)."""
     data = write_data(tmp_path / "train.jsonl", 3)
     open_store(f"s3://{s3_bucket}/data").put_file(data, "train.jsonl")
+    open_store(f"s3://{s3_bucket}/models").upload_dir(minilm_path, "minilm")
     output = f"s3://{s3_bucket}/runs/reranker"
-    assert main(["train", "reranker", "--model", "bundled:minilm", "--train-data", f"s3://{s3_bucket}/data/",
+    assert main(["train", "reranker", "--model", f"s3://{s3_bucket}/models/minilm",
+                 "--train-data", f"s3://{s3_bucket}/data/",
                  "--output", output, "--train-group-size", "4", "--per-device-train-batch-size", "4",
                  "--gradient-accumulation-steps", "1", "--num-train-epochs", "2", "--learning-rate", "1e-4",
                  "--max-len", "64", "--logging-steps", "1", "--save-steps", "4",

@@ -157,6 +157,22 @@ def test_kfp_runs_get_s3_settings_by_the_compiled_names() -> None:
     assert proc.returncode != 0 and "Secret named bgeflow-s3" in proc.stderr
 
 
+def test_direct_pytorchjob_replica_services_are_dns_labels() -> None:
+    """The operator names each replica's pod and Service <job>-<type>-<index>: with the longest
+    release name the chart allows, those must still be DNS-1035 labels (<= 63 characters)."""
+    release = "team-search-embeddings-retraining-nightly"  # 41 characters: fullname is cut to 40
+    proc = helm("template", release, str(CHART), "-f", str(CHART / "ci" / "direct-values.yaml"),
+                "--set", "direct.retriever.nodes=9999")
+    assert proc.returncode == 0, proc.stderr
+    jobs = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "PyTorchJob"]
+    assert len(jobs) == 2
+    for job in jobs:
+        workers = job["spec"]["pytorchReplicaSpecs"].get("Worker", {}).get("replicas", 0)
+        longest = f"{job['metadata']['name']}-worker-{max(workers - 1, 0)}"
+        assert len(longest) <= 63, longest
+        assert job["metadata"]["name"].startswith(release[:30].rstrip("-"))
+
+
 def test_direct_mode_objects_and_order() -> None:
     objs = render("direct-values")
     kinds = sorted(o["kind"] for o in objs)

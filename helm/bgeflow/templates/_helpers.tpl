@@ -81,6 +81,13 @@ app.kubernetes.io/part-of: bgeflow
 {{- printf "%s\n%s\n%s" (include "bgeflow.retrainSpec" .) (toJson .Values.direct) (include "bgeflow.image" (dict "root" . "kind" "gpu")) | sha256sum | trunc 10 }}
 {{- end }}
 
+{{/* A direct-mode PyTorchJob's name; call with (dict "root" $ "model" "retriever"|"reranker"). The
+training operator names each replica's pod and Service <job>-<type>-<index>, and a Service name is
+a DNS-1035 label (<= 63): the release part is cut to 30 so that <job>-worker-9999 fits. */}}
+{{- define "bgeflow.trainJobName" -}}
+{{- printf "%s-%s-%s" (include "bgeflow.fullname" .root | trunc 30 | trimSuffix "-") .model (include "bgeflow.directHash" .root) }}
+{{- end }}
+
 {{/* S3 settings as env. Static keys only by secretKeyRef from an existing Secret. */}}
 {{- define "bgeflow.s3Env" -}}
 - name: AWS_REGION

@@ -27,6 +27,10 @@ CONTAINER_NAME = "pytorch"
 OWNER_ANNOTATION = "bgeflow.dev/owner"
 OWNER_HASH_LABEL = "bgeflow.dev/owner-hash"
 _DNS_1035_MAX = 63
+#: The training operator names each replica's pod and Service ``<job>-<type>-<index>``, and a
+#: Service name must be a DNS-1035 label too: job names leave room for the longest such suffix
+#: (up to 10,000 workers), or the master's Service cannot be created and its name never resolves.
+REPLICA_SUFFIX_ROOM = len("-worker-9999")
 _QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)([KMGTPE]i|[numkMGTPE])?$")
 _CLEAN_POD_POLICIES = ("None", "Running", "All")
 _RESTART_POLICIES = ("Never", "OnFailure", "ExitCode", "Always")
@@ -37,7 +41,8 @@ def owner_hash(owner: str) -> str:
 
 
 def job_name(owner: str, prefix: str = "bgeflow-train") -> str:
-    """A DNS-1035 label (≤ 63 chars) that is a pure function of ``owner`` (KFP run id + task).
+    """A DNS-1035 label (≤ 51 chars) that is a pure function of ``owner`` (KFP run id + task);
+    the operator's ``<job>-master-0`` / ``<job>-worker-<i>`` are labels too (``REPLICA_SUFFIX_ROOM``).
 
     A retried KFP task computes the same name and so finds the job its first attempt created.
     The readable part is truncated; the hash keeps distinct owners distinct.
@@ -48,7 +53,7 @@ def job_name(owner: str, prefix: str = "bgeflow-train") -> str:
     readable = re.sub(r"[^a-z0-9]+", "-", f"{prefix}-{owner}".lower()).strip("-")
     if not readable or not readable[0].isalpha():
         readable = "j-" + readable
-    room = _DNS_1035_MAX - len(digest) - 1
+    room = _DNS_1035_MAX - REPLICA_SUFFIX_ROOM - len(digest) - 1
     return f"{readable[:room].rstrip('-')}-{digest}"
 
 
@@ -167,6 +172,10 @@ class LaunchSpec:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", self.name):
             raise ValueError(f"job name {self.name!r} is not a DNS-1035 label (use launcher.job_name)")
+        longest = f"{self.name}-worker-{max(self.nnodes - 2, 0)}"
+        if len(longest) > _DNS_1035_MAX:
+            raise ValueError(f"job name {self.name!r} is too long: the training operator's Service {longest!r} "
+                             f"would exceed {_DNS_1035_MAX} characters (use launcher.job_name)")
         if not self.command:
             raise ValueError(f"job {self.namespace}/{self.name} has an empty command")
         if self.nnodes < 1 or self.nproc_per_node < 1:

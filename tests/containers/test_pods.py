@@ -1,0 +1,147 @@
+"""The pod → container mapping on the real rendered objects (no Docker needed: default suite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bgeflow.cli import main
+from containers.conftest import helm_template
+from containers.pods import (
+    PYTORCHJOB_DEFAULT_PORT,
+    Tmpfs,
+    Unsupported,
+    job_pod,
+    pod_run,
+    pytorchjob_pods,
+    quantity_bytes,
+)
+
+SECRETS = {"bgeflow-s3": {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"}}
+
+
+def dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, Any]:
+    settings = tmp_path / "pods.yaml"
+    settings.write_text("s3_secret: bgeflow-s3\nshm_size: 1Gi\n")
+    code = main(["launch", "retriever", "--dry-run", "--model", "s3://b/base", "--train-data", "s3://b/mined.jsonl",
+                 "--output", "s3://b/out", "--image", "ghcr.io/bgeflow/bgeflow-gpu:0.1.0", "--namespace", "ml",
+                 "--pod-settings", str(settings), *extra])
+    assert code == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_launcher_job_becomes_a_master_and_workers_with_the_operator_env(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3:5000")
+    job = dry_run(tmp_path, capsys, "--nnodes", "3", "--nproc-per-node", "2")
+    pods = pytorchjob_pods(job, secrets=SECRETS)
+    name = job["metadata"]["name"]
+    assert [p.name for p in pods] == [f"{name}-master-0", f"{name}-worker-0", f"{name}-worker-1"]
+    template = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    for rank, pod in enumerate(pods):
+        (run,) = pod.containers
+        # command replaces the image's ENTRYPOINT; no CMD is left to append
+        assert run.entrypoint == template["command"] and run.command == []
+        assert run.env["RANK"] == run.env["PET_NODE_RANK"] == str(rank)
+        assert run.env["MASTER_ADDR"] == run.env["PET_MASTER_ADDR"] == f"{name}-master-0"
+        assert run.env["MASTER_PORT"] == str(PYTORCHJOB_DEFAULT_PORT)
+        assert (run.env["WORLD_SIZE"], run.env["PET_NNODES"], run.env["PET_NPROC_PER_NODE"]) == ("6", "3", "2")
+        assert run.env["AWS_ENDPOINT_URL"] == "http://s3:5000"
+        assert run.env["AWS_ACCESS_KEY_ID"] == "id" and run.env["AWS_SECRET_ACCESS_KEY"] == "key"
+        # The operator's PYTHONUNBUFFERED comes after the template's, and the last of a name wins.
+        assert run.env["PYTHONUNBUFFERED"] == "0"
+        assert run.user == "10001:10001" and run.group_add == ["10001"]
+        assert run.cap_drop == ["ALL"] and run.security_opt == ["no-new-privileges"]
+        assert pod.volumes["dshm"] == Tmpfs("dshm", size_bytes=2**30, memory=True)
+        assert [(m.volume, m.target) for m in run.mounts] == [("dshm", "/dev/shm")]
+
+
+def test_replica_services_must_be_dns_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = dry_run(tmp_path, capsys, "--nnodes", "2")
+    assert len(pytorchjob_pods(job, secrets=SECRETS)) == 2
+    job["metadata"]["name"] = "j" + "x" * 55  # what the launcher named jobs before it left room for it
+    with pytest.raises(ValueError, match="not a DNS-1035 label"):
+        pytorchjob_pods(job, secrets=SECRETS)
+
+
+def test_optional_secret_missing_leaves_the_variable_unset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = dry_run(tmp_path, capsys)
+    (pod,) = pytorchjob_pods(job, secrets={})
+    assert "AWS_ACCESS_KEY_ID" not in pod.containers[0].env  # optional: true, as the launcher renders it
+
+
+def _direct_values() -> dict[str, Any]:
+    return {
+        "kfp": {"enabled": False},
+        "s3": {"bucket": "data", "endpoint": "http://s3:5000", "existingSecret": "bgeflow-s3"},
+        "retrain": {"data": {"train": "s3://data/raw.jsonl"}, "reranker": {"enabled": False}},
+        "direct": {"enabled": True, "shmSize": "512Mi", "retriever": {"nodes": 2}},
+    }
+
+
+def test_chart_direct_mode_pods() -> None:
+    objects = {o["metadata"]["name"].split("-")[1]: o for o in helm_template(_direct_values())
+               if o["kind"] in ("Job", "PyTorchJob")}
+    assert set(objects) == {"ingest", "mine", "retriever"}
+    ingest = job_pod(objects["ingest"], secrets=SECRETS)
+    (run,) = ingest.containers
+    assert run.read_only and run.user == "10001:10001" and run.cap_drop == ["ALL"]
+    assert sorted(m.target for m in run.mounts) == ["/cache", "/tmp"]
+    assert run.entrypoint == ["bgeflow"] and run.command[0] == "ingest"
+    mine = job_pod(objects["mine"], secrets=SECRETS)
+    assert [c.name for c in mine.init_containers] == ["wait-for-input"]
+    assert mine.init_containers[0].command[:2] == ["pipeline", "wait"]
+    assert mine.volumes["dshm"].size_bytes == 512 * 2**20
+    # init containers share the pod's emptyDirs; the operator's env goes to app containers only
+    train = pytorchjob_pods(objects["retriever"], secrets=SECRETS)
+    assert len(train) == 2
+    assert "RANK" not in train[1].init_containers[0].env and train[1].containers[0].env["RANK"] == "1"
+    assert train[1].containers[0].read_only
+
+
+def test_run_as_non_root_is_checked_against_the_image_user() -> None:
+    pod = {"securityContext": {"runAsNonRoot": True}, "containers": [{"name": "c", "image": "img"}]}
+    assert pod_run(pod, name="p", image_user=lambda _: "10001").containers[0].user is None
+    with pytest.raises(ValueError, match="runAsNonRoot"):
+        pod_run(pod, name="p", image_user=lambda _: "root")
+    with pytest.raises(ValueError, match="runAsNonRoot"):
+        pod_run({**pod, "securityContext": {"runAsNonRoot": True, "runAsUser": 0}}, name="p")
+
+
+def test_env_expansion_and_order() -> None:
+    pod = {"containers": [{"name": "c", "image": "i", "args": ["$(A)", "$$(A)", "$(NOPE)"],
+                           "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "$(A)-x"},
+                                   {"name": "A", "value": "2"}]}]}
+    (run,) = pod_run(pod, name="p").containers
+    assert run.env == {"A": "2", "B": "1-x"}
+    assert run.entrypoint is None and run.command == ["2", "$(A)", "$(NOPE)"]
+
+
+@pytest.mark.parametrize("pod", [
+    {"containers": [{"name": "c", "image": "i", "securityContext": {"privileged": True}}]},
+    {"containers": [{"name": "c", "image": "i", "envFrom": [{"secretRef": {"name": "s"}}]}]},
+    {"containers": [{"name": "c", "image": "i", "lifecycle": {}}]},
+    {"hostNetwork": True, "containers": [{"name": "c", "image": "i"}]},
+    {"volumes": [{"name": "v", "hostPath": {"path": "/"}}], "containers": [{"name": "c", "image": "i"}]},
+    {"containers": [{"name": "c", "image": "i", "volumeMounts": [{"name": "v", "mountPath": "/v", "subPath": "x"}]}],
+     "volumes": [{"name": "v", "emptyDir": {}}]},
+], ids=["privileged", "envFrom", "unknown-field", "hostNetwork", "hostPath", "subPath"])
+def test_what_cannot_be_reproduced_is_refused(pod: dict[str, Any]) -> None:
+    with pytest.raises(Unsupported):
+        pod_run(pod, name="p")
+
+
+def test_required_secret_missing_is_an_error() -> None:
+    pod = {"containers": [{"name": "c", "image": "i", "env": [
+        {"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}]}
+    with pytest.raises(ValueError, match="Secret s key k"):
+        pod_run(pod, name="p")
+
+
+def test_quantities() -> None:
+    assert quantity_bytes("16Gi") == 16 * 2**30 and quantity_bytes("500M") == 500 * 10**6 and quantity_bytes(7) == 7
+    with pytest.raises(Unsupported):
+        quantity_bytes("100m")
