@@ -104,6 +104,21 @@ def locate_model(ref: str) -> ModelRef:
     raise NotFoundError(f"model {ref}: no such directory")
 
 
+def inspectable_model(ref: str) -> str:
+    """Where ``ref``'s config can be read here without any download or remote call.
+
+    A bundled or local reference becomes its model folder; anything else (a hub id, an ``s3://``
+    URI) is returned as given, for readers that try the hub cache or skip it (the pods read it).
+
+    Raises:
+        ConfigError: an unknown ``bundled:`` name.
+        NotFoundError: a local path that holds no model.
+    """
+    if "://" in ref and not ref.startswith("file://"):
+        return ref
+    return locate_model(ref).location
+
+
 def resolve_model(ref: str) -> str:
     """A local folder transformers and sentence-transformers can load for any reference (module doc).
 

@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from bgeflow.core.errors import EXIT_BAD_INPUT, ConfigError, DataError, StepFailed
-from bgeflow.core.models import check_token_limits, locate_model, resolve_model
+from bgeflow.core.models import check_token_limits, inspectable_model, resolve_model
 from bgeflow.core.storage import LocalStore, join_uri, open_store, output_lock
 from bgeflow.data import check_record, iter_json, query_prompt
 from bgeflow.retrieval.pooling import resolve_pooling, resolve_query_instruction
@@ -112,7 +112,7 @@ def resolved_options(spec: TrainSpec, runner: Runner | None = None, model_path: 
     options = spec.resolved_hyperparameters(runner.name)
     check_names(runner, options, managed=MANAGED, where=f"train {spec.kind} hyperparameters ({runner.name} runner)",
                 near=TrainSpec.model_fields)
-    return integral(runner, runner_options(runner, options, model_path or locate_model(spec.model).location))
+    return integral(runner, runner_options(runner, options, model_path or inspectable_model(spec.model)))
 
 
 # --------------------------------------------------------------------------- checks

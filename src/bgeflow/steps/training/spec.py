@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 from pydantic import field_validator, model_validator
 
 from bgeflow.core.errors import ConfigError
-from bgeflow.core.models import locate_model
+from bgeflow.core.models import inspectable_model
 from bgeflow.core.spec import KeyPath, Spec, UriList, nested, setting
 from bgeflow.retrieval.pooling import Pooling
 from bgeflow.steps.training import recipes
@@ -136,7 +136,7 @@ class TrainSpec(RunnerSettings):
             ConfigError: ``runner`` does not train this ``kind``, or an unknown ``bundled:`` name.
             NotFoundError: a local model path with no model in it.
         """
-        return select_runner(self.kind, self.runner, model_path or locate_model(self.model).location)
+        return select_runner(self.kind, self.runner, model_path or inspectable_model(self.model))
 
     def resolved_hyperparameters(self, runner: str | None = None) -> dict[str, Any]:
         """The seed recipe of ``kind`` (and of ``runner``, when given) with ``hyperparameters`` over it.
