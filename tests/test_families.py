@@ -359,11 +359,11 @@ def test_icl_queries_end_with_the_suffix(tmp_path: Path) -> None:
 
 
 def test_inference_documents_name_each_familys_class() -> None:
-    from bgeflow.steps.training.export import inference_document, saved_query_prompt
+    from bgeflow.steps.training.export import inference_document, instruction_prefix
 
     llm = {"query_instruction_for_retrieval": "Given a query", "query_instruction_format": "<instruct>{}\\n<query>{}"}
-    assert saved_query_prompt(llm) == "<instruct>Given a query\n<query>"
-    assert saved_query_prompt({**llm, "query_instruction_format": "{}: {}!"}) is None  # not a prefix
+    assert instruction_prefix(llm) == "<instruct>Given a query\n<query>"
+    assert instruction_prefix({**llm, "query_instruction_format": "{}: {}!"}) is None  # not a prefix
     assert inference_document("decoder-base", llm, max_seq_length=8)["init"]["query_instruction_format"] == \
         "<instruct>{}\n<query>{}"
     m3 = inference_document("encoder-m3", {"unified_finetuning": True, "colbert_dim": 64}, max_seq_length=8)

@@ -300,7 +300,7 @@ class UntrainedHead(ConfigError):
 
 
 def require_trained_head(model_path: str, model: str) -> None:
-    """Refuse a reranker whose checkpoint lacks a trained sequence-classification head.
+    """Refuse a cross-encoder reranker whose checkpoint lacks a trained sequence-classification head.
 
     transformers would create the missing weights (a bi-encoder's ``classifier``) at random, and the
     "scores" would be noise that differs on every load. The check loads the checkpoint onto the meta
@@ -314,6 +314,10 @@ def require_trained_head(model_path: str, model: str) -> None:
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
+    from bgeflow.retrieval.families import family_of
+
+    if family_of("reranker", model_path) in ("llm-reranker", "layerwise-reranker"):
+        return  # scored by its language-model head (FlagLLMReranker), not a classification head
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its "newly initialized" warning becomes our error below
     try:

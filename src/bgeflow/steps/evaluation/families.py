@@ -91,12 +91,12 @@ def m3_scores(model_path: str | Path, queries: Sequence[str], passages: Sequence
     import numpy as np
     from FlagEmbedding import BGEM3FlagModel
 
-    from bgeflow.retrieval.pooling import resolve_pooling
+    from bgeflow.retrieval.pooling import resolve_normalize, resolve_pooling
 
     device = _device(encoding)
     model = BGEM3FlagModel(str(model_path), use_fp16=device.startswith("cuda"), devices=device,
                            pooling_method=resolve_pooling(encoding.pooling, model_path),
-                           normalize_embeddings=bool(encoding.normalize), colbert_dim=_colbert_dim(Path(model_path)),
+                           normalize_embeddings=resolve_normalize(encoding.normalize, model_path), colbert_dim=_colbert_dim(Path(model_path)),
                            batch_size=int(encoding.batch_size))
     outputs = {"return_dense": True, "return_sparse": True, "return_colbert_vecs": True}
     q = model.encode(list(queries), max_length=int(encoding.query_max_len), **outputs)

@@ -36,7 +36,7 @@ _ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "adapter_m
 ADAPTER_DIR = "adapter"
 
 
-def saved_query_prompt(options: dict[str, Any]) -> str | None:
+def instruction_prefix(options: dict[str, Any]) -> str | None:
     """What FlagEmbedding's query instruction puts before each query: its format with an empty query.
 
     None without an instruction, or when the format puts text after the query (not a prefix).

@@ -46,7 +46,7 @@ from bgeflow.data import check_record, iter_json, query_prompt
 from bgeflow.retrieval.pooling import resolve_pooling, resolve_query_instruction
 from bgeflow.steps.training import checkpoints, validation
 from bgeflow.steps.training.distributed import Distributed, resolve, torchrun_command
-from bgeflow.steps.training.export import export_model, saved_query_prompt
+from bgeflow.steps.training.export import export_model, instruction_prefix
 from bgeflow.steps.training.local import run_local_pods
 from bgeflow.steps.training.runners import Runner, check_names, integral, runner_options
 from bgeflow.steps.training.spec import MANAGED, TrainSpec
@@ -539,7 +539,7 @@ def _publish_outputs(spec: TrainSpec, runner: Runner, runner_args: dict[str, Any
                       else runner_args["query_max_len"] + runner_args["passage_max_len"])
     exported = export_model(run_dir, work / "export" / MODEL_DIR, kind=spec.kind, pooling=pooling or "cls",
                             normalize=bool(runner_args.get("normalize_embeddings", True)),
-                            max_seq_length=int(max_seq_length), query_prompt=saved_query_prompt(runner_args),
+                            max_seq_length=int(max_seq_length), query_prompt=instruction_prefix(runner_args),
                             runner=runner.name, runner_args=runner_args,
                             base_model=resolve_model(spec.model))
     output = open_store(spec.output)
