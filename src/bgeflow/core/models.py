@@ -141,8 +141,13 @@ def model_cache_dir() -> Path:
 
 
 def _fetch_s3(uri: str) -> str:
-    """The model under ``uri`` in the local cache, downloaded when its objects (URI + ETags) are new."""
-    from bgeflow.core.storage import open_store
+    """The model under ``uri`` in the local cache, downloaded when its objects (URI + ETags) are new.
+
+    Raises:
+        UnsafePathError: an object key that is not a relative path inside the model's folder.
+        StorageError: S3 could not be read.
+    """
+    from bgeflow.core.storage import open_store, safe_join
 
     store = open_store(uri)
     objects = store.list()
@@ -159,9 +164,11 @@ def _fetch_s3(uri: str) -> str:
     # Downloaded beside the target and renamed into place, so pods sharing a node (or a retry after a
     # crash) never load half a model; a concurrent finisher simply wins.
     partial = cache / f".{key}-{uuid.uuid4().hex[:8]}"
+    # Every key checked before the first byte: a key like ``model//etc/x`` lands nowhere.
+    targets = [(info.key, safe_join(partial, info.key, what=f"object key under {uri}")) for info in objects]
     try:
-        for info in objects:
-            store.get_file(info.key, partial / info.key)
+        for object_key, target in targets:
+            store.get_file(object_key, target)
         (partial / _COMPLETE).write_text(json.dumps({"uri": uri, "objects": len(objects)}), encoding="utf-8")
         try:
             os.rename(partial, dest)  # only complete copies are ever renamed into place
