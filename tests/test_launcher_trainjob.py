@@ -164,3 +164,34 @@ def test_without_the_sdk_the_error_says_what_to_install(monkeypatch: pytest.Monk
 def test_runtime_settings_are_validated(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PodSettings(**change)
+
+
+@needs_sdk
+def test_cli_launch_dry_run_prints_a_valid_trainjob(crd_schema: dict, s3_bucket: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from bgeflow.cli import main
+
+    code = main(["launch", "retriever", "--model", "BAAI/bge-base-en-v1.5", "--train-data", f"s3://{s3_bucket}/m.jsonl",
+                 "--output", f"s3://{s3_bucket}/out", "--backend", "trainjob", "--namespace", "ml", "--nnodes", "2",
+                 "--nproc-per-node", "4", "--gpus-per-node", "4", "--learning_rate", "2e-5", "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    manifest = yaml.safe_load(out)
+    validate(manifest, crd_schema)
+    trainer = manifest["spec"]["trainer"]
+    assert trainer["command"] == ["bgeflow", "train", "--config", f"s3://{s3_bucket}/out/train_spec.yaml"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"], trainer["resourcesPerNode"]["limits"]) == (
+        2, 4, {"nvidia.com/gpu": "4"})
+    assert manifest["spec"]["runtimeRef"]["name"] == "bgeflow-torch"
+
+
+def test_cli_launch_dry_run_needs_one_kind(s3_bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from bgeflow.cli import main
+    from bgeflow.core.storage import open_store
+
+    code = main(["launch", "retriever", "--model", "m", "--train-data", f"s3://{s3_bucket}/m.jsonl",
+                 "--output", f"s3://{s3_bucket}/auto", "--backend", "auto", "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--dry-run prints one kind of job: give --backend pytorchjob or trainjob, not auto" in err
+    assert not open_store(f"s3://{s3_bucket}/auto").exists("train_spec.yaml")  # refused before writing

@@ -1,9 +1,11 @@
 """Rendered objects against the API's schemas: core kinds via kubernetes-validate (offline,
-strict: unknown fields fail), PyTorchJobs via the real CRD and the kubeflow-training models."""
+strict: unknown fields fail), PyTorchJobs via the real CRD and the kubeflow-training models, the
+TrainingRuntime's Jobs as batch/v1 Jobs and the whole runtime through the Kubeflow SDK's models."""
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 from typing import Any
 
 import pytest
@@ -15,13 +17,17 @@ from helm.render import SCENARIOS, render
 K8S_VERSIONS = ("1.27.0", "1.33.0")
 
 
-def _objects(kind: str | None = None, exclude: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+CUSTOM_KINDS = ("PyTorchJob", "TrainingRuntime")
+
+
+def _objects(kind: str | None = None, exclude: tuple[str, ...] = ()) -> list[tuple[str, dict[str, Any]]]:
     return [(s, o) for s in SCENARIOS for o in render(s)
-            if (kind is None or o["kind"] == kind) and (exclude is None or o["kind"] != exclude)]
+            if (kind is None or o["kind"] == kind) and o["kind"] not in exclude]
 
 
-CORE = _objects(exclude="PyTorchJob")
+CORE = _objects(exclude=CUSTOM_KINDS)
 PYTORCHJOBS = _objects("PyTorchJob")
+RUNTIMES = _objects("TrainingRuntime")
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -108,3 +114,38 @@ def test_direct_pytorchjob_has_the_launchers_shape() -> None:
         assert ours["dshm"]["emptyDir"]["medium"] == shm["dshm"]["emptyDir"]["medium"] == "Memory"
     assert set(chart["spec"]["pytorchReplicaSpecs"]) == set(launched["spec"]["pytorchReplicaSpecs"])
     assert chart["spec"]["runPolicy"]["cleanPodPolicy"] == launched["spec"]["runPolicy"]["cleanPodPolicy"]
+
+
+def test_scenarios_render_the_training_runtime() -> None:
+    assert {s for s, _ in RUNTIMES} == {"trainjob-values"}
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize(("scenario", "runtime"), RUNTIMES, ids=[s for s, _ in RUNTIMES])
+def test_training_runtime_jobs_are_valid_jobs(scenario: str, runtime: dict[str, Any], version: str) -> None:
+    """Each replicated job's template is a batch/v1 Job spec as JobSet creates it: checked strictly."""
+    import kubernetes_validate
+
+    for rjob in runtime["spec"]["template"]["spec"]["replicatedJobs"]:
+        job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"x-{rjob['name']}-0"},
+               "spec": rjob["template"]["spec"]}
+        try:
+            kubernetes_validate.validate(job, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{scenario}: TrainingRuntime replicated job {rjob['name']} invalid for {version}: {exc.message}")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("kubeflow_trainer_api") is None,
+                    reason="needs the Kubeflow SDK's models (pip install 'bgeflow[trainer]')")
+@pytest.mark.parametrize(("scenario", "runtime"), RUNTIMES, ids=[s for s, _ in RUNTIMES])
+def test_training_runtime_round_trips_through_the_sdk(scenario: str, runtime: dict[str, Any]) -> None:
+    """The SDK reads the runtime as TrainerClient.get_runtime does: a torch runtime of custom trainers."""
+    from kubeflow.trainer.backends.kubernetes import utils
+    from kubeflow.trainer.types import types
+    from kubeflow_trainer_api.models import TrainerV1alpha1TrainingRuntime
+
+    model = TrainerV1alpha1TrainingRuntime.from_dict(runtime)
+    assert model.to_dict() == runtime
+    trainer = utils.get_runtime_trainer(model.metadata.labels["trainer.kubeflow.org/framework"],
+                                        model.spec.template.spec.replicated_jobs, model.spec.ml_policy)
+    assert trainer.trainer_type == types.TrainerType.CUSTOM_TRAINER and trainer.framework == "torch"
