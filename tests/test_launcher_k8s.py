@@ -108,14 +108,35 @@ def test_adopting_someone_elses_job_is_refused(flavor: Flavor) -> None:
         backend.submit(spec)
 
 
-def test_a_failed_job_found_on_retry_is_replaced(flavor: Flavor) -> None:
+def test_a_failed_job_found_on_retry_ends_the_task_without_a_rerun(flavor: Flavor) -> None:
+    """A retried task that finds its job failed reports the job's reason; it never trains again."""
     api = FakeKubernetes(flavor.plural)
     spec, backend, _ = make(api)
     backend.submit(spec)
     api.script = [["Failed"]]
-    # the first GET (in submit) shows Failed; afterwards the job is gone until recreated
-    assert backend.submit(spec) is False
-    assert api.deleted == [(NS, spec.name)] and len(api.created) == 2
+    api.add_pod(spec.name, NS, flavor.node, 0, phase="Failed", terminated=("Error", 3, "bad batch"))
+    with pytest.raises(RuntimeError) as info:
+        backend.submit(spec)
+    message = str(info.value)
+    assert message.startswith(f"{flavor.kind.kind} {NS}/{spec.name} failed: {flavor.kind.kind}Failed: ")
+    assert "(found by a retry; not run again: delete it to train again)" in message
+    assert "Error exit code 3: bad batch" in message
+    assert api.deleted == [] and len(api.created) == 1
+
+
+def test_kfp_retries_of_a_persistent_failure_train_once(flavor: Flavor) -> None:
+    """Three attempts of the task (KFP's retries) against a job whose training keeps crashing: one job,
+    trained once (its own restarts aside), and every attempt ends with the job's reason."""
+    api = FakeKubernetes(flavor.plural)
+    api.script = [list(flavor.running), ["Failed"]]
+    errors = []
+    for _attempt in range(3):
+        spec, backend, _ = make(api)
+        with pytest.raises(RuntimeError) as info:
+            launch(spec, backend, timeout=600)
+        errors.append(str(info.value))
+    assert len(api.created) == 1 and api.deleted == []
+    assert all(e.startswith(f"{flavor.kind.kind} {NS}/{spec.name} failed: {flavor.kind.kind}Failed") for e in errors)
 
 
 def test_failure_reports_pod_reasons_and_recent_events(flavor: Flavor) -> None:

@@ -4,8 +4,8 @@ One contract for both kinds of job (``JobKind``: what differs is the object, its
 training container's name and the condition that means success):
 
 - submit: create; on 409 AlreadyExists adopt the job when its owner annotation matches (a
-  retried KFP task computes the same name), recreate it when the adopted job had failed, refuse
-  otherwise;
+  retried KFP task computes the same name), refuse otherwise; a job found failed ends the retry
+  with its reason (never re-run: a persistent crash would run once per KFP retry);
 - wait: poll the job's conditions, stream node 0's log (the PyTorchJob's master) into ours, and on failure or
   timeout report each pod's termination/waiting reason and the recent Events;
 - cancel: delete the job (its pods go with it).
@@ -177,22 +177,15 @@ class KubernetesBackend(JobBackend):
                 f"{self.kind.kind} {spec.ref} already exists and belongs to {owner or 'someone else'!r}, not {spec.owner!r}; "
                 "refusing to adopt it"
             )
-        if "Failed" in _conditions(existing):
-            # A retry after a failed job: adopting it would only report the same failure again.
-            log.warning("%s %s exists but failed; deleting it and starting over", self.kind.kind, spec.ref)
-            self._delete_and_wait(spec)
-            self._api("create", spec.namespace, self.kind.plural, manifest)
-            return False
+        failed = _conditions(existing).get("Failed")
+        if failed is not None:
+            # A retry after the job failed. The job already used its own restarts (backoffLimit,
+            # maxRestarts): running it again would only repeat a persistent crash once per KFP
+            # retry. Its reason ends this attempt too; only a launcher-side error (the launcher pod
+            # lost, an API error) leaves a job for a retry to adopt.
+            raise StepFailed(self._failure(spec, failed, "(found by a retry; not run again: delete it to train again)"))
         log.info("adopted %s %s (created by an earlier attempt of %s)", self.kind.kind, spec.ref, spec.owner)
         return True
-
-    def _delete_and_wait(self, spec: LaunchSpec, timeout: float = 120.0) -> None:
-        self.cancel(spec)
-        deadline = self.clock() + timeout
-        while self._get(spec) is not None:
-            if self.clock() > deadline:
-                raise TimeoutError(f"{self.kind.kind} {spec.ref} was not deleted within {timeout:.0f}s")
-            self.sleep(min(self.poll_interval, 2.0))
 
     def cancel(self, spec: LaunchSpec) -> None:
         from kubernetes.client import V1DeleteOptions
@@ -224,11 +217,7 @@ class KubernetesBackend(JobBackend):
                 return
             if state == "Failed":
                 self._drain_logs()
-                cond = conditions["Failed"]
-                raise StepFailed(
-                    f"{self.kind.kind} {spec.ref} failed: {cond.get('reason', '')}: {cond.get('message', '')}"
-                    + self.diagnose(spec)
-                )
+                raise StepFailed(self._failure(spec, conditions["Failed"]))
             if deadline is not None and self.clock() >= deadline:
                 details = self.diagnose(spec)
                 self.cancel(spec)  # a timed-out job must not keep holding GPUs
@@ -237,6 +226,10 @@ class KubernetesBackend(JobBackend):
                     + details
                 )
             self.sleep(self.poll_interval)
+
+    def _failure(self, spec: LaunchSpec, condition: dict[str, Any], note: str = "") -> str:
+        return (f"{self.kind.kind} {spec.ref} failed: {condition.get('reason', '')}: {condition.get('message', '')}"
+                + (f" {note}" if note else "") + self.diagnose(spec))
 
     # -- logs -------------------------------------------------------------------------------
 
