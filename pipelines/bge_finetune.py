@@ -95,6 +95,9 @@ class PipelineOptions:
     train_pods: dict[str, Any] = field(default_factory=lambda: _env_json(POD_SETTINGS_ENV, {}))
     # The images' numeric USER: every step pod and training pod runs as it, never as root.
     run_as_user: int = 10001
+    # The Helm release the training pods belong to (their app.kubernetes.io/instance label, which the
+    # chart's NetworkPolicy selects); "": unlabelled, covered by the chart's launched-training policy.
+    instance: str = field(default_factory=lambda: os.environ.get("BGEFLOW_INSTANCE", ""))
 
     def __post_init__(self) -> None:
         if isinstance(self.run_as_user, bool) or not isinstance(self.run_as_user, int) or self.run_as_user <= 0:
@@ -107,7 +110,7 @@ class PipelineOptions:
             "node_selector": self.gpu_node_selector, "tolerations": self.gpu_tolerations,
             "image_pull_secrets": self.image_pull_secrets, "s3_secret": self.s3_secret or None,
             "s3_secret_keys": self.s3_secret_keys, "memory": self.gpu_memory, "cpu": self.train_cpu,
-            "run_as_user": self.run_as_user,
+            "run_as_user": self.run_as_user, "instance": self.instance,
         }
         settings.update(self.train_pods)
         return json.dumps(settings, sort_keys=True)
