@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "cluster serves); as the run spec's training.backend")
     job.add_argument("--pod-settings", default=None, metavar="FILE",
                      help="YAML/JSON of bgeflow.platform.launcher.PodSettings (image, gpus_per_node, tolerations, "
-                     "s3_secret, ...)")
+                     "s3_secret, ...); default: the JSON in $BGEFLOW_TRAIN_POD_SETTINGS, as the pipeline's launcher")
     job.add_argument("--image", default=None, help="training image (overrides the pod settings)")
     job.add_argument("--namespace", default=None, help="namespace (default: the pod settings', else the current)")
     job.add_argument("--gpus-per-node", type=int, default=None)
@@ -57,13 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
+    import os
 
     import yaml
 
     from bgeflow.cli.train import build_spec
     from bgeflow.core.config_file import load_mapping
     from bgeflow.core.errors import ConfigError
-    from bgeflow.platform.launcher import PodSettings, launch, make_backend
+    from bgeflow.platform.launcher import POD_SETTINGS_ENV, PodSettings, launch, make_backend
     from bgeflow.platform.launcher.k8s import JOB_KINDS
     from bgeflow.platform.launcher.train_job import build_launch_spec
     from bgeflow.steps.training.pod import write_spec
@@ -74,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
     settings: dict = {}
     if args.pod_settings:
         settings = load_mapping(args.pod_settings, "PodSettings fields", flag="--pod-settings")
+    elif os.environ.get(POD_SETTINGS_ENV):  # as the pipeline's train launcher (and the chart's direct mode)
+        try:
+            settings = json.loads(os.environ[POD_SETTINGS_ENV])
+        except ValueError as exc:
+            raise ConfigError(f"${POD_SETTINGS_ENV} is not JSON: {exc}") from None
+        if not isinstance(settings, dict):
+            raise ConfigError(f"${POD_SETTINGS_ENV} must hold a JSON object of PodSettings fields")
     for key, value in (("image", args.image), ("namespace", args.namespace), ("gpus_per_node", args.gpus_per_node)):
         if value is not None:
             settings[key] = value
