@@ -196,6 +196,14 @@ class LaunchSpec:
                              f"would exceed {_DNS_1035_MAX} characters (use launcher.job_name)")
         if not self.command:
             raise ValueError(f"job {self.namespace}/{self.name} has an empty command")
+        # Kubernetes wants strings: a number here would print unquoted in --dry-run YAML (`- 2e-05`) and
+        # be refused by the API server (or by kubectl apply) as the wrong type.
+        wrong = [part for part in self.command if not isinstance(part, str)]
+        if wrong:
+            raise ConfigError(f"job {self.namespace}/{self.name}: command parts must be strings, got {wrong!r}")
+        wrong_env = {k: v for k, v in self.env.items() if not isinstance(v, str)}
+        if wrong_env:
+            raise ConfigError(f"job {self.namespace}/{self.name}: env values must be strings, got {wrong_env!r}")
         if self.nnodes < 1 or self.nproc_per_node < 1:
             raise ValueError(f"job {self.namespace}/{self.name}: nnodes and nproc_per_node must be >= 1")
         if not self.owner:
