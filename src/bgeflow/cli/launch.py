@@ -18,7 +18,7 @@ import sys
 
 from bgeflow.cli._options import add_config_options, add_spec_options
 
-#: The run spec's cluster backends (training.backend without local), "kubernetes" being pytorchjob's older name.
+#: The run spec's cluster backends (training.backend without local and without "kubernetes", pytorchjob's older name).
 CLUSTER_BACKENDS = ("pytorchjob", "trainjob", "auto")
 
 
