@@ -6,6 +6,7 @@ from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from bgeflow.platform.kfp_docs import docstring
 from bgeflow.platform.run_spec import EvaluateSettings, run_defaults
+from components import exec_executor
 from components.images import GPU_IMAGE
 
 
@@ -54,4 +55,4 @@ evaluate.__doc__ = docstring(
     }, defaults={"settings": run_defaults("evaluate")},
     returns="Output: whether every gate rule passed (each publish task reads its own model's verdict in "
             "metrics.json)")
-evaluate = dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)(evaluate)
+evaluate = exec_executor(dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)(evaluate))

@@ -6,6 +6,7 @@ from kfp.dsl import Dataset, Markdown, Output
 
 from bgeflow.platform.kfp_docs import docstring
 from bgeflow.platform.run_spec import IngestSettings, RetrieverRun, run_defaults
+from components import exec_executor
 from components.images import OPS_IMAGE
 
 
@@ -34,4 +35,4 @@ ingest.__doc__ = docstring("Validate every line of the raw data, merge duplicate
     "work_uri": "s3://bucket/prefix the step writes under (empty: the artifact's folder)",
     "run_id": "the pipeline run's id (keeps runs apart under work_uri)",
 }, defaults={"settings": run_defaults("ingest")})
-ingest = dsl.component(base_image=OPS_IMAGE, install_kfp_package=False)(ingest)
+ingest = exec_executor(dsl.component(base_image=OPS_IMAGE, install_kfp_package=False)(ingest))

@@ -6,6 +6,7 @@ from kfp.dsl import Dataset, Input, Output
 
 from bgeflow.platform.kfp_docs import docstring
 from bgeflow.platform.run_spec import MineSettings, RetrieverRun, run_defaults
+from components import exec_executor
 from components.images import GPU_IMAGE
 
 
@@ -39,4 +40,4 @@ mine.__doc__ = docstring("Search every query against the corpus (or the pool of 
     "work_uri": "s3://bucket/prefix the step writes under (empty: the artifact's folder)",
     "run_id": "the pipeline run's id",
 }, defaults={"settings": run_defaults("mine")})
-mine = dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)(mine)
+mine = exec_executor(dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)(mine))

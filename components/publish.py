@@ -6,6 +6,7 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from bgeflow.platform.kfp_docs import docstring
 from bgeflow.platform.run_spec import PublishSettings, run_defaults
+from components import exec_executor
 from components.images import OPS_IMAGE
 
 
@@ -40,4 +41,4 @@ publish.__doc__ = docstring("Publish a trained model as <registry>/<name>/<versi
     "work_uri": "s3://bucket/prefix of the run",
 }, defaults={"settings": run_defaults("publish")},
    returns="Output: the version published (empty when the model was not trained or its gate rules failed)")
-publish = dsl.component(base_image=OPS_IMAGE, install_kfp_package=False)(publish)
+publish = exec_executor(dsl.component(base_image=OPS_IMAGE, install_kfp_package=False)(publish))

@@ -11,6 +11,7 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 from bgeflow.platform.kfp_docs import docstring
 from bgeflow.platform.run_spec import TrainingSettings, run_defaults
+from components import exec_executor
 from components.images import OPS_IMAGE
 
 
@@ -45,4 +46,4 @@ train_launcher.__doc__ = docstring("Fine-tune the base model of a run block on t
     "run_id": "the pipeline run's id (with task_name: the job's name, so a retry adopts its job)",
     "task_name": "the pipeline task's name",
 }, defaults={"settings": run_defaults("training")})
-train_launcher = dsl.component(base_image=OPS_IMAGE, install_kfp_package=False)(train_launcher)
+train_launcher = exec_executor(dsl.component(base_image=OPS_IMAGE, install_kfp_package=False)(train_launcher))

@@ -21,8 +21,10 @@ their local artifact directories.
 Caching is off for every step: ingest reads mutable S3 URIs, mining and training start from
 models named by mutable hub or S3 references, evaluation and publish read and move the
 registry's champion. I/O steps retry with exponential backoff; the train launcher retries too,
-and a retry adopts the PyTorchJob its first attempt created (the name is a function of the run
-id and the task).
+and a retry adopts the training job (PyTorchJob or TrainJob) its first attempt created (the name
+is a function of the run id and the task). A job that failed is never run again by a retry: the
+retry ends with the job's reason, so only launcher-side errors (its pod lost, an API error) are
+retried.
 
 ``python -m pipelines.bge_finetune`` (``make pipelines``) compiles every component and this
 pipeline to the YAML files beside them.
@@ -93,6 +95,9 @@ class PipelineOptions:
     train_pods: dict[str, Any] = field(default_factory=lambda: _env_json(POD_SETTINGS_ENV, {}))
     # The images' numeric USER: every step pod and training pod runs as it, never as root.
     run_as_user: int = 10001
+    # The Helm release the training pods belong to (their app.kubernetes.io/instance label, which the
+    # chart's NetworkPolicy selects); "": unlabelled, covered by the chart's launched-training policy.
+    instance: str = field(default_factory=lambda: os.environ.get("BGEFLOW_INSTANCE", ""))
 
     def __post_init__(self) -> None:
         if isinstance(self.run_as_user, bool) or not isinstance(self.run_as_user, int) or self.run_as_user <= 0:
@@ -105,7 +110,7 @@ class PipelineOptions:
             "node_selector": self.gpu_node_selector, "tolerations": self.gpu_tolerations,
             "image_pull_secrets": self.image_pull_secrets, "s3_secret": self.s3_secret or None,
             "s3_secret_keys": self.s3_secret_keys, "memory": self.gpu_memory, "cpu": self.train_cpu,
-            "run_as_user": self.run_as_user,
+            "run_as_user": self.run_as_user, "instance": self.instance,
         }
         settings.update(self.train_pods)
         return json.dumps(settings, sort_keys=True)
@@ -206,7 +211,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
             ).set_display_name(f"train {kind}")
             _common(task, options, options.timeout_train_launcher_s)
             task.set_env_variable(POD_SETTINGS_ENV, options.train_pod_settings())
-            # A retry finds the PyTorchJob by its deterministic name and adopts it.
+            # A retry finds the job by its deterministic name: adopts it while it runs, reports its
+            # reason when it failed (never re-runs it).
             task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
             trained[kind] = task
 

@@ -1,18 +1,50 @@
-"""The Kubernetes backend against an in-memory API: create, adopt, wait, logs, failures, timeout, SIGTERM."""
+"""The Kubernetes backend against an in-memory API: create, adopt, wait, logs, failures, timeout, SIGTERM.
+
+Every contract test runs for both kinds of job: a PyTorchJob (Training Operator) and a TrainJob
+(Kubeflow Trainer v2, whose builder needs the Kubeflow SDK's models: skipped where it is absent).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
+from dataclasses import dataclass
 
 import pytest
 
 from bgeflow.platform.launcher import LaunchSpec, PodSettings, job_name, launch
-from bgeflow.platform.launcher.k8s import KubernetesBackend
+from bgeflow.platform.launcher.k8s import PYTORCHJOB, TRAINJOB, JobKind, KubernetesBackend, detect_kind
 from fake_k8s import FakeKubernetes, api_error
 
 NS = "ml"
 OWNER = "run-42/train-retriever"
+HAS_TRAINER_SDK = importlib.util.find_spec("kubeflow_trainer_api") is not None
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """One kind of job as these tests drive it: its fake, its conditions, its pods."""
+
+    kind: JobKind
+    plural: str
+    running: tuple[str, ...]  # the conditions of a running job
+    node: str  # role of node 0's pod: the PyTorchJob's Master, the TrainJob's "node" replicated job
+    other: tuple[str, int]  # (role, index) of a second node
+
+
+PYTORCH = Flavor(PYTORCHJOB, "pytorchjobs", ("Created", "Running"), "master", ("worker", 0))
+# A TrainJob has no Running condition: Trainer v2 sets Created, then Complete or Failed.
+TRAIN = Flavor(TRAINJOB, "trainjobs", ("Created",), "node", ("node", 1))
+
+
+@pytest.fixture(params=[
+    PYTORCH,
+    pytest.param(TRAIN, marks=pytest.mark.skipif(
+        not HAS_TRAINER_SDK, reason="the TrainJob builder needs the Kubeflow SDK (pip install 'bgeflow[trainer]')")),
+], ids=["pytorchjob", "trainjob"])
+def flavor(request: pytest.FixtureRequest) -> Flavor:
+    return request.param
 
 
 class FakeClock:
@@ -31,75 +63,100 @@ def make(api: FakeKubernetes, owner: str = OWNER, **pod: object) -> tuple[Launch
                       nnodes=2, pod=PodSettings(image="ghcr.io/bgeflow/bgeflow-gpu:0.1.0", **pod))
     clock = FakeClock()
     lines: list[str] = []
-    backend = KubernetesBackend(api, api, poll_interval=5, log_sink=lines.append, clock=clock, sleep=clock.sleep)
+    kind = PYTORCHJOB if api.plural == "pytorchjobs" else TRAINJOB
+    backend = KubernetesBackend(api, api, kind=kind, poll_interval=5, log_sink=lines.append, clock=clock,
+                                sleep=clock.sleep)
     return spec, backend, lines
 
 
-def test_create_wait_success_streams_master_log() -> None:
-    api = FakeKubernetes()
+def test_create_wait_success_streams_node0_log(flavor: Flavor) -> None:
+    api = FakeKubernetes(flavor.plural)
     spec, backend, lines = make(api)
-    api.script = [["Created"], ["Created", "Running"], ["Created", "Running"], ["Succeeded"]]
-    api.add_pod(spec.name, NS, "master", 0, phase="Running")
-    api.add_pod(spec.name, NS, "worker", 0, phase="Running")
-    api.logs[f"{spec.name}-master-0"] = "step 1 loss 2.0\nstep 2 loss 1.5\ndone"
-    api.logs[f"{spec.name}-worker-0"] = "worker noise"
+    api.script = [["Created"], list(flavor.running), list(flavor.running), [flavor.kind.succeeded]]
+    node0 = api.add_pod(spec.name, NS, flavor.node, 0, phase="Running").metadata.name
+    other = api.add_pod(spec.name, NS, *flavor.other, phase="Running").metadata.name
+    api.logs[node0] = "step 1 loss 2.0\nstep 2 loss 1.5\ndone"
+    api.logs[other] = "worker noise"
 
     result = launch(spec, backend, timeout=600)
 
-    assert result.adopted is False and result.backend == "kubernetes"
+    assert result.adopted is False and result.backend == flavor.kind.kind.lower()
     assert len(api.created) == 1 and api.created[0]["metadata"]["name"] == spec.name
-    assert lines == [f"[{spec.name}-master-0] step 1 loss 2.0", f"[{spec.name}-master-0] step 2 loss 1.5",
-                     f"[{spec.name}-master-0] done"]
+    assert api.created[0]["kind"] == flavor.kind.kind
+    assert lines == [f"[{node0}] step 1 loss 2.0", f"[{node0}] step 2 loss 1.5", f"[{node0}] done"]
     assert api.deleted == []
 
 
-def test_retry_adopts_the_existing_job() -> None:
-    api = FakeKubernetes()
+def test_retry_adopts_the_existing_job(flavor: Flavor) -> None:
+    api = FakeKubernetes(flavor.plural)
     spec, backend, _ = make(api)
-    api.script = [["Running"]]
+    api.script = [list(flavor.running)]
     backend.submit(spec)  # the first attempt, then the pod died
-    api.script = [["Running"], ["Succeeded"]]
+    api.script = [list(flavor.running), [flavor.kind.succeeded]]
     result = launch(spec, make(api)[1], timeout=600)
     assert result.adopted is True
     assert len(api.created) == 1 and len(api.jobs) == 1
 
 
-def test_adopting_someone_elses_job_is_refused() -> None:
-    api = FakeKubernetes()
+def test_adopting_someone_elses_job_is_refused(flavor: Flavor) -> None:
+    api = FakeKubernetes(flavor.plural)
     spec, backend, _ = make(api)
     backend.submit(spec)
     api.jobs[(NS, spec.name)]["metadata"]["annotations"]["bgeflow.dev/owner"] = "run-7/other"
-    with pytest.raises(RuntimeError, match=rf"PyTorchJob {NS}/{spec.name} already exists and belongs to 'run-7/other'"):
+    with pytest.raises(RuntimeError, match=rf"{flavor.kind.kind} {NS}/{spec.name} already exists and belongs to "
+                                           r"'run-7/other'"):
         backend.submit(spec)
 
 
-def test_a_failed_job_found_on_retry_is_replaced() -> None:
-    api = FakeKubernetes()
+def test_a_failed_job_found_on_retry_ends_the_task_without_a_rerun(flavor: Flavor) -> None:
+    """A retried task that finds its job failed reports the job's reason; it never trains again."""
+    api = FakeKubernetes(flavor.plural)
     spec, backend, _ = make(api)
     backend.submit(spec)
     api.script = [["Failed"]]
-    # the first GET (in submit) shows Failed; afterwards the job is gone until recreated
-    assert backend.submit(spec) is False
-    assert api.deleted == [(NS, spec.name)] and len(api.created) == 2
+    api.add_pod(spec.name, NS, flavor.node, 0, phase="Failed", terminated=("Error", 3, "bad batch"))
+    with pytest.raises(RuntimeError) as info:
+        backend.submit(spec)
+    message = str(info.value)
+    assert message.startswith(f"{flavor.kind.kind} {NS}/{spec.name} failed: {flavor.kind.kind}Failed: ")
+    assert "(found by a retry; not run again: delete it to train again)" in message
+    assert "Error exit code 3: bad batch" in message
+    assert api.deleted == [] and len(api.created) == 1
 
 
-def test_failure_reports_pod_reasons_and_recent_events() -> None:
-    api = FakeKubernetes()
+def test_kfp_retries_of_a_persistent_failure_train_once(flavor: Flavor) -> None:
+    """Three attempts of the task (KFP's retries) against a job whose training keeps crashing: one job,
+    trained once (its own restarts aside), and every attempt ends with the job's reason."""
+    api = FakeKubernetes(flavor.plural)
+    api.script = [list(flavor.running), ["Failed"]]
+    errors = []
+    for _attempt in range(3):
+        spec, backend, _ = make(api)
+        with pytest.raises(RuntimeError) as info:
+            launch(spec, backend, timeout=600)
+        errors.append(str(info.value))
+    assert len(api.created) == 1 and api.deleted == []
+    assert all(e.startswith(f"{flavor.kind.kind} {NS}/{spec.name} failed: {flavor.kind.kind}Failed") for e in errors)
+
+
+def test_failure_reports_pod_reasons_and_recent_events(flavor: Flavor) -> None:
+    api = FakeKubernetes(flavor.plural)
     spec, backend, _ = make(api)
-    api.script = [["Running"], ["Failed"]]
-    master = api.add_pod(spec.name, NS, "master", 0, phase="Failed", terminated=("OOMKilled", 137, ""))
-    api.add_pod(spec.name, NS, "worker", 0, phase="Failed", terminated=("Error", 1, "CUDA error: out of memory\n"))
+    api.script = [list(flavor.running), ["Failed"]]
+    node0 = api.add_pod(spec.name, NS, flavor.node, 0, phase="Failed", terminated=("OOMKilled", 137, ""))
+    api.add_pod(spec.name, NS, *flavor.other, phase="Failed", terminated=("Error", 1, "CUDA error: out of memory\n"))
     for minute in range(12):
-        api.add_event(NS, "Pod", master.metadata.name, f"Reason{minute}", f"message {minute}", minute)
-    api.add_event(NS, "PyTorchJob", spec.name, "JobFailed", "PyTorchJob ml/x has failed", 30)
+        api.add_event(NS, "Pod", node0.metadata.name, f"Reason{minute}", f"message {minute}", minute)
+    api.add_event(NS, flavor.kind.kind, spec.name, "JobFailed", f"{flavor.kind.kind} ml/x has failed", 30)
 
     with pytest.raises(RuntimeError) as info:
         launch(spec, backend, timeout=600)
     message = str(info.value)
-    assert message.startswith(f"PyTorchJob {NS}/{spec.name} failed: PyTorchJobFailed")
-    assert f"pod {spec.name}-master-0 container pytorch (now): OOMKilled exit code 137" in message
+    assert message.startswith(f"{flavor.kind.kind} {NS}/{spec.name} failed: {flavor.kind.kind}Failed")
+    assert (f"pod {node0.metadata.name} container {flavor.kind.container} (now): OOMKilled exit code 137"
+            in message)
     assert "Error exit code 1: CUDA error: out of memory" in message
-    assert "event Warning PyTorchJob/" in message and "JobFailed" in message
+    assert f"event Warning {flavor.kind.kind}/" in message and "JobFailed" in message
     assert "Reason11" in message and "Reason2:" not in message  # only the most recent events
 
 
@@ -123,41 +180,42 @@ def test_failure_after_the_operator_deleted_the_pods_reports_exit_codes_from_its
     assert message.count("exit code 7") == 1, message
 
 
-def test_timeout_deletes_the_job_and_says_why() -> None:
-    api = FakeKubernetes()
+def test_timeout_deletes_the_job_and_says_why(flavor: Flavor) -> None:
+    api = FakeKubernetes(flavor.plural)
     spec, backend, _ = make(api)
     api.script = [["Created"]]
-    api.add_pod(spec.name, NS, "master", 0, phase="Pending", waiting=("ImagePullBackOff", "Back-off pulling image"))
+    api.add_pod(spec.name, NS, flavor.node, 0, phase="Pending", waiting=("ImagePullBackOff", "Back-off pulling image"))
     with pytest.raises(TimeoutError) as info:
         launch(spec, backend, timeout=60)
     message = str(info.value)
-    assert f"PyTorchJob {NS}/{spec.name} did not finish within 60s (last state: Created); deleted it" in message
+    assert (f"{flavor.kind.kind} {NS}/{spec.name} did not finish within 60s (last state: Created); deleted it"
+            in message)
     assert "waiting ImagePullBackOff: Back-off pulling image" in message
     assert api.deleted == [(NS, spec.name)]
 
 
-def test_job_deleted_while_waiting() -> None:
-    api = FakeKubernetes()
+def test_job_deleted_while_waiting(flavor: Flavor) -> None:
+    api = FakeKubernetes(flavor.plural)
     spec, backend, _ = make(api)
-    api.script = [["Running"]]
-    api.on_get = lambda: api.jobs.clear() if api.script == [["Running"]] and api.created else None
+    api.script = [list(flavor.running)]
+    api.on_get = lambda: api.jobs.clear() if api.script == [list(flavor.running)] and api.created else None
     backend.submit(spec)
-    with pytest.raises(RuntimeError, match=f"PyTorchJob {NS}/{spec.name} was deleted before it finished"):
+    with pytest.raises(RuntimeError, match=f"{flavor.kind.kind} {NS}/{spec.name} was deleted before it finished"):
         backend.wait(spec, 60)
 
 
-def test_api_errors_name_the_job() -> None:
-    api = FakeKubernetes()
+def test_api_errors_name_the_job(flavor: Flavor) -> None:
+    api = FakeKubernetes(flavor.plural)
     spec, backend, _ = make(api)
-    api.create_error = api_error(403, "Forbidden", 'pytorchjobs.kubeflow.org is forbidden: User "x" cannot create')
-    with pytest.raises(RuntimeError, match=rf"creating PyTorchJob {NS}/{spec.name} failed: 403 .*forbidden"):
+    api.create_error = api_error(403, "Forbidden", f'{flavor.plural} is forbidden: User "x" cannot create')
+    with pytest.raises(RuntimeError, match=rf"creating {flavor.kind.kind} {NS}/{spec.name} failed: 403 .*forbidden"):
         launch(spec, backend)
 
 
-def test_sigterm_deletes_the_job() -> None:
-    api = FakeKubernetes()
+def test_sigterm_deletes_the_job(flavor: Flavor) -> None:
+    api = FakeKubernetes(flavor.plural)
     spec, backend, _ = make(api)
-    api.script = [["Running"]]
+    api.script = [list(flavor.running)]
     polls = []
 
     def terminate_on_third_poll() -> None:
@@ -171,3 +229,29 @@ def test_sigterm_deletes_the_job() -> None:
         launch(spec, backend, timeout=600)
     assert api.deleted == [(NS, spec.name)] and not api.jobs
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize(("served", "expected"), [
+    (("pytorchjobs", "trainjobs"), "TrainJob"),  # both: Trainer v2, the maintained line
+    (("trainjobs",), "TrainJob"),
+    (("pytorchjobs",), "PyTorchJob"),
+    ((), None),
+])
+def test_auto_picks_the_kind_the_cluster_serves(served: tuple[str, ...], expected: str | None) -> None:
+    api = FakeKubernetes(served=served)
+    if expected is None:
+        with pytest.raises(ValueError, match=r"serves neither trainjobs.trainer.kubeflow.org .* nor pytorchjobs"):
+            detect_kind(api)
+    else:
+        assert detect_kind(api).kind == expected
+
+
+def test_auto_reports_a_failed_discovery() -> None:
+    api = FakeKubernetes()
+
+    def broken(group: str, version: str) -> None:
+        raise api_error(503, "ServiceUnavailable", "the server is currently unable to handle the request")
+
+    api.get_api_resources = broken
+    with pytest.raises(RuntimeError, match=r"serves trainjobs.trainer.kubeflow.org failed: 503 the server is"):
+        detect_kind(api)

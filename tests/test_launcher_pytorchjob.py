@@ -207,3 +207,28 @@ def test_cli_launch_bad_option_is_one_line(capsys: pytest.CaptureFixture[str]) -
                  "--dry-run"])
     err = capsys.readouterr().err
     assert code == 2 and "training pods cannot write" in err
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("command", ["bgeflow", "train", "--learning-rate", 2e-5], r"command parts must be strings, got \[2e-05\]"),
+    ("env", {"BGEFLOW_S3_MAX_WORKERS": 8}, r"env values must be strings, got \{'BGEFLOW_S3_MAX_WORKERS': 8\}"),
+])
+def test_non_string_command_or_env_is_refused(field: str, value: object, message: str) -> None:
+    """What made `--dry-run` print `- 2e-05` unquoted: a number where Kubernetes wants a string."""
+    owner = "r/t"
+    kwargs = {"command": ["bgeflow"], field: value}
+    with pytest.raises(ValueError, match=message):
+        LaunchSpec(name=job_name(owner), owner=owner, **kwargs)
+
+
+def test_dry_run_yaml_keeps_number_like_strings_strings(crd_schema: dict) -> None:
+    """Strings that read as numbers in YAML stay quoted in the printed job, so `kubectl apply -f -` gets strings."""
+    owner = "r/t"
+    spec = LaunchSpec(name=job_name(owner), owner=owner, command=["bgeflow", "--lr", "2e-05", "8", "true", "null"],
+                      env={"N": "1"}, pod=PodSettings(image="img:1"))
+    text = yaml.safe_dump(to_manifest(build_pytorchjob(spec)), sort_keys=False)
+    back = yaml.safe_load(text)
+    validate(back, crd_schema)
+    container = back["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["bgeflow", "--lr", "2e-05", "8", "true", "null"]
+    assert {"name": "N", "value": "1"} in container["env"]

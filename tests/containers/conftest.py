@@ -256,8 +256,7 @@ def chart(s3: S3Service, seed: Seed, images: Images) -> dict[str, dict[str, Any]
             "retriever": {"nodes": 2, "nprocPerNode": 1, "extraArgs": TRAIN_ARGS},
         },
     }
-    objects = {o["metadata"]["name"].split("-")[1]: o for o in helm_template(values)
-               if o["kind"] in ("Job", "PyTorchJob")}
+    objects = {o["metadata"]["name"].split("-")[1]: o for o in helm_template(values) if o["kind"] == "Job"}
     assert set(objects) == {"ingest", "mine", "retriever"}
     return objects
 
@@ -273,7 +272,31 @@ def pods(chart: dict[str, dict[str, Any]], secrets: dict[str, dict[str, str]], u
     assert "--use-gpu" in mine_run.command
     mine_run.command.remove("--use-gpu")
     return {"ingest": job("ingest"), "mine": mine,
-            "retriever": pytorchjob_pods(chart["retriever"], secrets=secrets, image_user=user_of)}
+            "retriever": pytorchjob_pods(launched_pytorchjob(chart["retriever"]), secrets=secrets, image_user=user_of)}
+
+
+def launched_pytorchjob(launcher_job: dict[str, Any]) -> dict[str, Any]:
+    """The PyTorchJob the chart's training launcher Job creates once mining is done: its own command
+    (``bgeflow launch``) with its pod settings, run here with ``--dry-run``. The spec it writes goes
+    through this process's S3 endpoint; the job's pods get the launcher pod's (the job network's)."""
+    import contextlib
+    from unittest import mock
+
+    from bgeflow.cli import main
+
+    (container,) = launcher_job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    out = io.StringIO()
+    with mock.patch.dict(os.environ, {"BGEFLOW_TRAIN_POD_SETTINGS": env["BGEFLOW_TRAIN_POD_SETTINGS"]}), \
+            contextlib.redirect_stdout(out):
+        assert main([*container["args"], "--dry-run", "--namespace", launcher_job["metadata"]["namespace"]]) == 0
+    job = yaml.safe_load(out.getvalue())
+    for replica in job["spec"]["pytorchReplicaSpecs"].values():
+        for c in replica["template"]["spec"]["containers"]:
+            for variable in c["env"]:
+                if variable["name"] in env and "value" in variable:
+                    variable["value"] = env[variable["name"]]
+    return job
 
 
 def run_ok(runner: PodRunner, pods: list[PodRun], timeout: float = POD_TIMEOUT) -> PodsResult:

@@ -77,14 +77,13 @@ def _direct_values() -> dict[str, Any]:
     return {
         "kfp": {"enabled": False},
         "s3": {"bucket": "data", "endpoint": "http://s3:5000", "existingSecret": "bgeflow-s3"},
-        "retrain": {"data": {"train": "s3://data/raw.jsonl"}, "reranker": {"enabled": False}},
+        "retrain": {"data": "s3://data/raw.jsonl", "reranker": {"train": False}},
         "direct": {"enabled": True, "shmSize": "512Mi", "retriever": {"nodes": 2}},
     }
 
 
 def test_chart_direct_mode_pods() -> None:
-    objects = {o["metadata"]["name"].split("-")[1]: o for o in helm_template(_direct_values())
-               if o["kind"] in ("Job", "PyTorchJob")}
+    objects = {o["metadata"]["name"].split("-")[1]: o for o in helm_template(_direct_values()) if o["kind"] == "Job"}
     assert set(objects) == {"ingest", "mine", "retriever"}
     ingest = job_pod(objects["ingest"], secrets=SECRETS)
     (run,) = ingest.containers
@@ -95,11 +94,14 @@ def test_chart_direct_mode_pods() -> None:
     assert [c.name for c in mine.init_containers] == ["wait-for-input"]
     assert mine.init_containers[0].command[:2] == ["pipeline", "wait"]
     assert mine.volumes["dshm"].size_bytes == 512 * 2**20
-    # init containers share the pod's emptyDirs; the operator's env goes to app containers only
-    train = pytorchjob_pods(objects["retriever"], secrets=SECRETS)
-    assert len(train) == 2
-    assert "RANK" not in train[1].init_containers[0].env and train[1].containers[0].env["RANK"] == "1"
-    assert train[1].containers[0].read_only
+    # The training stage is a launcher (no GPU) that creates the PyTorchJob once mining is done
+    # (containers.conftest.launched_pytorchjob builds that job as the launcher does).
+    # Not run as a container here: it talks to the Kubernetes API (its projected token volume).
+    launcher = objects["retriever"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in launcher["initContainers"]] == ["wait-for-input"]
+    (run,) = launcher["containers"]
+    assert run["command"] == ["bgeflow"] and run["args"][:2] == ["launch", "retriever"]
+    assert "nvidia.com/gpu" not in run["resources"].get("limits", {})
 
 
 def test_run_as_non_root_is_checked_against_the_image_user() -> None:

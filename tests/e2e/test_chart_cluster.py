@@ -73,9 +73,14 @@ def test_direct_mode_runs_ingest_mine_train_to_a_model(cluster: Cluster, s3: S3)
     cluster.helm("install", release, "helm/bgeflow", "-n", cluster.namespace,
                  *(a for v in values for a in ("--set", v)), *(a for v in json_values for a in ("--set-json", v)))
     try:
-        jobs = cluster.get_json("pytorchjobs", "-n", cluster.namespace, "-l", f"app.kubernetes.io/instance={release}")
-        assert len(jobs["items"]) == 1, jobs
-        name = jobs["items"][0]["metadata"]["name"]
+        # The chart's launcher Job creates the PyTorchJob (and requests its GPUs) only once mining is done.
+        def launched():
+            jobs = cluster.get_json("pytorchjobs", "-n", cluster.namespace, "-l", f"app.kubernetes.io/instance={release}")
+            assert len(jobs["items"]) <= 1, jobs
+            return jobs["items"][0]["metadata"]["name"] if jobs["items"] else None
+
+        name = wait_for("the launched PyTorchJob", launched, timeout=1500, interval=10,
+                        diagnose=lambda: namespace_state(cluster, cluster.namespace))
 
         def finished():
             job = cluster.get_json("pytorchjob", name, "-n", cluster.namespace)

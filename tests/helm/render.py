@@ -46,7 +46,8 @@ def render(scenario: str = "default", *extra: str) -> list[dict[str, Any]]:
 
 
 def pod_specs(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, pod spec) for every pod an object makes: Jobs, CronJobs and PyTorchJob replicas."""
+    """(where, pod spec) for every pod an object makes: Jobs, CronJobs, PyTorchJob replicas and the
+    replicated jobs of a TrainingRuntime."""
     kind, name = obj["kind"], obj["metadata"]["name"]
     spec = obj.get("spec") or {}
     if kind == "Job":
@@ -56,6 +57,9 @@ def pod_specs(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     elif kind == "PyTorchJob":
         for replica, rspec in spec["pytorchReplicaSpecs"].items():
             yield f"PyTorchJob/{name}/{replica}", rspec["template"]["spec"]
+    elif kind in ("TrainingRuntime", "ClusterTrainingRuntime"):
+        for rjob in spec["template"]["spec"]["replicatedJobs"]:
+            yield f"{kind}/{name}/{rjob['name']}", rjob["template"]["spec"]["template"]["spec"]
     elif kind in ("Pod", "Deployment", "StatefulSet", "DaemonSet"):
         yield f"{kind}/{name}", spec if kind == "Pod" else spec["template"]["spec"]
 

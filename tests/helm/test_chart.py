@@ -157,26 +157,30 @@ def test_kfp_runs_get_s3_settings_by_the_compiled_names() -> None:
     assert proc.returncode != 0 and "Secret named bgeflow-s3" in proc.stderr
 
 
-def test_direct_pytorchjob_replica_services_are_dns_labels() -> None:
-    """The operator names each replica's pod and Service <job>-<type>-<index>: with the longest
-    release name the chart allows, those must still be DNS-1035 labels (<= 63 characters)."""
+def test_direct_training_names_fit_with_the_longest_release() -> None:
+    """The launcher Jobs' names are labels (<= 63); the training job each creates is named by the
+    launcher's job_name, which leaves room for the operator's <job>-worker-<i> Services."""
+    from bgeflow.platform.launcher import LaunchSpec, job_name
+
     release = "team-search-embeddings-retraining-nightly"  # 41 characters: fullname is cut to 40
     proc = helm("template", release, str(CHART), "-f", str(CHART / "ci" / "direct-values.yaml"),
                 "--set", "direct.retriever.nodes=9999")
     assert proc.returncode == 0, proc.stderr
-    jobs = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "PyTorchJob"]
+    jobs = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "Job" and "-ingest-" not in
+            d["metadata"]["name"] and "-mine-" not in d["metadata"]["name"]]
     assert len(jobs) == 2
     for job in jobs:
-        workers = job["spec"]["pytorchReplicaSpecs"].get("Worker", {}).get("replicas", 0)
-        longest = f"{job['metadata']['name']}-worker-{max(workers - 1, 0)}"
-        assert len(longest) <= 63, longest
-        assert job["metadata"]["name"].startswith(release[:30].rstrip("-"))
+        assert len(job["metadata"]["name"]) <= 63 and job["metadata"]["name"].startswith(release[:30].rstrip("-"))
+        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        owner, nnodes = args[args.index("--owner") + 1], int(args[args.index("--nnodes") + 1])
+        assert LaunchSpec(name=job_name(owner, prefix=f"bgeflow-{args[1]}"), command=["x"], owner=owner,
+                          nnodes=nnodes).name
 
 
 def test_direct_mode_objects_and_order() -> None:
     objs = render("direct-values")
     kinds = sorted(o["kind"] for o in objs)
-    assert kinds == ["Job", "Job", "NetworkPolicy", "NetworkPolicy", "PyTorchJob", "PyTorchJob", "Role", "RoleBinding", "ServiceAccount"]
+    assert kinds == ["Job", "Job", "Job", "Job", "NetworkPolicy", "NetworkPolicy", "Role", "RoleBinding", "ServiceAccount"]
     names = {o["metadata"]["name"] for o in objs}
     stages = [n.rsplit("-", 2) for n in names if n.count("-") >= 2]
     suffixes = {parts[2] for parts in stages if parts[1] in ("ingest", "mine", "retriever", "reranker")}
@@ -190,12 +194,13 @@ def test_direct_mode_objects_and_order() -> None:
     wait = mine["spec"]["template"]["spec"]["initContainers"][0]["args"]
     assert wait[:2] == ["pipeline", "wait"] and wait[3].endswith("/ingest/report.json")
     job = next(o for n, o in by_name.items() if "-retriever-" in n)
-    replicas = job["spec"]["pytorchReplicaSpecs"]
-    assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 1
-    assert job["spec"]["nprocPerNode"] == "4"
-    args = replicas["Master"]["template"]["spec"]["containers"][0]["args"]
-    assert args[:2] == ["train", "retriever"] and args[-2:] == ["--num-train-epochs", "2"]
-
+    pod = job["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["args"][3].endswith("/mine/mine_report.json")
+    args = pod["containers"][0]["args"]
+    assert args[:4] == ["launch", "retriever", "--backend", "pytorchjob"] and args[-2:] == ["--num-train-epochs", "2"]
+    assert (args[args.index("--nnodes") + 1], args[args.index("--nproc-per-node") + 1]) == ("2", "4")
+    # Each render of a spec launches under one owner, so a retried launcher Job adopts its job.
+    assert args[args.index("--owner") + 1] == f"direct/{RELEASE}/{suffixes.pop()}/retriever"
 
 
 def test_mine_searches_on_the_gpu_unless_told_otherwise() -> None:

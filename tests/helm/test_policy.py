@@ -18,7 +18,7 @@ def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
 def test_every_scenario_renders_pods() -> None:
     # Guards the parametrisation below: a walker that finds nothing would pass vacuously.
     assert {s for s, _, _ in PODS} == set(SCENARIOS)
-    assert any("/Worker" in where for _, where, _ in PODS), "no PyTorchJob Worker replica was walked"
+    assert any(where == "TrainingRuntime/bgeflow-torch/node" for _, where, _ in PODS), "no runtime pod was walked"
 
 
 @pytest.mark.parametrize(("scenario", "where", "pod"), PODS, ids=[f"{s}:{w}" for s, w, _ in PODS])
@@ -55,11 +55,12 @@ def test_gpu_pods_have_memory_backed_dev_shm(scenario: str, where: str, pod: dic
 
 
 def test_training_pods_are_gpu_pods() -> None:
-    for obj in render("direct-values"):
-        if obj["kind"] == "PyTorchJob":
+    for obj in render("trainjob-values"):
+        if obj["kind"] == "TrainingRuntime":
             for where, pod in pod_specs(obj):
-                assert pod["containers"][0]["name"] == "pytorch"
+                assert pod["containers"][0]["name"] == "node"  # the container Trainer fills from the TrainJob
                 assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"], where
+                assert pod["tolerations"][0]["key"] == "nvidia.com/gpu", where
 
 
 def test_gpu_scheduling_only_on_gpu_pods() -> None:
@@ -78,7 +79,8 @@ def test_gpu_scheduling_only_on_gpu_pods() -> None:
                 assert shm["emptyDir"]["sizeLimit"] == "32Gi"
             else:
                 seen_cpu += 1
-    assert seen_gpu == 3 and seen_cpu == 1  # mine, retriever Master, reranker Master; ingest
+    # mine; ingest and the two training launchers (the GPUs are the launched jobs', see test_direct_gpus)
+    assert seen_gpu == 1 and seen_cpu == 3
 
 
 def test_image_pull_secrets_and_registry_reach_every_pod() -> None:

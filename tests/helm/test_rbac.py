@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from helm.render import NAMESPACE, RELEASE, render
+import pytest
+import yaml
 
-EXPECTED_RULES = [
-    {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": ["create", "get", "delete"]},
+from helm.render import CHART, NAMESPACE, RELEASE, render
+
+PYTORCHJOBS = {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": ["create", "get", "delete"]}
+TRAINJOBS = {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["create", "get", "delete"]}
+OBSERVE = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
 ]
+EXPECTED_RULES = [PYTORCHJOBS, *OBSERVE]
 
 
 def _kind(objs: list[dict], kind: str) -> list[dict]:
@@ -20,6 +25,32 @@ def test_role_has_exact_rules() -> None:
     (role,) = _kind(render(), "Role")
     assert role["rules"] == EXPECTED_RULES
     assert not _kind(render(), "ClusterRole") and not _kind(render(), "ClusterRoleBinding")
+
+
+@pytest.mark.parametrize(("backend", "jobs", "runtime"), [
+    ("pytorchjob", [PYTORCHJOBS], False),
+    ("kubernetes", [PYTORCHJOBS], False),  # the PyTorchJob's older name
+    ("trainjob", [TRAINJOBS], True),
+    ("auto", [PYTORCHJOBS, TRAINJOBS], True),  # discovery (which auto asks first) needs no rule
+    ("local", [], False),
+])
+def test_rules_and_runtime_for_the_chosen_backend_only(backend: str, jobs: list[dict], runtime: bool) -> None:
+    objs = render("default", "--set", f"retrain.training.backend={backend}")
+    (role,) = _kind(objs, "Role")
+    assert role["rules"] == [*jobs, *OBSERVE]
+    runtimes = _kind(objs, "TrainingRuntime")
+    assert [r["metadata"]["name"] for r in runtimes] == (["bgeflow-torch"] if runtime else [])
+
+
+def test_the_charts_default_backend_is_the_run_specs() -> None:
+    """One declaration: the chart's default is RunSpec's, so RBAC matches what a run launches."""
+    from bgeflow.platform.launcher.spec import DEFAULT_RUNTIME
+    from bgeflow.platform.run_spec import TrainingSettings
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["retrain"]["training"]["backend"] == TrainingSettings.model_fields["backend"].default
+    # The compiled pipeline's TrainJobs name the chart's runtime.
+    assert values["trainingRuntime"]["name"] == DEFAULT_RUNTIME
 
 
 def test_role_never_reaches_secrets_or_creates_pods() -> None:

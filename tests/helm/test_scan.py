@@ -14,9 +14,10 @@ def test_checkov_reports_nothing() -> None:
     proc = subprocess.run(["bash", str(REPO / "scripts" / "scan.sh")], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     assert "Failed checks: 0" in proc.stdout and "Passed checks: " in proc.stdout
-    # The pods inside the PyTorchJobs (the chart's direct mode and bgeflow's launcher) were judged too.
+    # The pods inside custom resources (bgeflow's launcher's PyTorchJobs, the chart's TrainingRuntime)
+    # were judged too.
     assert "launcher-pytorchjob.yaml: 3 pod template(s) recast as Pods" in proc.stderr
-    assert "direct-values.yaml: " in proc.stderr
+    assert "trainjob-values.yaml: 1 pod template(s) recast as Pods" in proc.stderr
 
 
 def test_every_checkov_skip_is_justified() -> None:

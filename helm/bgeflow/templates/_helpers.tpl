@@ -290,3 +290,10 @@ spec:
   volumeMounts:
     {{- include "bgeflow.scratchVolumeMounts" . | nindent 4 }}
 {{- end }}
+
+{{/* The run spec's training backend (retrain.training.backend), "kubernetes" read as its newer
+name "pytorchjob": which job kind the launcher creates, so which RBAC rules and runtime to render. */}}
+{{- define "bgeflow.trainingBackend" -}}
+{{- $backend := .Values.retrain.training.backend }}
+{{- eq $backend "kubernetes" | ternary "pytorchjob" $backend }}
+{{- end }}

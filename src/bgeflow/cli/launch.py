@@ -1,11 +1,13 @@
-"""``bgeflow launch``: submit a training job as a PyTorchJob from a terminal and follow it.
+"""``bgeflow launch``: submit a training job (a PyTorchJob or a TrainJob) from a terminal and follow it.
 
 The job is the one the pipeline's train-launcher step creates: the training spec (the same
 settings as ``bgeflow train``: flags, ``--config FILE``, ``--set KEY=VALUE``, FlagEmbedding's own
 flags where FlagEmbedding is installed) is written to ``<output>/train_spec.yaml`` and every pod
 runs ``bgeflow train --config <that file>``. The job's name derives from ``--owner`` (default: the
 output URI), so running the same command again adopts the job instead of starting a second one.
-``--dry-run`` writes the spec and prints the PyTorchJob (valid YAML for ``kubectl apply -f -``)
+``--backend`` picks the kind: pytorchjob (Kubeflow Training Operator), trainjob (Kubeflow Trainer v2,
+on the runtime the pod settings name, the chart's bgeflow-torch by default) or auto (whichever the
+cluster serves). ``--dry-run`` writes the spec and prints the job (valid YAML for ``kubectl apply -f -``)
 instead of submitting it.
 """
 
@@ -16,13 +18,16 @@ import sys
 
 from bgeflow.cli._options import add_config_options, add_spec_options
 
+#: The run spec's cluster backends (training.backend without local and without "kubernetes", pytorchjob's older name).
+CLUSTER_BACKENDS = ("pytorchjob", "trainjob", "auto")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from bgeflow.steps.training.spec import TrainSpec
 
     p = subparsers.add_parser(
         "launch",
-        help="submit a training PyTorchJob to Kubernetes (or print it with --dry-run) and wait for it",
+        help="submit a training PyTorchJob or TrainJob to Kubernetes (or print it with --dry-run) and wait for it",
         description=__doc__.split("\n\n", 1)[1].replace("\n", " ").replace("``", ""),
         usage="bgeflow launch {retriever,reranker} [options] [FlagEmbedding/TrainingArguments options]",
         allow_abbrev=False,
@@ -31,37 +36,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_spec_options(p, TrainSpec, exclude={*(f"distributed.{n}" for n in (
         "nnodes", "node_rank", "nproc_per_node", "master_addr", "master_port", "local_nodes"))})
     job = p.add_argument_group("the job")
+    job.add_argument("--backend", choices=CLUSTER_BACKENDS, default="pytorchjob",
+                     help="pytorchjob (Training Operator), trainjob (Kubeflow Trainer v2) or auto (whichever the "
+                     "cluster serves); as the run spec's training.backend")
     job.add_argument("--pod-settings", default=None, metavar="FILE",
                      help="YAML/JSON of bgeflow.platform.launcher.PodSettings (image, gpus_per_node, tolerations, "
-                     "s3_secret, ...)")
+                     "s3_secret, ...); default: the JSON in $BGEFLOW_TRAIN_POD_SETTINGS, as the pipeline's launcher")
     job.add_argument("--image", default=None, help="training image (overrides the pod settings)")
     job.add_argument("--namespace", default=None, help="namespace (default: the pod settings', else the current)")
     job.add_argument("--gpus-per-node", type=int, default=None)
-    job.add_argument("--nnodes", type=int, default=1, help="pods: one Master plus nnodes-1 Workers")
+    job.add_argument("--nnodes", type=int, default=1, help="pods (PyTorchJob: one Master plus nnodes-1 Workers)")
     job.add_argument("--nproc-per-node", type=int, default=1, help="processes per pod (usually its GPUs)")
     job.add_argument("--owner", default=None, help="identity the job name derives from (default: cli/<output>)")
     job.add_argument("--timeout", type=float, default=None, help="seconds to wait before deleting the job")
     job.add_argument("--dry-run", action="store_true",
-                     help="write the training spec and print the PyTorchJob YAML; submit nothing")
+                     help="write the training spec and print the job's YAML; submit nothing")
     p.set_defaults(func=run, accepts_runner_flags=True)
 
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
+    import os
 
     import yaml
 
     from bgeflow.cli.train import build_spec
     from bgeflow.core.config_file import load_mapping
     from bgeflow.core.errors import ConfigError
-    from bgeflow.platform.launcher import PodSettings, launch, make_backend
+    from bgeflow.platform.launcher import POD_SETTINGS_ENV, PodSettings, launch, make_backend
+    from bgeflow.platform.launcher.k8s import JOB_KINDS
     from bgeflow.platform.launcher.train_job import build_launch_spec
     from bgeflow.steps.training.pod import write_spec
 
+    if args.dry_run and args.backend not in JOB_KINDS:  # before anything is written
+        raise ConfigError(f"--dry-run prints one kind of job: give --backend {' or '.join(JOB_KINDS)}, "
+                          f"not {args.backend}")
     settings: dict = {}
     if args.pod_settings:
         settings = load_mapping(args.pod_settings, "PodSettings fields", flag="--pod-settings")
+    elif os.environ.get(POD_SETTINGS_ENV):  # as the pipeline's train launcher (and the chart's direct mode)
+        try:
+            settings = json.loads(os.environ[POD_SETTINGS_ENV])
+        except ValueError as exc:
+            raise ConfigError(f"${POD_SETTINGS_ENV} is not JSON: {exc}") from None
+        if not isinstance(settings, dict):
+            raise ConfigError(f"${POD_SETTINGS_ENV} must hold a JSON object of PodSettings fields")
     for key, value in (("image", args.image), ("namespace", args.namespace), ("gpus_per_node", args.gpus_per_node)):
         if value is not None:
             settings[key] = value
@@ -79,15 +99,17 @@ def run(args: argparse.Namespace) -> int:
         spec, owner=args.owner or f"cli/{spec.output}", nnodes=args.nnodes, nproc_per_node=args.nproc_per_node,
         pod=dataclasses.replace(pod, namespace=namespace), namespace=namespace,
     )
+    # Built before the spec is written: a job that cannot be built (no SDK, a bad setting) writes nothing.
+    manifest = JOB_KINDS[args.backend].manifest(launch_spec) if args.dry_run else None
     spec_uri = write_spec(spec)
     print(f"bgeflow launch: training spec written to {spec_uri}", file=sys.stderr)
-    if args.dry_run:
-        from bgeflow.platform.launcher.pytorchjob import build_pytorchjob, to_manifest
-
-        yaml.safe_dump(to_manifest(build_pytorchjob(launch_spec)), sys.stdout, sort_keys=False)
+    if manifest is not None:
+        yaml.safe_dump(manifest, sys.stdout, sort_keys=False)
         return 0
-    result = launch(launch_spec, make_backend("kubernetes"), timeout=args.timeout)
+    backend = make_backend(args.backend)
+    result = launch(launch_spec, backend, timeout=args.timeout)
     verb = "adopted" if result.adopted else "created"
-    print(f"PyTorchJob {result.namespace}/{result.name} ({verb}) succeeded in {result.seconds:.0f}s; "
-          f"model at {spec.output.rstrip('/')}/model")
+    kind = getattr(backend, "kind", None)
+    print(f"{kind.kind if kind else 'job'} {result.namespace}/{result.name} ({verb}) succeeded in "
+          f"{result.seconds:.0f}s; model at {spec.output.rstrip('/')}/model")
     return 0

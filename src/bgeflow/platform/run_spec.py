@@ -29,7 +29,8 @@ from bgeflow.steps.mining.spec import MineSettings, MineSpec
 from bgeflow.steps.publish.spec import PublishSettings, PublishSpec
 from bgeflow.steps.training.spec import RunnerSettings, TrainSpec
 
-LauncherBackend = Literal["kubernetes", "local"]
+#: Where a training job runs (``bgeflow.platform.launcher.make_backend``); "kubernetes" is the PyTorchJob's older name.
+LauncherBackend = Literal["pytorchjob", "trainjob", "auto", "local", "kubernetes"]
 #: A run drops mined candidates scoring above this share of the query's positive (NV-Retriever's TopK-PercPos):
 #: likely false negatives. bench/quality.py measures what it buys against the same recipe without it.
 RUN_MAX_SCORE_RATIO = 0.95
@@ -87,8 +88,10 @@ class TrainingSettings(Spec):
     nnodes: int = setting(1, "pods per training job (1 Master + nnodes-1 Workers)", gt=0)
     nproc_per_node: int = setting(1, "processes (GPUs) per pod", gt=0)
     timeout_s: int = setting(86_400, "wait this long for a training job before deleting it", gt=0, unit="s")
-    backend: LauncherBackend = setting("kubernetes", "kubernetes: a PyTorchJob; local: processes where the "
-                                       "launcher runs (bgeflow run)")
+    backend: LauncherBackend = setting("pytorchjob", "pytorchjob: a Kubeflow Training Operator PyTorchJob "
+                                       "(kubernetes: its older name); trainjob: a Kubeflow Trainer v2 TrainJob on the "
+                                       "chart's bgeflow-torch runtime; auto: whichever of the two the cluster serves "
+                                       "(Trainer v2 first); local: processes where the launcher runs (bgeflow run)")
 
 
 class RunSpec(Spec):

@@ -1,9 +1,12 @@
-"""The Kubernetes backend: a PyTorchJob through the API server (CustomObjectsApi + CoreV1Api).
+"""The Kubernetes backend: a PyTorchJob or a TrainJob through the API server (CustomObjectsApi + CoreV1Api).
+
+One contract for both kinds of job (``JobKind``: what differs is the object, its pods' labels, the
+training container's name and the condition that means success):
 
 - submit: create; on 409 AlreadyExists adopt the job when its owner annotation matches (a
-  retried KFP task computes the same name), recreate it when the adopted job had failed, refuse
-  otherwise;
-- wait: poll the job's conditions, stream the master pod's log into ours, and on failure or
+  retried KFP task computes the same name), refuse otherwise; a job found failed ends the retry
+  with its reason (never re-run: a persistent crash would run once per KFP retry);
+- wait: poll the job's conditions, stream node 0's log (the PyTorchJob's master) into ours, and on failure or
   timeout report each pod's termination/waiting reason and the recent Events;
 - cancel: delete the job (its pods go with it).
 """
@@ -15,17 +18,21 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bgeflow.core.errors import StepFailed
+from bgeflow.platform.launcher import pytorchjob, trainjob
 from bgeflow.platform.launcher.backends import JobBackend
-from bgeflow.platform.launcher.pytorchjob import GROUP, PLURAL, VERSION, build_pytorchjob, to_manifest
-from bgeflow.platform.launcher.spec import CONTAINER_NAME, OWNER_ANNOTATION, LaunchSpec
+from bgeflow.platform.launcher.spec import OWNER_ANNOTATION, LaunchSpec
 
 log = logging.getLogger(__name__)
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
 REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
+JOB_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 RECENT_EVENTS = 10
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -53,14 +60,61 @@ def _conditions(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c.get("type"): c for c in found if c.get("status") == "True"}
 
 
+@dataclass(frozen=True)
+class JobKind:
+    """What the backend needs to know of one kind of training job."""
+
+    kind: str
+    group: str
+    version: str
+    plural: str
+    manifest: Callable[[LaunchSpec], dict[str, Any]]
+    container: str  # the training container of every pod: the one whose log is streamed
+    pods: Callable[[LaunchSpec], str]  # label selector of every pod of the job
+    node0: Callable[[LaunchSpec], str]  # label selector of node 0 (the PyTorchJob's master)
+    succeeded: str  # the condition type of a finished job; "Failed" means failed for both
+    states: tuple[str, ...]  # condition types worth logging, the most telling first
+
+
+def _pytorchjob_manifest(spec: LaunchSpec) -> dict[str, Any]:
+    return pytorchjob.to_manifest(pytorchjob.build_pytorchjob(spec))
+
+
+def _trainjob_manifest(spec: LaunchSpec) -> dict[str, Any]:
+    return trainjob.to_manifest(trainjob.build_trainjob(spec))
+
+
+PYTORCHJOB = JobKind(
+    kind=pytorchjob.KIND, group=pytorchjob.GROUP, version=pytorchjob.VERSION, plural=pytorchjob.PLURAL,
+    manifest=_pytorchjob_manifest, container=pytorchjob.CONTAINER_NAME,
+    pods=lambda spec: f"{JOB_NAME_LABEL}={spec.name}",
+    # An elastic job has no master: node 0 is worker 0.
+    node0=lambda spec: (f"{JOB_NAME_LABEL}={spec.name},{REPLICA_TYPE_LABEL}={'worker' if spec.pod.elastic else 'master'},"
+                        f"{REPLICA_INDEX_LABEL}=0"),
+    succeeded="Succeeded", states=("Succeeded", "Failed", "Restarting", "Running", "Suspended", "Created"),
+)
+# Trainer v2 runs a TrainJob as a JobSet of the same name; the runtime's "node" replicated job is
+# one indexed Job whose completion index is the node rank.
+TRAINJOB = JobKind(
+    kind=trainjob.KIND, group=trainjob.GROUP, version=trainjob.VERSION, plural=trainjob.PLURAL,
+    manifest=_trainjob_manifest, container=trainjob.CONTAINER_NAME,
+    pods=lambda spec: f"{JOBSET_NAME_LABEL}={spec.name}",
+    node0=lambda spec: (f"{JOBSET_NAME_LABEL}={spec.name},{REPLICATED_JOB_LABEL}={trainjob.REPLICATED_JOB},"
+                        f"{JOB_INDEX_LABEL}=0"),
+    succeeded="Complete", states=("Complete", "Failed", "Suspended", "Created"),
+)
+JOB_KINDS = {"pytorchjob": PYTORCHJOB, "trainjob": TRAINJOB}
+
+
 class KubernetesBackend(JobBackend):
-    name = "kubernetes"
+    """Submits, follows and deletes one ``JobKind`` of training job (a PyTorchJob by default)."""
 
     def __init__(
         self,
         custom_api: Any,
         core_api: Any,
         *,
+        kind: JobKind = PYTORCHJOB,
         poll_interval: float = 10.0,
         log_sink: Callable[[str], None] = print,
         clock: Callable[[], float] = time.monotonic,
@@ -68,6 +122,8 @@ class KubernetesBackend(JobBackend):
     ) -> None:
         self.custom = custom_api
         self.core = core_api
+        self.kind = kind
+        self.name = kind.kind.lower()
         self.poll_interval = poll_interval
         self.log_sink = log_sink
         self.clock = clock
@@ -75,15 +131,18 @@ class KubernetesBackend(JobBackend):
         self._followers: dict[tuple[str, int], threading.Thread] = {}
 
     @classmethod
-    def from_environment(cls, **kwargs: Any) -> KubernetesBackend:
-        """In-cluster credentials (the launcher pod's service account), else the kubeconfig."""
-        from kubernetes import client, config
+    def from_environment(cls, kind: JobKind | None = None, **kwargs: Any) -> KubernetesBackend:
+        """In-cluster credentials (the launcher pod's service account), else the kubeconfig;
+        ``kind`` None: whichever kind the cluster serves (``detect_kind``)."""
+        from kubernetes import client
 
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        return cls(client.CustomObjectsApi(), client.CoreV1Api(), **kwargs)
+        load_config()
+        custom = client.CustomObjectsApi()
+        return cls(custom, client.CoreV1Api(), kind=kind or detect_kind(custom), **kwargs)
+
+    def _api(self, verb: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.custom, f"{verb}_namespaced_custom_object")(
+            self.kind.group, self.kind.version, *args, **kwargs)
 
     # -- the job ----------------------------------------------------------------------------
 
@@ -91,63 +150,54 @@ class KubernetesBackend(JobBackend):
         from kubernetes.client.rest import ApiException
 
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, spec.name)
+            return self._api("get", spec.namespace, self.kind.plural, spec.name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise StepFailed(f"reading PyTorchJob {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
+            raise StepFailed(f"reading {self.kind.kind} {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
 
     def submit(self, spec: LaunchSpec) -> bool:
         from kubernetes.client.rest import ApiException
 
-        manifest = to_manifest(build_pytorchjob(spec))
+        manifest = self.kind.manifest(spec)
         try:
-            self.custom.create_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, manifest)
-            log.info("created PyTorchJob %s", spec.ref)
+            self._api("create", spec.namespace, self.kind.plural, manifest)
+            log.info("created %s %s", self.kind.kind, spec.ref)
             return False
         except ApiException as exc:
             if exc.status != 409:
-                raise StepFailed(f"creating PyTorchJob {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
+                raise StepFailed(f"creating {self.kind.kind} {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
         existing = self._get(spec)
         if existing is None:  # deleted between our create and get: create again, once
-            self.custom.create_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, manifest)
+            self._api("create", spec.namespace, self.kind.plural, manifest)
             return False
         owner = ((existing.get("metadata") or {}).get("annotations") or {}).get(OWNER_ANNOTATION)
         if owner != spec.owner:
             raise StepFailed(
-                f"PyTorchJob {spec.ref} already exists and belongs to {owner or 'someone else'!r}, not {spec.owner!r}; "
+                f"{self.kind.kind} {spec.ref} already exists and belongs to {owner or 'someone else'!r}, not {spec.owner!r}; "
                 "refusing to adopt it"
             )
-        if "Failed" in _conditions(existing):
-            # A retry after a failed job: adopting it would only report the same failure again.
-            log.warning("PyTorchJob %s exists but failed; deleting it and starting over", spec.ref)
-            self._delete_and_wait(spec)
-            self.custom.create_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, manifest)
-            return False
-        log.info("adopted PyTorchJob %s (created by an earlier attempt of %s)", spec.ref, spec.owner)
+        failed = _conditions(existing).get("Failed")
+        if failed is not None:
+            # A retry after the job failed. The job already used its own restarts (backoffLimit,
+            # maxRestarts): running it again would only repeat a persistent crash once per KFP
+            # retry. Its reason ends this attempt too; only a launcher-side error (the launcher pod
+            # lost, an API error) leaves a job for a retry to adopt.
+            raise StepFailed(self._failure(spec, failed, "(found by a retry; not run again: delete it to train again)"))
+        log.info("adopted %s %s (created by an earlier attempt of %s)", self.kind.kind, spec.ref, spec.owner)
         return True
-
-    def _delete_and_wait(self, spec: LaunchSpec, timeout: float = 120.0) -> None:
-        self.cancel(spec)
-        deadline = self.clock() + timeout
-        while self._get(spec) is not None:
-            if self.clock() > deadline:
-                raise TimeoutError(f"PyTorchJob {spec.ref} was not deleted within {timeout:.0f}s")
-            self.sleep(min(self.poll_interval, 2.0))
 
     def cancel(self, spec: LaunchSpec) -> None:
         from kubernetes.client import V1DeleteOptions
         from kubernetes.client.rest import ApiException
 
         try:
-            self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, spec.namespace, PLURAL, spec.name,
-                body=V1DeleteOptions(propagation_policy="Foreground"),
-            )
-            log.info("deleted PyTorchJob %s", spec.ref)
+            self._api("delete", spec.namespace, self.kind.plural, spec.name,
+                      body=V1DeleteOptions(propagation_policy="Foreground"))
+            log.info("deleted %s %s", self.kind.kind, spec.ref)
         except ApiException as exc:
             if exc.status != 404:
-                raise StepFailed(f"deleting PyTorchJob {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
+                raise StepFailed(f"deleting {self.kind.kind} {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
 
     def wait(self, spec: LaunchSpec, timeout: float | None) -> None:
         deadline = None if timeout is None else self.clock() + timeout
@@ -155,49 +205,44 @@ class KubernetesBackend(JobBackend):
         while True:
             job = self._get(spec)
             if job is None:
-                raise StepFailed(f"PyTorchJob {spec.ref} was deleted before it finished")
+                raise StepFailed(f"{self.kind.kind} {spec.ref} was deleted before it finished")
             conditions = _conditions(job)
-            state = next((t for t in ("Succeeded", "Failed", "Restarting", "Running", "Suspended", "Created")
-                          if t in conditions), "Pending")
+            state = next((t for t in self.kind.states if t in conditions), "Pending")
             if state != last_state:
-                log.info("PyTorchJob %s: %s", spec.ref, state)
+                log.info("%s %s: %s", self.kind.kind, spec.ref, state)
                 last_state = state
-            self._follow_master(spec)
-            if state == "Succeeded":
+            self._follow_node0(spec)
+            if state == self.kind.succeeded:
                 self._drain_logs()
                 return
             if state == "Failed":
                 self._drain_logs()
-                cond = conditions["Failed"]
-                raise StepFailed(
-                    f"PyTorchJob {spec.ref} failed: {cond.get('reason', '')}: {cond.get('message', '')}"
-                    + self.diagnose(spec)
-                )
+                raise StepFailed(self._failure(spec, conditions["Failed"]))
             if deadline is not None and self.clock() >= deadline:
                 details = self.diagnose(spec)
                 self.cancel(spec)  # a timed-out job must not keep holding GPUs
                 raise TimeoutError(
-                    f"PyTorchJob {spec.ref} did not finish within {timeout:.0f}s (last state: {state}); deleted it"
+                    f"{self.kind.kind} {spec.ref} did not finish within {timeout:.0f}s (last state: {state}); deleted it"
                     + details
                 )
             self.sleep(self.poll_interval)
 
+    def _failure(self, spec: LaunchSpec, condition: dict[str, Any], note: str = "") -> str:
+        return (f"{self.kind.kind} {spec.ref} failed: {condition.get('reason', '')}: {condition.get('message', '')}"
+                + (f" {note}" if note else "") + self.diagnose(spec))
+
     # -- logs -------------------------------------------------------------------------------
 
-    def _master_pod(self, spec: LaunchSpec) -> Any | None:
-        role = "worker" if spec.pod.elastic else "master"
-        pods = self.core.list_namespaced_pod(
-            spec.namespace, label_selector=f"{JOB_NAME_LABEL}={spec.name},{REPLICA_TYPE_LABEL}={role}"
-        ).items
-        pods = [p for p in pods if (p.metadata.labels or {}).get(REPLICA_INDEX_LABEL, "0") == "0"]
+    def _node0_pod(self, spec: LaunchSpec) -> Any | None:
+        pods = self.core.list_namespaced_pod(spec.namespace, label_selector=self.kind.node0(spec)).items
         return pods[0] if pods else None
 
-    def _follow_master(self, spec: LaunchSpec) -> None:
-        """Start streaming the master container's log once it runs (again, after a restart)."""
-        pod = self._master_pod(spec)
+    def _follow_node0(self, spec: LaunchSpec) -> None:
+        """Start streaming node 0's training container log once it runs (again, after a restart)."""
+        pod = self._node0_pod(spec)
         if pod is None or pod.status is None or pod.status.phase not in ("Running", "Succeeded", "Failed"):
             return
-        statuses = [s for s in (pod.status.container_statuses or []) if s.name == CONTAINER_NAME]
+        statuses = [s for s in (pod.status.container_statuses or []) if s.name == self.kind.container]
         restarts = statuses[0].restart_count if statuses else 0
         key = (pod.metadata.name, restarts or 0)
         if key in self._followers:
@@ -212,7 +257,7 @@ class KubernetesBackend(JobBackend):
     def _stream_log(self, namespace: str, pod: str) -> None:
         try:
             resp = self.core.read_namespaced_pod_log(
-                pod, namespace, container=CONTAINER_NAME, follow=True, _preload_content=False
+                pod, namespace, container=self.kind.container, follow=True, _preload_content=False
             )
         except Exception as exc:  # the log is a courtesy; never fail the launch over it
             log.debug("cannot stream the log of pod %s/%s: %s", namespace, pod, exc)
@@ -241,7 +286,7 @@ class KubernetesBackend(JobBackend):
         """Each pod's state and the job's and pods' most recent Events, as message lines."""
         lines: list[str] = []
         try:
-            pods = self.core.list_namespaced_pod(spec.namespace, label_selector=f"{JOB_NAME_LABEL}={spec.name}").items
+            pods = self.core.list_namespaced_pod(spec.namespace, label_selector=self.kind.pods(spec)).items
         except Exception as exc:
             return f"\n  (could not list the pods of {spec.ref}: {exc})"
         for pod in pods:
@@ -261,6 +306,45 @@ class KubernetesBackend(JobBackend):
             obj = event.involved_object
             lines.append(f"event {event.type} {obj.kind}/{obj.name} {event.reason}: {event.message}")
         return "".join(f"\n  {line}" for line in lines)
+
+
+def detect_kind(discovery: Any) -> JobKind:
+    """The kind of job the cluster runs: a TrainJob where Kubeflow Trainer v2 is installed, else a
+    PyTorchJob where the Training Operator is; asked of API discovery (no RBAC rule needed: every
+    authenticated user may read it).
+
+    Raises:
+        ConfigError: neither CRD is served (say which backend to use, or install one).
+        StepFailed: discovery itself failed (an API error, retried by the caller's task).
+    """
+    from kubernetes.client.rest import ApiException
+
+    from bgeflow.core.errors import ConfigError
+
+    for kind in (TRAINJOB, PYTORCHJOB):  # Trainer v2 first: it is the maintained line
+        try:
+            resources = discovery.get_api_resources(kind.group, kind.version)
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise StepFailed(f"asking the API server whether it serves {kind.plural}.{kind.group} failed: "
+                             f"{exc.status} {_api_message(exc)}") from exc
+        if any(r.name == kind.plural for r in (resources.resources if resources else None) or []):
+            log.info("training backend auto: the cluster serves %s.%s", kind.plural, kind.group)
+            return kind
+    raise ConfigError("training backend auto: the cluster serves neither trainjobs.trainer.kubeflow.org "
+                      "(Kubeflow Trainer v2) nor pytorchjobs.kubeflow.org (Training Operator); install one, "
+                      "or set training.backend to local")
+
+
+def load_config() -> None:
+    """In-cluster credentials (the launcher pod's service account), else the kubeconfig."""
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
 
 
 def _pod_reasons(pod: Any) -> list[str]:

@@ -32,12 +32,17 @@ SCRATCH_ENV = {"HOME": "/tmp", "HF_HOME": "/cache/huggingface"}
 
 
 def labels(spec: LaunchSpec) -> dict[str, str]:
-    return {
+    """The job's and its pods' labels; with the release as ``instance``, the chart's NetworkPolicy
+    (``app.kubernetes.io/name`` + ``instance``) selects the pods and lets them reach each other."""
+    found = {
         "app.kubernetes.io/name": "bgeflow",
         "app.kubernetes.io/component": "train",
         "app.kubernetes.io/managed-by": "bgeflow",
         OWNER_HASH_LABEL: owner_hash(spec.owner),
     }
+    if spec.pod.instance:
+        found["app.kubernetes.io/instance"] = spec.pod.instance
+    return found
 
 
 def _env(spec: LaunchSpec) -> list[Any]:

@@ -34,6 +34,11 @@ REPLICA_SUFFIX_ROOM = len("-worker-9999")
 _QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)([KMGTPE]i|[numkMGTPE])?$")
 _CLEAN_POD_POLICIES = ("None", "Running", "All")
 _RESTART_POLICIES = ("Never", "OnFailure", "ExitCode", "Always")
+#: The kinds a TrainJob's ``runtimeRef`` may name (Kubeflow Trainer v2).
+RUNTIME_KINDS = ("TrainingRuntime", "ClusterTrainingRuntime")
+#: The training runtime the chart ships (helm/bgeflow/templates/trainingruntime.yaml).
+DEFAULT_RUNTIME = "bgeflow-torch"
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 def owner_hash(owner: str) -> str:
@@ -115,6 +120,13 @@ class PodSettings:
     ttl_seconds_after_finished: int | None = 86_400
     elastic: ElasticSettings | None = None
     gang: GangSettings | None = None
+    # The Helm release the pods belong to: their ``app.kubernetes.io/instance`` label, which the
+    # chart's NetworkPolicy selects. "": the label is left off.
+    instance: str = ""
+    # TrainJob only: the (Cluster)TrainingRuntime that owns the pod template (image, security
+    # context, /dev/shm, scratch, S3 env); the TrainJob sets nodes, processes, resources, command.
+    runtime: str = DEFAULT_RUNTIME
+    runtime_kind: str = "TrainingRuntime"
 
     def __post_init__(self) -> None:
         if isinstance(self.elastic, dict):
@@ -133,6 +145,12 @@ class PodSettings:
             raise ValueError(f"clean_pod_policy must be one of {_CLEAN_POD_POLICIES}, got {self.clean_pod_policy!r}")
         if self.restart_policy not in _RESTART_POLICIES:
             raise ValueError(f"restart_policy must be one of {_RESTART_POLICIES}, got {self.restart_policy!r}")
+        if self.runtime_kind not in RUNTIME_KINDS:
+            raise ConfigError(f"pod setting runtime_kind must be one of {RUNTIME_KINDS}, got {self.runtime_kind!r}")
+        if not self.runtime or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", self.runtime):
+            raise ConfigError(f"pod setting runtime={self.runtime!r} is not the name of a Kubernetes object")
+        if len(self.instance) > _DNS_1035_MAX or not _LABEL_VALUE.match(self.instance):
+            raise ConfigError(f"pod setting instance={self.instance!r} is not a label value (the Helm release name)")
         for toleration in self.tolerations:
             unknown = set(toleration) - {"key", "operator", "value", "effect", "tolerationSeconds"}
             if unknown:
@@ -178,6 +196,14 @@ class LaunchSpec:
                              f"would exceed {_DNS_1035_MAX} characters (use launcher.job_name)")
         if not self.command:
             raise ValueError(f"job {self.namespace}/{self.name} has an empty command")
+        # Kubernetes wants strings: a number here would print unquoted in --dry-run YAML (`- 2e-05`) and
+        # be refused by the API server (or by kubectl apply) as the wrong type.
+        wrong = [part for part in self.command if not isinstance(part, str)]
+        if wrong:
+            raise ConfigError(f"job {self.namespace}/{self.name}: command parts must be strings, got {wrong!r}")
+        wrong_env = {k: v for k, v in self.env.items() if not isinstance(v, str)}
+        if wrong_env:
+            raise ConfigError(f"job {self.namespace}/{self.name}: env values must be strings, got {wrong_env!r}")
         if self.nnodes < 1 or self.nproc_per_node < 1:
             raise ValueError(f"job {self.namespace}/{self.name}: nnodes and nproc_per_node must be >= 1")
         if not self.owner:

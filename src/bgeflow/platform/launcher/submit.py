@@ -71,14 +71,25 @@ def launch(spec: LaunchSpec, backend: JobBackend, *, timeout: float | None = Non
     return LaunchResult(spec.name, spec.namespace, backend.name, adopted, time.monotonic() - started)
 
 
-def make_backend(name: str, **kwargs: Any) -> JobBackend:
-    """``kubernetes`` (PyTorchJob through the API server) or ``local`` (processes here)."""
-    if name == "kubernetes":
-        from bgeflow.platform.launcher.k8s import KubernetesBackend
+#: The backends ``make_backend`` knows; ``kubernetes`` is the PyTorchJob's older name.
+BACKENDS = ("pytorchjob", "trainjob", "auto", "local", "kubernetes")
+CLUSTER_BACKENDS = frozenset(BACKENDS) - {"local"}
 
-        return KubernetesBackend.from_environment(**kwargs)
+
+def make_backend(name: str, **kwargs: Any) -> JobBackend:
+    """``pytorchjob`` (Training Operator), ``trainjob`` (Kubeflow Trainer v2), ``auto`` (whichever the
+    cluster serves) through the API server, or ``local`` (processes here).
+
+    Raises:
+        ConfigError: an unknown name, or ``auto`` on a cluster that serves neither kind.
+    """
+    if name in CLUSTER_BACKENDS:
+        from bgeflow.platform.launcher.k8s import JOB_KINDS, KubernetesBackend
+
+        kind = None if name == "auto" else JOB_KINDS["pytorchjob" if name == "kubernetes" else name]
+        return KubernetesBackend.from_environment(kind, **kwargs)
     if name == "local":
         from bgeflow.platform.launcher.backends import LocalBackend
 
         return LocalBackend(**kwargs)
-    raise ConfigError(f"unknown launcher backend {name!r}; use 'kubernetes' or 'local'")
+    raise ConfigError(f"unknown launcher backend {name!r}; use one of {', '.join(BACKENDS)}")

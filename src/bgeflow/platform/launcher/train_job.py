@@ -18,7 +18,7 @@ from typing import Any
 from bgeflow.core.errors import ConfigError, StepFailed
 from bgeflow.core.storage import join_uri, open_store, redact
 from bgeflow.platform.launcher.spec import LaunchSpec, PodSettings, job_name
-from bgeflow.platform.launcher.submit import LaunchResult, launch, make_backend
+from bgeflow.platform.launcher.submit import CLUSTER_BACKENDS, LaunchResult, launch, make_backend
 from bgeflow.steps.training.pod import MODEL_DIR, SPEC_FILE, SUMMARY_FILE, pod_command, write_spec
 from bgeflow.steps.training.spec import TrainSpec
 
@@ -80,7 +80,7 @@ def pass_through_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def launch_training(
-    spec: TrainSpec, *, backend: str = "kubernetes", run_id: str, task_name: str, nnodes: int = 1,
+    spec: TrainSpec, *, backend: str = "pytorchjob", run_id: str, task_name: str, nnodes: int = 1,
     nproc_per_node: int = 1, timeout: float | None = None, pod: PodSettings | None = None,
     log_sink: Callable[[str], None] = print,
 ) -> TrainLaunch:
@@ -96,14 +96,14 @@ def launch_training(
         from bgeflow.platform.launcher.k8s import current_namespace
 
         namespace = current_namespace()
-    if backend == "kubernetes" and "://" not in spec.output:
+    if backend in CLUSTER_BACKENDS and "://" not in spec.output:
         raise ConfigError(f"train {spec.kind}: output {spec.output!r} is a local path, which training pods cannot "
                           "write to; give the pipeline a work_uri (s3://bucket/prefix)")
     launch_spec = build_launch_spec(spec, owner=f"{run_id}/{task_name}", nnodes=nnodes,
                                     nproc_per_node=nproc_per_node, pod=pod, namespace=namespace)
     write_spec(spec)
     log.info("launching %s on %s: %s", launch_spec.ref, backend, " ".join(launch_spec.command))
-    kwargs = {"log_sink": log_sink} if backend == "kubernetes" else {}
+    kwargs = {"log_sink": log_sink} if backend in CLUSTER_BACKENDS else {}
     result = launch(launch_spec, make_backend(backend, **kwargs), timeout=timeout)
     store = open_store(spec.output)
     summary = json.loads(store.read_text(SUMMARY_FILE)) if store.exists(SUMMARY_FILE) else {}

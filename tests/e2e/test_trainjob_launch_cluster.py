@@ -1,0 +1,95 @@
+"""A real retrain step on Kubeflow Trainer v2: `bgeflow launch --backend trainjob` → a 2-node TrainJob
+on the chart's TrainingRuntime → a model in S3.
+
+Real: the chart's TrainingRuntime (rendered by helm, applied as is but for its name), Trainer v2's
+webhook and controller filling the runtime's "node" container from the TrainJob, JobSet, the
+kubelet running the bgeflow-gpu image on CPU under PodSecurity "restricted" (torchrun, gloo across
+the two pods), MinIO. The launcher runs as the chart's ServiceAccount with the rule the chart renders
+for `retrain.training.backend=trainjob` (added here beside the release's, which is for pytorchjob).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+import yaml
+
+from bgeflow.platform.launcher import job_name
+from e2e.e2e_cluster import S3, Cluster
+from e2e.test_train_cluster import HYPERPARAMETERS, training_data
+
+pytestmark = pytest.mark.cluster
+
+
+def chart_objects(cluster: Cluster, s3: S3) -> list[dict]:
+    cpu = json.dumps({"requests": {"cpu": "500m", "memory": "3Gi", "nvidia.com/gpu": None},
+                      "limits": {"memory": "3Gi", "nvidia.com/gpu": None}})
+    done = cluster.helm("template", cluster.release, "helm/bgeflow", "-n", cluster.namespace,
+                        "--set", "kfp.enabled=false", "--set", "retrain.training.backend=trainjob",
+                        "--set", f"image.registry={cluster.registry}", "--set", f"image.tag={cluster.version}",
+                        "--set", f"s3.bucket={s3.bucket}", "--set", f"s3.endpoint={s3.endpoint}",
+                        "--set", f"s3.existingSecret={s3.secret}", "--set", "trainingRuntime.shmSize=256Mi",
+                        "--set-json", f"trainingRuntime.resources={cpu}")
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def test_two_node_trainjob_on_the_charts_runtime_trains_minilm_from_minio(cluster: Cluster, s3: S3) -> None:
+    if importlib.util.find_spec("kubeflow_trainer_api") is None:
+        pytest.skip("the TrainJob builder needs the Kubeflow SDK (pip install 'bgeflow[trainer]')")
+    if cluster.kubectl("get", "crd", "trainjobs.trainer.kubeflow.org", check=False).returncode != 0:
+        pytest.skip("no TrainJob CRD on this cluster: install Kubeflow Trainer v2")
+    suffix = uuid.uuid4().hex[:6]
+    objs = chart_objects(cluster, s3)
+    (runtime,) = [o for o in objs if o["kind"] == "TrainingRuntime"]
+    (role,) = [o for o in objs if o["kind"] == "Role"]
+    runtime["metadata"]["name"] = f"bgeflow-torch-e2e-{suffix}"
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": f"bgeflow-trainjob-e2e-{suffix}", "namespace": cluster.namespace},
+            "rules": [r for r in role["rules"] if r["apiGroups"] == ["trainer.kubeflow.org"]]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": role["metadata"]["name"], "namespace": cluster.namespace},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]},
+               "subjects": [{"kind": "ServiceAccount", "name": cluster.service_account, "namespace": cluster.namespace}]}
+    prefix = s3.prefix("trainjob")
+    s3.client().put_object(Bucket=s3.bucket, Key=f"{prefix}/train.jsonl", Body=training_data())
+    output = f"s3://{s3.bucket}/{prefix}/out"
+    owner = f"e2e/{prefix}"
+    name = job_name(owner, prefix="bgeflow-retriever")
+    settings = {"namespace": cluster.namespace, "cpu": "500m", "memory": "3Gi", "runtime": runtime["metadata"]["name"]}
+    cmd = [sys.executable, "-m", "bgeflow", "launch", "retriever", "--backend", "trainjob", "--model", "bundled:minilm",
+           "--train-data", f"s3://{s3.bucket}/{prefix}/train.jsonl", "--output", output, "--nnodes", "2",
+           "--nproc-per-node", "1", "--owner", owner, "--timeout", "1500",
+           *(a for k, v in HYPERPARAMETERS.items() for a in ("--set", f"{k}={v}"))]
+    env = {**os.environ, "AWS_ENDPOINT_URL": s3.endpoint, "HF_HUB_OFFLINE": "1",
+           "BGEFLOW_TRAIN_POD_SETTINGS": json.dumps(settings)}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        env.pop(key, None)
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                          "items": [runtime, role, binding]}))
+    try:
+        done = subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=1700)
+        diagnostics = f"\n--- stdout\n{done.stdout[-6000:]}\n--- stderr\n{done.stderr[-6000:]}"
+        assert done.returncode == 0, diagnostics
+        assert f"TrainJob {cluster.namespace}/{name} (created) succeeded" in done.stdout, diagnostics
+
+        pods = cluster.get_json("pods", "-n", cluster.namespace, "-l", f"jobset.sigs.k8s.io/jobset-name={name}")["items"]
+        assert len(pods) == 2 and all(p["status"]["phase"] == "Succeeded" for p in pods), [p["status"] for p in pods]
+        for pod in pods:  # the runtime's pod: the release's labels (NetworkPolicy), restricted, /dev/shm
+            assert pod["metadata"]["labels"]["app.kubernetes.io/instance"] == cluster.release
+            assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+            assert {"name": "dshm", "mountPath": "/dev/shm"} in pod["spec"]["containers"][0]["volumeMounts"]
+        keys = s3.keys(f"{prefix}/out/")
+        assert any(k.startswith(f"{prefix}/out/model/") and k.endswith(".safetensors") for k in keys), keys
+        summary = json.loads(s3.client().get_object(Bucket=s3.bucket, Key=f"{prefix}/out/train_summary.json")["Body"].read())
+        assert summary.get("world_size") == 2 and summary.get("global_step") == HYPERPARAMETERS["max_steps"], summary
+    finally:
+        cluster.kubectl("delete", "trainjob", name, "-n", cluster.namespace, "--ignore-not-found", check=False)
+        for kind, obj in (("trainingruntime", runtime), ("rolebinding", binding), ("role", role)):
+            cluster.kubectl("delete", kind, obj["metadata"]["name"], "-n", cluster.namespace, "--ignore-not-found",
+                            check=False)
