@@ -41,7 +41,7 @@ TRAIN = Flavor(TRAINJOB, "trainjobs", ("Created",), "node", ("node", 1))
 @pytest.fixture(params=[
     PYTORCH,
     pytest.param(TRAIN, marks=pytest.mark.skipif(
-        not HAS_TRAINER_SDK, reason="the TrainJob builder needs the Kubeflow SDK (pip install 'bgeflow[trainer]')")),
+        not HAS_TRAINER_SDK, reason="the TrainJob builder needs the Kubeflow SDK (pip install 'bgeflow[kfp]')")),
 ], ids=["pytorchjob", "trainjob"])
 def flavor(request: pytest.FixtureRequest) -> Flavor:
     return request.param

@@ -16,7 +16,7 @@ from conftest import CRDS
 CRD_FILE = CRDS / "trainer.kubeflow.org_trainjobs.yaml"
 COMMAND = ["bgeflow", "train", "--config", "s3://b/run/train-retriever/train_spec.yaml"]
 needs_sdk = pytest.mark.skipif(importlib.util.find_spec("kubeflow_trainer_api") is None,
-                               reason="the TrainJob builder needs the Kubeflow SDK (pip install 'bgeflow[trainer]')")
+                               reason="the TrainJob builder needs the Kubeflow SDK (pip install 'bgeflow[kfp]')")
 
 
 def _strict(schema: dict) -> dict:

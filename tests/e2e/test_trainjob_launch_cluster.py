@@ -41,7 +41,7 @@ def chart_objects(cluster: Cluster, s3: S3) -> list[dict]:
 
 def test_two_node_trainjob_on_the_charts_runtime_trains_minilm_from_minio(cluster: Cluster, s3: S3) -> None:
     if importlib.util.find_spec("kubeflow_trainer_api") is None:
-        pytest.skip("the TrainJob builder needs the Kubeflow SDK (pip install 'bgeflow[trainer]')")
+        pytest.skip("the TrainJob builder needs the Kubeflow SDK (pip install 'bgeflow[kfp]')")
     if cluster.kubectl("get", "crd", "trainjobs.trainer.kubeflow.org", check=False).returncode != 0:
         pytest.skip("no TrainJob CRD on this cluster: install Kubeflow Trainer v2")
     suffix = uuid.uuid4().hex[:6]

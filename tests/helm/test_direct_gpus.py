@@ -65,7 +65,7 @@ def test_the_launcher_creates_a_valid_job_with_the_gpus(backend: str, crd: str, 
     from conftest import CRDS
 
     if backend == "trainjob" and importlib.util.find_spec("kubeflow_trainer_api") is None:
-        pytest.skip("the TrainJob builder needs the Kubeflow SDK (pip install 'bgeflow[trainer]')")
+        pytest.skip("the TrainJob builder needs the Kubeflow SDK (pip install 'bgeflow[kfp]')")
     if not (CRDS / crd).exists():
         pytest.skip(f"the CRD is not at {CRDS / crd} (shared/ is laid beside the checkout)")
     objs = render("gpu-tolerations-values", "--set", f"retrain.training.backend={backend}",

@@ -71,7 +71,7 @@ def test_training_runtime_jobs_are_valid_jobs(scenario: str, runtime: dict[str, 
 
 
 @pytest.mark.skipif(importlib.util.find_spec("kubeflow_trainer_api") is None,
-                    reason="needs the Kubeflow SDK's models (pip install 'bgeflow[trainer]')")
+                    reason="needs the Kubeflow SDK's models (pip install 'bgeflow[kfp]')")
 @pytest.mark.parametrize(("scenario", "runtime"), RUNTIMES, ids=[s for s, _ in RUNTIMES])
 def test_training_runtime_round_trips_through_the_sdk(scenario: str, runtime: dict[str, Any]) -> None:
     """The SDK reads the runtime as TrainerClient.get_runtime does: a torch runtime of custom trainers."""

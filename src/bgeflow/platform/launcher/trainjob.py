@@ -29,7 +29,7 @@ GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 #: ``node`` replicated job (and the SDK reads node logs from it).
 CONTAINER_NAME = "node"
 REPLICATED_JOB = "node"
-SDK_HINT = "pip install 'bgeflow[trainer]' (the Kubeflow SDK: kubeflow, kubeflow-trainer-api)"
+SDK_HINT = "pip install 'bgeflow[kfp]' (the Kubeflow SDK: kubeflow, kubeflow-trainer-api)"
 
 
 def _models() -> Any:
