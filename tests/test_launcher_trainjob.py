@@ -152,7 +152,7 @@ def test_without_the_sdk_the_error_says_what_to_install(monkeypatch: pytest.Monk
     from bgeflow.platform.launcher.trainjob import build_trainjob
 
     monkeypatch.setitem(sys.modules, "kubeflow_trainer_api", None)  # import fails as if not installed
-    with pytest.raises(ValueError, match=r"needs the Kubeflow SDK's models: pip install 'bgeflow\[trainer\]'"):
+    with pytest.raises(ValueError, match=r"needs the Kubeflow SDK's models: pip install 'bgeflow\[kfp\]'"):
         build_trainjob(make_spec())
 
 
