@@ -36,6 +36,8 @@ from bgeflow.core.errors import ConfigError, NotFoundError
 log = logging.getLogger(__name__)
 
 BUNDLED_MINILM = "bundled:minilm"
+#: The hub repository each bundled model is a copy of (what a model card names as its base).
+BUNDLED_HUB_IDS = {BUNDLED_MINILM: "sentence-transformers/all-MiniLM-L6-v2"}
 #: Where ``s3://`` models are cached (default: ``<temp dir>/bgeflow-models``).
 MODEL_CACHE_ENV = "BGEFLOW_MODEL_CACHE"
 #: The folder of a model inside a training output.
@@ -102,6 +104,33 @@ def locate_model(ref: str) -> ModelRef:
     if ref.count("/") <= 1 and not ref.startswith((".", "/", "~", "file://")):
         return ModelRef(ref, "hub", ref)
     raise NotFoundError(f"model {ref}: no such directory")
+
+
+def hub_model_id(ref: str) -> str | None:
+    """The Hugging Face hub id ``ref`` stands for, or None when it names no hub repository.
+
+    A ``bundled:`` name (or the folder it resolves to) is its hub original; a hub-shaped id that is
+    no local path is itself; local folders, ``s3://`` and other URIs have no hub id. Nothing is
+    downloaded or contacted.
+    """
+    if ref in BUNDLED_HUB_IDS:
+        return BUNDLED_HUB_IDS[ref]
+    if "://" in ref and not ref.startswith("file://"):
+        return None
+    path = Path(ref.removeprefix("file://")).expanduser()
+    if path.exists():
+        for name, hub_id in BUNDLED_HUB_IDS.items():
+            try:
+                if path.resolve() == Path(_bundled(name)).resolve():
+                    return hub_id
+            except ConfigError:  # the bundling package is not installed: no local folder can be its copy
+                continue
+        return None
+    try:
+        where = locate_model(ref)
+    except (ConfigError, NotFoundError):
+        return None
+    return where.location if where.kind == "hub" else None
 
 
 def inspectable_model(ref: str) -> str:

@@ -2,11 +2,10 @@
 
 Layout under a registry root (an S3 prefix or a local directory)::
 
-    <registry>/<name>/<version>/model/...        the model files
+    <registry>/<name>/<version>/model/...        the model files, with its card README.md: a Hugging Face repo
     <registry>/<name>/<version>/metrics.json     evaluation metrics (when published with them)
     <registry>/<name>/<version>/configs/...      the resolved training configs
     <registry>/<name>/<version>/lineage.json     input URIs with ETags/sha256 and row counts
-    <registry>/<name>/<version>/README.md        the model card
     <registry>/<name>/<version>/manifest.json    every file above with size and sha256; written last
     <registry>/<name>/latest.json                {"version": ...}: the most recently published version
     <registry>/<name>/champion.json              {"version": ...}: the promoted version

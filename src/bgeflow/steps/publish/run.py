@@ -62,6 +62,7 @@ def publish(config: PublishSpec) -> PublishResult:
         created = datetime.now(timezone.utc)
         version = config.version or f"{created:%Y%m%dT%H%M%SZ}-{digest[:8]}"
         card = facts["generated"] / CARD
+        card.parent.mkdir(parents=True, exist_ok=True)
         card.write_text(render_card(registry, config.name, version, facts), encoding="utf-8")
         files.append(digest_file(card, CARD))
         # One content per version folder: claimed before its first byte (see upload.claim_version).
@@ -79,6 +80,7 @@ def publish(config: PublishSpec) -> PublishResult:
             "version": version,
             "kind": facts["kind"],
             "base_model": facts["base_model"],
+            "base_model_id": facts["base_model_id"],
             "created": created.isoformat(timespec="seconds"),
             "content_hash": digest,
             "bgeflow_version": __version__,
