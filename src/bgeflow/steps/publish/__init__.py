@@ -23,7 +23,7 @@ interrupt at any point:
    ``champion.json``.
 
 What an interrupted publish leaves (a version folder without manifest, ``.staging/`` of older
-releases, ``bgeflow-publish-*`` temp folders) is listed and reclaimed by ``bgeflow registry gc``
+releases, ``bgeflow-publish-*`` temp folders) is listed and reclaimed by ``bgeflow models gc``
 (``bgeflow.steps.publish.maintenance``).
 """
 

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 POINTERS = ("latest", "champion")
-#: Uploads of bgeflow before version claims (reclaimed by ``bgeflow registry gc``).
+#: Uploads of bgeflow before version claims (reclaimed by ``bgeflow models gc``).
 STAGING = ".staging"
 #: ``<name>/.claims/<version>.json``: the content hash of the one content a version may hold.
 CLAIMS = ".claims"
