@@ -251,3 +251,10 @@ def test_evaluate_on_s3(eval_dir: Path, s3_bucket: str) -> None:
     out = open_store(result.output_uri)
     assert {o.key for o in out.list()} == {"metrics.json", "report.md", "deltas.png"}
     assert json.loads(out.read_text("metrics.json"))["eval_set"]["uris"]["corpus"] == store.url("eval/corpus.jsonl")
+
+
+def test_the_delta_plot_legend_reads_fine_tuned_minus_reference() -> None:
+    from bgeflow.steps.evaluation.report import delta_label
+
+    assert delta_label("finetuned-base") == "fine-tuned − base"
+    assert delta_label("finetuned-champion") == "fine-tuned − champion"
