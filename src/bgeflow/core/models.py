@@ -7,6 +7,7 @@ A reference is one of:
 - a local path: a model folder (``config.json``) or a training output holding one in ``model/``;
 - ``s3://bucket/prefix``: either of those in S3 (or MinIO), downloaded once into a cache keyed by
   the URI and every object's ETag, so a changed model is fetched again and an unchanged one never;
+  ``gs://``, ``az://`` and any other fsspec scheme alike; ``hf://org/name`` is the hub id ``org/name``;
 - a Hugging Face hub id (``BAAI/bge-base-en-v1.5``): its snapshot in the hub cache (downloaded
   unless ``HF_HUB_OFFLINE`` is set).
 
@@ -47,7 +48,7 @@ _COMPLETE = ".bgeflow-complete"
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "*.tiktoken"]
 _HUB_IGNORE = ["onnx/*", "openvino/*", "*.onnx", "*.msgpack", "*.h5", "*.ot"]
 
-RefKind = Literal["bundled", "local", "s3", "hub"]
+RefKind = Literal["bundled", "local", "s3", "remote", "hub"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def locate_model(ref: str) -> ModelRef:
         NotFoundError: a local path or ``s3://`` prefix that holds no model (``config.json``), or a
             training output without ``model/config.json``.
     """
-    from bgeflow.core.storage import is_s3, join_uri, open_store
+    from bgeflow.core.storage import is_remote, is_s3, join_uri, open_store
 
     if not ref:
         raise ConfigError("empty model reference")
@@ -91,8 +92,14 @@ def locate_model(ref: str) -> ModelRef:
             if store.exists(f"{root}/config.json" if root else "config.json"):
                 return ModelRef(ref, "s3", join_uri(store.uri, root))
         raise NotFoundError(f"model {ref}: no config.json under it (nor model/config.json of a training output)")
-    if "://" in ref and not ref.startswith("file://"):
-        raise ConfigError(f"model {ref}: unsupported URI scheme (use a hub id, a path, s3:// or bundled:)")
+    if ref.startswith("hf://") and ref.count("/") == 3:
+        return ModelRef(ref, "hub", ref[len("hf://"):])  # a model repository: the hub cache serves it
+    if is_remote(ref):  # gs://, az://, hf://datasets/..., any fsspec scheme
+        store = open_store(ref)
+        for root in ("", OUTPUT_MODEL_DIR):
+            if store.exists(f"{root}/config.json" if root else "config.json"):
+                return ModelRef(ref, "remote", join_uri(store.uri, root))
+        raise NotFoundError(f"model {ref}: no config.json under it (nor model/config.json of a training output)")
     path = Path(ref.removeprefix("file://")).expanduser()
     if path.exists():
         for folder in (path, path / OUTPUT_MODEL_DIR):
@@ -115,6 +122,8 @@ def hub_model_id(ref: str) -> str | None:
     """
     if ref in BUNDLED_HUB_IDS:
         return BUNDLED_HUB_IDS[ref]
+    if ref.startswith("hf://") and ref.count("/") == 3:
+        return ref[len("hf://"):]
     if "://" in ref and not ref.startswith("file://"):
         return None
     path = Path(ref.removeprefix("file://")).expanduser()
@@ -160,8 +169,8 @@ def resolve_model(ref: str) -> str:
     where = locate_model(ref)
     if where.kind in ("bundled", "local"):
         return where.location
-    if where.kind == "s3":
-        return _fetch_s3(where.location)
+    if where.kind in ("s3", "remote"):
+        return _fetch_remote(where.location)
     return _hub_snapshot(where.location)
 
 
@@ -169,8 +178,9 @@ def model_cache_dir() -> Path:
     return Path(os.environ.get(MODEL_CACHE_ENV) or Path(tempfile.gettempdir()) / "bgeflow-models")
 
 
-def _fetch_s3(uri: str) -> str:
-    """The model under ``uri`` in the local cache, downloaded when its objects (URI + ETags) are new."""
+def _fetch_remote(uri: str) -> str:
+    """The model under ``uri`` (S3 or another object store) in the local cache, downloaded when its
+    objects (URI + ETags, or sizes where a store has no ETag) are new."""
     from bgeflow.core.storage import open_store
 
     store = open_store(uri)
