@@ -127,6 +127,22 @@ def test_evaluate_retrievers_and_rerankers(
     assert "| metric | base | fine-tuned | not reranked | Δ vs base |" in report and "`rerank.ndcg@10`" in report
     assert (tmp_path / "out" / "deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # Per-query run files, as trec_eval-style readers parse them: the retriever's ranking is the one scored.
+    from ir_datasets.formats import TrecScoredDocs
+    from ir_datasets.util import StringFile
+
+    runs = {p.stem: p for p in (tmp_path / "out" / "runs").iterdir()}
+    assert set(runs) == {"base", "finetuned", "base_reranker", "finetuned_reranker"}
+    parsed = list(TrecScoredDocs(StringFile(runs["finetuned"].read_text())).scoreddocs_iter())
+    from_file: dict[str, list[str]] = {}
+    for doc in parsed:  # written best first, so file order is the ranking
+        from_file.setdefault(doc.query_id, []).append(doc.doc_id)
+    assert from_file == {q: r[:18] for q, r in rankings.items()}
+    assert compute_metrics(from_file, {q[0]: q[2] for q in QUERIES}, ["ndcg@10"])["ndcg@10"] == \
+        pytest.approx(tuned["ndcg@10"], abs=1e-6)
+    reranked = [line.split() for line in runs["finetuned_reranker"].read_text().splitlines()]
+    assert len(reranked) == 6 * 3 and all(row[1] == "Q0" and row[5] == "finetuned_reranker" for row in reranked)
+
 
 def test_cli_champion_from_registry_and_fail_on_gate(
     minilm_path: str, eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -249,7 +265,7 @@ def test_evaluate_on_s3(eval_dir: Path, s3_bucket: str) -> None:
     result = evaluate(EvaluateSpec.of(output=f"s3://{s3_bucket}/eval-out", eval_data=store.url("eval"),
                                  retriever="bundled:minilm", **FAST))
     out = open_store(result.output_uri)
-    assert {o.key for o in out.list()} == {"metrics.json", "report.md", "deltas.png"}
+    assert {o.key for o in out.list()} == {"metrics.json", "report.md", "deltas.png", "runs/finetuned.trec"}
     assert json.loads(out.read_text("metrics.json"))["eval_set"]["uris"]["corpus"] == store.url("eval/corpus.jsonl")
 
 
@@ -258,3 +274,12 @@ def test_the_delta_plot_legend_reads_fine_tuned_minus_reference() -> None:
 
     assert delta_label("finetuned-base") == "fine-tuned − base"
     assert delta_label("finetuned-champion") == "fine-tuned − champion"
+
+
+def test_a_trec_run_refuses_ids_with_whitespace() -> None:
+    from bgeflow.core.errors import DataError
+    from bgeflow.steps.evaluation.evaluate import trec_run
+
+    assert trec_run({"q1": [("d1", 0.5), ("d2", 0.25)]}, "base") == "q1 Q0 d1 1 0.500000 base\nq1 Q0 d2 2 0.250000 base\n"
+    with pytest.raises(DataError, match="'doc 7' holds whitespace"):
+        trec_run({"q1": [("doc 7", 0.5)]}, "base")
