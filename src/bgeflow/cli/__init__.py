@@ -67,6 +67,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; the exit code says how it ended (``bgeflow.core.errors``)."""
     args = parse_args(argv)
+    if args.log_level:
+        # Exported: the processes a verb starts (torchrun workers, a run's tasks) log at the same level.
+        os.environ["BGEFLOW_LOG_LEVEL"] = args.log_level
     setup_logging(args.log_level)
     if args.s3_endpoint_url:
         # Exported, not passed around: training subprocesses and boto3 itself read it.
