@@ -1,6 +1,6 @@
 """``bgeflow train [retriever|reranker]``: fine-tune with FlagEmbedding under torchrun.
 
-The seed's torchrun commands run with only the entry point changed: bgeflow's own settings
+FlagEmbedding's README commands (torchrun) run with only the entry point changed: bgeflow's own settings
 (``--model``/``--model_name_or_path``, ``--train_data``, ``--output``/``--output_dir``,
 ``--nproc_per_node``, ...) are flags below, and *every other* FlagEmbedding or transformers
 ``TrainingArguments`` option is accepted by its own name (``--learning_rate 1e-5 --fp16
