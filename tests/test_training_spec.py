@@ -261,3 +261,15 @@ def test_the_runner_reads_the_arguments_as_flagembedding_does(tmp_path: Path) ->
     assert training_args.sentence_pooling_method == "mean" and data_args.query_max_len == 64 and model_args.model_name_or_path == "/m"
     assert training_args.lr_scheduler_type == "cosine" and training_args.warmup_steps == 5
     assert training_args.use_cpu and not training_args.negatives_cross_device
+
+
+def test_train_help_of_a_kind_lists_that_kinds_settings_only(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, shown, hidden in ((["train", "reranker", "--help"], [], ["--pooling", "--validation-steps", "--kind"]),
+                                (["train", "retriever", "-h"], ["--pooling", "--validation-steps"], ["--kind"]),
+                                (["train", "--help"], ["--pooling", "--kind"], [])):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0
+        text = capsys.readouterr().out
+        assert "--model MODEL" in text and "--output URI" in text, argv
+        assert all(flag in text for flag in shown) and not any(flag in text for flag in hidden), argv
