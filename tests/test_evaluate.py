@@ -283,3 +283,40 @@ def test_a_trec_run_refuses_ids_with_whitespace() -> None:
     assert trec_run({"q1": [("d1", 0.5), ("d2", 0.25)]}, "base") == "q1 Q0 d1 1 0.500000 base\nq1 Q0 d2 2 0.250000 base\n"
     with pytest.raises(DataError, match="'doc 7' holds whitespace"):
         trec_run({"q1": [("doc 7", 0.5)]}, "base")
+
+
+def test_compare_two_evaluations_query_by_query(eval_dir: Path, minilm_path: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from bgeflow.steps.evaluation.compare import compare
+    from bgeflow.steps.evaluation.metrics import query_metric
+
+    # The same model read with CLS instead of its mean pooling: rankings differ on some queries.
+    a = evaluate(EvaluateSpec.of(output=str(tmp_path / "a"), eval_data=str(eval_dir), retriever=minilm_path, **FAST))
+    b = evaluate(EvaluateSpec.of(output=str(tmp_path / "b"), eval_data=str(eval_dir), retriever=minilm_path,
+                                 pooling="cls", **FAST))
+    doc = compare(a.output_uri, b.output_uri, metric="ndcg@10", top=2)
+    tuned_a, tuned_b = a.metrics["metrics"]["finetuned"], b.metrics["metrics"]["finetuned"]
+    assert doc["metrics"]["ndcg@10"] == {"a": tuned_a["ndcg@10"], "b": tuned_b["ndcg@10"],
+                                         "delta": tuned_b["ndcg@10"] - tuned_a["ndcg@10"]}
+    per_query = doc["per_query"]
+    assert doc["same_eval_set"] and per_query["queries"] == 6 and per_query["only_in_one_run"] == 0
+    assert per_query["better"] + per_query["worse"] + per_query["same"] == 6
+    # The per-query deltas average to the difference of the means.
+    qrels = {q[0]: q[2] for q in QUERIES}
+    runs = [{line.split()[0]: [] for line in (tmp_path / x / "runs" / "finetuned.trec").read_text().splitlines()}
+            for x in ("a", "b")]
+    for run, x in zip(runs, ("a", "b"), strict=True):
+        for line in (tmp_path / x / "runs" / "finetuned.trec").read_text().splitlines():
+            run[line.split()[0]].append(line.split()[2])
+    deltas = [query_metric("ndcg@10", runs[1][q], qrels[q]) - query_metric("ndcg@10", runs[0][q], qrels[q])
+              for q in qrels]
+    assert sum(deltas) / len(deltas) == pytest.approx(doc["metrics"]["ndcg@10"]["delta"], abs=1e-6)
+    assert len(per_query["most_improved"]) <= 2 and all(e["delta"] > 0 for e in per_query["most_improved"])
+    assert all(e["delta"] < 0 and e["query"] for e in per_query["most_degraded"])
+
+    assert main(["compare", a.output_uri, b.output_uri, "--column", "champion"]) == 2
+    assert "no such run file (columns with one: finetuned)" in capsys.readouterr().err
+    assert main(["compare", a.output_uri, str(tmp_path / "nothing")]) == 2
+    assert "not a bgeflow evaluate output" in capsys.readouterr().err
+    assert main(["compare", a.output_uri, b.output_uri, "--top", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["per_query"]["queries"] == 6
