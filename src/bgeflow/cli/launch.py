@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         yaml.safe_dump(to_manifest(build_pytorchjob(launch_spec)), sys.stdout, sort_keys=False)
         return 0
     result = launch(launch_spec, make_backend("kubernetes"), timeout=args.timeout)
-    verb = "adopted" if result.adopted else "created"
-    print(f"PyTorchJob {result.namespace}/{result.name} ({verb}) succeeded in {result.seconds:.0f}s; "
-          f"model at {spec.output.rstrip('/')}/model")
+    # stdout is the verb's one JSON document, as every verb's is.
+    print(json.dumps({"pytorchjob": f"{result.namespace}/{result.name}", "adopted": result.adopted,
+                      "seconds": round(result.seconds, 1), "model_uri": f"{spec.output.rstrip('/')}/model",
+                      "spec_uri": spec_uri}, ensure_ascii=False, indent=2))
     return 0
