@@ -124,3 +124,65 @@ def test_registry_is_the_same_verb(tmp_path: Path, capsys: pytest.CaptureFixture
     assert _json(capsys, ["registry", "verify", "--registry", reg, "--name", "m"]) == {"versions": {"v1": []}}
     assert _json(capsys, ["registry", "gc", "--registry", reg])["orphans"] == []
     assert _json(capsys, ["models", "gc", reg])["orphans"] == []
+
+
+class FakeMlflow:
+    """The MlflowClient calls mlflow_registry makes, kept in memory (mlflow is not installed here)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.models: dict[str, list[Any]] = {}
+        self.aliases: dict[tuple[str, str], str] = {}
+        self.fail = fail
+
+    def search_registered_models(self, filter_string: str) -> list[str]:
+        if self.fail:
+            raise ConnectionError("mlflow is down")
+        name = filter_string.split("'")[1]
+        return [name] if name in self.models else []
+
+    def create_registered_model(self, name: str, description: str = "") -> None:
+        self.models[name] = []
+
+    def search_model_versions(self, filter_string: str) -> list[Any]:
+        return list(self.models[filter_string.split("'")[1]])
+
+    def create_model_version(self, name: str, source: str, tags: dict[str, str], description: str = "") -> Any:
+        from types import SimpleNamespace
+
+        version = SimpleNamespace(version=str(len(self.models[name]) + 1), source=source, tags=tags)
+        self.models[name].append(version)
+        return version
+
+    def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+        self.aliases[(name, alias)] = version
+
+
+def test_mlflow_registration_follows_publish_and_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from bgeflow.steps.publish import mlflow_registry
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert mlflow_registry.client_from_environment() is None  # off unless configured
+    fake = FakeMlflow()
+    monkeypatch.setattr(mlflow_registry, "client_from_environment", lambda: fake)
+    reg = str(tmp_path / "registry")
+    first = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg,
+                                   version="v1", champion="always"))
+    assert first.mlflow == {"name": "m", "version": "1", "champion": True}
+    assert fake.models["m"][0].source == f"{reg}/m/v1/model" and fake.models["m"][0].tags["bgeflow.version"] == "v1"
+    again = publish(PublishSpec.of(model=str(tmp_path / "a"), name="m", registry=reg, champion="always"))
+    assert not again.created and again.mlflow["version"] == "1" and len(fake.models["m"]) == 1  # a rerun: no-op
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "b", seed=1)), name="m", registry=reg,
+                           version="v2"))
+    assert len(fake.models["m"]) == 2 and fake.aliases[("m", "champion")] == "1"
+    capsys.readouterr()
+    promoted = _json(capsys, ["models", "promote", f"{reg}/m@v2"])
+    assert promoted["mlflow"] == {"name": "m", "version": "2", "champion": True}
+    assert fake.aliases[("m", "champion")] == "2"
+
+    fake.fail = True  # MLflow down: the bgeflow registry still publishes, and says nothing was registered
+    third = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "c", seed=2)), name="m", registry=reg,
+                                   version="v3"))
+    assert third.created and third.mlflow is None
+    assert "MLflow registration of" in caplog.text and "mlflow is down" in caplog.text

@@ -61,10 +61,11 @@ class Promotion:
     version: str
     uri: str
     previous: str | None
+    mlflow: dict[str, Any] | None = None  # the MLflow alias moved too (``mlflow_registry``)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "champion": self.version, "uri": self.uri, "previous": self.previous,
-                "changed": self.previous != self.version}
+                "changed": self.previous != self.version, "mlflow": self.mlflow}
 
 
 def promote(registry: str, name: str, ref: str) -> Promotion:
@@ -91,4 +92,6 @@ def promote(registry: str, name: str, ref: str) -> Promotion:
     if previous != info.version:
         manifest_sha = hashlib.sha256(store.read_bytes(f"{info.version}/{MANIFEST}")).hexdigest()
         write_pointer(store, "champion", info.version, manifest_sha)
-    return Promotion(name, info.version, info.uri, previous)
+    from bgeflow.steps.publish import mlflow_registry
+
+    return Promotion(name, info.version, info.uri, previous, mlflow_registry.register(info, champion=True))
