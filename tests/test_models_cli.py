@@ -182,6 +182,8 @@ def test_mlflow_registration_follows_publish_and_promote(tmp_path: Path, capsys:
     assert fake.aliases[("m", "champion")] == "2"
 
     fake.fail = True  # MLflow down: the bgeflow registry still publishes, and says nothing was registered
+    # main() above set up bgeflow's logging (root handlers replaced): listen on the module's logger itself.
+    monkeypatch.setattr(mlflow_registry.log, "handlers", [caplog.handler])
     third = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "c", seed=2)), name="m", registry=reg,
                                    version="v3"))
     assert third.created and third.mlflow is None
