@@ -180,8 +180,12 @@ def model_cache_dir() -> Path:
 
 def _fetch_remote(uri: str) -> str:
     """The model under ``uri`` (S3 or another object store) in the local cache, downloaded when its
-    objects (URI + ETags, or sizes where a store has no ETag) are new."""
-    from bgeflow.core.storage import open_store
+    objects (URI + ETags, or sizes where a store has no ETag) are new.
+
+    Raises:
+        UnsafePathError: an object key that would land outside the cache folder.
+    """
+    from bgeflow.core.storage import open_store, safe_join
 
     store = open_store(uri)
     objects = store.list()
@@ -198,9 +202,11 @@ def _fetch_remote(uri: str) -> str:
     # Downloaded beside the target and renamed into place, so pods sharing a node (or a retry after a
     # crash) never load half a model; a concurrent finisher simply wins.
     partial = cache / f".{key}-{uuid.uuid4().hex[:8]}"
+    # Every key checked before the first download: a listing naming /abs or ../x writes nothing anywhere.
+    targets = [safe_join(partial, info.key, what=f"object key under {uri}") for info in objects]
     try:
-        for info in objects:
-            store.get_file(info.key, partial / info.key)
+        for info, target in zip(objects, targets, strict=True):
+            store.get_file(info.key, target)
         (partial / _COMPLETE).write_text(json.dumps({"uri": uri, "objects": len(objects)}), encoding="utf-8")
         try:
             os.rename(partial, dest)  # only complete copies are ever renamed into place
