@@ -142,3 +142,20 @@ def test_the_worker_module_runs_without_a_runpy_warning() -> None:
                            "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "found in sys.modules" not in done.stderr
+
+
+def test_on_a_terminal_a_running_step_is_one_status_line_rewritten(tmp_path: Path) -> None:
+    log = tmp_path / "t.log"
+    log.write_text("train: step 3/10\n")
+    shown = io.StringIO()
+    reporter = StepReporter(out=shown, interactive=True)
+    reporter.started("train-launcher", log)  # nothing yet: the status line says it
+    reporter.running("train-launcher", log, 5.0, beat=False)
+    log.write_text("train: step 3/10\ntrain: step 4/10\n")
+    reporter.running("train-launcher", log, 6.0, beat=False)
+    reporter.finished("train-launcher", log, 0, 7.0)
+    text = shown.getvalue()
+    assert text.count("\r") >= 3 and "train-launcher 0m05.0s  train: step 3/10" in text
+    assert "train: step 4/10" in text
+    # The end line starts on a cleared line, and stands alone.
+    assert text.endswith("\rbgeflow run: train-launcher done in 0m07.0s\n")
