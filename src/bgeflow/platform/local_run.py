@@ -38,7 +38,7 @@ from typing import Any
 
 from bgeflow.core.errors import ConfigError, DataError, NotFoundError, StepFailed
 from bgeflow.core.storage import open_store
-from bgeflow.platform.run_progress import KFP_LOG, StepReporter, quiet_tasks
+from bgeflow.platform.run_progress import KFP_LOG, LOGS_DIR, StepReporter, quiet_tasks
 from bgeflow.platform.run_spec import LocalRunSpec
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,8 @@ def _minutes(seconds: float) -> str:
 
 
 def format_summary(summary: RunSummary) -> str:
-    lines = [f"bgeflow run: finished in {_minutes(summary.seconds)} (outputs under {summary.output})", ""]
+    lines = [f"bgeflow run: finished in {_minutes(summary.seconds)} (outputs under {summary.output})",
+             f"  step logs: {Path(summary.pipeline_root) / LOGS_DIR}", ""]
     if summary.data.get("records", -1) != summary.data.get("of", -1):
         lines += [f"  data: {summary.data['records']} of {summary.data['of']} records sampled (max_records)", ""]
     for kind, meta in summary.models.items():
