@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: help demo test test-all test-containers fuzz lint fmt duplicates clean example-data bench pipelines schema tools manifests images base-image lint-images scan cluster cluster-build cluster-down e2e
+.PHONY: help demo test test-all test-containers fuzz lint fmt duplicates clean example-data bench pipelines chart-docs schema tools manifests images base-image lint-images scan cluster cluster-build cluster-down e2e
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test-containers: $(VENV)/.installed tools ## Docker Engine (installed/started as
 
 pipelines: $(VENV)/.installed ## recompile components/*.yaml and pipelines/bge_finetune.yaml (commit the result)
 	$(PY) -m pipelines.bge_finetune
+
+chart-docs: $(VENV)/.installed ## regenerate helm/bgeflow/README.md from Chart.yaml and the values' `# --` comments (commit it)
+	$(PY) -m bgeflow.platform.chart_docs
 
 schema: $(VENV)/.installed ## regenerate the chart's values.schema.json retrain block from the run spec (commit it)
 	$(PY) -m bgeflow.platform.chart_schema

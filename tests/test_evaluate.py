@@ -127,6 +127,22 @@ def test_evaluate_retrievers_and_rerankers(
     assert "| metric | base | fine-tuned | not reranked | Δ vs base |" in report and "`rerank.ndcg@10`" in report
     assert (tmp_path / "out" / "deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # Per-query run files, as trec_eval-style readers parse them: the retriever's ranking is the one scored.
+    from ir_datasets.formats import TrecScoredDocs
+    from ir_datasets.util import StringFile
+
+    runs = {p.stem: p for p in (tmp_path / "out" / "runs").iterdir()}
+    assert set(runs) == {"base", "finetuned", "base_reranker", "finetuned_reranker"}
+    parsed = list(TrecScoredDocs(StringFile(runs["finetuned"].read_text())).scoreddocs_iter())
+    from_file: dict[str, list[str]] = {}
+    for doc in parsed:  # written best first, so file order is the ranking
+        from_file.setdefault(doc.query_id, []).append(doc.doc_id)
+    assert from_file == {q: r[:18] for q, r in rankings.items()}
+    assert compute_metrics(from_file, {q[0]: q[2] for q in QUERIES}, ["ndcg@10"])["ndcg@10"] == \
+        pytest.approx(tuned["ndcg@10"], abs=1e-6)
+    reranked = [line.split() for line in runs["finetuned_reranker"].read_text().splitlines()]
+    assert len(reranked) == 6 * 3 and all(row[1] == "Q0" and row[5] == "finetuned_reranker" for row in reranked)
+
 
 def test_cli_champion_from_registry_and_fail_on_gate(
     minilm_path: str, eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -249,5 +265,58 @@ def test_evaluate_on_s3(eval_dir: Path, s3_bucket: str) -> None:
     result = evaluate(EvaluateSpec.of(output=f"s3://{s3_bucket}/eval-out", eval_data=store.url("eval"),
                                  retriever="bundled:minilm", **FAST))
     out = open_store(result.output_uri)
-    assert {o.key for o in out.list()} == {"metrics.json", "report.md", "deltas.png"}
+    assert {o.key for o in out.list()} == {"metrics.json", "report.md", "deltas.png", "runs/finetuned.trec"}
     assert json.loads(out.read_text("metrics.json"))["eval_set"]["uris"]["corpus"] == store.url("eval/corpus.jsonl")
+
+
+def test_the_delta_plot_legend_reads_fine_tuned_minus_reference() -> None:
+    from bgeflow.steps.evaluation.report import delta_label
+
+    assert delta_label("finetuned-base") == "fine-tuned − base"
+    assert delta_label("finetuned-champion") == "fine-tuned − champion"
+
+
+def test_a_trec_run_refuses_ids_with_whitespace() -> None:
+    from bgeflow.core.errors import DataError
+    from bgeflow.steps.evaluation.evaluate import trec_run
+
+    assert trec_run({"q1": [("d1", 0.5), ("d2", 0.25)]}, "base") == "q1 Q0 d1 1 0.500000 base\nq1 Q0 d2 2 0.250000 base\n"
+    with pytest.raises(DataError, match="'doc 7' holds whitespace"):
+        trec_run({"q1": [("doc 7", 0.5)]}, "base")
+
+
+def test_compare_two_evaluations_query_by_query(eval_dir: Path, minilm_path: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from bgeflow.steps.evaluation.compare import compare
+    from bgeflow.steps.evaluation.metrics import query_metric
+
+    # The same model read with CLS instead of its mean pooling: rankings differ on some queries.
+    a = evaluate(EvaluateSpec.of(output=str(tmp_path / "a"), eval_data=str(eval_dir), retriever=minilm_path, **FAST))
+    b = evaluate(EvaluateSpec.of(output=str(tmp_path / "b"), eval_data=str(eval_dir), retriever=minilm_path,
+                                 pooling="cls", **FAST))
+    doc = compare(a.output_uri, b.output_uri, metric="ndcg@10", top=2)
+    tuned_a, tuned_b = a.metrics["metrics"]["finetuned"], b.metrics["metrics"]["finetuned"]
+    assert doc["metrics"]["ndcg@10"] == {"a": tuned_a["ndcg@10"], "b": tuned_b["ndcg@10"],
+                                         "delta": tuned_b["ndcg@10"] - tuned_a["ndcg@10"]}
+    per_query = doc["per_query"]
+    assert doc["same_eval_set"] and per_query["queries"] == 6 and per_query["only_in_one_run"] == 0
+    assert per_query["better"] + per_query["worse"] + per_query["same"] == 6
+    # The per-query deltas average to the difference of the means.
+    qrels = {q[0]: q[2] for q in QUERIES}
+    runs = [{line.split()[0]: [] for line in (tmp_path / x / "runs" / "finetuned.trec").read_text().splitlines()}
+            for x in ("a", "b")]
+    for run, x in zip(runs, ("a", "b"), strict=True):
+        for line in (tmp_path / x / "runs" / "finetuned.trec").read_text().splitlines():
+            run[line.split()[0]].append(line.split()[2])
+    deltas = [query_metric("ndcg@10", runs[1][q], qrels[q]) - query_metric("ndcg@10", runs[0][q], qrels[q])
+              for q in qrels]
+    assert sum(deltas) / len(deltas) == pytest.approx(doc["metrics"]["ndcg@10"]["delta"], abs=1e-6)
+    assert len(per_query["most_improved"]) <= 2 and all(e["delta"] > 0 for e in per_query["most_improved"])
+    assert all(e["delta"] < 0 and e["query"] for e in per_query["most_degraded"])
+
+    assert main(["compare", a.output_uri, b.output_uri, "--column", "champion"]) == 2
+    assert "no such run file (columns with one: finetuned)" in capsys.readouterr().err
+    assert main(["compare", a.output_uri, str(tmp_path / "nothing")]) == 2
+    assert "not a bgeflow evaluate output" in capsys.readouterr().err
+    assert main(["compare", a.output_uri, b.output_uri, "--top", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["per_query"]["queries"] == 6

@@ -91,6 +91,8 @@ def test_filters_remove_in_order_and_never_come_back_as_fill() -> None:
                     reference_score=0.8, filters=Filters(max_score_ratio=0.95, max_score=0.6, min_score=0.1),
                     number=6, pool_size=6, rng=random.Random(0))
     assert dict(choice.removed) == {"max_score_ratio": 2, "max_score": 1, "min_score": 1}
+    assert {rule: [round(x, 4) for x in scores] for rule, scores in choice.removed_scores.items()} == {
+        "max_score_ratio": [0.99, 0.9], "max_score": [0.7], "min_score": [0.05]}
     assert choice.ids == [3, 4]  # nothing else in the pool may be used as fill
     assert choice.filled == 0
 
@@ -266,6 +268,14 @@ def test_filter_removes_planted_near_duplicate(minilm_path: str, tmp_path: Path)
     assert near_duplicate not in _read(tmp_path / "filtered.jsonl")[0]["neg"]
     assert filtered.report["filtered"]["max_score_ratio"] >= 1
     assert filtered.report["filters"]["max_score_ratio"] == 0.95
+    # The histograms count the same scores: what each filter removed, the positives, the mined negatives.
+    histograms = filtered.report["histograms"]
+    assert sum(histograms["counts"]["max_score_ratio"]) == filtered.report["filtered"]["max_score_ratio"]
+    assert sum(histograms["counts"]["positive"]) == 2
+    mined = sum(len(r["neg"]) for r in _read(tmp_path / "filtered.jsonl")) - filtered.report["random_fill_negatives"]
+    assert sum(histograms["counts"]["mined_negative"]) == mined
+    assert len(histograms["edges"]) == len(histograms["counts"]["positive"]) + 1
+    assert (tmp_path / "score_histogram.png").read_bytes()[:4] == b"\x89PNG"
 
     absolute = _mine(minilm_path, inputs, tmp_path / "abs.jsonl", tmp_path / "w", range_for_sampling="0-10",
                      negative_number=2, max_score=0.5, min_score=0.0)

@@ -66,7 +66,7 @@ def test_publish_layout_manifest_card_and_lineage(tmp_path: Path, data_file: Pat
     on_disk = {p.relative_to(version_dir).as_posix() for p in version_dir.rglob("*") if p.is_file()}
     assert on_disk - set(listed) == {"manifest.json"}
     assert {"model/config.json", "model/model.safetensors", "model/1_Pooling/config.json", "metrics.json",
-            "configs/train_config.yaml", "configs/train_summary.json", "lineage.json", "README.md"} <= set(listed)
+            "configs/train_config.yaml", "configs/train_summary.json", "lineage.json", "model/README.md"} <= set(listed)
     assert not any(".cache" in p for p in listed)  # hidden files are not part of the model
     for path, entry in listed.items():
         data = (version_dir / path).read_bytes()
@@ -77,7 +77,7 @@ def test_publish_layout_manifest_card_and_lineage(tmp_path: Path, data_file: Pat
     lineage = json.loads((version_dir / "lineage.json").read_text())
     assert lineage["inputs"] == [{"uri": str(data_file), "size": data_file.stat().st_size, "rows": 2,
                                   "sha256": hashlib.sha256(data_file.read_bytes()).hexdigest()}]
-    card = (version_dir / "README.md").read_text()
+    card = (version_dir / "model" / "README.md").read_text()  # next to config.json: a Hugging Face repo
     for expected in ("# retriever", result.version, "| `ndcg@10` | 0.4000 | 0.5000 | +0.1000 |", "learning_rate",
                      "| `training.epochs` | `1` |", str(data_file), "SentenceTransformer", "FlagModel",
                      "bgeflow"):
@@ -135,7 +135,7 @@ def test_interrupted_publish_leaves_nothing_and_rerun_completes(
                                champion="always"))
     pointers = {p: open_store(f"{reg}/m").read_text(f"{p}.json") for p in ("latest", "champion")}
     new_model = str(make_training_output(tmp_path / "b", seed=1))
-    n_files = 9  # 5 model files + 2 configs + lineage.json + README.md
+    n_files = 9  # 5 model files + 2 configs + lineage.json + model/README.md
 
     real_put = store_class.put_file
     calls: list[str] = []

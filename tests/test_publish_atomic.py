@@ -3,8 +3,8 @@
 - two publishes of one ``--version`` at once with different content: one wins, the other gets a
   ConflictError, and the version's files match its manifest;
 - two identical publishes at once: both succeed with one version (no raw ``[Errno 2]``, no orphan);
-- an interrupted publish blocks other content from its version until ``bgeflow registry gc``
-  reclaims it; ``bgeflow registry verify`` checks versions against their manifests.
+- an interrupted publish blocks other content from its version until ``bgeflow models gc``
+  reclaims it; ``bgeflow models verify`` checks versions against their manifests.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def test_an_interrupted_version_is_claimed_until_gc_reclaims_it(
     _interrupted(reg, str(make_training_output(tmp_path / "b", seed=1)), LocalStore if kind == "local" else S3Store,
                  monkeypatch)
     other = str(make_training_output(tmp_path / "c", seed=2))
-    with pytest.raises(ConflictError, match=r"being published with other content.*bgeflow registry gc"):
+    with pytest.raises(ConflictError, match=r"being published with other content.*bgeflow models gc"):
         publish(PublishSpec.of(model=other, name="m", registry=reg, version="v2"))
     assert registry.find_version(reg, "m", "v2") is None
 

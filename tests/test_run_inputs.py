@@ -147,5 +147,6 @@ def test_summary_says_which_model_was_held_back_and_why() -> None:
                          skipped={"reranker": reason})
     text = format_summary(summary)
     assert f"NOT published: {reason}" in text
+    assert text.splitlines()[1] == "  step logs: r/logs"  # where each step's full log is
     assert "retriever: passed" in text and "reranker: FAILED, not published" in text
     assert "rerank.ndcg@10        0.4500      0.4800   +0.0300        0.6600" in text

@@ -215,6 +215,11 @@ def test_bgeflow_run_end_to_end_mini(tmp_path: Path, capsys: pytest.CaptureFixtu
     """Every step through kfp.local with the run's own corpus and eval set; each model published on its own rules."""
     code, out, err = run_cli(["--config", str(_mini_config(tmp_path))], capsys)
     assert code == 0, err[-3000:]
+    # Piped: stdout is the summary as one JSON document; stderr a line per step and the human summary.
+    assert json.loads(out) == json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    assert len((out + err).splitlines()) < 60 and "\x1b[" not in out + err, err
+    assert next((tmp_path / "out" / "runs").glob("*/logs/train-launcher.log")).stat().st_size > 0
+    out = err  # the human summary
     summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
     assert set(summary["steps"]) == {"ingest", "mine", "train retriever", "train reranker", "evaluate",
                                      "publish retriever", "publish reranker"}

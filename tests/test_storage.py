@@ -85,6 +85,12 @@ def test_local_writer_leaves_no_partial_file_on_failure(tmp_path: Path, monkeypa
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["target.bin"]
 
 
-def test_unsupported_scheme_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="gs://"):
+def test_a_scheme_without_its_package_names_the_package() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed here: gs:// is served")
+    with pytest.raises(ValueError, match=r"gs://bucket/x: the gs:// scheme needs .*pip install gcsfs"):
         open_store("gs://bucket/x")
+    with pytest.raises(ValueError, match="zz:// scheme needs an fsspec filesystem"):
+        open_store("zz://bucket/x")

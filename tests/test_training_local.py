@@ -17,13 +17,16 @@ ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "PET_NNODES", "P
             "PET_NPROC_PER_NODE", "PET_MASTER_ADDR", "PET_MASTER_PORT", "PYTHONUNBUFFERED", "EXTRA")
 
 
-def test_pods_get_the_operator_env_and_prefixed_output(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_pods_get_the_operator_env_and_prefixed_output_on_stderr(tmp_path: Path,
+                                                                 capfd: pytest.CaptureFixture[str]) -> None:
     script = ("import json, os, sys; keys = sys.argv[1].split(','); "
               "print(json.dumps({k: os.environ.get(k) for k in keys}))")
     code = run_local_pods([sys.executable, "-c", script, ",".join(ENV_KEYS)], nnodes=3, nproc_per_node=2,
                           env={"EXTRA": "x"}, master_port=23456)
     assert code == 0
-    lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("[pod-")]
+    out, err = capfd.readouterr()
+    assert "[pod-" not in out  # stdout is the verb's JSON result; the pods' output is log
+    lines = [line for line in err.splitlines() if line.startswith("[pod-")]
     seen = {int(line[5]): json.loads(line.split("] ", 1)[1]) for line in lines}
     assert sorted(seen) == [0, 1, 2]
     for rank, env in seen.items():

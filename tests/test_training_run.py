@@ -138,6 +138,22 @@ def test_retriever_loads_in_sentence_transformers_and_beats_the_base(retriever_t
 # --------------------------------------------------------------------------- reranker, data and model on S3
 
 
+def test_training_leaves_tensorboard_event_files(retriever_two_pods: dict[str, Any]) -> None:
+    """TensorBoard is on by default when installed: its events land in <output>/logs with the model."""
+    pytest.importorskip("tensorboard", reason="needs the tensorboard package (not installed in this venv): "
+                        "without it a run reports to no tracker and writes no event files")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = Path(retriever_two_pods["output"]) / "logs"
+    events = sorted(logs.rglob("events.out.tfevents.*"))
+    assert events, f"no event files under {logs}"
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    assert "train/loss" in accumulator.Tags()["scalars"]
+    assert [e.step for e in accumulator.Scalars("train/loss")][-1] == retriever_two_pods["summary"]["global_step"]
+    assert retriever_two_pods["summary"]["events"] == str(logs)
+
+
 def test_reranker_with_data_model_and_output_on_s3(s3_bucket: str, tmp_path: Path, minilm_path: str) -> None:
     """Everything a training pod touches is in S3, the base model too (a pod without hub access)."""
     data = write_data(tmp_path / "train.jsonl", 3)

@@ -14,7 +14,7 @@ import yaml
 from bgeflow.cli import build_parser, main
 from bgeflow.cli.train import build_spec
 from bgeflow.core.errors import ConfigError, DataError
-from bgeflow.steps.training import TrainSpec, recipes
+from bgeflow.steps.training import TrainSpec, recipes, tracking
 from bgeflow.steps.training.distributed import Distributed, operator_env, resolve, torchrun_command
 from bgeflow.steps.training.pod import (
     check_data,
@@ -231,7 +231,9 @@ def test_torchrun_command_and_runner_arguments(tmp_path: Path) -> None:
                            deepspeed=None)
     assert cpu | {"use_cpu": True, "ddp_backend": "gloo", "negatives_cross_device": True, "temperature": 0.02,
                   "sentence_pooling_method": "mean", "normalize_embeddings": True, "gradient_checkpointing": True,
-                  "train_group_size": 2, "query_max_len": 64, "passage_max_len": 256, "report_to": "none",
+                  "train_group_size": 2, "query_max_len": 64, "passage_max_len": 256,
+                  # the trackers installed here (TensorBoard when it is), events beside the run's scratch
+                  **tracking.runner_settings({}, str(tmp_path / "events")),
                   "warmup_steps": 2, "cache_path": str(tmp_path / "datasets-cache"), "model_name_or_path": "/m",
                   "train_data": [str(tmp_path / "d.jsonl")], "output_dir": str(tmp_path / "run")} == cpu
     reranker = TrainSpec.of(kind="reranker", **BASE, fp16=True)
@@ -259,3 +261,15 @@ def test_the_runner_reads_the_arguments_as_flagembedding_does(tmp_path: Path) ->
     assert training_args.sentence_pooling_method == "mean" and data_args.query_max_len == 64 and model_args.model_name_or_path == "/m"
     assert training_args.lr_scheduler_type == "cosine" and training_args.warmup_steps == 5
     assert training_args.use_cpu and not training_args.negatives_cross_device
+
+
+def test_train_help_of_a_kind_lists_that_kinds_settings_only(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, shown, hidden in ((["train", "reranker", "--help"], [], ["--pooling", "--validation-steps", "--kind"]),
+                                (["train", "retriever", "-h"], ["--pooling", "--validation-steps"], ["--kind"]),
+                                (["train", "--help"], ["--pooling", "--kind"], [])):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0
+        text = capsys.readouterr().out
+        assert "--model MODEL" in text and "--output URI" in text, argv
+        assert all(flag in text for flag in shown) and not any(flag in text for flag in hidden), argv

@@ -45,6 +45,11 @@ def render(scenario: str = "default", *extra: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(render_text(scenario, *extra)) if d]
 
 
+def is_test_hook(obj: dict[str, Any]) -> bool:
+    """An object of `helm test` (``templates/tests/``): rendered by ``helm template``, never installed."""
+    return (obj.get("metadata") or {}).get("annotations", {}).get("helm.sh/hook") == "test"
+
+
 def pod_specs(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, pod spec) for every pod an object makes: Jobs, CronJobs, PyTorchJob replicas and the
     replicated jobs of a TrainingRuntime."""

@@ -7,7 +7,17 @@ import re
 import pytest
 import yaml
 
-from helm.render import CHART, NAMESPACE, RELEASE, SCENARIOS, helm, render, render_text, scenario_args
+from helm.render import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    SCENARIOS,
+    helm,
+    is_test_hook,
+    render,
+    render_text,
+    scenario_args,
+)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -97,7 +107,8 @@ def _by_kind_name(objs: list[dict]) -> dict[str, dict]:
 
 def test_hooks_are_argocd_and_flux_safe() -> None:
     objs = _by_kind_name(render("irsa-values"))
-    hooks = [o for o in objs.values() if "helm.sh/hook" in o["metadata"].get("annotations", {})]
+    # Install/upgrade hooks; the `helm test` Job (test_helm_test_checks_what_the_values_need) runs only when asked.
+    hooks = [o for o in objs.values() if "helm.sh/hook" in o["metadata"].get("annotations", {}) and not is_test_hook(o)]
     assert {o["metadata"]["name"] for o in hooks} == {f"{RELEASE}-pipeline-upload", f"{RELEASE}-retrain-trigger"}
     for hook in hooks:
         ann = hook["metadata"]["annotations"]
@@ -144,7 +155,7 @@ def test_schedule_hook_only_when_enabled() -> None:
 
 
 def test_default_render_has_no_training_and_no_kfp_run() -> None:
-    kinds = sorted(o["kind"] for o in render("default"))
+    kinds = sorted(o["kind"] for o in render("default") if not is_test_hook(o))
     assert kinds == ["ConfigMap", "Job", "NetworkPolicy", "NetworkPolicy", "Role", "RoleBinding", "ServiceAccount"]
 
 
@@ -178,7 +189,7 @@ def test_direct_training_names_fit_with_the_longest_release() -> None:
 
 
 def test_direct_mode_objects_and_order() -> None:
-    objs = render("direct-values")
+    objs = [o for o in render("direct-values") if not is_test_hook(o)]
     kinds = sorted(o["kind"] for o in objs)
     assert kinds == ["Job", "Job", "Job", "Job", "NetworkPolicy", "NetworkPolicy", "Role", "RoleBinding", "ServiceAccount"]
     names = {o["metadata"]["name"] for o in objs}
@@ -186,8 +197,9 @@ def test_direct_mode_objects_and_order() -> None:
     suffixes = {parts[2] for parts in stages if parts[1] in ("ingest", "mine", "retriever", "reranker")}
     assert len(suffixes) == 1, f"direct objects share one spec hash: {names}"
     # A changed spec renames every direct object; an unchanged one renders identical names.
-    again = {o["metadata"]["name"] for o in render("direct-values")}
-    changed = {o["metadata"]["name"] for o in render("direct-values", "--set", "retrain.revision=r2")}
+    again = {o["metadata"]["name"] for o in render("direct-values") if not is_test_hook(o)}
+    changed = {o["metadata"]["name"] for o in render("direct-values", "--set", "retrain.revision=r2")
+               if not is_test_hook(o)}
     assert again == names and len(changed - names) == 4
     by_name = {o["metadata"]["name"]: o for o in objs}
     mine = next(o for n, o in by_name.items() if "-mine-" in n)
@@ -227,3 +239,24 @@ def test_render_is_deterministic() -> None:
     first = render_text("direct-values")
     render_text.cache_clear()
     assert render_text("direct-values") == first
+
+
+@pytest.mark.parametrize(("scenario", "args"), [
+    ("irsa-values", ["pipeline", "check", "--s3", "s3://team-search-ml/bgeflow/prod", "--kfp-host",
+                     "http://ml-pipeline.kubeflow.svc.cluster.local:8888"]),
+    ("direct-values", ["pipeline", "check", "--s3", "s3://bgeflow-data/bgeflow", "--api",
+                       "kubeflow.org/v1/PyTorchJob"]),
+])
+def test_helm_test_checks_what_the_values_need(scenario: str, args: list[str]) -> None:
+    objs = _by_kind_name(render(scenario))
+    job = objs[f"Job/{RELEASE}-check"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert not any(k.startswith("argocd.argoproj.io/") for k in job["metadata"]["annotations"])
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["bgeflow"] and container["args"] == args
+    names = [e["name"] for e in container["env"]]
+    assert len(names) == len(set(names)) and "AWS_REGION" in names
+    # Only the CRD check reads the API server (discovery): only then does the pod get a token.
+    mounts = {m["name"] for m in container["volumeMounts"]}
+    assert ("kube-api-token" in mounts) is ("--api" in args) and pod["automountServiceAccountToken"] is False

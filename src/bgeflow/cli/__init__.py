@@ -56,6 +56,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ``bgeflow train`` and ``bgeflow launch`` hand what they do not declare (``runner_flags``) to
     FlagEmbedding's own argument parser; every other verb refuses it here.
     """
+    from bgeflow.cli.train import kind_help
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    narrowed = kind_help(argv)  # `bgeflow train retriever --help`: that kind's settings only
+    if narrowed is not None:
+        print(narrowed, end="")
+        raise SystemExit(0)
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "accepts_runner_flags", False):
@@ -67,6 +74,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; the exit code says how it ended (``bgeflow.core.errors``)."""
     args = parse_args(argv)
+    if args.log_level:
+        # Exported: the processes a verb starts (torchrun workers, a run's tasks) log at the same level.
+        os.environ["BGEFLOW_LOG_LEVEL"] = args.log_level
     setup_logging(args.log_level)
     if args.s3_endpoint_url:
         # Exported, not passed around: training subprocesses and boto3 itself read it.

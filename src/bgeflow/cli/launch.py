@@ -108,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     backend = make_backend(args.backend)
     result = launch(launch_spec, backend, timeout=args.timeout)
-    verb = "adopted" if result.adopted else "created"
     kind = getattr(backend, "kind", None)
-    print(f"{kind.kind if kind else 'job'} {result.namespace}/{result.name} ({verb}) succeeded in "
-          f"{result.seconds:.0f}s; model at {spec.output.rstrip('/')}/model")
+    # stdout is the verb's one JSON document, as every verb's is.
+    print(json.dumps({"job": f"{result.namespace}/{result.name}", "kind": kind.kind if kind else "local",
+                      "adopted": result.adopted, "seconds": round(result.seconds, 1),
+                      "model_uri": f"{spec.output.rstrip('/')}/model", "spec_uri": spec_uri},
+                     ensure_ascii=False, indent=2))
     return 0

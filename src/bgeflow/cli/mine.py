@@ -1,6 +1,6 @@
 """``bgeflow mine``: add hard negatives to training JSONL (replaces FlagEmbedding's ``hn_mine``).
 
-The seed's command runs with only the entry point changed: every ``hn_mine`` flag is accepted
+FlagEmbedding's README command runs with only the entry point changed: every ``hn_mine`` flag is accepted
 under its own spelling (``--range_for_sampling``, ``--use_gpu_for_searching``, ...).
 """
 

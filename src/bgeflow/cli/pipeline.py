@@ -4,8 +4,9 @@
 - ``trigger``: submit the retrain spec's run unless a run of that (content-hashed) name exists.
 - ``schedule``: keep one KFP recurring run for the retrain spec.
 - ``wait``: block until step outputs exist (orders the chart's direct-mode Jobs).
+- ``check``: S3, KFP and the CRDs a release needs (the chart's ``helm test``; ``cluster_check``).
 
-Every subcommand is idempotent; kfp is imported only when one runs.
+Every subcommand is idempotent (``check`` only reads); kfp is imported only when one runs.
 """
 
 from __future__ import annotations
@@ -56,6 +57,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="create/replace the KFP recurring run for the spec")
     sc.add_argument("--cron", required=True, help="KFP cron expression (6 fields, seconds first)")
     sc.set_defaults(func=_schedule)
+
+    ck = sub.add_parser("check", help="check what a release needs: S3, KFP, CRDs (the chart's helm test)",
+                        description="Every check runs; one line each, as JSON; exit 1 when any fails.")
+    ck.add_argument("--s3", dest="s3_uris", action="append", default=[], metavar="URI",
+                    help="an s3:// prefix that must answer and list (repeatable)")
+    ck.add_argument("--kfp-host", default="", help="a KFP API whose health endpoint must answer")
+    ck.add_argument("--kfp-namespace", default=os.environ.get("KFP_NAMESPACE", ""),
+                    help="Kubeflow profile namespace on multi-user KFP (default: $KFP_NAMESPACE)")
+    ck.add_argument("--api", dest="apis", action="append", default=[], metavar="GROUP/VERSION/KIND",
+                    help="a kind the API server must serve, e.g. kubeflow.org/v1/PyTorchJob (repeatable)")
+    ck.set_defaults(func=_check)
 
     wt = sub.add_parser("wait", help="wait until every URI exists (s3:// or local)")
     wt.add_argument("--uri", dest="uris", action="append", required=True, help="repeatable")
@@ -113,6 +125,26 @@ def _schedule(args: argparse.Namespace) -> int:
                       experiment=args.experiment, pipeline_version=args.pipeline_version,
                       service_account=args.service_account)
     _print({"recurring_run": result.run_name, "id": result.run_id, "created": result.submitted})
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from bgeflow.core.errors import ConfigError, StepFailed
+    from bgeflow.platform.cluster_check import check_api, check_kfp, check_s3
+
+    if not (args.s3_uris or args.kfp_host or args.apis):
+        raise ConfigError("nothing to check: give --s3, --kfp-host or --api")
+    checks = [check_s3(uri) for uri in args.s3_uris]
+    if args.kfp_host:
+        checks.append(check_kfp(args.kfp_host, args.kfp_namespace))
+    try:
+        checks += [check_api(ref) for ref in args.apis]
+    except ValueError as exc:
+        raise ConfigError(f"--api {exc}") from None
+    _print({"checks": [c.to_dict() for c in checks], "ok": all(c.ok for c in checks)})
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise StepFailed(f"{len(failed)} of {len(checks)} check(s) failed; first: {failed[0].name}: {failed[0].detail}")
     return 0
 
 

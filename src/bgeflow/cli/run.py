@@ -6,12 +6,14 @@ operator's env. Settings: the run spec (the pipeline's parameters; ``--config FI
 per setting, ``--<block>-<name>``), over defaults sized for a 2-core CPU (the shipped example
 data, the bundled MiniLM as base of both models; with internet and a GPU you would use
 BAAI/bge-base-en-v1.5 and BAAI/bge-reranker-base). A partial block in a config file merges over
-those defaults.
+those defaults. Progress is one line per step on stderr (each step's full log in the run's logs/
+folder); the summary goes to stdout on a terminal, and piped, stdout is the summary as one JSON document.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -58,5 +60,12 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         return 0
     summary = local_run.run(spec, pipeline)  # type: ignore[arg-type]
-    print(local_run.format_summary(summary))
+    text = local_run.format_summary(summary)
+    if sys.stdout.isatty():
+        print(text)
+    else:
+        # Piped, stdout is for programs: one JSON document (run_summary.json's, on one line); people
+        # still read the summary, on stderr.
+        print(text, file=sys.stderr)
+        print(json.dumps(summary.to_dict(), ensure_ascii=False))
     return 0

@@ -1,6 +1,6 @@
 """``bgeflow train [retriever|reranker]``: fine-tune with FlagEmbedding under torchrun.
 
-The seed's torchrun commands run with only the entry point changed: bgeflow's own settings
+FlagEmbedding's README commands (torchrun) run with only the entry point changed: bgeflow's own settings
 (``--model``/``--model_name_or_path``, ``--train_data``, ``--output``/``--output_dir``,
 ``--nproc_per_node``, ...) are flags below, and *every other* FlagEmbedding or transformers
 ``TrainingArguments`` option is accepted by its own name (``--learning_rate 1e-5 --fp16
@@ -35,6 +35,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_options(p)
     add_spec_options(p, TrainSpec)
     p.set_defaults(func=run, accepts_runner_flags=True)
+
+
+#: Settings of one kind only (``TrainSpec`` refuses them for the other): left out of the other's help.
+KIND_ONLY = {"retriever": ("pooling", "use_inbatch_neg", "validation")}
+
+
+def kind_help(argv: list[str]) -> str | None:
+    """The help of ``bgeflow train <kind> --help``: that kind's settings only; None for any other command line.
+
+    The kind is a word before the options, not an argparse positional (an optional positional would
+    swallow the values of FlagEmbedding's options), so argparse alone cannot tell the kinds' helps apart.
+    """
+    from bgeflow.core.spec import options
+    from bgeflow.steps.training.spec import KINDS, TrainSpec
+
+    if len(argv) < 2 or argv[0] != "train" or argv[1] not in KINDS or not {"-h", "--help"} & set(argv[2:]):
+        return None
+    kind = argv[1]
+    foreign = {name for other, names in KIND_ONLY.items() if other != kind for name in names}
+    parser = argparse.ArgumentParser(
+        prog=f"bgeflow train {kind}", allow_abbrev=False,
+        usage=f"bgeflow train {kind} [options] [FlagEmbedding/TrainingArguments options]",
+        description=__doc__.split("\n\n", 1)[1].replace("\n", " ").replace("``", ""))
+    add_config_options(parser)
+    add_spec_options(parser, TrainSpec,
+                     exclude=["kind", *(o.name for o in options(TrainSpec) if o.path[0] in foreign)])
+    return parser.format_help()
 
 
 def build_spec(args: argparse.Namespace) -> Any:

@@ -17,6 +17,14 @@ from typing import TypeVar
 T = TypeVar("T")
 
 _PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Libraries whose INFO records are dumps or noise to a bgeflow user: shown only at DEBUG. faiss logs
+#: "Could not load library with AVX512 support" at every import as it falls back (harmless);
+#: FlagEmbedding's runners dump their TrainingArguments, model and data arguments and the model
+#: config (~150 lines); transformers its model configs; sentence-transformers every model it loads.
+DEBUG_ONLY = ("faiss.loader", "FlagEmbedding.abc.finetune", "FlagEmbedding.finetune", "transformers",
+              "sentence_transformers")
+#: Chatty at INFO whatever the level (HTTP and file-lock traffic).
+_ALWAYS_QUIET = ("botocore", "boto3", "urllib3", "s3transfer", "filelock", "httpx")
 
 
 class RedactingFormatter(logging.Formatter):
@@ -64,7 +72,10 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def setup_logging(level: str | int | None = None) -> None:
-    """Configure the root logger once, from ``BGEFLOW_LOG_FORMAT`` and ``BGEFLOW_LOG_LEVEL``."""
+    """Configure the root logger once, from ``BGEFLOW_LOG_FORMAT`` and ``BGEFLOW_LOG_LEVEL``.
+
+    Below DEBUG, the libraries of ``DEBUG_ONLY`` log their warnings and errors only.
+    """
     level = level or os.environ.get("BGEFLOW_LOG_LEVEL", "INFO")
     handler = _StderrHandler()
     if os.environ.get("BGEFLOW_LOG_FORMAT", "").lower() == "json":
@@ -74,8 +85,21 @@ def setup_logging(level: str | int | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "filelock", "httpx"):
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Libraries' chatter (``DEBUG_ONLY``, ``_ALWAYS_QUIET``) down to warnings unless the root logs DEBUG.
+
+    Also for processes whose logging another program set up (a KFP component under kfp's executor):
+    their root logger's level decides, as ``BGEFLOW_LOG_LEVEL`` does for bgeflow's own.
+    """
+    for noisy in _ALWAYS_QUIET:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    wanted = os.environ.get("BGEFLOW_LOG_LEVEL", "").upper()
+    debug = wanted == "DEBUG" or logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    for name in DEBUG_ONLY:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def interactive() -> bool:

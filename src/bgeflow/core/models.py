@@ -7,6 +7,7 @@ A reference is one of:
 - a local path: a model folder (``config.json``) or a training output holding one in ``model/``;
 - ``s3://bucket/prefix``: either of those in S3 (or MinIO), downloaded once into a cache keyed by
   the URI and every object's ETag, so a changed model is fetched again and an unchanged one never;
+  ``gs://``, ``az://`` and any other fsspec scheme alike; ``hf://org/name`` is the hub id ``org/name``;
 - a Hugging Face hub id (``BAAI/bge-base-en-v1.5``): its snapshot in the hub cache (downloaded
   unless ``HF_HUB_OFFLINE`` is set).
 
@@ -36,6 +37,8 @@ from bgeflow.core.errors import ConfigError, NotFoundError
 log = logging.getLogger(__name__)
 
 BUNDLED_MINILM = "bundled:minilm"
+#: The hub repository each bundled model is a copy of (what a model card names as its base).
+BUNDLED_HUB_IDS = {BUNDLED_MINILM: "sentence-transformers/all-MiniLM-L6-v2"}
 #: Where ``s3://`` models are cached (default: ``<temp dir>/bgeflow-models``).
 MODEL_CACHE_ENV = "BGEFLOW_MODEL_CACHE"
 #: The folder of a model inside a training output.
@@ -45,7 +48,7 @@ _COMPLETE = ".bgeflow-complete"
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "*.tiktoken"]
 _HUB_IGNORE = ["onnx/*", "openvino/*", "*.onnx", "*.msgpack", "*.h5", "*.ot"]
 
-RefKind = Literal["bundled", "local", "s3", "hub"]
+RefKind = Literal["bundled", "local", "s3", "remote", "hub"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def locate_model(ref: str) -> ModelRef:
         NotFoundError: a local path or ``s3://`` prefix that holds no model (``config.json``), or a
             training output without ``model/config.json``.
     """
-    from bgeflow.core.storage import is_s3, join_uri, open_store
+    from bgeflow.core.storage import is_remote, is_s3, join_uri, open_store
 
     if not ref:
         raise ConfigError("empty model reference")
@@ -89,8 +92,14 @@ def locate_model(ref: str) -> ModelRef:
             if store.exists(f"{root}/config.json" if root else "config.json"):
                 return ModelRef(ref, "s3", join_uri(store.uri, root))
         raise NotFoundError(f"model {ref}: no config.json under it (nor model/config.json of a training output)")
-    if "://" in ref and not ref.startswith("file://"):
-        raise ConfigError(f"model {ref}: unsupported URI scheme (use a hub id, a path, s3:// or bundled:)")
+    if ref.startswith("hf://") and ref.count("/") == 3:
+        return ModelRef(ref, "hub", ref[len("hf://"):])  # a model repository: the hub cache serves it
+    if is_remote(ref):  # gs://, az://, hf://datasets/..., any fsspec scheme
+        store = open_store(ref)
+        for root in ("", OUTPUT_MODEL_DIR):
+            if store.exists(f"{root}/config.json" if root else "config.json"):
+                return ModelRef(ref, "remote", join_uri(store.uri, root))
+        raise NotFoundError(f"model {ref}: no config.json under it (nor model/config.json of a training output)")
     path = Path(ref.removeprefix("file://")).expanduser()
     if path.exists():
         for folder in (path, path / OUTPUT_MODEL_DIR):
@@ -102,6 +111,35 @@ def locate_model(ref: str) -> ModelRef:
     if ref.count("/") <= 1 and not ref.startswith((".", "/", "~", "file://")):
         return ModelRef(ref, "hub", ref)
     raise NotFoundError(f"model {ref}: no such directory")
+
+
+def hub_model_id(ref: str) -> str | None:
+    """The Hugging Face hub id ``ref`` stands for, or None when it names no hub repository.
+
+    A ``bundled:`` name (or the folder it resolves to) is its hub original; a hub-shaped id that is
+    no local path is itself; local folders, ``s3://`` and other URIs have no hub id. Nothing is
+    downloaded or contacted.
+    """
+    if ref in BUNDLED_HUB_IDS:
+        return BUNDLED_HUB_IDS[ref]
+    if ref.startswith("hf://") and ref.count("/") == 3:
+        return ref[len("hf://"):]
+    if "://" in ref and not ref.startswith("file://"):
+        return None
+    path = Path(ref.removeprefix("file://")).expanduser()
+    if path.exists():
+        for name, hub_id in BUNDLED_HUB_IDS.items():
+            try:
+                if path.resolve() == Path(_bundled(name)).resolve():
+                    return hub_id
+            except ConfigError:  # the bundling package is not installed: no local folder can be its copy
+                continue
+        return None
+    try:
+        where = locate_model(ref)
+    except (ConfigError, NotFoundError):
+        return None
+    return where.location if where.kind == "hub" else None
 
 
 def inspectable_model(ref: str) -> str:
@@ -131,8 +169,8 @@ def resolve_model(ref: str) -> str:
     where = locate_model(ref)
     if where.kind in ("bundled", "local"):
         return where.location
-    if where.kind == "s3":
-        return _fetch_s3(where.location)
+    if where.kind in ("s3", "remote"):
+        return _fetch_remote(where.location)
     return _hub_snapshot(where.location)
 
 
@@ -140,12 +178,13 @@ def model_cache_dir() -> Path:
     return Path(os.environ.get(MODEL_CACHE_ENV) or Path(tempfile.gettempdir()) / "bgeflow-models")
 
 
-def _fetch_s3(uri: str) -> str:
-    """The model under ``uri`` in the local cache, downloaded when its objects (URI + ETags) are new.
+def _fetch_remote(uri: str) -> str:
+    """The model under ``uri`` (S3 or another object store) in the local cache, downloaded when its
+    objects (URI + ETags, or sizes where a store has no ETag) are new.
 
     Raises:
-        UnsafePathError: an object key that is not a relative path inside the model's folder.
-        StorageError: S3 could not be read.
+        UnsafePathError: an object key that would land outside the cache folder.
+        StorageError: the store could not be read.
     """
     from bgeflow.core.storage import open_store, safe_join
 
@@ -164,11 +203,11 @@ def _fetch_s3(uri: str) -> str:
     # Downloaded beside the target and renamed into place, so pods sharing a node (or a retry after a
     # crash) never load half a model; a concurrent finisher simply wins.
     partial = cache / f".{key}-{uuid.uuid4().hex[:8]}"
-    # Every key checked before the first byte: a key like ``model//etc/x`` lands nowhere.
-    targets = [(info.key, safe_join(partial, info.key, what=f"object key under {uri}")) for info in objects]
+    # Every key checked before the first download: a listing naming /abs or ../x writes nothing anywhere.
+    targets = [safe_join(partial, info.key, what=f"object key under {uri}") for info in objects]
     try:
-        for object_key, target in targets:
-            store.get_file(object_key, target)
+        for info, target in zip(objects, targets, strict=True):
+            store.get_file(info.key, target)
         (partial / _COMPLETE).write_text(json.dumps({"uri": uri, "objects": len(objects)}), encoding="utf-8")
         try:
             os.rename(partial, dest)  # only complete copies are ever renamed into place

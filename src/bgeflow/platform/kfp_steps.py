@@ -14,10 +14,15 @@ import time
 from typing import Any
 
 from bgeflow.core.errors import ConfigError
+from bgeflow.core.log import quiet_libraries
 from bgeflow.core.storage import join_uri, open_store
 from bgeflow.platform import run_spec as blocks
 from bgeflow.platform.kfp_io import ArtifactLike, artifact_uri, record, registry_uri, step_output
 from bgeflow.steps.publish.verdict import model_verdict
+
+# A component runs under kfp's executor, which sets up logging itself: the libraries' dumps (faiss's
+# "Could not load library", FlagEmbedding's argument dumps) still stay out of the step's log.
+quiet_libraries()
 
 
 def _block(name: str, value: dict[str, Any] | None) -> Any:

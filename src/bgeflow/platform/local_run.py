@@ -6,6 +6,9 @@ installed). kfp.local ignores the Kubernetes platform config (secrets, toleratio
 timeouts). The train-launcher step gets ``launcher_backend=local``, so ``bgeflow.platform.launcher`` runs
 the PyTorchJob's pod command as local processes with the training operator's env.
 
+What the terminal shows is one line per step (``run_progress``): each task's output goes to
+``<output>/runs/<time>/logs/<task>.log``, and a failed step's last lines are shown with that path.
+
 One deliberate difference: retry policies are removed, so a local failure is reported at once
 instead of after minutes of backoff (retries exist for transient cluster and S3 faults).
 
@@ -35,6 +38,7 @@ from typing import Any
 
 from bgeflow.core.errors import ConfigError, DataError, NotFoundError, StepFailed
 from bgeflow.core.storage import open_store
+from bgeflow.platform.run_progress import KFP_LOG, LOGS_DIR, StepReporter, quiet_tasks
 from bgeflow.platform.run_spec import LocalRunSpec
 
 log = logging.getLogger(__name__)
@@ -223,8 +227,15 @@ class RunSummary:
         return dict(self.__dict__)
 
 
-def run(config: LocalRunSpec, pipeline: Path) -> RunSummary:
-    """Execute the pipeline through kfp.local and gather what each step recorded."""
+def run(config: LocalRunSpec, pipeline: Path, reporter: StepReporter | None = None) -> RunSummary:
+    """Execute the pipeline through kfp.local and gather what each step recorded.
+
+    ``reporter``: where each step's start and end are shown (default: stderr; ``run_progress``);
+    every task's output is in ``<output>/runs/<time>/logs/<task>.log``.
+
+    Raises:
+        StepFailed: a task failed (the message names its full log).
+    """
     from kfp import local
     from kfp.components import load_component_from_text
 
@@ -237,12 +248,15 @@ def run(config: LocalRunSpec, pipeline: Path) -> RunSummary:
         log.info("data: %d of %d records sampled (max_records=%d)", kept, total, config.max_records)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     component = load_component_from_text(local_variant(pipeline.read_text()))
+    reporter = reporter or StepReporter(names=STEP_NAMES)
     try:
-        with faithful_arguments():
+        with faithful_arguments(), quiet_tasks(root, reporter) as logs:
             component(**{**config.pipeline_arguments(), "data": data})
-    except RuntimeError as exc:  # kfp.local's message is colored; the failing task's log is above it
+    except RuntimeError as exc:  # the reporter has shown the failing step's last log lines
         plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-        raise StepFailed(f"{plain} (task outputs and logs under {root})") from None
+        where = (f"full log: {reporter.failed[0][1]}" if reporter.failed
+                 else f"kfp.local's log: {logs / KFP_LOG}")
+        raise StepFailed(f"{plain}; {where} (task outputs under {root})") from None
     summary = collect(root, time.monotonic() - started)
     summary.output = str(output)
     summary.data = {"uri": data, "records": kept, "of": total}
@@ -284,7 +298,8 @@ def _minutes(seconds: float) -> str:
 
 
 def format_summary(summary: RunSummary) -> str:
-    lines = [f"bgeflow run: finished in {_minutes(summary.seconds)} (outputs under {summary.output})", ""]
+    lines = [f"bgeflow run: finished in {_minutes(summary.seconds)} (outputs under {summary.output})",
+             f"  step logs: {Path(summary.pipeline_root) / LOGS_DIR}", ""]
     if summary.data.get("records", -1) != summary.data.get("of", -1):
         lines += [f"  data: {summary.data['records']} of {summary.data['of']} records sampled (max_records)", ""]
     for kind, meta in summary.models.items():

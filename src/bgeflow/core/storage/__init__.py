@@ -1,4 +1,4 @@
-"""One interface for local paths and ``s3://bucket/prefix`` URIs.
+"""One interface for local paths, ``s3://bucket/prefix`` URIs and every other fsspec scheme.
 
 S3 goes through boto3 with its default credential chain (IRSA, Pod Identity, env, profile).
 ``AWS_ENDPOINT_URL`` (or ``endpoint_url=``) points it at MinIO or any S3-compatible store.
@@ -26,6 +26,7 @@ from bgeflow.core.storage.base import (
     Store,
     file_mode,
     file_sha256,
+    is_remote,
     is_s3,
     join_key,
     join_uri,
@@ -56,6 +57,7 @@ __all__ = [
     "Store",
     "file_mode",
     "file_sha256",
+    "is_remote",
     "is_s3",
     "iter_lines",
     "join_key",
@@ -74,12 +76,19 @@ __all__ = [
 
 
 def open_store(uri: str, *, endpoint_url: str | None = None) -> Store:
-    """A store rooted at ``uri``: ``s3://bucket/prefix``, ``file:///path`` or a local path."""
+    """A store rooted at ``uri``: ``s3://bucket/prefix``, ``file:///path``, a local path, or any other
+    scheme an installed fsspec filesystem serves (``gs://``, ``az://``, ``hf://``; ``remote.FsspecStore``).
+
+    Raises:
+        ConfigError: an S3 URI without a bucket, or a scheme no installed package serves.
+    """
     if is_s3(uri):
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
             raise ConfigError(f"S3 URI without a bucket: {uri!r}")
         return S3Store(bucket, prefix.strip("/"), endpoint_url=endpoint_url)
-    if "://" in uri and not uri.startswith("file://"):
-        raise ConfigError(f"unsupported URI scheme in {uri!r}: use s3://bucket/prefix or a local path")
+    if is_remote(uri):
+        from bgeflow.core.storage.remote import FsspecStore
+
+        return FsspecStore(uri)
     return LocalStore(Path(uri.removeprefix("file://")))

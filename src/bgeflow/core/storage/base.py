@@ -152,6 +152,11 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+def is_remote(uri: str) -> bool:
+    """Any URI of an object store or remote filesystem (``s3://``, ``gs://``, ``hf://``, ...): not a local path."""
+    return "://" in uri and not uri.startswith("file://")
+
+
 def safe_join(root: str | Path, key: str, *, what: str = "key") -> Path:
     """``root / key`` for a key that comes from outside (an object key, a manifest entry, a name).
 

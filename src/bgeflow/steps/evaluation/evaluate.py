@@ -11,8 +11,10 @@ model's saved query prompt): the rule mining and training apply. Each distinct m
 whatever column(s) it fills. A base reranker without a trained classification head (a reranker
 fine-tuned from a bi-encoder) has no scores to compare: its column is left out, and the report says why.
 
-Outputs under ``output``: ``report.md``, ``deltas.png`` and, written last so that its presence
-means the others are complete, ``metrics.json``::
+Outputs under ``output``: ``report.md``, ``deltas.png``, ``runs/<column>.trec`` (each model's
+ranking of every query as a TREC run file: ``base``, ``finetuned``, ``champion``,
+``finetuned_reranker``, ..., for ``trec_eval``/``ir_measures`` per-query comparisons) and, written
+last so that its presence means the others are complete, ``metrics.json``::
 
     {"models": {column: {...}}, "metrics": {column: {metric: value}}, "deltas": {...},
      "gate": {...}, "eval_set": {...}, "rerank_top_k": k, "seconds": {...}, "bgeflow_version": ...}
@@ -53,6 +55,8 @@ COLUMNS = ("base", "finetuned", "champion")
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 PLOT_FILE = "deltas.png"
+#: ``runs/<column>.trec``: each model's ranking of every query, as a TREC run file.
+RUNS_DIR = "runs"
 
 
 @dataclass
@@ -78,8 +82,29 @@ class _Model:
 @dataclass
 class _Retrieved:
     ids: np.ndarray
+    scores: np.ndarray
     pooling: str | None
     normalize: bool | None
+
+
+def trec_run(rankings: dict[str, list[tuple[str, float]]], tag: str) -> str:
+    """A TREC run file: ``qid Q0 docid rank score tag`` per retrieved document, best first per query.
+
+    What ``trec_eval``, ``ir_measures`` and ``ranx`` read to compare two runs query by query.
+
+    Raises:
+        DataError: an id with whitespace (the format's separator) that no reader could split back.
+    """
+    from bgeflow.core.errors import DataError
+
+    lines = []
+    for qid, ranked in rankings.items():
+        for rank, (doc, score) in enumerate(ranked, start=1):
+            if any(c.isspace() for c in qid + doc):
+                raise DataError(f"TREC run {tag}: id {qid if any(c.isspace() for c in qid) else doc!r} holds "
+                                "whitespace, the run format's separator")
+            lines.append(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n")
+    return "".join(lines)
 
 
 class _Run:
@@ -97,6 +122,9 @@ class _Run:
         self.seconds: dict[str, float] = {}
         self._retrieved: dict[str, _Retrieved] = {}
         self._reranked: dict[str, dict[str, float]] = {}
+        self._reranked_runs: dict[str, dict[str, list[tuple[str, float]]]] = {}
+        #: column name → each query's ranked (doc id, score): the run files of ``RUNS_DIR``
+        self.runs: dict[str, dict[str, list[tuple[str, float]]]] = {}
 
     def query_texts(self) -> list[str]:
         """Each query with its prompt (or the run's instruction) in front: the text a FlagEmbedding model reads."""
@@ -111,6 +139,7 @@ class _Run:
         if model.path in self._retrieved:
             cached = self._retrieved[model.path]
             model.pooling, model.normalize = cached.pooling, cached.normalize
+            self.runs[model.column] = self.scored(cached.ids, cached.scores)
             return cached.ids
         started = time.monotonic()
         retriever = load_retriever(model.ref, model.path, self.config.encoding)
@@ -124,9 +153,16 @@ class _Run:
         del retriever
         result = search(queries, passages, self.retrieval_k, max_memory_bytes=self.config.max_memory,
                         use_gpu=self.config.use_gpu)
-        self._retrieved[model.path] = _Retrieved(result.ids, model.pooling, model.normalize)
+        self._retrieved[model.path] = _Retrieved(result.ids, result.scores, model.pooling, model.normalize)
+        self.runs[model.column] = self.scored(result.ids, result.scores)
         self.seconds[f"{model.column}.retriever"] = round(time.monotonic() - started, 3)
         return result.ids
+
+    def scored(self, ids: np.ndarray, scores: np.ndarray) -> dict[str, list[tuple[str, float]]]:
+        """Each query's retrieved (corpus id, score), best first."""
+        corpus_ids = self.evalset.corpus_ids
+        return {q.id: [(corpus_ids[i], float(v)) for i, v in zip(row, values, strict=True) if i >= 0]
+                for q, row, values in zip(self.evalset.queries, ids, scores, strict=True)}
 
     def rankings(self, ids: np.ndarray, k: int | None = None) -> dict[str, list[str]]:
         corpus_ids = self.evalset.corpus_ids
@@ -141,6 +177,7 @@ class _Run:
         from bgeflow.retrieval.loaders import load_reranker
 
         if model.path in self._reranked:
+            self.runs[f"{model.column}_reranker"] = self._reranked_runs[model.path]
             return self._reranked[model.path]
         started = time.monotonic()
         log.info("evaluate %s reranker %s on the top %d candidates", model.column, model.ref, candidates.shape[1])
@@ -154,6 +191,7 @@ class _Run:
             scores = scorer.score(pairs)
             del scorer
         rankings: dict[str, list[str]] = {}
+        scored: dict[str, list[tuple[str, float]]] = {}
         offset = 0
         for q, row in zip(self.evalset.queries, candidates, strict=True):
             row = row[row >= 0]
@@ -161,7 +199,10 @@ class _Run:
             offset += len(row)
             # Stable: ties keep the retriever's order.
             order = np.argsort(-own, kind="stable")
-            rankings[q.id] = [self.evalset.corpus_ids[row[j]] for j in order]
+            scored[q.id] = [(self.evalset.corpus_ids[row[j]], float(own[j])) for j in order]
+            rankings[q.id] = [doc for doc, _ in scored[q.id]]
+        self._reranked_runs[model.path] = scored
+        self.runs[f"{model.column}_reranker"] = scored
         metrics = {RERANK_PREFIX + m: v for m, v in
                    compute_metrics(rankings, self.evalset.qrels, self.metric_names).items()}
         self._reranked[model.path] = metrics
@@ -301,6 +342,9 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
         plot_deltas(document, stage / PLOT_FILE)
         for key in (REPORT_FILE, PLOT_FILE):
             out.put_file(stage / key, key)
+        for column, ranked in run.runs.items():  # per query, to diff two models or two evaluations
+            (stage / f"{column}.trec").write_text(trec_run(ranked, column), encoding="utf-8")
+            out.put_file(stage / f"{column}.trec", f"{RUNS_DIR}/{column}.trec")
         # Last: a reader that sees metrics.json sees the report and plot of the same run.
         out.write_text(METRICS_FILE, json.dumps(document, ensure_ascii=False, indent=2))
     log.info("gate %s; metrics at %s", "passed" if gate["passed"] else "FAILED", out.url(METRICS_FILE))

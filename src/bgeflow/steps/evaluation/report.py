@@ -90,6 +90,11 @@ def render_report(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def delta_label(key: str) -> str:
+    """``finetuned-base`` → ``fine-tuned − base``: a delta's legend (the column names, then a minus sign)."""
+    return " − ".join(_LABELS.get(part, part) for part in key.split("-"))
+
+
 def plot_deltas(document: dict[str, Any], path: str | Path) -> None:
     """A horizontal bar chart of fine-tuned minus base (and minus champion), per metric."""
     import matplotlib
@@ -108,8 +113,7 @@ def plot_deltas(document: dict[str, Any], path: str | Path) -> None:
             height = 0.8 / max(len(deltas), 1)
             for n, (name, values) in enumerate(deltas.items()):
                 positions = [i + n * height for i in range(len(metrics))]
-                ax.barh(positions, [values.get(m, 0.0) for m in metrics], height=height,
-                        label=name.replace("finetuned", "fine-tuned").replace("-", " − "))
+                ax.barh(positions, [values.get(m, 0.0) for m in metrics], height=height, label=delta_label(name))
             ax.set_yticks([i + height * (len(deltas) - 1) / 2 for i in range(len(metrics))], metrics)
             ax.invert_yaxis()
             ax.axvline(0.0, color="black", linewidth=0.8)

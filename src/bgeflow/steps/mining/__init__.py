@@ -12,7 +12,8 @@ rows, not with the pool.
 
 Outputs: the mined JSONL at ``output`` (every input field kept; ``neg`` replaced by the mined
 negatives; ``pos_scores``/``neg_scores`` from a teacher reranker when one is given, else an input
-``neg_scores`` is dropped because it scored other negatives), and ``mine_report.json`` beside it.
+``neg_scores`` is dropped because it scored other negatives), and ``mine_report.json`` (with score
+histograms: positives, mined negatives, what each filter removed) and ``score_histogram.png`` beside it.
 
 The work dir (pool texts and encodings) is kept when given explicitly, so a rerun with other
 windows or filters skips encoding; the default one, under the system temp, is removed after a

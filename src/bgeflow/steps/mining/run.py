@@ -25,6 +25,7 @@ from bgeflow.data import (
     query_prompt,
     read_train_records,
 )
+from bgeflow.steps.mining.histogram import PLOT_FILE, ScoreHistograms
 from bgeflow.steps.mining.pool import TextPool, text_hash
 from bgeflow.steps.mining.select import RULES, choose
 from bgeflow.steps.mining.spec import REPORT_FILE, MineSpec
@@ -117,6 +118,7 @@ def mine(config: MineSpec) -> MineResult:
     clock = time.monotonic()
     positive_scores = _positive_scores(records, query_index, queries, pool, passages, encoder, config, gather_rows)
     removed: Counter[str] = Counter()
+    histograms = ScoreHistograms.over(found.scores[found.ids >= 0], [s for scores in positive_scores for s in scores])
     neg_scores_all: list[float] = []
     short_rows = still_short = filled_total = 0
     # The query's positives on every line it appears on, never only this line's.
@@ -133,6 +135,8 @@ def mine(config: MineSpec) -> MineResult:
             pool_size=len(pool), rng=random.Random(f"{config.seed}:{i}"),
         )
         removed.update(choice.removed)
+        for rule, scores in choice.removed_scores.items():
+            histograms.add(rule, scores)
         neg_scores_all.extend(choice.scores)
         filled_total += choice.filled
         short_rows += choice.filled > 0 or len(choice.ids) < config.negative_number
@@ -148,6 +152,8 @@ def mine(config: MineSpec) -> MineResult:
         timings["teacher_s"] = time.monotonic() - clock
 
     clock = time.monotonic()
+    histograms.add("positive", [s for scores in positive_scores for s in scores])
+    histograms.add("mined_negative", neg_scores_all)
     negatives = [len(r.neg) for r in records]
     report: dict[str, Any] = {
         "status": "ok",
@@ -168,6 +174,7 @@ def mine(config: MineSpec) -> MineResult:
         "filtered": {rule: int(removed[rule]) for rule in RULES},
         "scores": {"positive": _percentiles([s for scores in positive_scores for s in scores]),
                    "mined_negative": _percentiles(neg_scores_all)},
+        "histograms": histograms.to_dict(),
         "search": {"method": found.method, "recall_estimate": found.recall_estimate, "k": config.window.end,
                    "max_memory_bytes": config.max_memory_bytes},
         "encoding": {"model": config.model, "pooling": encoder.pooling, "normalize": encoder.normalize,
@@ -185,6 +192,9 @@ def mine(config: MineSpec) -> MineResult:
     parent, _ = _split_uri(config.report_uri)
     open_store(parent).delete(REPORT_FILE)
     _write_output(records, config.output)
+    with staged_file(suffix=".png") as plot:
+        histograms.plot(plot, f"Search scores of {len(records)} rows: positives vs mined negatives")
+        open_store(parent).put_file(plot, PLOT_FILE)
     timings["write_s"] = time.monotonic() - clock
     open_store(parent).write_text(REPORT_FILE, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     pool.close()

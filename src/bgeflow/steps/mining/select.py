@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,6 +37,8 @@ class Choice:
     scores: list[float]  # search scores of the mined ones (the fill has none)
     filled: int  # how many came from the random fill
     removed: Counter[str]
+    #: filter rule → search scores of the candidates it removed (the report's histograms)
+    removed_scores: dict[str, list[float]] = field(default_factory=dict)
 
 
 def choose(
@@ -54,6 +56,7 @@ def choose(
     """One record's negatives. ``hit_*``: its search results (best first); ``excluded``: pool ids
     of its positives and its own query text."""
     removed: Counter[str] = Counter()
+    removed_scores: dict[str, list[float]] = {}
     banned = {int(i) for i in excluded}
     candidates: list[tuple[int, float]] = []
     ratio_limit = (
@@ -71,6 +74,7 @@ def choose(
         rule = _rule_hit(score, ratio_limit, filters)
         if rule:
             removed[rule] += 1
+            removed_scores.setdefault(rule, []).append(score)
             banned.add(pool_id)  # a suspected false negative must not come back as random fill
             continue
         candidates.append((pool_id, score))
@@ -80,7 +84,7 @@ def choose(
     ids = [c[0] for c in candidates]
     scores = [c[1] for c in candidates]
     filled = _fill(ids, banned, number - len(ids), pool_size, rng)
-    return Choice(ids + filled, scores, len(filled), removed)
+    return Choice(ids + filled, scores, len(filled), removed, removed_scores)
 
 
 def _rule_hit(score: float, ratio_limit: float | None, filters: Filters) -> str | None:

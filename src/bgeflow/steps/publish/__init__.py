@@ -5,7 +5,7 @@ interrupt at any point:
 
 1. Everything is gathered locally: the model files, ``metrics.json``, the resolved configs,
    ``lineage.json`` (each input object's URI, ETag or sha256, size and row count) and the model
-   card ``README.md``; each file's sha256 is computed. The *content hash* is the sha256 over the
+   card ``model/README.md``; each file's sha256 is computed. The *content hash* is the sha256 over the
    sorted ``path<TAB>sha256`` lines of every file but the model card (which names the version).
 2. The version is ``--version`` or ``<UTC timestamp>-<first 8 hex of the content hash>``. If a
    complete version already holds this content, nothing is uploaded (idempotent rerun).
@@ -23,7 +23,7 @@ interrupt at any point:
    ``champion.json``.
 
 What an interrupted publish leaves (a version folder without manifest, ``.staging/`` of older
-releases, ``bgeflow-publish-*`` temp folders) is listed and reclaimed by ``bgeflow registry gc``
+releases, ``bgeflow-publish-*`` temp folders) is listed and reclaimed by ``bgeflow models gc``
 (``bgeflow.steps.publish.maintenance``).
 """
 

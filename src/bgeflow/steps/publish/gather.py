@@ -10,12 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from bgeflow.core.errors import DataError, NotFoundError
+from bgeflow.core.models import hub_model_id
 from bgeflow.core.storage import LocalStore, file_sha256, iter_lines, open_store, resolve_sources, safe_join
 from bgeflow.core.weights import require_safetensors
+from bgeflow.steps.publish.card import flag_loading
 from bgeflow.steps.publish.registry import MODEL_DIR
 from bgeflow.steps.publish.spec import TRAINING_CONFIGS, PublishSpec
 
-CARD = "README.md"
+#: The model card, next to ``config.json`` (a Hugging Face repo's README); it names the version, so it
+#: is left out of the content hash.
+CARD = f"{MODEL_DIR}/README.md"
 
 
 @dataclass
@@ -103,11 +107,12 @@ def lineage(uris: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _base_model(config: PublishSpec, metrics: dict[str, Any] | None, configs_dir: Path) -> str:
+def _base_model(config: PublishSpec, kind: str, metrics: dict[str, Any] | None, configs_dir: Path) -> str:
     if config.base_model:
         return config.base_model
     if metrics:
-        base = metrics.get("models", {}).get("base" if "base" in metrics.get("models", {}) else "base_reranker")
+        # The evaluation names both bases (columns base and base_reranker): this kind's is the one.
+        base = metrics.get("models", {}).get("base" if kind == "retriever" else "base_reranker")
         if base and base.get("model"):
             return str(base["model"])
     summary = configs_dir / "train_summary.json"
@@ -144,6 +149,8 @@ def gather(config: PublishSpec, workdir: Path) -> tuple[list[FileEntry], dict[st
         rel = local.relative_to(model_dir).as_posix()
         if any(part.startswith(".") for part in rel.split("/")):
             continue  # hidden files (caches, VCS) are not part of a model, and storage listings skip them
+        if f"{MODEL_DIR}/{rel}" == CARD:
+            continue  # a card the model came with (its base's) is replaced by this version's own
         files.append(digest_file(local, f"{MODEL_DIR}/{rel}"))
     if not files:
         raise DataError(f"--model {config.model}: the model directory is empty")
@@ -172,9 +179,13 @@ def gather(config: PublishSpec, workdir: Path) -> tuple[list[FileEntry], dict[st
     (generated / "lineage.json").write_text(json.dumps(lineage_doc, ensure_ascii=False, indent=2))
     files.append(digest_file(generated / "lineage.json", "lineage.json"))
 
+    kind = _model_kind(model_dir, config.kind)
+    base_model = _base_model(config, kind, metrics, configs_dir)
     facts = {
-        "kind": _model_kind(model_dir, config.kind),
-        "base_model": _base_model(config, metrics, configs_dir),
+        "kind": kind,
+        "base_model": base_model,
+        "base_model_id": hub_model_id(base_model),
+        "loading": flag_loading(model_dir, kind),
         "metrics": metrics,
         "lineage": lineage_doc,
         "configs": sorted(p.name for p in configs_dir.iterdir()),

@@ -8,9 +8,9 @@ An interrupted publish is invisible to readers (no manifest), but its files stay
 - ``tempdir``: ``bgeflow-publish-*`` (and ingest/evaluate) folders in this machine's temp dir
   that a killed process never removed.
 
-``find_orphans`` lists them, ``reclaim`` deletes them. ``bgeflow registry gc`` is the command
-(listing by default, ``--delete`` to reclaim); ``bgeflow registry verify`` checks versions
-against their manifests. Both are meant to fold into a later ``bgeflow models`` verb.
+``find_orphans`` lists them, ``reclaim`` deletes them. ``bgeflow models gc`` is the command
+(listing by default, ``--delete`` to reclaim); ``bgeflow models verify`` checks versions
+against their manifests (``bgeflow.cli.models``).
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
-"""Moving ``latest.json`` and ``champion.json`` after a version's manifest exists (step 6)."""
+"""Moving ``latest.json`` and ``champion.json`` after a version's manifest exists (step 6); promoting by hand."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from bgeflow.core.storage import Store
-from bgeflow.steps.publish.registry import VersionInfo, read_manifest, read_pointer
+from bgeflow.steps.publish.registry import MANIFEST, VersionInfo, read_manifest, read_pointer
 from bgeflow.steps.publish.spec import PublishSpec
 from bgeflow.steps.publish.verdict import model_verdict
 
@@ -50,3 +51,47 @@ def update_pointers(
     if promote and champion_target != info.version:
         write_pointer(store, "champion", info.version, manifest_sha256)
     return is_latest, promote or champion_target == info.version, reasons
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What ``promote`` did: the version now champion and the one it replaced (None: there was none)."""
+
+    name: str
+    version: str
+    uri: str
+    previous: str | None
+    mlflow: dict[str, Any] | None = None  # the MLflow alias moved too (``mlflow_registry``)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "champion": self.version, "uri": self.uri, "previous": self.previous,
+                "changed": self.previous != self.version, "mlflow": self.mlflow}
+
+
+def promote(registry: str, name: str, ref: str) -> Promotion:
+    """Make version (or pointer) ``ref`` of ``name`` the champion, after checking its files are all there.
+
+    Only a complete version can be promoted, and one whose files differ in size from its manifest is
+    refused: readers of ``champion`` would download a broken model.
+
+    Raises:
+        NotFoundError: ``name`` has no complete version ``ref``.
+        RegistryError: a file of that version is missing or has another size than its manifest says.
+    """
+    import hashlib
+
+    from bgeflow.steps.publish.registry import RegistryError, get_version, name_store, verify
+
+    info = get_version(registry, name, ref)
+    problems = verify(registry, name, info.version, checksums=False)
+    if problems:
+        raise RegistryError(f"{info.uri} cannot be promoted: {problems[0]}"
+                            + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+    store = name_store(registry, name)
+    previous = read_pointer(registry, name, "champion")
+    if previous != info.version:
+        manifest_sha = hashlib.sha256(store.read_bytes(f"{info.version}/{MANIFEST}")).hexdigest()
+        write_pointer(store, "champion", info.version, manifest_sha)
+    from bgeflow.steps.publish import mlflow_registry
+
+    return Promotion(name, info.version, info.uri, previous, mlflow_registry.register(info, champion=True))

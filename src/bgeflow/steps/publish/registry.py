@@ -2,11 +2,10 @@
 
 Layout under a registry root (an S3 prefix or a local directory)::
 
-    <registry>/<name>/<version>/model/...        the model files
+    <registry>/<name>/<version>/model/...        the model files, with its card README.md: a Hugging Face repo
     <registry>/<name>/<version>/metrics.json     evaluation metrics (when published with them)
     <registry>/<name>/<version>/configs/...      the resolved training configs
     <registry>/<name>/<version>/lineage.json     input URIs with ETags/sha256 and row counts
-    <registry>/<name>/<version>/README.md        the model card
     <registry>/<name>/<version>/manifest.json    every file above with size and sha256; written last
     <registry>/<name>/latest.json                {"version": ...}: the most recently published version
     <registry>/<name>/champion.json              {"version": ...}: the promoted version
@@ -36,6 +35,7 @@ from bgeflow.core.models import resolve_model
 from bgeflow.core.storage import (
     SAFE_NAME_PATTERN,
     Store,
+    is_remote,
     join_uri,
     open_store,
     safe_join,
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 POINTERS = ("latest", "champion")
-#: Uploads of bgeflow before version claims (reclaimed by ``bgeflow registry gc``).
+#: Uploads of bgeflow before version claims (reclaimed by ``bgeflow models gc``).
 STAGING = ".staging"
 #: ``<name>/.claims/<version>.json``: the content hash of the one content a version may hold.
 CLAIMS = ".claims"
@@ -282,10 +282,10 @@ def _model_root(store: Store) -> str | None:
 
 
 def is_model_location(ref: str) -> bool:
-    """Whether ``ref`` is a model directory or a training output (local or ``s3://``)."""
+    """Whether ``ref`` is a model directory or a training output (local, ``s3://`` or another store)."""
     if "@" in ref.rsplit("/", 1)[-1]:
         return False
-    if not ref.startswith("s3://") and not Path(ref.removeprefix("file://")).is_dir():
+    if not is_remote(ref) and not Path(ref.removeprefix("file://")).is_dir():
         return False
     return _model_root(open_store(ref)) is not None
 
@@ -305,7 +305,7 @@ def fetch_model(ref: str, workdir: str | Path) -> str:
             return resolve_model(ref)
         except NotFoundError:
             # A prefix without config.json may still be a registry name; anything else is not found.
-            if not (ref.startswith("s3://") or Path(ref.removeprefix("file://")).exists()):
+            if not (is_remote(ref) or Path(ref.removeprefix("file://")).exists()):
                 raise
     info = find_ref(ref, default="champion")
     if info is None:

@@ -15,6 +15,7 @@ from typing import Any
 from bgeflow import __version__
 from bgeflow.core.errors import ConflictError
 from bgeflow.core.storage import Store, join_uri, open_store
+from bgeflow.steps.publish import mlflow_registry
 from bgeflow.steps.publish.card import render_card
 from bgeflow.steps.publish.gather import CARD, content_hash, digest_file, gather
 from bgeflow.steps.publish.pointers import update_pointers
@@ -42,6 +43,8 @@ class PublishResult:
     latest: bool
     files: int
     reasons: list[str] = field(default_factory=list)
+    #: the MLflow Model Registry version too, when MLflow is configured (``mlflow_registry``)
+    mlflow: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -62,6 +65,7 @@ def publish(config: PublishSpec) -> PublishResult:
         created = datetime.now(timezone.utc)
         version = config.version or f"{created:%Y%m%dT%H%M%SZ}-{digest[:8]}"
         card = facts["generated"] / CARD
+        card.parent.mkdir(parents=True, exist_ok=True)
         card.write_text(render_card(registry, config.name, version, facts), encoding="utf-8")
         files.append(digest_file(card, CARD))
         # One content per version folder: claimed before its first byte (see upload.claim_version).
@@ -79,6 +83,7 @@ def publish(config: PublishSpec) -> PublishResult:
             "version": version,
             "kind": facts["kind"],
             "base_model": facts["base_model"],
+            "base_model_id": facts["base_model_id"],
             "created": created.isoformat(timespec="seconds"),
             "content_hash": digest,
             "bgeflow_version": __version__,
@@ -100,7 +105,8 @@ def publish(config: PublishSpec) -> PublishResult:
     is_latest, is_champion, reasons = update_pointers(
         store, registry, config, info, hashlib.sha256(body.encode()).hexdigest(), facts["metrics"])
     log.info("publish: %s complete in %.1fs", info.uri, time.monotonic() - started)
-    return PublishResult(config.name, version, info.uri, digest, True, is_champion, is_latest, len(files), reasons)
+    return PublishResult(config.name, version, info.uri, digest, True, is_champion, is_latest, len(files), reasons,
+                         mlflow_registry.register(info, champion=is_champion))
 
 
 def _unchanged(store: Store, registry: str, config: PublishSpec, existing: VersionInfo, digest: str,
@@ -111,7 +117,8 @@ def _unchanged(store: Store, registry: str, config: PublishSpec, existing: Versi
                                                       facts["metrics"])
     log.info("publish: %s already holds this content; nothing uploaded", existing.uri)
     return PublishResult(config.name, existing.version, existing.uri, digest, False, is_champion, is_latest,
-                         len(existing.files), ["identical content already published", *reasons])
+                         len(existing.files), ["identical content already published", *reasons],
+                         mlflow_registry.register(existing, champion=is_champion))
 
 
 def _existing(registry: str, config: PublishSpec, digest: str) -> VersionInfo | None:

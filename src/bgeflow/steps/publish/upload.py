@@ -4,7 +4,7 @@ A version folder has one writer per content: before its first byte, a publish cl
 with a conditional put of ``<name>/.claims/<version>.json`` naming its content hash. Another
 publish of the same content may write beside it (the same bytes to the same keys, harmless); one
 of other content is refused. So no version ever holds files of two contents, and an interrupted
-publish is resumed by rerunning it (or reclaimed by ``bgeflow registry gc``).
+publish is resumed by rerunning it (or reclaimed by ``bgeflow models gc``).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def claim_version(store: Store, version: str, digest: str) -> None:
     raise ConflictError(
         f"{store.url(version)} is being published with other content (content hash {str(other)[:12]}, this model "
         f"{digest[:12]}, claimed at {started}): choose another --version; if that publish died, "
-        f"`bgeflow registry gc --registry <registry> --name <name> --delete` reclaims its files")
+        f"`bgeflow models gc <registry> --name <name> --delete` reclaims its files")
 
 
 def _already_there(store: Store, key: str, item: FileEntry) -> bool:

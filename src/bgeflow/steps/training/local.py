@@ -39,8 +39,9 @@ def _pump(stream: IO[bytes], prefix: str, lock: threading.Lock) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", errors="replace").rstrip("\n")
         with lock:
-            sys.stdout.write(f"{prefix}{line}\n")
-            sys.stdout.flush()
+            # The pods' output is their log: stderr, so the verb's stdout stays its one JSON result.
+            sys.stderr.write(f"{prefix}{line}\n")
+            sys.stderr.flush()
     stream.close()
 
 

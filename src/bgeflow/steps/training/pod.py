@@ -4,8 +4,9 @@ A pod fetches the training data to local scratch (validating every line), checks
 before anything heavy starts, picks the newest complete checkpoint, and runs
 ``torchrun ... -m bgeflow.steps.training.worker`` (FlagEmbedding's runner) as its child, handing
 the runner its options as a JSON document its ``HfArgumentParser`` reads. Node 0 then exports the
-final model and uploads ``model/``, ``train_config.yaml`` (the resolved spec) and, last,
-``train_summary.json``: a reader that sees the summary sees a complete output.
+final model and uploads ``model/``, ``logs/`` (TensorBoard's event files, ``tracking``),
+``train_config.yaml`` (the resolved spec) and, last, ``train_summary.json``: a reader that sees the
+summary sees a complete output.
 
 Run identity (``run_identity``): a hash of the fetched data's sha256, the base model (reference
 and files), the resolved runner options and the job's shape. It is stamped into every checkpoint
@@ -44,13 +45,13 @@ from bgeflow.core.models import check_token_limits, inspectable_model, resolve_m
 from bgeflow.core.storage import LocalStore, join_uri, open_store, output_lock
 from bgeflow.data import check_record, iter_json, query_prompt
 from bgeflow.retrieval.pooling import resolve_pooling, resolve_query_instruction
-from bgeflow.steps.training import checkpoints, validation
+from bgeflow.steps.training import checkpoints, tracking, validation
 from bgeflow.steps.training.distributed import Distributed, resolve, torchrun_command
 from bgeflow.steps.training.export import export_model, instruction_prefix
+from bgeflow.steps.training.handoff import FAILURE_PREFIX, HISTORY_FILE
 from bgeflow.steps.training.local import run_local_pods
 from bgeflow.steps.training.runners import Runner, check_names, integral, runner_options
 from bgeflow.steps.training.spec import MANAGED, TrainSpec
-from bgeflow.steps.training.worker import FAILURE_PREFIX, HISTORY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ CONFIG_FILE = "train_config.yaml"
 SUMMARY_FILE = "train_summary.json"
 WORKER_MODULE = "bgeflow.steps.training.worker"
 RUNNER_ARGS_FILE = "runner_args.json"
+#: ``<scratch>/events``: the trackers' local files (TensorBoard's), uploaded to ``<output>/logs/``.
+EVENTS_DIR = "events"
 
 
 @dataclass
@@ -142,6 +145,7 @@ def check_launch(options: dict[str, Any], dist: Distributed, gpus: int) -> bool:
         raise ConfigError("deepspeed needs the deepspeed package in the training image (pip install deepspeed)")
     if not use_cpu and dist.nproc_per_node > gpus:
         raise ConfigError(f"nproc_per_node {dist.nproc_per_node} but only {gpus} CUDA device(s) here")
+    tracking.check_report_to(options.get("report_to"))
     if options.get("negatives_cross_device") and dist.world_size == 1:
         raise ConfigError("negatives_cross_device shares negatives between processes, but this job has one "
                           "process: drop it, or use --nproc-per-node/--local-nodes (or more PyTorchJob workers)")
@@ -303,7 +307,9 @@ def runner_arguments(spec: TrainSpec, options: dict[str, Any], *, model_path: st
         args.setdefault("negatives_cross_device", dist.world_size > 1 and spec.use_inbatch_neg)
     args["use_cpu"] = use_cpu
     args.setdefault("ddp_backend", "gloo" if use_cpu else "nccl")
-    args.setdefault("report_to", "none")
+    # The user's report_to as given; unset, every tracker installed and configured here (TensorBoard's
+    # events in the scratch, uploaded to <output>/logs/ with the model).
+    args.update(tracking.runner_settings(args, str(run_dir.parent / EVENTS_DIR)))
     if deepspeed:
         args["deepspeed"] = deepspeed
     if resume is not None:
@@ -325,8 +331,11 @@ def _validation_file(spec: TrainSpec, runner_args: dict[str, Any], work: Path, m
 
 
 def _run_child(cmd: list[str]) -> int:
-    """Run torchrun as a child, passing SIGTERM/SIGINT on (kubelet signals only the pod's PID 1)."""
-    proc = subprocess.Popen(cmd)
+    """Run torchrun as a child, passing SIGTERM/SIGINT on (kubelet signals only the pod's PID 1).
+
+    Its stdout joins stderr: Trainer prints its loss dicts to stdout, which is the verb's JSON result.
+    """
+    proc = subprocess.Popen(cmd, stdout=2)
 
     def forward(signum: int, _frame: Any) -> None:
         if proc.poll() is None:
@@ -550,6 +559,10 @@ def _publish_outputs(spec: TrainSpec, runner: Runner, runner_args: dict[str, Any
     for stale in output.child(MODEL_DIR).list():  # an earlier run's files this model does not have
         if f"{MODEL_DIR}/{stale.key}" not in written:
             output.delete(f"{MODEL_DIR}/{stale.key}")
+    events = work / EVENTS_DIR
+    if events.is_dir() and any(p.is_file() for p in events.rglob("*")):
+        output.upload_dir(events, tracking.EVENTS_PREFIX)
+        summary["events"] = join_uri(spec.output, tracking.EVENTS_PREFIX)
     if (summary.get("validation") or {}).get("curve"):
         plot = work / validation.CURVE_PLOT
         validation.plot_curve(summary["validation"]["curve"], summary["validation"].get("kept_step"), plot)

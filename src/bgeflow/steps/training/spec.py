@@ -79,7 +79,7 @@ class TrainSpec(RunnerSettings):
     pooling: Pooling = setting("auto", "retriever: sentence pooling; auto: the base model's sentence-transformers "
                                "config, else its family's convention", aliases=("--sentence-pooling-method",))
     use_inbatch_neg: bool = setting(True, "retriever: use the other queries' passages in the batch as negatives too "
-                                    "(the seed's option; FlagEmbedding 1.4 always does)")
+                                    "(an option of FlagEmbedding's README; FlagEmbedding 1.4 always does)")
     allow_repeated_negatives: bool = setting(False, "let records with fewer than train_group_size-1 negatives repeat "
                                              "them (FlagEmbedding samples with replacement); off: such data fails "
                                              "before launch")
@@ -91,7 +91,7 @@ class TrainSpec(RunnerSettings):
     hyperparameters: dict[str, Any] = setting(
         default_factory=dict, hidden=True,
         help="FlagEmbedding and transformers TrainingArguments options by name (learning_rate, fp16, "
-        "lr_scheduler_type, report_to, ...), over the seed recipe of the kind")
+        "lr_scheduler_type, report_to, ...), over the kind's recipe from FlagEmbedding's README")
 
     @classmethod
     def unknown_key(cls, key: str, value: Any, *, where: str) -> KeyPath | None:

@@ -30,11 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bgeflow.steps.training.handoff import FAILURE_PREFIX, HISTORY_FILE
+
 log = logging.getLogger("bgeflow.steps.training")
 
-HISTORY_FILE = "bgeflow-history.json"
-#: ``<dir of the runner args>/failure-rank<RANK>.json``: what ended a worker (read by the pod).
-FAILURE_PREFIX = "failure-rank"
+__all__ = ["FAILURE_PREFIX", "HISTORY_FILE", "main", "record_failure"]
 
 
 def record_failure(directory: Path, exc: BaseException) -> Path:
@@ -165,6 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-identity", default=None, help="stamped into every checkpoint's marker")
     parser.add_argument("--validate", default=None, help="JSON file: the validation set and how to score it")
     ns = parser.parse_args(argv)
+    from bgeflow.core.log import setup_logging
+
+    # bgeflow's handler first: FlagEmbedding's basicConfig is then a no-op, and its argument dumps
+    # (and transformers' config dumps) show only at DEBUG (BGEFLOW_LOG_LEVEL, inherited from the verb).
+    setup_logging()
     try:
         return _run(ns)
     except Exception as exc:

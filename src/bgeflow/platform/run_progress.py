@@ -1,0 +1,207 @@
+"""What ``bgeflow run`` shows while kfp.local runs the pipeline: one line per step, logs in files.
+
+kfp.local streams every task's output, its executor input and its own coloured banners to stdout
+(about 1,200 lines for the demo). Here each task's output goes to ``<run>/logs/<task>.log`` and
+kfp.local's own messages to ``<run>/logs/kfp.log``, both without colour codes; the terminal gets
+one line when a step starts and one when it ends (on a terminal, a status line that follows the
+step's latest log line instead). A failed step's last log lines are shown, with the file's path.
+
+kfp.local has no option for this: ``quiet_tasks`` swaps its subprocess handler's
+``run_local_subprocess`` (the one function that runs and streams a task) and its ``color_text``
+for the duration of the run and restores them after, as ``local_run.faithful_arguments`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+LOGS_DIR = "logs"
+KFP_LOG = "kfp.log"
+#: Lines of a failed step's log shown on the terminal (the whole log stays in its file).
+TAIL_LINES = 25
+#: Piped, a running step repeats its latest log line this often (CI logs show it is alive).
+HEARTBEAT_S = 300.0
+
+
+def task_name(full_command: list[str]) -> str:
+    """The pipeline task a kfp.local command runs, from its executor input (its output file's folder)."""
+    if "--executor_input" in full_command:
+        index = full_command.index("--executor_input") + 1
+        try:
+            executor_input = json.loads(full_command[index])
+            return Path(executor_input["outputs"]["outputFile"]).parent.name
+        except (IndexError, ValueError, KeyError, TypeError):
+            pass
+    return "task"
+
+
+def last_lines(path: Path, count: int, *, max_bytes: int = 64 * 1024) -> list[str]:
+    """The last ``count`` non-empty lines of a text file (reading at most its last ``max_bytes``)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    # tqdm rewrites its bar with carriage returns: the text after the last one is what a terminal shows.
+    lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.splitlines()]
+    return [line for line in lines if line.strip()][-count:]
+
+
+@dataclass
+class StepReporter:
+    """Prints each step's start, end (with its time) and, on failure, its log's tail to ``out``."""
+
+    out: TextIO = field(default_factory=lambda: sys.stderr)
+    names: dict[str, str] = field(default_factory=dict)  # task → the step's name in the summary
+    interactive: bool | None = None
+    heartbeat_s: float = HEARTBEAT_S
+    failed: list[tuple[str, Path]] = field(default_factory=list)
+    _status_shown: bool = False
+
+    def __post_init__(self) -> None:
+        if self.interactive is None:
+            self.interactive = self.out.isatty()
+
+    def step(self, task: str) -> str:
+        return self.names.get(task, task)
+
+    def started(self, task: str, log: Path) -> None:
+        if not self.interactive:
+            self._print(f"bgeflow run: {self.step(task)} ...")
+
+    def running(self, task: str, log: Path, elapsed: float, *, beat: bool) -> None:
+        latest = last_lines(log, 1)
+        if self.interactive:
+            width = shutil.get_terminal_size((100, 20)).columns
+            line = f"  {self.step(task)} {_clock(elapsed)}  {latest[0] if latest else ''}"
+            self.out.write("\r" + line[: width - 1].ljust(width - 1))
+            self.out.flush()
+            self._status_shown = True
+        elif beat and latest:
+            self._print(f"  {self.step(task)} {_clock(elapsed)}: {latest[0][:160]}")
+
+    def finished(self, task: str, log: Path, code: int, elapsed: float) -> None:
+        if code == 0:
+            self._print(f"bgeflow run: {self.step(task)} done in {_clock(elapsed)}")
+            return
+        self.failed.append((self.step(task), log))
+        self._print(f"bgeflow run: {self.step(task)} FAILED after {_clock(elapsed)} (exit code {code}); "
+                    f"the last lines of {log}:")
+        for line in last_lines(log, TAIL_LINES):
+            self._print(f"    {line}")
+
+    def _print(self, line: str) -> None:
+        if self._status_shown:  # end the terminal's status line first
+            width = shutil.get_terminal_size((100, 20)).columns
+            self.out.write("\r" + " " * (width - 1) + "\r")
+            self._status_shown = False
+        # Not print(): kfp.local replaces builtins.print while a task runs (to indent its output).
+        self.out.write(line + "\n")
+        self.out.flush()
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
+
+
+def run_task(full_command: list[str], env_vars: dict[str, str] | None, *, logs: Path,
+             reporter: StepReporter) -> int:
+    """Run one kfp.local task with its output in ``logs/<task>.log``; returns its exit code."""
+    task = task_name(full_command)
+    log = logs / f"{task}.log"
+    env = {**os.environ, **(env_vars or {})}
+    reporter.started(task, log)
+    started = last_beat = time.monotonic()
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(full_command, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    now = time.monotonic()
+                    beat = now - last_beat >= reporter.heartbeat_s
+                    last_beat = now if beat else last_beat
+                    reporter.running(task, log, now - started, beat=beat)
+        finally:
+            if proc.poll() is None:  # interrupted here: the task must not outlive the run
+                proc.terminate()
+                proc.wait()
+    reporter.finished(task, log, code, time.monotonic() - started)
+    return code
+
+
+@contextlib.contextmanager
+def quiet_tasks(root: Path, reporter: StepReporter) -> Iterator[Path]:
+    """While kfp.local runs under ``root``: task output to ``root/logs``, kfp.local's own to ``kfp.log``.
+
+    Yields the logs folder. kfp.local's logger and prints write to ``sys.stdout`` when they run,
+    so redirecting stdout moves them into ``kfp.log`` (the step lines go to the reporter's stream).
+    """
+    from kfp.local import logging_utils
+    from kfp.local import subprocess_task_handler as handler
+
+    logs = root / LOGS_DIR
+    logs.mkdir(parents=True, exist_ok=True)
+    originals = (handler.run_local_subprocess, logging_utils.color_text)
+
+    def run_local_subprocess(full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
+        return run_task(full_command, env_vars, logs=logs, reporter=reporter)
+
+    handler.run_local_subprocess = run_local_subprocess
+    logging_utils.color_text = lambda text, _color: text  # a file gets no terminal colour codes
+    try:
+        with open(logs / KFP_LOG, "a", encoding="utf-8") as kfp_log, contextlib.redirect_stdout(kfp_log), \
+                _root_records_to(kfp_log), warnings.catch_warnings():
+            # kfp.local warns for every task that its image is not a python one: bgeflow's ops image runs
+            # the same code as this interpreter, on purpose.
+            warnings.filterwarnings("ignore", message=".*non-Python base image", category=RuntimeWarning)
+            # ... and for every task whose Kubernetes settings (GPUs, memory, display name) it ignores.
+            warnings.filterwarnings("ignore", message=".*no effect in the current local runner", category=UserWarning)
+            yield logs
+    finally:
+        handler.run_local_subprocess, logging_utils.color_text = originals
+
+
+class _Divert(logging.Filter):
+    """Writes records of the root logger itself (kfp.local's module-level ``logging.info``) to a file instead."""
+
+    def __init__(self, fh: TextIO) -> None:
+        super().__init__()
+        self.fh = fh
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "root" or record.levelno >= logging.WARNING:
+            return True
+        self.fh.write(f"{record.levelname} {record.getMessage()}\n")
+        return False
+
+
+@contextlib.contextmanager
+def _root_records_to(fh: TextIO) -> Iterator[None]:
+    """kfp.local logs some messages ("Cleaned up workspace") outside its own logger context."""
+    divert = _Divert(fh)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(divert)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(divert)

@@ -1,0 +1,190 @@
+"""``bgeflow models list|show|download|promote|verify|gc`` on a local and an S3 (moto) registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bgeflow.cli import main
+from bgeflow.core.storage import open_store
+from bgeflow.steps.publish import PublishSpec, publish, registry
+from test_publish import make_training_output, write_metrics
+
+
+def _registry(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if kind == "local":
+        return str(tmp_path / "registry")
+    return f"s3://{request.getfixturevalue('s3_bucket')}/models"
+
+
+def _json(capsys: pytest.CaptureFixture[str], argv: list[str], code: int = 0) -> Any:
+    assert main(argv) == code, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)  # piped (captured): one JSON document
+
+
+@pytest.fixture(params=["local", "s3"])
+def two_versions(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str, str]:
+    """``(registry, champion v1 (gate passed), latest v2 (gate failed))`` of the model ``m``."""
+    reg = _registry(request.param, tmp_path, request)
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg, version="v1",
+                           metrics=str(write_metrics(tmp_path / "ok.json", True)), champion="if-gate-passed"))
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "b", seed=1)), name="m", registry=reg,
+                           version="v2", metrics=str(write_metrics(tmp_path / "bad.json", False)),
+                           champion="if-gate-passed"))
+    return reg, "v1", "v2"
+
+
+def test_list_and_show(two_versions: tuple[str, str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    reg, champion, latest = two_versions
+    listed = _json(capsys, ["models", "list", reg])
+    assert [m["name"] for m in listed["models"]] == ["m"]
+    model = listed["models"][0]
+    assert (model["champion"], model["latest"]) == (champion, latest)
+    assert [(v["version"], v["pointers"], v["gate_passed"]) for v in model["versions"]] == [
+        (champion, ["champion"], True), (latest, ["latest"], False)]
+    assert all(v["kind"] == "retriever" and v["files"] == 10 for v in model["versions"])
+    assert _json(capsys, ["models", "list", "--registry", reg, "--name", "m"]) == listed
+
+    shown = _json(capsys, ["models", "show", f"{reg}/m"])  # a bare name: its champion
+    assert shown["version"] == champion and shown["metrics"] == {"ndcg@10": 0.5}
+    assert shown["base_model"] == "BAAI/bge-small-en-v1.5" and shown["card"].endswith(f"{champion}/model/README.md")
+    assert _json(capsys, ["models", "show", f"{reg}/m@latest"])["version"] == latest
+    assert _json(capsys, ["models", "show", "--registry", reg, "--name", "m", "--version", latest])["version"] == latest
+
+
+def test_download_promote_verify(two_versions: tuple[str, str, str], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    reg, champion, latest = two_versions
+    got = _json(capsys, ["models", "download", f"{reg}/m@{latest}", str(tmp_path / "dl")])
+    assert got == {"name": "m", "version": latest, "path": str(tmp_path / "dl"), "files": 6}
+    assert (tmp_path / "dl" / "README.md").is_file()  # the card comes with the model
+    assert (tmp_path / "dl" / "model.safetensors").read_bytes() == \
+        (tmp_path / "b" / "model" / "model.safetensors").read_bytes()
+
+    promoted = _json(capsys, ["models", "promote", f"{reg}/m@{latest}"])
+    assert promoted["champion"] == latest and promoted["previous"] == champion and promoted["changed"]
+    assert registry.get_version(reg, "m", "champion").version == latest
+    assert not _json(capsys, ["models", "promote", f"{reg}/m/{latest}"])["changed"]  # the path form, again
+
+    assert _json(capsys, ["models", "verify", f"{reg}/m"]) == {"versions": {champion: [], latest: []}}
+    open_store(f"{reg}/m").write_text(f"{champion}/model/vocab.txt", "tampered")
+    assert main(["models", "verify", f"{reg}/m"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["versions"][latest] == [] and "differ from their manifest" in err
+    # A version whose files changed size is never made the champion.
+    assert main(["models", "promote", f"{reg}/m@{champion}"]) == 1
+    assert "cannot be promoted" in capsys.readouterr().err
+    assert registry.get_version(reg, "m", "champion").version == latest
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["models", "promote", "REG/m"], "name the version"),
+    (["models", "show", "REG/m@nope"], "no complete version for 'nope'"),
+    (["models", "show"], "name the model"),
+    (["models", "show", "REG/m", "--registry", "REG"], "not both"),
+    (["models", "list"], "name the registry"),
+    (["models", "show", "REG/m@v1", "--version", "v2"], "keep one"),
+])
+def test_bad_references_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                           message: str) -> None:
+    reg = str(tmp_path / "registry")
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg, version="v1"))
+    capsys.readouterr()  # the publish's own log lines
+    assert main([a.replace("REG", reg) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_model_folder_is_not_a_registry_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = make_training_output(tmp_path / "train")
+    assert main(["models", "show", str(out)]) == 2
+    assert "not a registry reference" in capsys.readouterr().err
+
+
+def test_terminal_output_is_a_table(two_versions: tuple[str, str, str], capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    reg, champion, _ = two_versions
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["models", "list", reg]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["name", "version", "kind"]
+    assert lines[1].split()[:2] == ["m", champion] and lines[1].endswith("champion")
+    assert main(["models", "list", reg, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["models"][0]["name"] == "m"
+
+
+def test_registry_is_the_same_verb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reg = str(tmp_path / "registry")
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg, version="v1"))
+    assert _json(capsys, ["registry", "verify", "--registry", reg, "--name", "m"]) == {"versions": {"v1": []}}
+    assert _json(capsys, ["registry", "gc", "--registry", reg])["orphans"] == []
+    assert _json(capsys, ["models", "gc", reg])["orphans"] == []
+
+
+class FakeMlflow:
+    """The MlflowClient calls mlflow_registry makes, kept in memory (mlflow is not installed here)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.models: dict[str, list[Any]] = {}
+        self.aliases: dict[tuple[str, str], str] = {}
+        self.fail = fail
+
+    def search_registered_models(self, filter_string: str) -> list[str]:
+        if self.fail:
+            raise ConnectionError("mlflow is down")
+        name = filter_string.split("'")[1]
+        return [name] if name in self.models else []
+
+    def create_registered_model(self, name: str, description: str = "") -> None:
+        self.models[name] = []
+
+    def search_model_versions(self, filter_string: str) -> list[Any]:
+        return list(self.models[filter_string.split("'")[1]])
+
+    def create_model_version(self, name: str, source: str, tags: dict[str, str], description: str = "") -> Any:
+        from types import SimpleNamespace
+
+        version = SimpleNamespace(version=str(len(self.models[name]) + 1), source=source, tags=tags)
+        self.models[name].append(version)
+        return version
+
+    def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+        self.aliases[(name, alias)] = version
+
+
+def test_mlflow_registration_follows_publish_and_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from bgeflow.steps.publish import mlflow_registry
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert mlflow_registry.client_from_environment() is None  # off unless configured
+    fake = FakeMlflow()
+    monkeypatch.setattr(mlflow_registry, "client_from_environment", lambda: fake)
+    reg = str(tmp_path / "registry")
+    first = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg,
+                                   version="v1", champion="always"))
+    assert first.mlflow == {"name": "m", "version": "1", "champion": True}
+    assert fake.models["m"][0].source == f"{reg}/m/v1/model" and fake.models["m"][0].tags["bgeflow.version"] == "v1"
+    again = publish(PublishSpec.of(model=str(tmp_path / "a"), name="m", registry=reg, champion="always"))
+    assert not again.created and again.mlflow["version"] == "1" and len(fake.models["m"]) == 1  # a rerun: no-op
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "b", seed=1)), name="m", registry=reg,
+                           version="v2"))
+    assert len(fake.models["m"]) == 2 and fake.aliases[("m", "champion")] == "1"
+    capsys.readouterr()
+    promoted = _json(capsys, ["models", "promote", f"{reg}/m@v2"])
+    assert promoted["mlflow"] == {"name": "m", "version": "2", "champion": True}
+    assert fake.aliases[("m", "champion")] == "2"
+
+    fake.fail = True  # MLflow down: the bgeflow registry still publishes, and says nothing was registered
+    # main() above set up bgeflow's logging (root handlers replaced): listen on the module's logger itself.
+    monkeypatch.setattr(mlflow_registry.log, "handlers", [caplog.handler])
+    third = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "c", seed=2)), name="m", registry=reg,
+                                   version="v3"))
+    assert third.created and third.mlflow is None
+    assert "MLflow registration of" in caplog.text and "mlflow is down" in caplog.text

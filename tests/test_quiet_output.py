@@ -1,0 +1,161 @@
+"""Quiet by default: a run shows one line per step (logs in files), libraries' dumps only at DEBUG.
+
+The pipeline here is a two-task kfp.local pipeline of its own (seconds, not the real one's minutes);
+``test_run_local.py::test_bgeflow_run_end_to_end_mini`` checks the real run's output the same way.
+"""
+
+# No `from __future__ import annotations`: kfp reads the components' annotations as types.
+
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from bgeflow.core.log import DEBUG_ONLY, setup_logging
+from bgeflow.platform.run_progress import StepReporter, last_lines, quiet_tasks, task_name
+
+
+def _pipeline(fail: bool):  # type: ignore[no-untyped-def]
+    from kfp import dsl
+
+    @dsl.component(base_image="python:3.11")
+    def chatty(lines: int) -> str:
+        for i in range(lines):
+            print(f"\x1b[92mline {i}\x1b[0m of a noisy library")
+        return "ok"
+
+    @dsl.component(base_image="python:3.11")
+    def failing(previous: str) -> str:
+        import sys
+
+        for i in range(100):
+            print(f"progress {i}")
+        print("the real cause: no such file /data/x.jsonl", file=sys.stderr)
+        sys.exit(3)
+
+    @dsl.component(base_image="python:3.11")
+    def fine(previous: str) -> str:
+        return previous
+
+    @dsl.pipeline(name="quiet-test")
+    def pipeline() -> None:
+        first = chatty(lines=400)
+        (failing if fail else fine)(previous=first.output)
+
+    return pipeline
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_pipeline_shows_one_line_per_step_and_logs_to_files(tmp_path: Path, fail: bool,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from kfp import local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path), raise_on_error=True)
+    shown = io.StringIO()
+    reporter = StepReporter(out=shown, names={"chatty": "chat"}, interactive=False)
+    pipeline = _pipeline(fail)
+    with quiet_tasks(tmp_path, reporter) as logs:
+        if fail:
+            with pytest.raises(RuntimeError, match="failing"):
+                pipeline()
+        else:
+            pipeline()
+    out, err = capsys.readouterr()
+    lines = shown.getvalue().splitlines()
+    assert out == "" and "line 1" not in err  # kfp.local's own output and the tasks' are in files
+    assert lines[:2] == ["bgeflow run: chat ...", lines[1]] and lines[1].startswith("bgeflow run: chat done in ")
+    assert "\x1b[" not in (logs / "kfp.log").read_text()  # kfp.local's colours are for terminals only
+    assert "line 399\x1b[0m of a noisy library" in (logs / "chatty.log").read_text()  # as the task wrote it
+    if not fail:
+        assert len(lines) == 4 and lines[3].startswith("bgeflow run: fine done in ")
+        return
+    assert lines[3].startswith("bgeflow run: failing FAILED after ") and str(logs / "failing.log") in lines[3]
+    assert lines[-1] == "    the real cause: no such file /data/x.jsonl"
+    assert len(lines) == 4 + 25 and reporter.failed == [("failing", logs / "failing.log")]
+    assert "progress 0" in (logs / "failing.log").read_text()  # the whole log stays in the file
+
+
+def test_bgeflow_run_failure_names_the_steps_log(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step that fails in a real ``bgeflow run``: its last lines, then one error line naming its log."""
+    from bgeflow.cli import main
+
+    data = tmp_path / "data.jsonl"
+    # Valid for the preflight, which reads sizes only; ingest then refuses every record of it.
+    data.write_text("".join(json.dumps({"query": f"q{i}", "pos": [""]}) + "\n" for i in range(30)))
+    monkeypatch.setenv("BGEFLOW_LOG_LEVEL", "INFO")
+    code = main(["run", "--data", str(data), "--output", str(tmp_path / "out"), "--max-records", "0"])
+    out, err = capsys.readouterr()
+    assert code != 0 and out == ""
+    assert "bgeflow run: ingest FAILED after" in err and "\x1b[" not in err and "Warning" not in err
+    log = next((tmp_path / "out" / "runs").glob("*/logs/ingest.log"))
+    assert f"full log: {log}" in err.strip().splitlines()[-1]
+    assert len(err.splitlines()) < 60, err
+    assert "Cleaned up workspace" not in err and "Cleaned up workspace" in (log.parent / "kfp.log").read_text()
+
+
+def test_task_name_and_last_lines(tmp_path: Path) -> None:
+    executor_input = {"outputs": {"outputFile": "/r/bge-finetune-2026/train-launcher-2/executor_output.json"}}
+    assert task_name(["sh", "-c", "x", "--executor_input", json.dumps(executor_input), "--function_to_execute",
+                      "f"]) == "train-launcher-2"
+    assert task_name(["sh"]) == "task"
+    log = tmp_path / "x.log"
+    log.write_text("a\n\nb\r 10%|#   |\r 50%|#####  |\nc\n")
+    assert last_lines(log, 2) == [" 50%|#####  |", "c"]  # a tqdm bar as a terminal shows it
+    assert last_lines(tmp_path / "missing.log", 3) == []
+
+
+def test_a_piped_running_step_says_it_is_alive_at_most_every_heartbeat(tmp_path: Path) -> None:
+    log = tmp_path / "t.log"
+    log.write_text("mine: 300/600 queries (12 queries/s)\n")
+    shown = io.StringIO()
+    reporter = StepReporter(out=shown, interactive=False)
+    reporter.running("mine", log, 10.0, beat=False)
+    reporter.running("mine", log, 310.0, beat=True)
+    assert shown.getvalue() == "  mine 5m10.0s: mine: 300/600 queries (12 queries/s)\n"
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+def test_third_party_dumps_only_at_debug(level: str, shown: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    saved = {name: logging.getLogger(name).level for name in ("", *DEBUG_ONLY)}
+    try:
+        setup_logging(level)
+        logging.getLogger("faiss.loader").info("Could not load library with AVX512 support")
+        logging.getLogger("FlagEmbedding.abc.finetune.embedder.AbsRunner").info("Training/evaluation parameters")
+        logging.getLogger("bgeflow.steps.mining").info("mined 10 queries")
+        logging.getLogger("faiss.loader").warning("a real problem")
+        err = capsys.readouterr().err
+    finally:
+        for name, value in saved.items():
+            logging.getLogger(name or None).setLevel(value)
+    assert ("Could not load library" in err) is shown and ("Training/evaluation parameters" in err) is shown
+    assert "mined 10 queries" in err and "a real problem" in err
+
+
+def test_the_worker_module_runs_without_a_runpy_warning() -> None:
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "bgeflow.steps.training.worker",
+                           "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "found in sys.modules" not in done.stderr
+
+
+def test_on_a_terminal_a_running_step_is_one_status_line_rewritten(tmp_path: Path) -> None:
+    log = tmp_path / "t.log"
+    log.write_text("train: step 3/10\n")
+    shown = io.StringIO()
+    reporter = StepReporter(out=shown, interactive=True)
+    reporter.started("train-launcher", log)  # nothing yet: the status line says it
+    reporter.running("train-launcher", log, 5.0, beat=False)
+    log.write_text("train: step 3/10\ntrain: step 4/10\n")
+    reporter.running("train-launcher", log, 6.0, beat=False)
+    reporter.finished("train-launcher", log, 0, 7.0)
+    text = shown.getvalue()
+    assert text.count("\r") >= 3 and "train-launcher 0m05.0s  train: step 3/10" in text
+    assert "train: step 4/10" in text
+    # The end line starts on a cleared line, and stands alone.
+    assert text.endswith("\rbgeflow run: train-launcher done in 0m07.0s\n")
