@@ -11,7 +11,7 @@ What kfp.local cannot express, and what stands in for it here:
 - kfp.local passes a component's command as docker's CMD, behind the image's ENTRYPOINT
   (``bgeflow``); on Kubernetes the command replaces the ENTRYPOINT, so the runner clears it;
 - the train-launcher steps run in bgeflow-gpu instead of bgeflow-ops, with
-  ``launcher_backend=local``: with no cluster to submit a PyTorchJob to, the local backend runs
+  ``training.backend=local``: with no cluster to submit a PyTorchJob to, the local backend runs
   the job's pods as processes of the launcher's own container, which needs torch. The pods as
   separate containers are ``test_training.py``'s;
 - KFP's own bookkeeping (executor input/output) goes through the pipeline root, which kfp.local
