@@ -30,13 +30,15 @@ COPY src ./src
 COPY pipelines/bge_finetune.yaml ./pipelines/
 RUN python -m venv /tmp/build && /tmp/build/bin/pip wheel --no-cache-dir --no-deps -w /dist .
 
-FROM ${PYTHON_IMAGE}
-COPY --from=deps /opt/venv /opt/venv
+# The image is the deps stage itself, not a COPY of its venv: a copy would hold the 7 GB venv twice
+# on the building machine (the stage in the build cache and the image's own layer).
+FROM deps
 # HF_HOME (below) must be writable by the image's user where no volume is mounted over it: KFP
 # steps and the launcher's training pods mount none, and a hub model is downloaded there. (The
 # chart mounts an emptyDir at /cache, which its read-only root filesystem needs.)
 RUN --mount=type=bind,from=wheel,source=/dist,target=/tmp/dist \
     /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/dist/bgeflow-*.whl \
+    && rm -rf /src \
     && mkdir -p /cache/huggingface && chown -R 10001:10001 /cache
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HOME=/tmp HF_HOME=/cache/huggingface \
     NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility

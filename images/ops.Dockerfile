@@ -26,10 +26,11 @@ COPY src ./src
 COPY pipelines/bge_finetune.yaml ./pipelines/
 RUN python -m venv /tmp/build && /tmp/build/bin/pip wheel --no-cache-dir --no-deps -w /dist .
 
-FROM ${PYTHON_IMAGE}
-COPY --from=deps /opt/venv /opt/venv
+# The image is the deps stage itself, not a COPY of its venv (which would store the venv twice).
+FROM deps
 RUN --mount=type=bind,from=wheel,source=/dist,target=/tmp/dist \
     /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/dist/bgeflow-*.whl \
+    && rm -rf /src \
     && ! /opt/venv/bin/python -c "import torch" 2>/dev/null
 # The compiled pipeline the chart's upload hook registers (`bgeflow pipeline upload` default path).
 COPY pipelines/bge_finetune.yaml /opt/bgeflow/pipelines/bge_finetune.yaml
