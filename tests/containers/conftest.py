@@ -220,14 +220,16 @@ def with_args(pod: dict[str, Any], container: str, args: list[str]) -> dict[str,
 
 # ------------------------------------------------------------------ the chart's direct mode
 
-#: CPU-sized settings for the bundled MiniLM (mean pooling, short sequences, a few steps).
+#: CPU-sized settings for the bundled MiniLM (short sequences, a few steps): the sequence lengths of
+#: mine and evaluate, as their flags.
 LENGTHS = ["--query-max-len", "24", "--passage-max-len", "96"]
+#: FlagEmbedding/TrainingArguments options of the training runs, by their own names.
 TRAIN_OPTIONS: dict[str, Any] = {
     "max_steps": 2, "per_device_train_batch_size": 8, "logging_steps": 1, "save_steps": 100000,
     "learning_rate": 5e-5, "query_max_len": 24, "passage_max_len": 96,
 }
-#: The same as `bgeflow train` flags (the chart's direct.retriever.extraArgs).
-TRAIN_ARGS = [token for key, value in TRAIN_OPTIONS.items() for token in (f"--{key.replace('_', '-')}", str(value))]
+#: The same as the runner's own flags after `bgeflow train retriever` (the chart's direct.retriever.extraArgs).
+TRAIN_ARGS = [token for key, value in TRAIN_OPTIONS.items() for token in (f"--{key}", str(value))]
 
 
 def arg(args: list[str], flag: str) -> str:
@@ -246,12 +248,13 @@ def chart(s3: S3Service, seed: Seed, images: Images) -> dict[str, dict[str, Any]
         "image": {"registry": registry.rsplit("/", 1)[0], "tag": tag},
         "kfp": {"enabled": False},
         "s3": {"bucket": BUCKET, "prefix": "chart", "endpoint": s3.internal_url, "existingSecret": S3_SECRET},
-        "retrain": {"data": {"train": seed.train}, "retriever": {"baseModel": seed.model},
-                    "reranker": {"enabled": False}},
+        "retrain": {"data": seed.train, "retriever": {"model": seed.model}, "reranker": {"train": False}},
         "direct": {
             "enabled": True, "shmSize": "1Gi", "waitTimeoutSeconds": 300,
             "ingest": {"extraArgs": ["--eval-fraction", "0.15", "--eval-distractors", "100"]},
-            "mine": {"extraArgs": ["--pooling", "mean", "--negative-number", "3", "--range-for-sampling", "2-50",
+            # This machine has no GPU: the chart's switch for CPU-only clusters.
+            "mine": {"useGpu": False,
+                     "extraArgs": ["--pooling", "mean", "--negative-number", "3", "--range-for-sampling", "2-50",
                                    *LENGTHS]},
             "retriever": {"nodes": 2, "nprocPerNode": 1, "extraArgs": TRAIN_ARGS},
         },
@@ -266,12 +269,7 @@ def pods(chart: dict[str, dict[str, Any]], secrets: dict[str, dict[str, str]], u
     def job(name: str) -> PodRun:
         return job_pod(chart[name], secrets=secrets, image_user=user_of)
 
-    mine = job("mine")
-    (mine_run,) = mine.containers
-    # This machine has no GPU; the chart's mine Job asks for a faiss GPU index unconditionally.
-    assert "--use-gpu" in mine_run.command
-    mine_run.command.remove("--use-gpu")
-    return {"ingest": job("ingest"), "mine": mine,
+    return {"ingest": job("ingest"), "mine": job("mine"),
             "retriever": pytorchjob_pods(launched_pytorchjob(chart["retriever"]), secrets=secrets, image_user=user_of)}
 
 

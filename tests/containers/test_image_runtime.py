@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from containers.conftest import POD_TIMEOUT, Images, run_ok
+from containers.conftest import POD_TIMEOUT, Images, Seed, run_ok
 from containers.engine import PodRunner
 from containers.pods import pod_run, pytorchjob_pods
 
@@ -35,12 +33,17 @@ def test_image_defaults(docker_client: Any, images: Images, kind: str) -> None:
 
 
 def test_gpu_image_dependencies(docker_client: Any, images: Images) -> None:
-    code = ("import faiss, torch, FlagEmbedding, sentence_transformers, kfp, json; "
-            "print(json.dumps([torch.__version__, hasattr(faiss, 'StandardGpuResources')]))")
+    """torch, faiss with GPU support, FlagEmbedding, and the bundled MiniLM that `bgeflow run`'s defaults
+    (bundled:minilm) train from: resolved offline, to a model folder inside the image."""
+    code = ("import faiss, torch, FlagEmbedding, sentence_transformers, kfp, json, pathlib; "
+            "from bgeflow.core.models import BUNDLED_MINILM, resolve_model; "
+            "path = pathlib.Path(resolve_model(BUNDLED_MINILM)); "
+            "print(json.dumps([torch.__version__, hasattr(faiss, 'StandardGpuResources'), "
+            "(path / 'config.json').is_file()]))")
     out = run_image(docker_client, images.gpu, "-c", code, entrypoint=["python"], read_only=True,
-                    tmpfs={"/tmp": "mode=1777"}, cap_drop=["ALL"])
-    version, gpu_faiss = json.loads(out.strip().splitlines()[-1])
-    assert version.startswith("2.") and gpu_faiss
+                    tmpfs={"/tmp": "mode=1777"}, cap_drop=["ALL"], network_disabled=True)
+    version, gpu_faiss, bundled = json.loads(out.strip().splitlines()[-1])
+    assert version.startswith("2.") and gpu_faiss and bundled
 
 
 def test_ops_image_is_light_and_ships_the_pipeline(docker_client: Any, images: Images) -> None:
@@ -52,29 +55,30 @@ def test_ops_image_is_light_and_ships_the_pipeline(docker_client: Any, images: I
     assert out.split() == ["True", "True"]
 
 
-def test_hf_cache_is_writable_where_no_volume_is_mounted(runner: PodRunner, images: Images, tmp_path: Path,
+def test_hf_cache_is_writable_where_no_volume_is_mounted(runner: PodRunner, images: Images, seed: Seed,
                                                          capsys: pytest.CaptureFixture[str], user_of: Any) -> None:
-    """The launcher's training pods (and KFP's steps) mount nothing at HF_HOME (/cache/huggingface,
-    set by the gpu image): a hub model's download must still find a writable cache there."""
+    """A hub model is downloaded to HF_HOME (/cache/huggingface, set by the gpu image). KFP's steps
+    mount nothing there and run as 10001 on the image's own root: the image's folder must be
+    writable to that user. The launcher's training pods mount an emptyDir at /cache over a
+    read-only root: the cache must be creatable in it."""
     from bgeflow.cli import main
 
     assert main(["launch", "retriever", "--dry-run", "--model", "BAAI/bge-small-en-v1.5", "--train-data",
-                 "s3://b/d.jsonl", "--output", "s3://b/out", "--image", images.gpu, "--namespace", "ml"]) == 0
+                 f"s3://{seed.bucket}/probe/d.jsonl", "--output", f"s3://{seed.bucket}/probe/out", "--image", images.gpu,
+                 "--namespace", "ml"]) == 0
     job = yaml.safe_load(capsys.readouterr().out)
     (pod,) = pytorchjob_pods(job, image_user=user_of)
-    assert "/cache" not in {m.target for m in pod.containers[0].mounts}
-    probe = copy.deepcopy(pod)
-    probe.containers[0].entrypoint, probe.containers[0].command = ["python", "-c", HF_CACHE_PROBE], []
-    result = run_ok(runner, [probe], timeout=POD_TIMEOUT)
+    (run,) = pod.containers
+    assert run.read_only and "/cache" in {m.target for m in run.mounts}
+    run.entrypoint, run.command = ["python", "-c", HF_CACHE_PROBE], []
+    result = run_ok(runner, [pod], timeout=POD_TIMEOUT)
     assert result.containers[0].stdout.strip() == "/cache/huggingface/hub"
-    # ... and where the chart mounts its emptyDir over /cache, on a read-only root
-    chart_like = pod_run({"securityContext": {"runAsUser": 10001, "runAsGroup": 10001, "runAsNonRoot": True},
-                          "volumes": [{"name": "cache", "emptyDir": {}}],
-                          "containers": [{"name": "c", "image": images.gpu, "command": ["python", "-c", HF_CACHE_PROBE],
-                                          "securityContext": {"readOnlyRootFilesystem": True},
-                                          "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]}]},
-                         name="hf-cache")
-    run_ok(runner, [chart_like], timeout=POD_TIMEOUT)
+    # ... and as a KFP step runs: the pipeline's securityContext (runAsUser/runAsGroup), no volume at all
+    step = pod_run({"securityContext": {"runAsUser": 10001, "runAsGroup": 10001, "runAsNonRoot": True},
+                    "containers": [{"name": "c", "image": images.gpu, "command": ["python", "-c", HF_CACHE_PROBE]}]},
+                   name="kfp-step")
+    result = run_ok(runner, [step], timeout=POD_TIMEOUT)
+    assert result.containers[0].stdout.strip() == "/cache/huggingface/hub"
 
 
 def test_the_runner_fails_on_what_did_not_run(runner: PodRunner, images: Images) -> None:

@@ -11,7 +11,7 @@ What kfp.local cannot express, and what stands in for it here:
 - kfp.local passes a component's command as docker's CMD, behind the image's ENTRYPOINT
   (``bgeflow``); on Kubernetes the command replaces the ENTRYPOINT, so the runner clears it;
 - the train-launcher steps run in bgeflow-gpu instead of bgeflow-ops, with
-  ``launcher_backend=local``: with no cluster to submit a PyTorchJob to, the local backend runs
+  ``training.backend=local``: with no cluster to submit a PyTorchJob to, the local backend runs
   the job's pods as processes of the launcher's own container, which needs torch. The pods as
   separate containers are ``test_training.py``'s;
 - KFP's own bookkeeping (executor input/output) goes through the pipeline root, which kfp.local
@@ -65,11 +65,12 @@ def docker_runner_args(pod: PodRun, network: Network, env: dict[str, str]) -> di
 def test_pipeline_runs_every_step_in_its_image(pods: dict[str, Any], network: Network, s3: S3Service, seed: Seed,
                                                secrets: dict[str, dict[str, str]], images: Any,
                                                tmp_path: Path) -> None:
-    from bgeflow.platform.run_config import CPU_RERANKER, CPU_RETRIEVER, RunConfig
     from kfp import local
     from kfp.components import load_component_from_text
 
+    from bgeflow.core.config_file import load_mapping
     from bgeflow.platform.local_run import find_pipeline, local_variant
+    from bgeflow.platform.run_spec import CPU_PROFILE, LocalRunSpec
 
     docs = list(yaml.safe_load_all(find_pipeline().read_text()))
     spec = yaml.safe_load(local_variant(yaml.safe_dump(docs[0])))
@@ -84,12 +85,19 @@ def test_pipeline_runs_every_step_in_its_image(pods: dict[str, Any], network: Ne
     assert set(env) == {"AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
     registry = f"s3://{BUCKET}/kfp-registry"
-    config = RunConfig(
-        data=seed.train, output=str(tmp_path / "unused"), registry=registry, max_records=0,
-        retriever_model=seed.model, reranker_model=seed.reranker, eval_distractors=100, gate="",
-        nproc_per_node=1, retriever={**CPU_RETRIEVER, "max_steps": 1}, reranker={**CPU_RERANKER, "max_steps": 1},
-    )
-    arguments = {**config.pipeline_arguments(), "work_uri": f"s3://{BUCKET}/kfp-work"}
+    # `bgeflow run`'s CPU profile, as a user would run it, with the inputs in S3, one step per model,
+    # one process per training pod, and no gate, so that both models are published.
+    run = LocalRunSpec.build(
+        load_mapping(str(CPU_PROFILE), "run settings"),
+        {"data": seed.train, "output": str(tmp_path / "unused"), "max_records": 0,
+         "work_uri": f"s3://{BUCKET}/kfp-work", "registry": registry,
+         "retriever": {"model": seed.model, "hyperparameters": {"max_steps": 1}},
+         "reranker": {"model": seed.reranker, "hyperparameters": {"max_steps": 1}},
+         "ingest": {"eval_distractors": 100}, "evaluate": {"gate": ""},
+         "training": {"backend": "local", "nproc_per_node": 1}},
+        where="the container test's run")
+    arguments = run.pipeline_arguments()
+    assert arguments["work_uri"].startswith("s3://") and arguments["training"]["backend"] == "local"
     # kfp.local bind-mounts the pipeline root at the same path, and the steps (UID 10001) create
     # their task directories in it: it has to be writable to them, as a KFP launcher's volume is.
     root = tmp_path / "pipeline-root"

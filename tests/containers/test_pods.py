@@ -23,20 +23,20 @@ from containers.pods import (
 SECRETS = {"bgeflow-s3": {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"}}
 
 
-def dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, Any]:
+def dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], bucket: str, *extra: str) -> dict[str, Any]:
+    """The PyTorchJob ``bgeflow launch --dry-run`` prints (it writes the pods' train_spec.yaml to S3 first)."""
     settings = tmp_path / "pods.yaml"
     settings.write_text("s3_secret: bgeflow-s3\nshm_size: 1Gi\n")
-    code = main(["launch", "retriever", "--dry-run", "--model", "s3://b/base", "--train-data", "s3://b/mined.jsonl",
-                 "--output", "s3://b/out", "--image", "ghcr.io/bgeflow/bgeflow-gpu:0.1.0", "--namespace", "ml",
-                 "--pod-settings", str(settings), *extra])
-    assert code == 0
+    code = main(["launch", "retriever", "--dry-run", "--model", f"s3://{bucket}/base", "--train-data",
+                 f"s3://{bucket}/mined.jsonl", "--output", f"s3://{bucket}/out", "--image",
+                 "ghcr.io/bgeflow/bgeflow-gpu:0.1.0", "--namespace", "ml", "--pod-settings", str(settings), *extra])
+    assert code == 0, capsys.readouterr().err
     return yaml.safe_load(capsys.readouterr().out)
 
 
 def test_launcher_job_becomes_a_master_and_workers_with_the_operator_env(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3:5000")
-    job = dry_run(tmp_path, capsys, "--nnodes", "3", "--nproc-per-node", "2")
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], s3_bucket: str, s3_endpoint: str) -> None:
+    job = dry_run(tmp_path, capsys, s3_bucket, "--nnodes", "3", "--nproc-per-node", "2")
     pods = pytorchjob_pods(job, secrets=SECRETS)
     name = job["metadata"]["name"]
     assert [p.name for p in pods] == [f"{name}-master-0", f"{name}-worker-0", f"{name}-worker-1"]
@@ -49,26 +49,32 @@ def test_launcher_job_becomes_a_master_and_workers_with_the_operator_env(
         assert run.env["MASTER_ADDR"] == run.env["PET_MASTER_ADDR"] == f"{name}-master-0"
         assert run.env["MASTER_PORT"] == str(PYTORCHJOB_DEFAULT_PORT)
         assert (run.env["WORLD_SIZE"], run.env["PET_NNODES"], run.env["PET_NPROC_PER_NODE"]) == ("6", "3", "2")
-        assert run.env["AWS_ENDPOINT_URL"] == "http://s3:5000"
+        # the launcher's own endpoint, as the pipeline's ConfigMap gives it to the launcher step
+        assert run.env["AWS_ENDPOINT_URL"] == s3_endpoint
         assert run.env["AWS_ACCESS_KEY_ID"] == "id" and run.env["AWS_SECRET_ACCESS_KEY"] == "key"
         # The operator's PYTHONUNBUFFERED comes after the template's, and the last of a name wins.
         assert run.env["PYTHONUNBUFFERED"] == "0"
         assert run.user == "10001:10001" and run.group_add == ["10001"]
         assert run.cap_drop == ["ALL"] and run.security_opt == ["no-new-privileges"]
         assert pod.volumes["dshm"] == Tmpfs("dshm", size_bytes=2**30, memory=True)
-        assert [(m.volume, m.target) for m in run.mounts] == [("dshm", "/dev/shm")]
+        # a read-only root: scratch, HOME and the model cache are emptyDirs
+        assert run.read_only and pod.volumes["tmp"] == Tmpfs("tmp") and pod.volumes["cache"] == Tmpfs("cache")
+        assert [(m.volume, m.target) for m in run.mounts] == [("dshm", "/dev/shm"), ("tmp", "/tmp"),
+                                                              ("cache", "/cache")]
 
 
-def test_replica_services_must_be_dns_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    job = dry_run(tmp_path, capsys, "--nnodes", "2")
+def test_replica_services_must_be_dns_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             s3_bucket: str) -> None:
+    job = dry_run(tmp_path, capsys, s3_bucket, "--nnodes", "2")
     assert len(pytorchjob_pods(job, secrets=SECRETS)) == 2
     job["metadata"]["name"] = "j" + "x" * 55  # what the launcher named jobs before it left room for it
     with pytest.raises(ValueError, match="not a DNS-1035 label"):
         pytorchjob_pods(job, secrets=SECRETS)
 
 
-def test_optional_secret_missing_leaves_the_variable_unset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    job = dry_run(tmp_path, capsys)
+def test_optional_secret_missing_leaves_the_variable_unset(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           s3_bucket: str) -> None:
+    job = dry_run(tmp_path, capsys, s3_bucket)
     (pod,) = pytorchjob_pods(job, secrets={})
     assert "AWS_ACCESS_KEY_ID" not in pod.containers[0].env  # optional: true, as the launcher renders it
 

@@ -33,6 +33,8 @@ from containers.pods import pod_run, pytorchjob_pods
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(TEST_TIMEOUT)]
 
+LAUNCH_OUTPUT = f"s3://{BUCKET}/launcher/retriever"
+
 
 @pytest.fixture(scope="module")
 def launcher_job(runner: PodRunner, chart: dict[str, dict[str, Any]], images: Images, seed: Seed, mined: str,
@@ -42,7 +44,7 @@ def launcher_job(runner: PodRunner, chart: dict[str, dict[str, Any]], images: Im
     settings = f"s3://{BUCKET}/inputs/train-pod-settings.yaml"
     open_store(settings).write_text("", yaml.safe_dump({"s3_secret": S3_SECRET, "shm_size": "1Gi"}))
     args = ["launch", "retriever", "--dry-run", "--model", seed.model, "--train-data", mined,
-            "--output", f"s3://{BUCKET}/launcher/retriever", "--image", images.gpu, "--nnodes", "2",
+            "--output", LAUNCH_OUTPUT, "--image", images.gpu, "--nnodes", "2",
             "--nproc-per-node", "1", "--namespace", "ml", "--pod-settings", settings]
     for key, value in TRAIN_OPTIONS.items():
         args += ["--set", f"{key}={value}"]
@@ -59,8 +61,13 @@ def test_launcher_pytorchjob_trains_on_two_containers(runner: PodRunner, launche
 
     pods = pytorchjob_pods(launcher_job, secrets=secrets, image_user=user_of)
     assert [p.name.rsplit("-", 2)[1:] for p in pods] == [["master", "0"], ["worker", "0"]]
-    output = launcher_job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
-    output = output[output.index("--output") + 1]
+    # Every pod runs `bgeflow train --config <the spec the launcher wrote>`; the output is in that spec.
+    command = launcher_job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["bgeflow", "train", "--config"], command
+    written = yaml.safe_load(open_store(command[3]).read_text(""))
+    output = written["output"]
+    assert output == LAUNCH_OUTPUT and written["kind"] == "retriever"
+    assert {k: written["hyperparameters"][k] for k in TRAIN_OPTIONS} == TRAIN_OPTIONS
     result = run_ok(runner, pods)
     assert any("node 1/2" in c.logs for c in result.containers), result.failure()
     summary = json.loads(open_store(output).read_text("train_summary.json"))
