@@ -229,3 +229,18 @@ def test_reranker_logits_in_bf16_track_fp32(tiny_reranker: str) -> None:
     # the spread (measured: within 1% of it), not on the order of near-ties.
     np.testing.assert_allclose(bf16, fp32, atol=0.02 * float(np.ptp(fp32)))
     assert not np.array_equal(bf16, fp32)
+
+
+def test_evaluation_loader_in_bf16_agrees_with_fp32(minilm_path: str) -> None:
+    """Evaluation encodes through sentence-transformers; cast to bf16 it keeps the same guarantee."""
+    from bgeflow.retrieval.loaders import load_retriever
+    from bgeflow.retrieval.spec import EncodingSettings
+
+    def vectors(precision: str) -> tuple[str, np.ndarray]:
+        retriever = load_retriever("minilm", minilm_path, EncodingSettings.of(precision=precision, passage_max_len=128))
+        return retriever.precision, retriever.encode_passages(AGREEMENT_TEXTS)
+
+    (p32, reference), (p16, reduced) = vectors("fp32"), vectors("bf16")
+    assert (p32, p16) == ("fp32", "bf16") and reduced.dtype == np.float32
+    cosine = np.einsum("ij,ij->i", reference, reduced)
+    assert cosine.min() >= 0.999 and not np.array_equal(reference, reduced)

@@ -29,6 +29,7 @@ from bgeflow.retrieval.pooling import (
     saved_modules,
     saved_pooling,
 )
+from bgeflow.retrieval.precision import ResolvedPrecision, resolve_precision, torch_dtype
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Retriever:
     instruction: str
     saved_max_seq_length: int | None
     settings: EncodingSettings
+    precision: ResolvedPrecision = "fp32"
 
     def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
         """Passage vectors, truncated at the passage limit (capped by the saved ``max_seq_length``)."""
@@ -88,6 +90,9 @@ class Retriever:
 def load_retriever(name: str, model_path: str, settings: EncodingSettings) -> Retriever:
     """``SentenceTransformer(model_path)``, with explicit pooling/normalize settings applied over it.
 
+    Its weights are cast to ``settings.precision`` (resolved as the mining encoder's, see
+    ``bgeflow.retrieval.precision``); vectors come back as float32.
+
     Raises:
         ConfigError: a token limit above the model's positions, a pooling that cannot be computed, or
             a similarity function other than cosine or dot product.
@@ -118,7 +123,11 @@ def load_retriever(name: str, model_path: str, settings: EncodingSettings) -> Re
         raise ConfigError(f"model {name} compares vectors by {similarity}, which evaluation (inner-product search) "
                           "cannot rank by: only cosine and dot-product models are supported")
     instruction = resolve_query_instruction(settings.query_instruction, model_path)
-    return Retriever(model, name, pooling, normalize, instruction, model.max_seq_length, settings)
+    precision = resolve_precision(settings.precision, device)
+    if precision != "fp32":
+        # Every module, not only the transformer: a Dense or Normalize module after it must take its dtype.
+        model.to(torch_dtype(precision))
+    return Retriever(model, name, pooling, normalize, instruction, model.max_seq_length, settings, precision)
 
 
 def _replace_pooling(model: Any, pooling: str) -> None:
