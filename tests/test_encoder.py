@@ -216,7 +216,7 @@ def test_batches_keep_to_the_token_budget_and_cover_every_text() -> None:
 def test_encoder_describes_how_it_computes(encoder: Encoder) -> None:
     assert encoder.describe() == {"backend": "torch", "device": "cpu", "precision": "fp32",
                                   "precision_requested": "fp32", "attention": encoder.attention,
-                                  "batch_size": 3, "batch_tokens": 16384}
+                                  "batch_size": 3, "batch_tokens": 8192}
     assert encoder.attention in ("sdpa", "eager")
 
 
