@@ -13,7 +13,8 @@ negatives. FlagEmbedding runs on CPU in fp32 (it calls ``model.float()`` on CPU 
 Two modes, both by default:
 
 - concurrent: the two runs at the same time, each pinned to one core (``taskset``) with one thread,
-  so whatever else loads the machine slows both (as ``bench/train.py`` does);
+  so whatever else loads the machine slows both (as ``bench/train.py`` does); ``--repeats`` pairs,
+  the cores swapped between pairs (other work is rarely spread evenly over the cores);
 - sequential: one after the other, each with every core.
 
 Per run: wall time (the whole process: imports, model load, encode, search, write), peak RSS
@@ -28,8 +29,9 @@ negatives scored with the reference vectors, so the distributions compare which 
 chosen, not the arithmetic (goal: within 0.01 at each; hn_mine samples with an unseeded
 ``random``, so a few thousandths of sampling noise remain).
 
-Prints ``wall_time_ratio (bgeflow/hn_mine) <mode>: R`` per mode (goal <= 0.5) and
-``peak_rss_ratio``. Usage::
+Prints ``wall_time_ratio (bgeflow/hn_mine) <mode>: R`` per mode (goal <= 0.5; concurrent: the
+median over pairs), ``cpu_time_ratio`` (user + system seconds of each process: what a loaded
+machine disturbs least) and ``peak_rss_ratio``. Usage::
 
     python bench/mine.py [--rows 0] [--mode both|concurrent|sequential] [--hn-mine URL|GITDIR|FILE]
                          [--batch-size 64] [--query-max-len 64] [--passage-max-len 256]
@@ -44,6 +46,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -157,8 +160,9 @@ def run_one(cmd: list[str], log: Path, env: dict[str, str], core: int | None) ->
             "load_before": load_before, "load_after": os.getloadavg()[0]}
 
 
-def run_mode(mode: str, cmds: dict[str, list[str]], out: Path) -> dict[str, dict[str, float]]:
-    """Both commands, concurrently on a core each with one thread, or one after the other with all cores."""
+def run_mode(mode: str, cmds: dict[str, list[str]], out: Path, swap: bool = False) -> dict[str, dict[str, float]]:
+    """Both commands, concurrently on a core each with one thread (``swap``: bgeflow on core 0), or one
+    after the other with all cores."""
     for name in cmds:
         shutil.rmtree(out / name, ignore_errors=True)
         (out / name).mkdir(parents=True)
@@ -171,7 +175,8 @@ def run_mode(mode: str, cmds: dict[str, list[str]], out: Path) -> dict[str, dict
     def target(name: str, core: int) -> None:
         results[name] = run_one(cmds[name], out / f"{name}-{mode}.log", env, core)
 
-    threads = [threading.Thread(target=target, args=(name, core)) for core, name in enumerate(cmds)]
+    names = list(cmds)[::-1] if swap else list(cmds)
+    threads = [threading.Thread(target=target, args=(name, core)) for core, name in enumerate(names)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -240,6 +245,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=0, help="first N records of the example data (0: all 1,647)")
     parser.add_argument("--mode", choices=("both", "concurrent", "sequential"), default="both")
+    parser.add_argument("--repeats", type=int, default=2, help="concurrent pairs, cores swapped between them")
     parser.add_argument("--hn-mine", default=HN_MINE_URL, help="FlagEmbedding's hn_mine.py: URL, git dir or file")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--query-max-len", type=int, default=64)
@@ -264,11 +270,15 @@ def main() -> None:
         print(f"data: {len(records)} records, pool {len(pool)} texts; bundled:minilm, mean pooling, query/passage "
               f"{args.query_max_len}/{args.passage_max_len} tokens, batch {args.batch_size}, window {args.range}, "
               f"{args.negative_number} negatives; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
-        modes = ("concurrent", "sequential") if args.mode == "both" else (args.mode,)
-        results = {mode: run_mode(mode, commands(args, script, model, train, pool_path, tmp / "out" / mode),
-                                  tmp / "out" / mode) for mode in modes}
-        # Quality on the last mode's outputs (both modes run the same settings).
-        last = tmp / "out" / modes[-1]
+        runs = [f"concurrent-{i}" for i in range(args.repeats)] if args.mode != "sequential" else []
+        runs += ["sequential"] if args.mode != "concurrent" else []
+        results = {}
+        for i, run in enumerate(runs):
+            out = tmp / "out" / run
+            results[run] = run_mode(run.split("-")[0], commands(args, script, model, train, pool_path, out), out,
+                                    swap=i % 2 == 1)
+        # Quality on the last run's outputs (every run has the same settings).
+        last = tmp / "out" / runs[-1]
         q = quality(args, model, last, records, pool)
     finally:
         if not args.keep:
@@ -279,18 +289,31 @@ def main() -> None:
     print(f"bgeflow encoder: backend {enc['backend']}, device {enc['device']}, precision {enc['precision']} "
           f"(asked {enc['precision_requested']}), attention {enc['attention']}, batches <= {enc['batch_size']} "
           f"texts / {enc['batch_tokens']} tokens; texts encoded per run {texts}, tokens {q['tokens']}")
-    ratios = {}
-    for mode, runs in results.items():
-        label = "one core + one thread each, at once" if mode == "concurrent" else "all cores, one after the other"
-        print(f"{mode} ({label}):")
+    ratios: dict[str, list[float]] = {}
+    for run, runs in results.items():
+        mode = run.split("-")[0]
+        cores = ""
+        if mode == "concurrent":
+            cores = ", bgeflow on core 0" if int(run.split("-")[1]) % 2 else ", hn_mine on core 0"
+        label = f"one core + one thread each, at once{cores}" if mode == "concurrent" else "all cores, one after the other"
+        print(f"{run} ({label}):")
         for name, r in runs.items():
             print(f"  {name:<8} wall {r['wall_s']:7.1f}s  cpu {r['cpu_s']:7.1f}s  peak RSS {r['peak_mb']:7.0f} MB  "
                   f"{texts / r['wall_s']:6.1f} texts/s  {q['tokens'] / r['wall_s']:7.0f} tokens/s  "
                   f"load avg {r['load_before']:.2f} -> {r['load_after']:.2f}")
-        ratios[mode] = runs["bgeflow"]["wall_s"] / runs["hn_mine"]["wall_s"]
-        print(f"wall_time_ratio (bgeflow/hn_mine) {mode}: {ratios[mode]:.2f} (goal <= {GOAL_RATIO})")
-        print(f"peak_rss_ratio (bgeflow/hn_mine) {mode}: {runs['bgeflow']['peak_mb'] / runs['hn_mine']['peak_mb']:.2f}"
-              " (goal <= 1)")
+        ratios.setdefault(mode, []).append(runs["bgeflow"]["wall_s"] / runs["hn_mine"]["wall_s"])
+        print(f"  wall {ratios[mode][-1]:.2f}, cpu {runs['bgeflow']['cpu_s'] / runs['hn_mine']['cpu_s']:.2f}, peak RSS "
+              f"{runs['bgeflow']['peak_mb'] / runs['hn_mine']['peak_mb']:.2f} (bgeflow/hn_mine)")
+    for mode, values in ratios.items():
+        median = statistics.median(values)
+        cpu = statistics.median(results[r]["bgeflow"]["cpu_s"] / results[r]["hn_mine"]["cpu_s"]
+                                for r in results if r.startswith(mode))
+        rss = max(results[r]["bgeflow"]["peak_mb"] / results[r]["hn_mine"]["peak_mb"] for r in results
+                  if r.startswith(mode))
+        print(f"wall_time_ratio (bgeflow/hn_mine) {mode}: {median:.2f} (goal <= {GOAL_RATIO}; "
+              f"runs {', '.join(f'{v:.2f}' for v in values)})")
+        print(f"cpu_time_ratio (bgeflow/hn_mine) {mode}: {cpu:.2f}")
+        print(f"peak_rss_ratio (bgeflow/hn_mine) {mode}: {rss:.2f} (largest; goal <= 1)")
     t = q["report"]["timings"]
     print("bgeflow phases (last run): " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
 
@@ -307,7 +330,7 @@ def main() -> None:
     print(f"score distribution gap (max over p5/p50/p95): {gap:.4f} (goal <= {GOAL_SCORE})")
     quality_ok = bool(cosine.min() >= GOAL_COSINE and gap <= GOAL_SCORE)
     print(f"equal_output_quality: {quality_ok}")
-    print(f"goal met: {quality_ok and all(r <= GOAL_RATIO for r in ratios.values())} "
+    print(f"goal met: {quality_ok and all(statistics.median(v) <= GOAL_RATIO for v in ratios.values())} "
           f"(bench process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB)")
 
 
