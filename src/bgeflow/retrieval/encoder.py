@@ -106,7 +106,12 @@ def load_for_inference(loader: Any, model_path: str, device: str, precision: Res
     Raises:
         OSError, ValueError: transformers cannot load the checkpoint (callers turn them into ConfigError).
     """
-    model = loader.from_pretrained(model_path, dtype=torch_dtype(precision), **kwargs)
+    import transformers
+    from packaging.version import Version
+
+    # transformers 4.56 renamed torch_dtype to dtype (the old name warns); bgeflow allows 4.44 on.
+    key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    model = loader.from_pretrained(model_path, **{key: torch_dtype(precision)}, **kwargs)
     return model.to(device).eval()
 
 
