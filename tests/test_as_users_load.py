@@ -70,7 +70,7 @@ def test_encoder_agrees_with_sentence_transformers(minilm_path: str, tmp_path: P
     path = st_saved(minilm_path, tmp_path / pooling, pooling)
     reference = SentenceTransformer(str(path), device="cpu")
     reference.max_seq_length = 32
-    encoder = Encoder(str(path), batch_size=3, passage_max_len=32)
+    encoder = Encoder(str(path), batch_size=3, passage_max_len=32, precision="fp32")
     assert encoder.pooling == {"lasttoken": "last_token"}.get(pooling, pooling) and encoder.normalize
     np.testing.assert_allclose(encoder.encode_passages(TEXTS), reference.encode(TEXTS, batch_size=3), atol=1e-4)
 
@@ -82,7 +82,7 @@ def test_encoder_agrees_on_a_left_padded_decoder(minilm_path: str, tmp_path: Pat
     reference = SentenceTransformer(str(path), device="cpu")
     reference.max_seq_length = 32
     # One batch each: a decoder's states depend on how much left padding a text gets.
-    encoder = Encoder(str(path), batch_size=len(TEXTS), passage_max_len=32)
+    encoder = Encoder(str(path), batch_size=len(TEXTS), passage_max_len=32, precision="fp32")
     assert encoder.pooling == "last_token" and encoder.tokenizer.padding_side == "left"
     np.testing.assert_allclose(encoder.encode_passages(TEXTS), reference.encode(TEXTS, batch_size=len(TEXTS)),
                                atol=1e-4)
@@ -97,7 +97,7 @@ def test_encoder_follows_a_dot_product_model_and_refuses_modules_it_cannot_compu
     dot = st_saved(minilm_path, tmp_path / "dot", "mean", normalize=False, similarity="dot")
     reference = SentenceTransformer(str(dot), device="cpu")
     reference.max_seq_length = 32
-    encoder = Encoder(str(dot), passage_max_len=32)
+    encoder = Encoder(str(dot), passage_max_len=32, precision="fp32")
     assert encoder.normalize is False
     np.testing.assert_allclose(encoder.encode_passages(TEXTS), reference.encode(TEXTS), atol=1e-4)
 
@@ -225,7 +225,7 @@ def test_evaluation_scores_rerankers_as_cross_encoder_does(tiny_reranker: str) -
         pairs, activation_fn=torch.nn.Identity())
     np.testing.assert_allclose(load_reranker("r", tiny_reranker, ScoringSettings.of(max_len=48)).score(pairs),
                                reference, atol=1e-4)
-    np.testing.assert_allclose(CrossEncoderScorer(tiny_reranker, max_len=48).score(pairs), reference, atol=1e-4)
+    np.testing.assert_allclose(CrossEncoderScorer(tiny_reranker, max_len=48, precision="fp32").score(pairs), reference, atol=1e-4)
 
 
 # --------------------------------------------------------------------------- export
@@ -254,7 +254,7 @@ def test_an_exported_retriever_loads_as_trained(minilm_path: str, tmp_path: Path
     loaded = SentenceTransformer(str(model), device="cpu")
     assert loaded.max_seq_length == 48 and loaded.prompts["query"] == "q: "
     assert loaded.similarity_fn_name == ("cosine" if normalize else "dot")
-    encoder = Encoder(str(model), passage_max_len=48)
+    encoder = Encoder(str(model), passage_max_len=48, precision="fp32")
     assert (encoder.pooling, encoder.normalize, encoder.query_instruction) == (pooling, normalize, "q: ")
     np.testing.assert_allclose(encoder.encode_passages(TEXTS), loaded.encode(TEXTS), atol=1e-4)
 
@@ -270,5 +270,5 @@ def test_an_exported_reranker_loads_with_its_trained_head(minilm_path: str, tmp_
                          max_seq_length=64)
     pairs = [("what is a cat", t) for t in TEXTS]
     reference = CrossEncoder(str(model), device="cpu", max_length=64).predict(pairs, activation_fn=torch.nn.Identity())
-    np.testing.assert_allclose(CrossEncoderScorer(str(model), max_len=64).score(pairs), reference, atol=1e-4)
+    np.testing.assert_allclose(CrossEncoderScorer(str(model), max_len=64, precision="fp32").score(pairs), reference, atol=1e-4)
     shutil.rmtree(tmp_path / "run")

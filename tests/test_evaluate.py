@@ -40,7 +40,8 @@ QUERIES = [
     ("q5", "which eruption destroyed Pompeii", {"volcano-1": 1}),
     ("q6", "strongest chess piece", {"chess-1": 1}),
 ]
-FAST = {"query_max_len": 16, "passage_max_len": 32, "batch_size": 32, "rerank_max_len": 48}
+# fp32: the retrieval numbers are compared with the shared encoder's to 1e-6 (bf16 could swap near-ties).
+FAST = {"query_max_len": 16, "passage_max_len": 32, "batch_size": 32, "rerank_max_len": 48, "precision": "fp32"}
 
 
 @pytest.fixture(scope="session")
@@ -109,10 +110,12 @@ def test_evaluate_retrievers_and_rerankers(
     assert tuned["rerank.recall@100"] == pytest.approx(tuned["recall@3"])
     assert tuned["rerank.recall@3"] == pytest.approx(tuned["recall@3"])
     assert doc["models"]["finetuned"]["pooling"] == "mean"
+    assert doc["models"]["finetuned"]["precision"] == "fp32" and doc["settings"]["precision"] == "fp32"
     assert doc["models"]["finetuned_reranker"]["role"] == "reranker"
 
     # The retrieval numbers are what the shared encoder plus a brute-force ranking give.
-    encoder = encoder_module.Encoder(minilm_path, pooling="mean", query_max_len=16, passage_max_len=32)
+    encoder = encoder_module.Encoder(minilm_path, pooling="mean", query_max_len=16, passage_max_len=32,
+                                     precision="fp32")
     ids = [f"{t}-{i}" for t, texts in TOPICS.items() for i in range(len(texts))]
     passages = encoder.encode_passages([text for texts in TOPICS.values() for text in texts])
     queries = encoder.encode_queries([text for _, text, _ in QUERIES])

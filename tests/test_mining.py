@@ -314,6 +314,16 @@ def test_output_keeps_every_input_field_and_report(minilm_path: str, tmp_path: P
     assert set(report["filtered"]) == {"positive_or_query", "max_score_ratio", "max_score", "min_score"}
 
 
+def test_report_names_the_encoder_arithmetic(minilm_path: str, tmp_path: Path, records: list[dict[str, Any]]) -> None:
+    result = _mine(minilm_path, _write(tmp_path / "in.jsonl", records[:4]), tmp_path / "mined.jsonl", tmp_path / "w",
+                   negative_number=2, precision="bf16", batch_tokens=512)
+    encoding = json.loads((tmp_path / "mine_report.json").read_text())["encoding"]
+    assert encoding == result.report["encoding"]
+    assert {k: encoding[k] for k in ("backend", "device", "precision", "precision_requested", "batch_tokens")} == {
+        "backend": "torch", "device": "cpu", "precision": "bf16", "precision_requested": "bf16", "batch_tokens": 512}
+    assert encoding["attention"] in ("sdpa", "eager")
+
+
 def test_short_rows_are_filled_and_counted(minilm_path: str, tmp_path: Path) -> None:
     rows = [{"query": f"question {i}", "pos": [f"answer number {i}"], "neg": [f"distractor {i}"]} for i in range(3)]
     out = tmp_path / "mined.jsonl"

@@ -12,7 +12,10 @@ import pytest
 from bgeflow.retrieval.encoder import Encoder, read_manifest
 from bgeflow.steps.mining import MineSpec, mine
 
-FAST = {"pooling": "mean", "query_max_len": 32, "passage_max_len": 32, "batch_size": 32}
+# fp32: these tests compare runs that batch the pool differently (chunks, shards) byte for byte. In
+# bf16 a vector moves by ~1e-3 with its batch's shape (oneDNN picks kernels by shape), enough to swap
+# near-tied ranks; the same chunking gives the same bytes (test_bf16_resume_equals_an_uninterrupted_run).
+FAST = {"pooling": "mean", "query_max_len": 32, "passage_max_len": 32, "batch_size": 32, "precision": "fp32"}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(minilm_path: str, train_file: Path, out: Path, work: Path, **kw: Any) -> MineSpec:
     return MineSpec.of(model=minilm_path, inputs=[str(train_file)], output=str(out), work_dir=str(work),
-                      range_for_sampling="1-25", negative_number=6, **FAST, **kw)
+                      range_for_sampling="1-25", negative_number=6, **{**FAST, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +112,29 @@ def test_interrupted_run_resumes_finished_chunks(minilm_path: str, train_file: P
     total = -(-result.report["pool_size"] // 8)
     assert len(pool_chunks) == total - 3  # only the chunks the first run did not finish
     assert (tmp_path / "mined.jsonl").read_text() == expected
+
+
+def test_bf16_resume_equals_an_uninterrupted_run(minilm_path: str, train_file: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reduced precision keeps resumption exact: a chunk's batches depend only on the chunk's texts."""
+    settings = {"chunk_size": 8, "precision": "bf16"}
+    whole = mine(_config(minilm_path, train_file, tmp_path / "whole.jsonl", tmp_path / "w1", **settings))
+    assert whole.report["encoding"]["precision"] == "bf16"
+    real = Encoder._encode
+    calls: list[int] = []
+
+    def interrupt_at_chunk_3(self: Encoder, texts: list[str], max_len: int, desc: str | None) -> np.ndarray:
+        if desc is None:
+            calls.append(len(texts))
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+        return real(self, texts, max_len, desc)
+
+    monkeypatch.setattr(Encoder, "_encode", interrupt_at_chunk_3)
+    config = _config(minilm_path, train_file, tmp_path / "resumed.jsonl", tmp_path / "w2", **settings)
+    with pytest.raises(KeyboardInterrupt):
+        mine(config)
+    monkeypatch.setattr(Encoder, "_encode", real)
+    mine(config)
+    assert (tmp_path / "resumed.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text()
+    assert (tmp_path / "w2" / "pool.float32").read_bytes() == (tmp_path / "w1" / "pool.float32").read_bytes()

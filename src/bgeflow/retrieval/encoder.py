@@ -4,9 +4,10 @@ Models load through transformers' ``AutoModel`` / ``AutoModelForSequenceClassifi
 hand-written architectures), so any BERT/XLM-R style BGE model works, including a checkpoint
 that ``bgeflow train`` just wrote.
 
-Speed on CPU comes from what ``bench/mine.py`` measures: batches of similar token length (little
-padding), ``torch.inference_mode``, and tokenizing each text once. On CUDA the
-model runs in float16.
+Speed comes from what ``bench/mine.py`` measures against FlagEmbedding's ``hn_mine``: reduced
+precision where the hardware computes it natively (``bgeflow.retrieval.precision``: bf16 on
+AVX512-BF16/AMX CPUs and on GPUs), batches of similar token length under a token budget (little
+compute on padding), ``torch.inference_mode``, and tokenizing each text once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from bgeflow.retrieval.pooling import (
     resolve_pooling,
     resolve_query_instruction,
 )
+from bgeflow.retrieval.precision import Precision, ResolvedPrecision, resolve_precision, torch_dtype
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
 
 if TYPE_CHECKING:
@@ -52,44 +54,65 @@ def pick_device(device: str | None) -> str:
     return device
 
 
-def _half_on_cuda(device: str) -> dict[str, Any]:
-    import torch
-
-    # float16 halves GPU memory and doubles throughput; CPUs run float32 (the loading default).
-    return {"torch_dtype": torch.float16} if device.startswith("cuda") else {}
-
-
 #: Texts tokenized at once before sorting; bounds tokenizer memory whatever the input size.
 TOKENIZE_WINDOW = 8192
 
 
-def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+def plan_batches(lengths: np.ndarray, batch_size: int, batch_tokens: int) -> list[np.ndarray]:
+    """Positions into ``lengths`` (token counts), longest first, cut into batches of similar length.
 
-
-def batch_count(n: int, batch_size: int) -> int:
-    return sum(-(-min(TOKENIZE_WINDOW, n - w) // batch_size) for w in range(0, n, TOKENIZE_WINDOW))
+    A batch holds at most ``batch_size`` texts and, padded to its longest text, at most
+    ``batch_tokens`` tokens (a text longer than the budget goes alone). Sorting first means a batch
+    pads to barely more than its own texts; the budget lets short texts go many at a time and long
+    ones few, which bounds activation memory by tokens rather than by texts. Longest first also
+    shows running out of memory at once.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        rows = max(1, min(batch_size, batch_tokens // longest))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
 
 
 def token_sorted_batches(
-    tokenizer: Any, inputs: tuple[Sequence[str], ...], max_len: int, batch_size: int
+    tokenizer: Any, inputs: tuple[Sequence[str], ...], max_len: int, batch_size: int,
+    batch_tokens: int | None = None,
 ) -> Iterator[tuple[np.ndarray, Any]]:
     """``(indices, padded features)`` batches of ``inputs`` (texts, or two lists for pairs), longest first.
 
-    Each window of texts is tokenized once, then batched by token count, so a batch pads to
-    barely more than its own texts (character length is a poor proxy: it left ~1.6x the ideal
-    padding on the example data). Longest first also shows running out of memory at once.
+    Each window of texts is tokenized once, then batched by token count (``plan_batches``; no token
+    budget: ``batch_size`` texts a batch). Character length is a poor proxy for sorting: it left
+    ~1.6x the ideal padding on the example data.
     """
     # Padding pre-tokenized ids is exactly what we want here; the "use __call__" advice does not apply.
     tokenizer.deprecation_warnings["Asking-to-pad-a-fast-tokenizer"] = True
     n = len(inputs[0])
+    budget = batch_tokens if batch_tokens is not None else batch_size * max_len
     for w0 in range(0, n, TOKENIZE_WINDOW):
         encoded = tokenizer(*(list(x[w0 : w0 + TOKENIZE_WINDOW]) for x in inputs), truncation=True, max_length=max_len)
         lengths = np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64)
-        for idx in _batches(np.argsort(-lengths, kind="stable"), batch_size):
+        for idx in plan_batches(lengths, batch_size, budget):
             features = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in encoded}, return_tensors="pt")
             yield idx + w0, features
+
+
+def load_for_inference(loader: Any, model_path: str, device: str, precision: ResolvedPrecision, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(model_path)`` with its weights in ``precision`` on ``device``, in eval mode.
+
+    Raises:
+        OSError, ValueError: transformers cannot load the checkpoint (callers turn them into ConfigError).
+    """
+    import transformers
+    from packaging.version import Version
+
+    # transformers 4.56 renamed torch_dtype to dtype (the old name warns); bgeflow allows 4.44 on.
+    key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    model = loader.from_pretrained(model_path, **{key: torch_dtype(precision)}, **kwargs)
+    return model.to(device).eval()
 
 
 def model_fingerprint(path: str) -> str:
@@ -121,7 +144,9 @@ class Encoder:
     """A bi-encoder: texts → float32 vectors of shape ``(n, dim)``, as ``SentenceTransformer(path)`` gives them.
 
     ``pooling``: ``auto`` (the model's own, see ``bgeflow.retrieval.pooling``), ``cls``, ``mean`` or
-    ``last_token``; the resolved one is ``self.pooling``. ``normalize`` unset: the model's own
+    ``last_token``; the resolved one is ``self.pooling``. ``precision``: the forward pass's arithmetic
+    (``bgeflow.retrieval.precision``), resolved into ``self.precision``; pooling and normalisation run
+    in fp32 whatever it is. ``normalize`` unset: the model's own
     (a Normalize module or cosine similarity in its sentence-transformers config), else on. Queries get their own prompt, else ``query_instruction`` (else
     the model's saved query prompt) prepended; passages never do.
 
@@ -150,14 +175,29 @@ class Encoder:
         self.query_max_len = config.query_max_len
         self.passage_max_len = config.passage_max_len
         self.batch_size = config.batch_size
+        self.batch_tokens = config.batch_tokens
         self.device = pick_device(config.device)
+        self.precision: ResolvedPrecision = resolve_precision(config.precision, self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-            self.model = AutoModel.from_pretrained(self.model_path, **_half_on_cuda(self.device))
+            self.model = load_for_inference(AutoModel, self.model_path, self.device, self.precision)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load model {model!r} ({self.model_path}): {exc}") from exc
-        self.model.to(self.device).eval()
         self.dim: int = int(self.model.config.hidden_size)
+        log.info("encoder %s on %s: precision %s (asked: %s), attention %s, batches of <= %d texts / %d tokens",
+                 model, self.device, self.precision, config.precision, self.attention, self.batch_size,
+                 self.batch_tokens)
+
+    @property
+    def attention(self) -> str:
+        """transformers' attention implementation the model runs (``sdpa``, ``eager``, ...)."""
+        return str(getattr(self.model.config, "_attn_implementation", None) or "eager")
+
+    def describe(self) -> dict[str, Any]:
+        """How this encoder computes, for reports: backend, device, precision, attention, batching."""
+        return {"backend": "torch", "device": self.device, "precision": self.precision,
+                "precision_requested": self.settings.precision, "attention": self.attention,
+                "batch_size": self.batch_size, "batch_tokens": self.batch_tokens}
 
     # ------------------------------------------------------------------ public API
 
@@ -177,6 +217,8 @@ class Encoder:
             "pooling": self.pooling,
             "normalize": self.normalize,
             "passage_max_len": self.passage_max_len,
+            # bf16 vectors differ from fp32 ones in the 4th digit: chunks of one are not resumed as the other.
+            "precision": self.precision,
             **extra,
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
@@ -238,33 +280,39 @@ class Encoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        batches = token_sorted_batches(self.tokenizer, (texts,), max_len, self.batch_size)
+        batches = token_sorted_batches(self.tokenizer, (texts,), max_len, self.batch_size, self.batch_tokens)
         if desc is not None:
-            batches = progress(batches, desc=desc, total=batch_count(len(texts), self.batch_size), unit="batch")
+            # The number of batches is known only once each window is tokenized: the bar counts without a total.
+            batches = progress(batches, desc=desc, unit="batch")
         with torch.inference_mode():
             for idx, features in batches:
                 features = features.to(self.device)
                 hidden = self.model(**features, return_dict=True).last_hidden_state
                 vectors = self._pool(hidden, features["attention_mask"])
                 if self.normalize:
-                    vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
-                out[idx] = vectors.float().cpu().numpy()
+                    vectors = torch.nn.functional.normalize(vectors, dim=-1)
+                out[idx] = vectors.cpu().numpy()
         return out
 
     def _pool(self, hidden: Any, mask: Any) -> Any:
+        """``(batch, dim)`` float32 sentence vectors from ``(batch, tokens, dim)`` hidden states of any dtype.
+
+        In fp32 whatever the model's precision: a bf16 sum over hundreds of tokens would round at
+        every step (8 significant bits), where the fp32 mean of bf16 states keeps their agreement.
+        """
         import torch
 
         if self.pooling == "cls":
-            return hidden[:, 0]
+            return hidden[:, 0].float()
         if self.pooling == "last_token":
             # Left-padded batches (LLM tokenizers) end every row at the last position; right-padded
             # ones end at each row's length - 1 (as sentence-transformers' lasttoken pooling does).
             if bool(mask[:, -1].all()):
-                return hidden[:, -1]
+                return hidden[:, -1].float()
             last = mask.sum(dim=1) - 1
-            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+        weights = mask.unsqueeze(-1).float()
+        return (hidden.float() * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
 def _resume_state(manifest_path: Path, path: Path, key: str, expected_bytes: int) -> set[int]:
@@ -338,13 +386,14 @@ class CrossEncoderScorer:
     """A cross-encoder (reranker): (query, passage) pairs → float32 relevance logits.
 
     Scores are ``CrossEncoder(path).predict``'s logits (before its activation) at the same length.
+    ``precision`` as the bi-encoder's (``bgeflow.retrieval.precision``); logits come out as float32.
 
     Raises:
         ConfigError: no trained classification head, or ``max_len`` above the model's positions.
     """
 
     def __init__(self, model: str, settings: Spec | None = None, *, device: str | None = None,
-                 **overrides: Any) -> None:
+                 precision: Precision = "auto", **overrides: Any) -> None:
         """``settings`` (``ScoringSettings``; its defaults when None) with ``overrides`` by name over them."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -357,14 +406,13 @@ class CrossEncoderScorer:
         self.max_len = config.max_len
         self.batch_size = config.batch_size
         self.device = pick_device(device)
+        self.precision: ResolvedPrecision = resolve_precision(precision, self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                self.model_path, **_half_on_cuda(self.device)
-            )
+            self.model = load_for_inference(AutoModelForSequenceClassification, self.model_path, self.device,
+                                            self.precision)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load reranker {model!r} ({self.model_path}): {exc}") from exc
-        self.model.to(self.device).eval()
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """One logit per pair (the first, when the head has several labels)."""
@@ -377,8 +425,7 @@ class CrossEncoderScorer:
         passages = [p for _, p in pairs]
         batches = token_sorted_batches(self.tokenizer, (queries, passages), self.max_len, self.batch_size)
         with torch.inference_mode():
-            for idx, features in progress(batches, desc="rerank pairs", total=batch_count(len(pairs), self.batch_size),
-                                          unit="batch"):
+            for idx, features in progress(batches, desc="rerank pairs", unit="batch"):
                 logits = self.model(**features.to(self.device), return_dict=True).logits
                 out[idx] = logits[:, 0].float().cpu().numpy()
         return out

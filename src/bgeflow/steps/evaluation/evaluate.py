@@ -76,6 +76,7 @@ class _Model:
     registry_version: str | None = None
     pooling: str | None = None
     normalize: bool | None = None
+    precision: str | None = None  # the arithmetic it was encoded in (bgeflow.retrieval.precision)
     skipped: str | None = None
 
 
@@ -85,6 +86,7 @@ class _Retrieved:
     scores: np.ndarray
     pooling: str | None
     normalize: bool | None
+    precision: str | None
 
 
 def trec_run(rankings: dict[str, list[tuple[str, float]]], tag: str) -> str:
@@ -138,14 +140,14 @@ class _Run:
 
         if model.path in self._retrieved:
             cached = self._retrieved[model.path]
-            model.pooling, model.normalize = cached.pooling, cached.normalize
+            model.pooling, model.normalize, model.precision = cached.pooling, cached.normalize, cached.precision
             self.runs[model.column] = self.scored(cached.ids, cached.scores)
             return cached.ids
         started = time.monotonic()
         retriever = load_retriever(model.ref, model.path, self.config.encoding)
-        model.pooling, model.normalize = retriever.pooling, retriever.normalize
-        log.info("evaluate %s retriever %s (pooling %s, %s)", model.column, model.ref, retriever.pooling,
-                 "normalised" if retriever.normalize else "dot product")
+        model.pooling, model.normalize, model.precision = retriever.pooling, retriever.normalize, retriever.precision
+        log.info("evaluate %s retriever %s (pooling %s, %s, %s on %s)", model.column, model.ref, retriever.pooling,
+                 "normalised" if retriever.normalize else "dot product", retriever.precision, retriever.model.device)
         passages = retriever.encode_passages(self.evalset.corpus_texts)
         # An ICL embedder's queries end with its suffix (families.format_queries); prompts go in front.
         queries = retriever.encode_queries(families.format_queries(model.path, [q.text for q in self.evalset.queries]),
@@ -153,7 +155,8 @@ class _Run:
         del retriever
         result = search(queries, passages, self.retrieval_k, max_memory_bytes=self.config.max_memory,
                         use_gpu=self.config.use_gpu)
-        self._retrieved[model.path] = _Retrieved(result.ids, result.scores, model.pooling, model.normalize)
+        self._retrieved[model.path] = _Retrieved(result.ids, result.scores, model.pooling, model.normalize,
+                                                 model.precision)
         self.runs[model.column] = self.scored(result.ids, result.scores)
         self.seconds[f"{model.column}.retriever"] = round(time.monotonic() - started, 3)
         return result.ids
@@ -319,6 +322,7 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
                 (m.column if m.role == "retriever" else f"{m.column}_reranker"): {
                     "role": m.role, "model": m.ref, **({"pooling": m.pooling} if m.pooling else {}),
                     **({"normalize": m.normalize} if m.normalize is not None else {}),
+                    **({"precision": m.precision} if m.precision else {}),
                     **({"skipped": m.skipped} if m.skipped else {}),
                     **({"registry_version": m.registry_version} if m.registry_version else {}),
                 }
@@ -329,7 +333,7 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
             "gate": gate,
             "settings": {
                 "pooling": config.encoding.pooling, "normalize": config.encoding.normalize,
-                "query_instruction": config.encoding.query_instruction,
+                "precision": config.encoding.precision, "query_instruction": config.encoding.query_instruction,
                 "query_max_len": config.encoding.query_max_len, "passage_max_len": config.encoding.passage_max_len,
                 "rerank_max_len": config.rerank.max_len, "retrieval_k": run.retrieval_k,
             },

@@ -68,13 +68,14 @@ def render_report(document: dict[str, Any]) -> str:
     lines = ["# Evaluation report", ""]
     lines += [f"Eval set: {sizes.get('queries', '?')} queries, {sizes.get('corpus', '?')} passages, "
               f"{sizes.get('judgements', '?')} judgements.", ""]
-    lines += ["## Models", "", "| column | role | model | pooling | normalised |", "|---|---|---|---|---|"]
+    lines += ["## Models", "", "| column | role | model | pooling | normalised | precision |",
+              "|---|---|---|---|---|---|"]
     skipped = []
     for column, info in document.get("models", {}).items():
         version = f" (version `{info['registry_version']}`)" if info.get("registry_version") else ""
         normalize = {True: "yes", False: "no (dot product)"}.get(info.get("normalize"), "–")
         lines.append(f"| {column} | {info['role']} | `{info['model']}`{version} | {info.get('pooling', '–')} | "
-                     f"{normalize} |")
+                     f"{normalize} | {info.get('precision', '–')} |")
         if info.get("skipped"):
             skipped.append(f"- {column}: {info['skipped']}")
     if skipped:

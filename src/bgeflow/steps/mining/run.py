@@ -179,7 +179,7 @@ def mine(config: MineSpec) -> MineResult:
                    "max_memory_bytes": config.max_memory_bytes},
         "encoding": {"model": config.model, "pooling": encoder.pooling, "normalize": encoder.normalize,
                      "dim": encoder.dim, "dtype": config.embedding_dtype, "chunk_size": config.chunk_size,
-                     "device": encoder.device, "work_dir": str(work_dir)},
+                     **encoder.describe(), "work_dir": str(work_dir)},
         "teacher_reranker": config.teacher.model,
         "denoise": None if denoised is None else {"margin": config.denoise_margin, "dropped": denoised},
         "seed": config.seed,
@@ -252,7 +252,8 @@ def _teacher_scores(records: list[TrainRecord], config: MineSpec) -> int | None:
     from bgeflow.retrieval.encoder import CrossEncoderScorer
     from bgeflow.steps.mining.denoise import keep_true_negatives
 
-    scorer = CrossEncoderScorer(config.teacher.model or "", config.teacher, device=config.encoding.device)
+    scorer = CrossEncoderScorer(config.teacher.model or "", config.teacher, device=config.encoding.device,
+                                precision=config.encoding.precision)
     pairs = [(r.query, text) for r in records for text in (*r.pos, *r.neg)]
     scores = scorer.score(pairs).tolist()
     if config.denoise_margin is not None:
@@ -282,8 +283,9 @@ def _log_summary(report: dict[str, Any]) -> None:
     pos, neg = scores["positive"] or {}, scores["mined_negative"] or {}
     log.info(
         "mine: %d rows, pool %d, %.1f negatives/row (%d rows short, %d still short), filtered %s, "
-        "median score pos %.3f vs mined neg %s, search %s",
+        "median score pos %.3f vs mined neg %s, search %s, encoder %s on %s",
         report["rows"], report["pool_size"], report["negatives_per_row"]["mean"], report["rows_short_of_negatives"],
         report["rows_still_short_after_fill"], report["filtered"], pos.get("p50", float("nan")),
-        f"{neg['p50']:.3f}" if neg else "n/a", report["search"]["method"],
+        f"{neg['p50']:.3f}" if neg else "n/a", report["search"]["method"], report["encoding"]["precision"],
+        report["encoding"]["device"],
     )
