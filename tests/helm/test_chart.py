@@ -260,3 +260,25 @@ def test_helm_test_checks_what_the_values_need(scenario: str, args: list[str]) -
     # Only the CRD check reads the API server (discovery): only then does the pod get a token.
     mounts = {m["name"] for m in container["volumeMounts"]}
     assert ("kube-api-token" in mounts) is ("--api" in args) and pod["automountServiceAccountToken"] is False
+
+
+def test_direct_training_launcher_has_the_memory_bgeflow_launch_needs() -> None:
+    """The real cluster OOM-killed the launcher Job at the hook Jobs' 512Mi: `bgeflow launch` checks
+    the options with FlagEmbedding's parser, which imports torch. Its limit must hold that footprint,
+    measured here, with room to spare."""
+    import subprocess
+    import sys
+
+    from kubernetes.utils import parse_quantity
+
+    probe = ("import resource\nfrom bgeflow.steps.training.runners import runner_for\n"
+             "runner_for('retriever').classes()\nimport bgeflow.platform.launcher.submit\n"
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    footprint = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                   check=True).stdout.split()[-1])
+    launchers = [o for o in render("direct-values") if o["kind"] == "Job" and not is_test_hook(o)
+                 and o["spec"]["template"]["spec"]["containers"][0]["args"][0] == "launch"]
+    assert len(launchers) == 2
+    for job in launchers:
+        limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert parse_quantity(limits["memory"]) >= 1.5 * footprint, (limits, footprint)
