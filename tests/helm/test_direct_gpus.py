@@ -82,9 +82,13 @@ def test_the_launcher_creates_a_valid_job_with_the_gpus(backend: str, crd: str, 
     if backend == "pytorchjob":
         pod = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
         assert pod["containers"][0]["resources"]["limits"][GPU] == "1"
+        # The chart's requests are what the scheduler places by, its limits the caps (values.yaml).
+        assert pod["containers"][0]["resources"]["requests"] == {"cpu": "8", "memory": "64Gi"}
+        assert pod["containers"][0]["resources"]["limits"] == {"cpu": "16", "memory": "96Gi", GPU: "1"}
         assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
         assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "nvidia.com/gpu.present": "true"}
         assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}} in pod["volumes"]
     else:  # the runtime owns the pod (and its GPU scheduling); the TrainJob asks for the GPUs
         assert job["spec"]["trainer"]["resourcesPerNode"]["limits"][GPU] == "1"
+        assert job["spec"]["trainer"]["resourcesPerNode"]["requests"] == {"cpu": "8", "memory": "64Gi"}
         assert job["spec"]["trainer"]["numNodes"] == 2

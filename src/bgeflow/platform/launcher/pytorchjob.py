@@ -82,10 +82,11 @@ def _pod_template(spec: LaunchSpec) -> Any:
     pod = spec.pod
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
-    if pod.cpu:
-        requests["cpu"] = limits["cpu"] = pod.cpu
-    if pod.memory:
-        requests["memory"] = limits["memory"] = pod.memory
+    for name, request, limit in (("cpu", pod.cpu, pod.cpu_limit), ("memory", pod.memory, pod.memory_limit)):
+        if request:
+            requests[name] = request
+        if limit or request:
+            limits[name] = limit or request
     if pod.gpus_per_node:
         limits[pod.gpu_resource] = str(pod.gpus_per_node)
     container = V1Container(

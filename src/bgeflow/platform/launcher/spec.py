@@ -99,8 +99,12 @@ class PodSettings:
     namespace: str = ""  # "": the namespace the launcher pod runs in
     gpus_per_node: int = 0
     gpu_resource: str = "nvidia.com/gpu"
+    # Requests of each training container; the limits default to them (Guaranteed QoS). A chart's
+    # resources block with limits above its requests keeps both (cpu_limit, memory_limit).
     cpu: str | None = None
     memory: str | None = None
+    cpu_limit: str | None = None
+    memory_limit: str | None = None
     shm_size: str = "2Gi"
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
@@ -139,7 +143,7 @@ class PodSettings:
             # 0 is root: with runAsNonRoot the kubelet refuses the pod, without it the pod runs as root.
             raise ConfigError(f"pod setting run_as_user must be a non-zero user id (the images' USER is 10001), "
                               f"got {self.run_as_user!r}")
-        for name in ("cpu", "memory", "shm_size"):
+        for name in ("cpu", "memory", "cpu_limit", "memory_limit", "shm_size"):
             _check_quantity(name, getattr(self, name))
         if self.clean_pod_policy not in _CLEAN_POD_POLICIES:
             raise ValueError(f"clean_pod_policy must be one of {_CLEAN_POD_POLICIES}, got {self.clean_pod_policy!r}")

@@ -63,9 +63,11 @@ def build_trainjob(spec: LaunchSpec) -> Any:
     quantity = m.IoK8sApimachineryPkgApiResourceQuantity
     requests: dict[str, Any] = {}
     limits: dict[str, Any] = {}
-    for name, value in (("cpu", pod.cpu), ("memory", pod.memory)):
-        if value:
-            requests[name] = limits[name] = quantity(str(value))
+    for name, request, limit in (("cpu", pod.cpu, pod.cpu_limit), ("memory", pod.memory, pod.memory_limit)):
+        if request:
+            requests[name] = quantity(str(request))
+        if limit or request:
+            limits[name] = quantity(str(limit or request))
     if pod.gpus_per_node:
         limits[pod.gpu_resource] = quantity(str(pod.gpus_per_node))
     env = [m.IoK8sApiCoreV1EnvVar(name=k, value=str(v)) for k, v in sorted(spec.env.items())]
