@@ -64,7 +64,7 @@ def job_name(owner: str, prefix: str = "bgeflow-train") -> str:
 
 def _check_quantity(name: str, value: str | None) -> None:
     if value is not None and not _QUANTITY.match(str(value)):
-        raise ValueError(f"pod setting {name}={value!r} is not a Kubernetes quantity (e.g. 4, 500m, 16Gi)")
+        raise ConfigError(f"pod setting {name}={value!r} is not a Kubernetes quantity (e.g. 4, 500m, 16Gi)")
 
 
 @dataclass
@@ -78,7 +78,7 @@ class ElasticSettings:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_replicas <= self.max_replicas:
-            raise ValueError(f"elastic needs 1 <= min_replicas <= max_replicas, got {self.min_replicas}..{self.max_replicas}")
+            raise ConfigError(f"elastic needs 1 <= min_replicas <= max_replicas, got {self.min_replicas}..{self.max_replicas}")
 
 
 @dataclass
@@ -138,7 +138,7 @@ class PodSettings:
         if isinstance(self.gang, dict):
             self.gang = GangSettings(**self.gang)
         if self.gpus_per_node < 0 or self.backoff_limit < 0:
-            raise ValueError("pod settings gpus_per_node and backoff_limit must be >= 0")
+            raise ConfigError("pod settings gpus_per_node and backoff_limit must be >= 0")
         if isinstance(self.run_as_user, bool) or not isinstance(self.run_as_user, int) or self.run_as_user <= 0:
             # 0 is root: with runAsNonRoot the kubelet refuses the pod, without it the pod runs as root.
             raise ConfigError(f"pod setting run_as_user must be a non-zero user id (the images' USER is 10001), "
@@ -146,9 +146,9 @@ class PodSettings:
         for name in ("cpu", "memory", "cpu_limit", "memory_limit", "shm_size"):
             _check_quantity(name, getattr(self, name))
         if self.clean_pod_policy not in _CLEAN_POD_POLICIES:
-            raise ValueError(f"clean_pod_policy must be one of {_CLEAN_POD_POLICIES}, got {self.clean_pod_policy!r}")
+            raise ConfigError(f"clean_pod_policy must be one of {_CLEAN_POD_POLICIES}, got {self.clean_pod_policy!r}")
         if self.restart_policy not in _RESTART_POLICIES:
-            raise ValueError(f"restart_policy must be one of {_RESTART_POLICIES}, got {self.restart_policy!r}")
+            raise ConfigError(f"restart_policy must be one of {_RESTART_POLICIES}, got {self.restart_policy!r}")
         if self.runtime_kind not in RUNTIME_KINDS:
             raise ConfigError(f"pod setting runtime_kind must be one of {RUNTIME_KINDS}, got {self.runtime_kind!r}")
         if not self.runtime or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", self.runtime):
@@ -158,7 +158,7 @@ class PodSettings:
         for toleration in self.tolerations:
             unknown = set(toleration) - {"key", "operator", "value", "effect", "tolerationSeconds"}
             if unknown:
-                raise ValueError(f"toleration {toleration} has unknown field(s) {sorted(unknown)}")
+                raise ConfigError(f"toleration {toleration} has unknown field(s) {sorted(unknown)}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -167,10 +167,10 @@ class PodSettings:
     def from_json(cls, text: str) -> PodSettings:
         data = json.loads(text) if text else {}
         if not isinstance(data, dict):
-            raise ValueError(f"{POD_SETTINGS_ENV} must hold a JSON object")
+            raise ConfigError(f"{POD_SETTINGS_ENV} must hold a JSON object")
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"{POD_SETTINGS_ENV} has unknown key(s) {sorted(unknown)}")
+            raise ConfigError(f"{POD_SETTINGS_ENV} has unknown key(s) {sorted(unknown)}")
         return cls(**data)
 
     @classmethod
