@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bgeflow.steps.training.pod import SPEC_FILE
 from containers.conftest import (
     BUCKET,
     LENGTHS,
@@ -39,7 +40,10 @@ pytestmark = [pytest.mark.containers, pytest.mark.timeout(TEST_TIMEOUT)]
 @pytest.fixture(scope="module")
 def trained(runner: PodRunner, pods: dict[str, Any], mined: str) -> tuple[str, Any]:
     result = run_ok(runner, pods["retriever"])
-    return arg(command(pods["retriever"][0].containers[0]), "--output"), result
+    # The pods run `bgeflow train --config <output>/train_spec.yaml`: the job's output is that folder.
+    spec_uri = arg(command(pods["retriever"][0].containers[0]), "--config")
+    assert spec_uri.endswith(f"/{SPEC_FILE}"), spec_uri
+    return spec_uri.removesuffix(f"/{SPEC_FILE}"), result
 
 
 def test_every_pod_runs_restricted(pods: dict[str, Any]) -> None:
