@@ -23,7 +23,7 @@ if not os.environ.get("KUBECONFIG"):
     pytest.skip("KUBECONFIG is not set: no cluster to test against", allow_module_level=True)
 
 from bgeflow.platform.launcher import LaunchSpec, PodSettings, job_name, launch  # noqa: E402
-from bgeflow.platform.launcher.k8s import KubernetesBackend  # noqa: E402
+from bgeflow.platform.launcher.k8s import JOB_KINDS, KubernetesBackend  # noqa: E402
 
 NAMESPACE = os.environ.get("BGEFLOW_E2E_NAMESPACE", "default")
 IMAGE = os.environ.get("BGEFLOW_E2E_IMAGE", "python:3.11-slim")
@@ -40,7 +40,7 @@ def make(command: list[str], *, nnodes: int = 2, owner: str | None = None, backo
         pod=PodSettings(image=IMAGE, shm_size="64Mi", memory="256Mi", restart_policy="Never", backoff_limit=backoff,
                         ttl_seconds_after_finished=600),
     )
-    backend = KubernetesBackend.from_environment(poll_interval=2, log_sink=lines.append)
+    backend = KubernetesBackend.from_environment(JOB_KINDS["pytorchjob"], poll_interval=2, log_sink=lines.append)
     return spec, backend, lines
 
 
