@@ -57,9 +57,9 @@ def test_two_pod_pytorchjob_trains_minilm_from_minio(cluster: Cluster, s3: S3, t
            "--timeout", "1500", *(a for k, v in HYPERPARAMETERS.items() for a in ("--set", f"{k}={v}"))]
     # AWS_ENDPOINT_URL reaches the pods through the launcher's pass-through env; the keys do not
     # (the pods get them from the Secret).
-    env = {**os.environ, "AWS_ENDPOINT_URL": s3.endpoint, "HF_HUB_OFFLINE": "1"}
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        env.pop(key, None)
+    # The launcher writes train_spec.yaml first, as a KFP launcher pod does with the Secret's keys; here it
+    # runs on the host, so it reaches MinIO at the host's address (which the pods reach too).
+    env = {**os.environ, "AWS_ENDPOINT_URL": s3.host_endpoint, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=1700)
     name = job_name(owner, prefix="bgeflow-retriever")
     diagnostics = f"\n--- stdout\n{done.stdout[-6000:]}\n--- stderr\n{done.stderr[-6000:]}"

@@ -66,10 +66,10 @@ def test_two_node_trainjob_on_the_charts_runtime_trains_minilm_from_minio(cluste
            "--train-data", f"s3://{s3.bucket}/{prefix}/train.jsonl", "--output", output, "--nnodes", "2",
            "--nproc-per-node", "1", "--owner", owner, "--timeout", "1500",
            *(a for k, v in HYPERPARAMETERS.items() for a in ("--set", f"{k}={v}"))]
-    env = {**os.environ, "AWS_ENDPOINT_URL": s3.endpoint, "HF_HUB_OFFLINE": "1",
+    # The launcher writes train_spec.yaml first, as a KFP launcher pod does with the Secret's keys; here it
+    # runs on the host, so it reaches MinIO at the host's address (which the pods reach too).
+    env = {**os.environ, "AWS_ENDPOINT_URL": s3.host_endpoint, "HF_HUB_OFFLINE": "1",
            "BGEFLOW_TRAIN_POD_SETTINGS": json.dumps(settings)}
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        env.pop(key, None)
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                           "items": [runtime, role, binding]}))
     try:
