@@ -7,7 +7,6 @@ it computes; and every reranker loader refuses a model without a trained classif
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 from bgeflow.cli import main
 from bgeflow.retrieval.encoder import CrossEncoderScorer, Encoder
 from bgeflow.steps.evaluation import EvaluateSpec, compute_metrics, evaluate
-from test_evaluate import QUERIES, TOPICS
+from test_evaluate import QUERIES, TOPICS, write_eval_dir
 from test_models import fake_hub_model, hub_cache, last_token_copy  # noqa: F401  (hub_cache: a fixture)
 
 TEXTS = ["The cat sat on the mat.", "Dogs bark loudly at night when strangers walk past the house.",
@@ -112,18 +111,6 @@ def test_encoder_follows_a_dot_product_model_and_refuses_modules_it_cannot_compu
 # --------------------------------------------------------------------------- evaluation through the loaders
 
 
-def _eval_dir(root: Path) -> Path:
-    root.mkdir()
-    with open(root / "corpus.jsonl", "w") as fh:
-        for topic, texts in TOPICS.items():
-            for i, text in enumerate(texts):
-                fh.write(json.dumps({"id": f"{topic}-{i}", "text": text}) + "\n")
-    with open(root / "queries.jsonl", "w") as fh:
-        for query_id, text, relevant in QUERIES:
-            fh.write(json.dumps({"id": query_id, "text": text, "relevant": relevant}) + "\n")
-    return root
-
-
 def metrics_as_users_get_them(path: str, names: list[str], *, cosine: bool) -> dict[str, float]:
     """Brute-force ranking with ``SentenceTransformer(path)`` and its similarity function."""
     from sentence_transformers import SentenceTransformer
@@ -147,7 +134,7 @@ def test_a_hub_model_saved_with_last_token_pooling_is_evaluated_with_it(
 ) -> None:
     """The issue's case: a last-token model was scored with CLS (its hub id is no local folder)."""
     snapshot = fake_hub_model(hub_cache, "org/minilm-last", last_token_copy(minilm_path, tmp_path / "lt"))
-    result = evaluate(EvaluateSpec.of(output=str(tmp_path / "out"), eval_data=str(_eval_dir(tmp_path / "eval")),
+    result = evaluate(EvaluateSpec.of(output=str(tmp_path / "out"), eval_data=str(write_eval_dir(tmp_path / "eval")),
                                       retriever="org/minilm-last", **LIMITS))
     tuned = result.metrics["metrics"]["finetuned"]
     assert result.metrics["models"]["finetuned"]["pooling"] == "last_token"
@@ -158,7 +145,7 @@ def test_a_hub_model_saved_with_last_token_pooling_is_evaluated_with_it(
 def test_a_dot_product_model_is_not_normalised(minilm_path: str, tmp_path: Path) -> None:
     """A second input of the kind: a model saved without Normalize, declaring dot-product similarity."""
     dot = st_saved(minilm_path, tmp_path / "dot", "mean", normalize=False, similarity="dot")
-    result = evaluate(EvaluateSpec.of(output=str(tmp_path / "out"), eval_data=str(_eval_dir(tmp_path / "eval")),
+    result = evaluate(EvaluateSpec.of(output=str(tmp_path / "out"), eval_data=str(write_eval_dir(tmp_path / "eval")),
                                       retriever=str(dot), **LIMITS))
     tuned = result.metrics["metrics"]["finetuned"]
     assert result.metrics["models"]["finetuned"]["normalize"] is False
@@ -180,7 +167,7 @@ def test_a_dense_module_is_applied_in_evaluation(minilm_path: str, tmp_path: Pat
     transformer = models.Transformer(minilm_path)
     SentenceTransformer(modules=[transformer, models.Pooling(384, "mean"), models.Dense(384, 64),
                                  models.Normalize()], device="cpu").save(str(dense))
-    result = evaluate(EvaluateSpec.of(output=str(tmp_path / "out"), eval_data=str(_eval_dir(tmp_path / "eval")),
+    result = evaluate(EvaluateSpec.of(output=str(tmp_path / "out"), eval_data=str(write_eval_dir(tmp_path / "eval")),
                                       retriever=str(dense), **LIMITS))
     tuned = result.metrics["metrics"]["finetuned"]
     for metric, value in metrics_as_users_get_them(str(dense), list(tuned), cosine=True).items():
@@ -193,7 +180,7 @@ def test_a_dense_module_is_applied_in_evaluation(minilm_path: str, tmp_path: Pat
 def test_evaluate_refuses_a_reranker_without_a_trained_head(minilm_path: str, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """A second input of the teacher case: the fine-tuned reranker given to evaluate is a bi-encoder."""
-    argv = ["evaluate", "--eval-data", str(_eval_dir(tmp_path / "eval")), "--retriever", "bundled:minilm",
+    argv = ["evaluate", "--eval-data", str(write_eval_dir(tmp_path / "eval")), "--retriever", "bundled:minilm",
             "--reranker", "bundled:minilm", "--output", str(tmp_path / "out"), "--query-max-len", "16",
             "--passage-max-len", "32"]
     assert main(argv) == 2
@@ -203,7 +190,7 @@ def test_evaluate_refuses_a_reranker_without_a_trained_head(minilm_path: str, tm
 def test_a_base_reranker_without_a_head_is_left_out_and_said_so(minilm_path: str, tiny_reranker: str,
                                                                  tmp_path: Path) -> None:
     """A reranker fine-tuned from a bi-encoder (the demo's) has no base scores: not random ones."""
-    result = evaluate(EvaluateSpec.of(output=str(tmp_path / "out"), eval_data=str(_eval_dir(tmp_path / "eval")),
+    result = evaluate(EvaluateSpec.of(output=str(tmp_path / "out"), eval_data=str(write_eval_dir(tmp_path / "eval")),
                                       retriever="bundled:minilm", reranker=tiny_reranker,
                                       base_reranker="bundled:minilm", rerank_top_k=3, rerank_max_len=48, **LIMITS))
     assert "rerank.ndcg@10" in result.metrics["metrics"]["finetuned"]

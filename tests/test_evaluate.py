@@ -44,9 +44,8 @@ QUERIES = [
 FAST = {"query_max_len": 16, "passage_max_len": 32, "batch_size": 32, "rerank_max_len": 48, "precision": "fp32"}
 
 
-@pytest.fixture(scope="session")
-def eval_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("evalset") / "eval"
+def write_eval_dir(root: Path) -> Path:
+    """``root`` made as an eval folder (corpus.jsonl + queries.jsonl) of ``TOPICS`` and ``QUERIES``."""
     root.mkdir()
     with open(root / "corpus.jsonl", "w") as fh:
         for topic, texts in TOPICS.items():
@@ -56,6 +55,11 @@ def eval_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for query_id, text, relevant in QUERIES:
             fh.write(json.dumps({"id": query_id, "text": text, "relevant": relevant}) + "\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def eval_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_eval_dir(tmp_path_factory.mktemp("evalset") / "eval")
 
 
 def _count_loads(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[str]:
