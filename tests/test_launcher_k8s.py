@@ -87,6 +87,23 @@ def test_create_wait_success_streams_node0_log(flavor: Flavor) -> None:
     assert api.deleted == []
 
 
+def test_node0_log_goes_to_stderr_by_default(flavor: Flavor, capsys: pytest.CaptureFixture[str]) -> None:
+    # Found on the real cluster: the streamed log went to stdout, so `bgeflow launch | jq` broke.
+    api = FakeKubernetes(flavor.plural)
+    spec, _, _ = make(api)
+    clock = FakeClock()
+    backend = KubernetesBackend(api, api, kind=flavor.kind, poll_interval=5, clock=clock, sleep=clock.sleep)
+    api.script = [["Created"], list(flavor.running), [flavor.kind.succeeded]]
+    node0 = api.add_pod(spec.name, NS, flavor.node, 0, phase="Running").metadata.name
+    api.logs[node0] = "step 1 loss 2.0"
+
+    launch(spec, backend, timeout=600)
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"[{node0}] step 1 loss 2.0" in captured.err.splitlines()
+
+
 def test_retry_adopts_the_existing_job(flavor: Flavor) -> None:
     api = FakeKubernetes(flavor.plural)
     spec, backend, _ = make(api)

@@ -64,7 +64,10 @@ def test_two_pod_pytorchjob_trains_minilm_from_minio(cluster: Cluster, s3: S3, t
     name = job_name(owner, prefix="bgeflow-retriever")
     diagnostics = f"\n--- stdout\n{done.stdout[-6000:]}\n--- stderr\n{done.stderr[-6000:]}"
     assert done.returncode == 0, diagnostics
-    assert f"PyTorchJob {cluster.namespace}/{name} (created) succeeded" in done.stdout, diagnostics
+    # stdout is the verb's one JSON document (the pods' log went to stderr).
+    report = json.loads(done.stdout)
+    assert report["job"] == f"{cluster.namespace}/{name}" and report["kind"] == "PyTorchJob", diagnostics
+    assert report["adopted"] is False and report["model_uri"] == f"{output}/model", diagnostics
 
     # Both replicas ran to completion, the Worker after the operator's init container.
     pods = cluster.get_json("pods", "-n", cluster.namespace, "-l", f"training.kubeflow.org/job-name={name}")["items"]

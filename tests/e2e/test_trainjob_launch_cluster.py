@@ -76,7 +76,10 @@ def test_two_node_trainjob_on_the_charts_runtime_trains_minilm_from_minio(cluste
         done = subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=1700)
         diagnostics = f"\n--- stdout\n{done.stdout[-6000:]}\n--- stderr\n{done.stderr[-6000:]}"
         assert done.returncode == 0, diagnostics
-        assert f"TrainJob {cluster.namespace}/{name} (created) succeeded" in done.stdout, diagnostics
+        # stdout is the verb's one JSON document (the pods' log went to stderr).
+        report = json.loads(done.stdout)
+        assert report["job"] == f"{cluster.namespace}/{name}" and report["kind"] == "TrainJob", diagnostics
+        assert report["adopted"] is False and report["model_uri"] == f"{output}/model", diagnostics
 
         pods = cluster.get_json("pods", "-n", cluster.namespace, "-l", f"jobset.sigs.k8s.io/jobset-name={name}")["items"]
         assert len(pods) == 2 and all(p["status"]["phase"] == "Succeeded" for p in pods), [p["status"] for p in pods]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -106,6 +107,12 @@ TRAINJOB = JobKind(
 JOB_KINDS = {"pytorchjob": PYTORCHJOB, "trainjob": TRAINJOB}
 
 
+def log_to_stderr(line: str) -> None:
+    """Where node 0's streamed log goes by default: stderr, so a verb's stdout stays its one JSON result
+    (``bgeflow launch ... | jq`` works; local pods' output goes to stderr for the same reason)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 class KubernetesBackend(JobBackend):
     """Submits, follows and deletes one ``JobKind`` of training job (a PyTorchJob by default)."""
 
@@ -116,7 +123,7 @@ class KubernetesBackend(JobBackend):
         *,
         kind: JobKind = PYTORCHJOB,
         poll_interval: float = 10.0,
-        log_sink: Callable[[str], None] = print,
+        log_sink: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -125,7 +132,7 @@ class KubernetesBackend(JobBackend):
         self.kind = kind
         self.name = kind.kind.lower()
         self.poll_interval = poll_interval
-        self.log_sink = log_sink
+        self.log_sink = log_sink or log_to_stderr
         self.clock = clock
         self.sleep = sleep
         self._followers: dict[tuple[str, int], threading.Thread] = {}

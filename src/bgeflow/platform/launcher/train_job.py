@@ -82,7 +82,7 @@ def pass_through_env(environ: Mapping[str, str]) -> dict[str, str]:
 def launch_training(
     spec: TrainSpec, *, backend: str = "pytorchjob", run_id: str, task_name: str, nnodes: int = 1,
     nproc_per_node: int = 1, timeout: float | None = None, pod: PodSettings | None = None,
-    log_sink: Callable[[str], None] = print,
+    log_sink: Callable[[str], None] | None = None,
 ) -> TrainLaunch:
     """Write the spec, launch the job, wait for it; the trained model is at ``<output>/model``.
 
