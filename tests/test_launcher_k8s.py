@@ -197,6 +197,30 @@ def test_failure_after_the_operator_deleted_the_pods_reports_exit_codes_from_its
     assert message.count("exit code 7") == 1, message
 
 
+@pytest.mark.parametrize(("reason", "message", "fails"), [
+    # As Trainer v2 reported it on the real cluster for a 51-character TrainJob name:
+    ("TrainJobResourcesCreationFailed", 'TrainJob resources reconciliation failed: admission webhook "vjobset.kb.io" '
+     'denied the request: spec.replicatedJobs[0].name: Invalid value: "x-node-0": JobSet name is too long', True),
+    ("FailedCreate", 'pods "x-master-0" is forbidden: violates PodSecurity "restricted:latest": runAsNonRoot != true',
+     True),
+    # A webhook that is not reachable yet, or a quota, may pass on the controller's next try: waited out.
+    ("TrainJobResourcesCreationFailed", 'failed calling webhook "vjobset.kb.io": connect: connection refused', False),
+    ("FailedCreate", 'pods "x-master-0" is forbidden: exceeded quota: gpus', False),
+])
+def test_a_refused_job_ends_at_once_and_is_deleted(flavor: Flavor, reason: str, message: str, fails: bool) -> None:
+    api = FakeKubernetes(flavor.plural)
+    spec, backend, _ = make(api)
+    api.script = [["Created"], ["Created"], [flavor.kind.succeeded]]
+    api.add_event(NS, flavor.kind.kind, spec.name, reason, message, 1)
+    if not fails:
+        assert launch(spec, backend, timeout=600).adopted is False
+        return
+    with pytest.raises(RuntimeError, match=rf"{flavor.kind.kind} {NS}/{spec.name} cannot start: {reason}: ") as info:
+        launch(spec, backend, timeout=600)
+    assert message in str(info.value)
+    assert api.deleted == [(NS, spec.name)]
+
+
 def test_timeout_deletes_the_job_and_says_why(flavor: Flavor) -> None:
     api = FakeKubernetes(flavor.plural)
     spec, backend, _ = make(api)

@@ -134,18 +134,25 @@ def test_job_name_is_deterministic_dns1035_and_distinct() -> None:
     for owner in (f"{run}/train-retriever", "9" * 200 + "/Task_Name", "/"):
         name = job_name(owner)
         assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), name
-        # The operator's per-replica Services (<job>-worker-<i>) must be DNS-1035 labels as well.
+        # The operator's per-replica Services (<job>-worker-<i>) and JobSet's pods
+        # (<job>-node-0-<i>-<random>; JobSet's webhook refused a 51-char name on the real cluster) are labels too.
         assert len(f"{name}-worker-9999") <= 63, name
+        assert len(f"{name}-node-0-9999-abcde") <= 63, name
     assert job_name("a" * 100 + "/x") != job_name("a" * 100 + "/y")  # truncation keeps them apart
     with pytest.raises(ValueError, match="owner"):
         job_name("")
 
 
-def test_a_name_whose_replica_services_would_be_too_long_is_refused() -> None:
-    name = "j" + "x" * 54  # a DNS-1035 label, but <name>-worker-0 is 63 + 1 characters
-    with pytest.raises(ValueError, match="Service"):
-        LaunchSpec(name=name, command=["x"], owner="r/t", nnodes=2)
-    assert LaunchSpec(name=name[:-1], command=["x"], owner="r/t", nnodes=2).name
+@pytest.mark.parametrize(("nnodes", "longest_name"), [
+    (1, 48),   # JobSet's pod <name>-node-0-0-abcde binds first (15 characters of suffix)
+    (2, 48),   # ... before the Training Operator's <name>-worker-0 (9)
+    (11, 47),  # <name>-node-0-10-abcde
+])
+def test_a_name_whose_derived_names_would_be_too_long_is_refused(nnodes: int, longest_name: int) -> None:
+    name = "j" + "x" * (longest_name - 1)
+    assert LaunchSpec(name=name, command=["x"], owner="r/t", nnodes=nnodes).name
+    with pytest.raises(ValueError, match="pod or Service"):
+        LaunchSpec(name=name + "x", command=["x"], owner="r/t", nnodes=nnodes)
 
 
 @pytest.mark.parametrize(("change", "message"), [

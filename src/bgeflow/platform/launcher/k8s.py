@@ -107,6 +107,14 @@ TRAINJOB = JobKind(
 JOB_KINDS = {"pytorchjob": PYTORCHJOB, "trainjob": TRAINJOB}
 
 
+#: Event messages that mean an object a job's controller creates was refused for good, so the job can
+#: never start: an admission webhook's validation ("admission webhook ... denied the request", e.g.
+#: JobSet's name-length check, seen on the real cluster as TrainJobResourcesCreationFailed) or the
+#: PodSecurity admission plugin. Transient refusals (a webhook not reachable, a quota) read differently
+#: and are waited out.
+REFUSED = re.compile(r"denied the request|violates PodSecurity")
+
+
 def log_to_stderr(line: str) -> None:
     """Where node 0's streamed log goes by default: stderr, so a verb's stdout stays its one JSON result
     (``bgeflow launch ... | jq`` works; local pods' output goes to stderr for the same reason)."""
@@ -225,6 +233,11 @@ class KubernetesBackend(JobBackend):
             if state == "Failed":
                 self._drain_logs()
                 raise StepFailed(self._failure(spec, conditions["Failed"]))
+            if state not in (self.kind.succeeded, "Running") and (refusal := self._refusal(spec)):
+                # The controller would retry the same object forever; waiting only runs out the timeout.
+                details = self.diagnose(spec)
+                self.cancel(spec)
+                raise StepFailed(f"{self.kind.kind} {spec.ref} cannot start: {refusal}; deleted it" + details)
             if deadline is not None and self.clock() >= deadline:
                 details = self.diagnose(spec)
                 self.cancel(spec)  # a timed-out job must not keep holding GPUs
@@ -233,6 +246,20 @@ class KubernetesBackend(JobBackend):
                     + details
                 )
             self.sleep(self.poll_interval)
+
+    def _refusal(self, spec: LaunchSpec) -> str | None:
+        """The newest Warning event on the job saying that an object its controller needs was refused for
+        good (``REFUSED``): e.g. JobSet's webhook denying a TrainJob's JobSet, PodSecurity refusing a pod."""
+        try:
+            events = self.core.list_namespaced_event(spec.namespace, field_selector=f"involvedObject.name={spec.name}").items
+        except Exception as exc:  # diagnostics only: the wait goes on and the timeout still applies
+            log.debug("cannot list the events of %s: %s", spec.ref, exc)
+            return None
+        refused = [e for e in events if e.type == "Warning" and REFUSED.search(e.message or "")]
+        if not refused:
+            return None
+        event = max(refused, key=_event_time)
+        return f"{event.reason}: {event.message}"
 
     def _failure(self, spec: LaunchSpec, condition: dict[str, Any], note: str = "") -> str:
         return (f"{self.kind.kind} {spec.ref} failed: {condition.get('reason', '')}: {condition.get('message', '')}"

@@ -27,10 +27,14 @@ CONTAINER_NAME = "pytorch"
 OWNER_ANNOTATION = "bgeflow.dev/owner"
 OWNER_HASH_LABEL = "bgeflow.dev/owner-hash"
 _DNS_1035_MAX = 63
-#: The training operator names each replica's pod and Service ``<job>-<type>-<index>``, and a
-#: Service name must be a DNS-1035 label too: job names leave room for the longest such suffix
-#: (up to 10,000 workers), or the master's Service cannot be created and its name never resolves.
-REPLICA_SUFFIX_ROOM = len("-worker-9999")
+#: The replicated job a Trainer v2 runtime runs the training in (its pods are ``<job>-node-0-<i>-<random>``).
+TRAINJOB_REPLICATED_JOB = "node"
+#: Job names leave room for the longest suffix a controller appends to them (up to 10,000 nodes), since
+#: what it names must be a DNS-1035 label too (``generated_names``): the Training Operator's per-replica
+#: pods and Services ``<job>-worker-<i>`` (else the master's Service is never created and its name never
+#: resolves), and JobSet's pods ``<job>-node-<job index>-<pod index>-<5 random chars>`` (else JobSet's
+#: webhook refuses the TrainJob's JobSet: found on the real cluster with a 51-character name).
+REPLICA_SUFFIX_ROOM = max(len("-worker-9999"), len(f"-{TRAINJOB_REPLICATED_JOB}-0-9999-abcde"))
 _QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)([KMGTPE]i|[numkMGTPE])?$")
 _CLEAN_POD_POLICIES = ("None", "Running", "All")
 _RESTART_POLICIES = ("Never", "OnFailure", "ExitCode", "Always")
@@ -46,8 +50,8 @@ def owner_hash(owner: str) -> str:
 
 
 def job_name(owner: str, prefix: str = "bgeflow-train") -> str:
-    """A DNS-1035 label (≤ 51 chars) that is a pure function of ``owner`` (KFP run id + task);
-    the operator's ``<job>-master-0`` / ``<job>-worker-<i>`` are labels too (``REPLICA_SUFFIX_ROOM``).
+    """A DNS-1035 label (≤ 45 chars) that is a pure function of ``owner`` (KFP run id + task);
+    the names controllers derive from it are labels too (``REPLICA_SUFFIX_ROOM``, ``generated_names``).
 
     A retried KFP task computes the same name and so finds the job its first attempt created.
     The readable part is truncated; the hash keeps distinct owners distinct.
@@ -60,6 +64,19 @@ def job_name(owner: str, prefix: str = "bgeflow-train") -> str:
         readable = "j-" + readable
     room = _DNS_1035_MAX - REPLICA_SUFFIX_ROOM - len(digest) - 1
     return f"{readable[:room].rstrip('-')}-{digest}"
+
+
+def generated_names(name: str, nnodes: int) -> list[str]:
+    """The longest names the controllers derive from job ``name`` with ``nnodes`` nodes; each must be a
+    DNS-1035 label (≤ 63 chars).
+
+    - Kubeflow Training Operator v1: the last Worker's pod and Service, ``<job>-worker-<nnodes - 2>``
+      (``pkg/controller.v1/common``: ``GenGeneralName``);
+    - Kubeflow Trainer v2 through JobSet: the last node's pod,
+      ``<job>-node-0-<nnodes - 1>-<5 random chars>``, which JobSet's webhook checks before any pod exists
+      (``pkg/webhooks/jobset_webhook.go``: "pod names generated for this JobSet will exceed 63 characters").
+    """
+    return [f"{name}-worker-{max(nnodes - 2, 0)}", f"{name}-{TRAINJOB_REPLICATED_JOB}-0-{max(nnodes - 1, 0)}-abcde"]
 
 
 def _check_quantity(name: str, value: str | None) -> None:
@@ -194,10 +211,11 @@ class LaunchSpec:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", self.name):
             raise ValueError(f"job name {self.name!r} is not a DNS-1035 label (use launcher.job_name)")
-        longest = f"{self.name}-worker-{max(self.nnodes - 2, 0)}"
+        # Checked for both kinds: ``auto`` picks one later, and a retry must find the job by the same name.
+        longest = max(generated_names(self.name, self.nnodes), key=len)
         if len(longest) > _DNS_1035_MAX:
-            raise ValueError(f"job name {self.name!r} is too long: the training operator's Service {longest!r} "
-                             f"would exceed {_DNS_1035_MAX} characters (use launcher.job_name)")
+            raise ValueError(f"job name {self.name!r} is too long: a controller would name a pod or Service "
+                             f"{longest!r}, over {_DNS_1035_MAX} characters (use launcher.job_name)")
         if not self.command:
             raise ValueError(f"job {self.namespace}/{self.name} has an empty command")
         # Kubernetes wants strings: a number here would print unquoted in --dry-run YAML (`- 2e-05`) and

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from bgeflow.core.errors import ConfigError
-from bgeflow.platform.launcher.spec import OWNER_ANNOTATION, LaunchSpec
+from bgeflow.platform.launcher.spec import OWNER_ANNOTATION, TRAINJOB_REPLICATED_JOB, LaunchSpec
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
 KIND = "TrainJob"
@@ -28,7 +28,7 @@ GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 #: Trainer v2 applies the TrainJob's ``trainer`` fields to this container of the runtime's
 #: ``node`` replicated job (and the SDK reads node logs from it).
 CONTAINER_NAME = "node"
-REPLICATED_JOB = "node"
+REPLICATED_JOB = TRAINJOB_REPLICATED_JOB
 SDK_HINT = "pip install 'bgeflow[kfp]' (the Kubeflow SDK: kubeflow, kubeflow-trainer-api)"
 
 
