@@ -36,10 +36,15 @@ FROM deps
 # HF_HOME (below) must be writable by the image's user where no volume is mounted over it: KFP
 # steps and the launcher's training pods mount none, and a hub model is downloaded there. (The
 # chart mounts an emptyDir at /cache, which its read-only root filesystem needs.)
+# /etc/profile.d: a login shell keeps the venv first on PATH. The Kubeflow SDK's container backend
+# (bgeflow's `container` training backend) starts each node as `bash -lc <script>`, and Debian's
+# /etc/profile resets PATH, which would hide the venv's torchrun from it.
 RUN --mount=type=bind,from=wheel,source=/dist,target=/tmp/dist \
     /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/dist/bgeflow-*.whl \
     && rm -rf /src \
-    && mkdir -p /cache/huggingface && chown -R 10001:10001 /cache
+    && mkdir -p /cache/huggingface && chown -R 10001:10001 /cache \
+    && echo "PATH=\"/opt/venv/bin:\$PATH\"" > /etc/profile.d/bgeflow-venv.sh
+COPY images/gpu-entrypoint.sh /usr/local/bin/bgeflow-entrypoint
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HOME=/tmp HF_HOME=/cache/huggingface \
     NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 # Labels last: the revision changes with every commit and would otherwise invalidate the layers above.
@@ -53,5 +58,7 @@ LABEL org.opencontainers.image.title="bgeflow-gpu" \
       org.opencontainers.image.licenses="Apache-2.0"
 USER 10001:10001
 WORKDIR /tmp
-ENTRYPOINT ["bgeflow"]
+# The bgeflow CLI (`docker run <image> train ...`); a shell as the first argument runs as given
+# (images/gpu-entrypoint.sh: the Kubeflow SDK's container backend cannot clear an ENTRYPOINT).
+ENTRYPOINT ["bgeflow-entrypoint"]
 CMD ["--help"]

@@ -75,16 +75,43 @@ def _parse(argv: list[str]) -> None:
         build_spec(args)
 
 
+#: The gpu image's ENTRYPOINT: the CLI, except that a shell runs as given (the Kubeflow SDK's container backend).
+GPU_ENTRYPOINT = IMAGES / "gpu-entrypoint.sh"
+
+
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
 def test_entrypoint_is_the_bgeflow_cli(path: Path) -> None:
     import json
 
     ins = dict(_instructions(path))
-    assert json.loads(ins["ENTRYPOINT"]) == ["bgeflow"]
+    if path.name == "gpu.Dockerfile":
+        assert json.loads(ins["ENTRYPOINT"]) == ["bgeflow-entrypoint"]
+        assert ["images/gpu-entrypoint.sh", "/usr/local/bin/bgeflow-entrypoint"] in [
+            arg.split() for op, arg in _instructions(path) if op == "COPY"]
+    else:
+        assert json.loads(ins["ENTRYPOINT"]) == ["bgeflow"]
     cmd = json.loads(ins["CMD"])
     with pytest.raises(SystemExit) as exc:  # --help exits 0 after printing
         _parse(cmd)
     assert exc.value.code == 0
+
+
+@pytest.mark.parametrize(("argv", "runs"), [
+    (["train", "--config", "s.yaml"], "bgeflow train --config s.yaml"),
+    (["--help"], "bgeflow --help"),
+    (["bash", "-lc", "echo from-bash"], "from-bash"),
+    (["sh", "-c", "echo from-sh"], "from-sh"),
+])
+def test_gpu_entrypoint_runs_the_cli_or_a_shell(tmp_path: Path, argv: list[str], runs: str) -> None:
+    import os
+
+    fake = tmp_path / "bgeflow"  # stands in for the CLI: prints how it was called
+    fake.write_text('#!/bin/sh\necho bgeflow "$@"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["sh", str(GPU_ENTRYPOINT), *argv], capture_output=True, text=True, env=env, check=True)
+    assert proc.stdout.strip() == runs
+    assert os.access(GPU_ENTRYPOINT, os.X_OK)
 
 
 def _rendered_commands() -> list[tuple[str, list[str]]]:

@@ -6,9 +6,10 @@ flags where FlagEmbedding is installed) is written to ``<output>/train_spec.yaml
 runs ``bgeflow train --config <that file>``. The job's name derives from ``--owner`` (default: the
 output URI), so running the same command again adopts the job instead of starting a second one.
 ``--backend`` picks the kind: pytorchjob (Kubeflow Training Operator), trainjob (Kubeflow Trainer v2,
-on the runtime the pod settings name, the chart's bgeflow-torch by default) or auto (whichever the
-cluster serves). ``--dry-run`` writes the spec and prints the job (valid YAML for ``kubectl apply -f -``)
-instead of submitting it.
+on the runtime the pod settings name, the chart's bgeflow-torch by default), auto (whichever the
+cluster serves) or container (the same pods as Docker containers of the gpu image on this machine,
+through the Kubeflow SDK's container backend; the output may be a local folder). ``--dry-run`` writes
+the spec and prints the job (valid YAML for ``kubectl apply -f -``) instead of submitting it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ import sys
 
 from bgeflow.cli._options import add_config_options, add_spec_options
 
-#: The run spec's cluster backends (training.backend without local and without "kubernetes", pytorchjob's older name).
-CLUSTER_BACKENDS = ("pytorchjob", "trainjob", "auto")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from bgeflow.platform.launcher.submit import BACKENDS
     from bgeflow.steps.training.spec import TrainSpec
 
     p = subparsers.add_parser(
@@ -36,9 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_spec_options(p, TrainSpec, exclude={*(f"distributed.{n}" for n in (
         "nnodes", "node_rank", "nproc_per_node", "master_addr", "master_port", "local_nodes"))})
     job = p.add_argument_group("the job")
-    job.add_argument("--backend", choices=CLUSTER_BACKENDS, default="pytorchjob",
-                     help="pytorchjob (Training Operator), trainjob (Kubeflow Trainer v2) or auto (whichever the "
-                     "cluster serves); as the run spec's training.backend")
+    # The run spec's training.backend, without local (processes: `bgeflow train --local-nodes`) and
+    # "kubernetes" (pytorchjob's older name).
+    job.add_argument("--backend", choices=[b for b in BACKENDS if b not in ("local", "kubernetes")],
+                     default="pytorchjob",
+                     help="pytorchjob (Training Operator), trainjob (Kubeflow Trainer v2), auto (whichever the "
+                     "cluster serves) or container (Docker containers here, one per node); as the run spec's "
+                     "training.backend")
     job.add_argument("--pod-settings", default=None, metavar="FILE",
                      help="YAML/JSON of bgeflow.platform.launcher.PodSettings (image, gpus_per_node, tolerations, "
                      "s3_secret, ...); default: the JSON in $BGEFLOW_TRAIN_POD_SETTINGS, as the pipeline's launcher")
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from bgeflow.core.errors import ConfigError
     from bgeflow.platform.launcher import POD_SETTINGS_ENV, PodSettings, launch, make_backend
     from bgeflow.platform.launcher.k8s import JOB_KINDS
+    from bgeflow.platform.launcher.submit import CLUSTER_BACKENDS
     from bgeflow.platform.launcher.train_job import build_launch_spec
     from bgeflow.steps.training.pod import write_spec
 
@@ -92,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
         namespace = current_namespace()
     spec = build_spec(args)
-    if "://" not in spec.output:
+    if args.backend in CLUSTER_BACKENDS and "://" not in spec.output:
         raise ConfigError(f"output {spec.output!r} is a local path, which training pods cannot write to: give an "
                           "s3:// URI")
     launch_spec = build_launch_spec(
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     result = launch(launch_spec, backend, timeout=args.timeout)
     kind = getattr(backend, "kind", None)
     # stdout is the verb's one JSON document, as every verb's is.
-    print(json.dumps({"job": f"{result.namespace}/{result.name}", "kind": kind.kind if kind else "local",
+    print(json.dumps({"job": f"{result.namespace}/{result.name}", "kind": kind.kind if kind else backend.name,
                       "adopted": result.adopted, "seconds": round(result.seconds, 1),
                       "model_uri": f"{spec.output.rstrip('/')}/model", "spec_uri": spec_uri},
                      ensure_ascii=False, indent=2))

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import field_validator, model_validator
 
 from bgeflow.core.errors import ConfigError
 from bgeflow.core.spec import KeyPath, Spec, UriList, deep_merge, nested, setting
 from bgeflow.core.storage import SAFE_NAME_PATTERN
+from bgeflow.platform.launcher.submit import LauncherBackend
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
 from bgeflow.steps.evaluation.gate import without_reranker
 from bgeflow.steps.evaluation.spec import DEFAULT_GATE, EvaluateSettings, EvaluateSpec
@@ -29,8 +30,6 @@ from bgeflow.steps.mining.spec import MineSettings, MineSpec
 from bgeflow.steps.publish.spec import PublishSettings, PublishSpec
 from bgeflow.steps.training.spec import RunnerSettings, TrainSpec
 
-#: Where a training job runs (``bgeflow.platform.launcher.make_backend``); "kubernetes" is the PyTorchJob's older name.
-LauncherBackend = Literal["pytorchjob", "trainjob", "auto", "local", "kubernetes"]
 #: A run drops mined candidates scoring above this share of the query's positive (NV-Retriever's TopK-PercPos):
 #: likely false negatives. bench/quality.py measures what it buys against the same recipe without it.
 RUN_MAX_SCORE_RATIO = 0.95
@@ -91,7 +90,9 @@ class TrainingSettings(Spec):
     backend: LauncherBackend = setting("pytorchjob", "pytorchjob: a Kubeflow Training Operator PyTorchJob "
                                        "(kubernetes: its older name); trainjob: a Kubeflow Trainer v2 TrainJob on the "
                                        "chart's bgeflow-torch runtime; auto: whichever of the two the cluster serves "
-                                       "(Trainer v2 first); local: processes where the launcher runs (bgeflow run)")
+                                       "(Trainer v2 first); local: processes where the launcher runs (bgeflow run); "
+                                       "container: Docker containers of the gpu image where the launcher runs, one "
+                                       "per node (the Kubeflow SDK's container backend)")
 
 
 class RunSpec(Spec):

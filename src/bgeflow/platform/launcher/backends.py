@@ -17,6 +17,12 @@ from bgeflow.core.errors import StepFailed
 from bgeflow.platform.launcher.spec import LaunchSpec
 
 
+def log_to_stderr(line: str) -> None:
+    """Where a backend's job log goes by default: stderr, so a verb's stdout stays its one JSON result
+    (``bgeflow launch ... | jq`` works; local pods' output goes to stderr for the same reason)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 class JobBackend(ABC):
     """Submits, waits for and cancels one training job."""
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from typing import Any
 
 from bgeflow.core.errors import StepFailed
 from bgeflow.platform.launcher import pytorchjob, trainjob
-from bgeflow.platform.launcher.backends import JobBackend
+from bgeflow.platform.launcher.backends import JobBackend, log_to_stderr
 from bgeflow.platform.launcher.spec import OWNER_ANNOTATION, LaunchSpec
 
 log = logging.getLogger(__name__)
@@ -113,12 +112,6 @@ JOB_KINDS = {"pytorchjob": PYTORCHJOB, "trainjob": TRAINJOB}
 #: PodSecurity admission plugin. Transient refusals (a webhook not reachable, a quota) read differently
 #: and are waited out.
 REFUSED = re.compile(r"denied the request|violates PodSecurity")
-
-
-def log_to_stderr(line: str) -> None:
-    """Where node 0's streamed log goes by default: stderr, so a verb's stdout stays its one JSON result
-    (``bgeflow launch ... | jq`` works; local pods' output goes to stderr for the same reason)."""
-    print(line, file=sys.stderr, flush=True)
 
 
 class KubernetesBackend(JobBackend):

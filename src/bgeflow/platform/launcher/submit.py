@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from bgeflow.core.errors import ConfigError, StepFailed
 from bgeflow.platform.launcher.backends import JobBackend
@@ -71,14 +71,20 @@ def launch(spec: LaunchSpec, backend: JobBackend, *, timeout: float | None = Non
     return LaunchResult(spec.name, spec.namespace, backend.name, adopted, time.monotonic() - started)
 
 
-#: The backends ``make_backend`` knows; ``kubernetes`` is the PyTorchJob's older name.
-BACKENDS = ("pytorchjob", "trainjob", "auto", "local", "kubernetes")
-CLUSTER_BACKENDS = frozenset(BACKENDS) - {"local"}
+#: Where a training job runs: the one declaration of the backends ``make_backend`` knows (the run spec's
+#: ``training.backend``, ``bgeflow launch --backend``, the chart's schema); "kubernetes" is the PyTorchJob's
+#: older name.
+LauncherBackend = Literal["pytorchjob", "trainjob", "auto", "local", "container", "kubernetes"]
+BACKENDS: tuple[str, ...] = get_args(LauncherBackend)
+#: The backends that run the job on this machine: processes (``local``) or Docker containers (``container``).
+LOCAL_BACKENDS = frozenset({"local", "container"})
+CLUSTER_BACKENDS = frozenset(BACKENDS) - LOCAL_BACKENDS
 
 
 def make_backend(name: str, **kwargs: Any) -> JobBackend:
     """``pytorchjob`` (Training Operator), ``trainjob`` (Kubeflow Trainer v2), ``auto`` (whichever the
-    cluster serves) through the API server, or ``local`` (processes here).
+    cluster serves) through the API server; ``local`` (processes here) or ``container`` (Docker
+    containers here, through the Kubeflow SDK's container backend).
 
     Raises:
         ConfigError: an unknown name, or ``auto`` on a cluster that serves neither kind.
@@ -92,4 +98,8 @@ def make_backend(name: str, **kwargs: Any) -> JobBackend:
         from bgeflow.platform.launcher.backends import LocalBackend
 
         return LocalBackend(**kwargs)
+    if name == "container":
+        from bgeflow.platform.launcher.container import ContainerBackend
+
+        return ContainerBackend(**kwargs)
     raise ConfigError(f"unknown launcher backend {name!r}; use one of {', '.join(BACKENDS)}")

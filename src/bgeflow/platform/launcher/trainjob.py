@@ -29,6 +29,8 @@ GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 #: ``node`` replicated job (and the SDK reads node logs from it).
 CONTAINER_NAME = "node"
 REPLICATED_JOB = TRAINJOB_REPLICATED_JOB
+#: The label that tells Trainer and the Kubeflow SDK which runtime plugin a (Cluster)TrainingRuntime is for.
+FRAMEWORK_LABEL = "trainer.kubeflow.org/framework"
 SDK_HINT = "pip install 'bgeflow[kfp]' (the Kubeflow SDK: kubeflow, kubeflow-trainer-api)"
 
 

@@ -35,6 +35,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def shared_cores_env(processes: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``OMP_NUM_THREADS`` for ``processes`` training processes that share this machine's cores.
+
+    Real pods have their own cores; local pods (processes or containers) share these, so each gets
+    its part instead of every one starting a thread per core. Nothing when the variable is set.
+    """
+    if "OMP_NUM_THREADS" in (os.environ if environ is None else environ):
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(processes, 1)))}
+
+
 def _pump(stream: IO[bytes], prefix: str, lock: threading.Lock) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", errors="replace").rstrip("\n")

@@ -49,7 +49,7 @@ from bgeflow.steps.training import checkpoints, tracking, validation
 from bgeflow.steps.training.distributed import Distributed, resolve, torchrun_command
 from bgeflow.steps.training.export import export_model, instruction_prefix
 from bgeflow.steps.training.handoff import FAILURE_PREFIX, HISTORY_FILE
-from bgeflow.steps.training.local import run_local_pods
+from bgeflow.steps.training.local import run_local_pods, shared_cores_env
 from bgeflow.steps.training.runners import Runner, check_names, integral, runner_options
 from bgeflow.steps.training.spec import MANAGED, TrainSpec
 
@@ -579,19 +579,47 @@ def _publish_outputs(spec: TrainSpec, runner: Runner, runner_args: dict[str, Any
 # --------------------------------------------------------------------------- the job as a document
 
 
+def spec_document(spec: TrainSpec) -> str:
+    """The job's spec as every pod reads it: YAML, without any pod's place in the job."""
+    document = spec.model_copy(update={"distributed": spec.distributed.job_shape_only()}).to_dict()
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+
+
 def write_spec(spec: TrainSpec) -> str:
-    """Write the job's spec (without any pod's place in it) to ``<output>/train_spec.yaml``; returns its URI.
+    """Write the job's spec (``spec_document``) to ``<output>/train_spec.yaml``; returns its URI.
 
     Every pod of the job runs ``bgeflow train --config <that URI>``: one document, read by all.
     """
-    document = spec.model_copy(update={"distributed": spec.distributed.job_shape_only()}).to_dict()
-    open_store(spec.output).write_text(SPEC_FILE, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    open_store(spec.output).write_text(SPEC_FILE, spec_document(spec))
     return join_uri(spec.output, SPEC_FILE)
+
+
+def read_spec(uri: str) -> TrainSpec:
+    """The spec ``write_spec`` wrote at ``uri``, as ``bgeflow train --config <uri>`` reads it.
+
+    Raises:
+        NotFoundError: nothing at ``uri``.
+        ConfigError: not a training spec (naming the file and the setting).
+    """
+    from bgeflow.core.config_file import load_mapping
+
+    return TrainSpec.build(load_mapping(uri, "training settings"), where=uri)
 
 
 def pod_command(spec_uri: str, *, program: list[str] | None = None) -> list[str]:
     """The command every pod of the job runs: ``bgeflow train --config <spec_uri>``."""
     return [*(program or ["bgeflow"]), "train", "--config", spec_uri]
+
+
+def pod_command_spec(command: list[str]) -> str:
+    """The spec URI of a ``pod_command``.
+
+    Raises:
+        ConfigError: ``command`` is not ``... train --config <uri>``.
+    """
+    if len(command) < 3 or command[-3:-1] != ["train", "--config"]:
+        raise ConfigError(f"not a training pod command (... train --config <spec>): {' '.join(command)}")
+    return command[-1]
 
 
 def _train_local_pods(spec: TrainSpec) -> TrainResult:
@@ -603,8 +631,7 @@ def _train_local_pods(spec: TrainSpec) -> TrainResult:
     prepare_model(spec, options)  # the pods check it too; here it fails once, before any pod starts
     pod_spec = spec.model_copy(update={"distributed": spec.distributed.model_copy(update={"local_nodes": None})})
     spec_uri = write_spec(pod_spec)
-    # Real pods have their own cores; here they share this machine's, so split them instead of oversubscribing.
-    env = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // (nnodes * nproc)))}
+    env = shared_cores_env(nnodes * nproc)
     command = pod_command(spec_uri, program=[sys.executable, "-m", "bgeflow"])
     code = run_local_pods(command, nnodes=nnodes, nproc_per_node=nproc, env=env,
                           master_port=spec.distributed.master_port)
