@@ -40,6 +40,11 @@ tag=$version
 if $local_cluster && [[ -z ${BGEFLOW_E2E_GPU_IMAGE:-} ]]; then
   # BGEFLOW_E2E_SKIP_LOAD=1: test what the cluster holds even if Docker has newer builds.
   if [[ ${BGEFLOW_E2E_SKIP_LOAD:-0} != 1 ]]; then
+    # The images of this checkout, as `make test-containers` builds them (seconds when nothing changed),
+    # so a fresh clone needs only `make cluster` and `make e2e`.
+    bash "$repo/scripts/docker-engine.sh" || die "no Docker Engine to build the images with (make images)"
+    base=${PYTHON_IMAGE:-$(bash "$repo/scripts/base-image.sh")}
+    make -C "$repo" --no-print-directory images PYTHON_IMAGE="$base" >&2
     bash "$here/load-images.sh" "$registry/bgeflow-ops:$version" "$registry/bgeflow-gpu:$version"
   fi
   # The training runs use the bundled MiniLM (no model hub here); an image without it gets it
