@@ -10,7 +10,8 @@ scores each system on the same split, from all-MiniLM-L6-v2, under the same budg
   defaults under the CPU profile, ``src/bgeflow/examples/cpu-run.yaml``): ``bgeflow mine`` with the
   run's ``mine`` settings over the corpus, then ``bgeflow train retriever`` with its retriever options;
 - ``--variant NAME:KEY=VALUE;...``: bgeflow's recipe with some settings changed (``mine.NAME``,
-  ``train.NAME``), e.g. ``no-filter:mine.max_score_ratio=null`` measures what the filter buys;
+  ``train.NAME``), e.g. ``no-filter:mine.max_score_ratio=null`` measures what the filter buys; a variant's
+  ``train.`` options win over the budget (``2ep:train.num_train_epochs=2``), so compare its CPU time too;
 - ``mnrl``: sentence-transformers, MultipleNegativesRankingLoss (in-batch negatives only), batch 32,
   its own defaults otherwise (lr 5e-5, scale 20), one process;
 - ``flagembedding``: FlagEmbedding's recipe as its README has users run it: ``hn_mine`` (2-200, 15
@@ -31,7 +32,12 @@ into ``<work>/flagembedding-1.2.11`` (``--target``, no dependencies) and run fro
 ``--hn-mine-path DIR`` to use another directory that holds such a package.
 
     python bench/quality.py [--seeds 3] [--work DIR] [--diagnose] [--train 2000] [--test 500] [--corpus 4000]
-                            [--variant 'no-filter:mine.max_score_ratio=null']
+                            [--variant 'no-filter:mine.max_score_ratio=null'] [--resume]
+
+``--resume`` keeps ``<work>/results.json``'s runs and adds only the (system, seed) pairs it lacks, so
+the baseline table, a few variants on one seed and a candidate over three seeds add up to one table.
+The table ends with issue #20's bar for every recipe measured over >= 3 seeds. The last measured
+figures, with their commands: ``docs/quality.md``.
 
 Needs the man pages of Debian's ``manpages manpages-dev libssl-doc libx11-doc`` (3,643 usable pages
 here); prints one table and writes ``<work>/results.json`` after every run (``--table FILE`` reprints it).
@@ -69,6 +75,8 @@ HN_MINE_PACKAGE = "FlagEmbedding==1.2.11"
 METRICS = ("ndcg@10", "recall@10")
 SYSTEMS = ("bgeflow", "mnrl", "flagembedding")
 DIAGNOSTIC = "fe-on-bgeflow-mine"
+#: Issue #20's bar: bgeflow's recipe beats both baselines by this much nDCG@10 (mean over >= 3 seeds).
+BAR = 0.02
 
 
 # --------------------------------------------------------------------------- running and timing
@@ -122,8 +130,9 @@ def bgeflow_recipe() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def train_bgeflow(data: Path, out: Path, seed: int, model: str, log: Path, mine: dict[str, Any],
-                  hyper: dict[str, Any]) -> float:
-    """``bgeflow mine`` + ``bgeflow train retriever`` with ``mine`` settings and ``hyper`` over the budget."""
+                  hyper: dict[str, Any], over_budget: dict[str, Any] | None = None) -> float:
+    """``bgeflow mine`` + ``bgeflow train retriever`` with ``mine`` settings and ``hyper`` over the budget
+    (``over_budget``: a variant's own training options, which win over the budget's, e.g. more epochs)."""
     import yaml
 
     mined = out / "mined.jsonl"
@@ -137,7 +146,7 @@ def train_bgeflow(data: Path, out: Path, seed: int, model: str, log: Path, mine:
     cpu = run_timed([sys.executable, "-m", "bgeflow", "mine", "--config", str(out / "mine.yaml")], log)
     train_config = {"kind": "retriever", "model": model, "train_data": [str(mined)], "output": str(out / "train"),
                     "work_dir": str(out / "scratch"), "distributed": {"nproc_per_node": NPROC},
-                    "hyperparameters": {**hyper, **BUDGET, "seed": seed}}
+                    "hyperparameters": {**hyper, **BUDGET, **(over_budget or {}), "seed": seed}}
     (out / "train.yaml").write_text(yaml.safe_dump(train_config))
     cpu += run_timed([sys.executable, "-m", "bgeflow", "train", "--config", str(out / "train.yaml")], log)
     return cpu
@@ -250,6 +259,21 @@ def summarize(values: list[float]) -> tuple[float, float, float, float]:
             max(values))
 
 
+def _seed(row: dict[str, Any]) -> int:
+    return int(row["seed"])
+
+
+def _mean(rows: list[dict[str, Any]], key: str = "ndcg@10") -> float:
+    return statistics.fmean(r[key] for r in rows)
+
+
+def _delta(ours: list[dict[str, Any]], other: list[dict[str, Any]], metric: str = "ndcg@10") -> str:
+    """``mean(ours) − mean(other) ± the standard error of that difference``."""
+    a, b = [r[metric] for r in ours], [r[metric] for r in other]
+    se = (summarize(a)[1] ** 2 / len(a) + summarize(b)[1] ** 2 / len(b)) ** 0.5
+    return f"{statistics.fmean(a) - statistics.fmean(b):+.4f} ± {se:.4f}"
+
+
 def table(results: dict[str, Any]) -> str:
     runs: dict[str, list[dict[str, Any]]] = results["runs"]
     lines = [f"{'system':<20}{'seeds':>6}{'nDCG@10 mean ± std':>22}{'[min, max]':>18}"
@@ -264,19 +288,33 @@ def table(results: dict[str, Any]) -> str:
         cpu = statistics.fmean(r["cpu_s"] for r in rows)
         lines.append(f"{name:<20}{len(rows):>6}{n[0]:>15.4f} ± {n[1]:.4f}{f'[{n[2]:.4f}, {n[3]:.4f}]':>18}"
                      f"{rc[0]:>17.4f} ± {rc[1]:.4f}{cpu:>12.0f}")
+    lines += ["", "nDCG@10 per seed:"]
+    lines += [f"  {name:<18} " + ", ".join(f"{r['seed']}: {r['ndcg@10']:.4f}" for r in sorted(rows, key=_seed))
+              for name, rows in runs.items() if rows]
     ours = runs.get("bgeflow") or []
     if ours:
         lines += ["", "deltas (bgeflow − other; ± = standard error of the difference of the two means):"]
         for name, rows in runs.items():
             if name == "bgeflow" or not rows:
                 continue
-            parts = []
-            for metric in METRICS:
-                a, b = [r[metric] for r in ours], [r[metric] for r in rows]
-                se = (summarize(a)[1] ** 2 / len(a) + summarize(b)[1] ** 2 / len(b)) ** 0.5
-                parts.append(f"{metric} {statistics.fmean(a) - statistics.fmean(b):+.4f} ± {se:.4f}")
+            parts = [f"{metric} {_delta(ours, rows, metric)}" for metric in METRICS]
             cpu = statistics.fmean(r["cpu_s"] for r in ours) / statistics.fmean(r["cpu_s"] for r in rows)
             lines.append(f"  vs {name:<18} " + ", ".join(parts) + f", CPU time x{cpu:.2f}")
+    if runs.get(DIAGNOSTIC) and runs.get("flagembedding"):
+        lines += ["", f"mining alone ({DIAGNOSTIC} − flagembedding: the same runner and options on bgeflow mine's "
+                      f"negatives instead of hn_mine's): nDCG@10 {_delta(runs[DIAGNOSTIC], runs['flagembedding'])}"]
+    baselines = [name for name in ("mnrl", "flagembedding") if runs.get(name)]
+    judged = [name for name, rows in runs.items() if name not in ("mnrl", "flagembedding", DIAGNOSTIC)
+              and len(rows) >= 3 and len(baselines) == 2]
+    lines += [""] if judged else []
+    for name in judged:
+        rows = runs[name]
+        margin = min(_mean(rows) - _mean(runs[b]) for b in baselines)
+        cpu_ok = _mean(rows, "cpu_s") <= _mean(runs["flagembedding"], "cpu_s")
+        met = margin >= BAR and cpu_ok
+        lines.append(f"bar (>= {BAR} nDCG@10 over both baselines, mean of >= 3 seeds, CPU <= flagembedding's): "
+                     f"{name} {'MET' if met else 'NOT MET'} (margin over the better baseline {margin:+.4f}, "
+                     f"CPU {'<=' if cpu_ok else '>'} flagembedding's)")
     stds = [summarize([r["ndcg@10"] for r in rows])[1] for rows in runs.values() if len(rows) > 1]
     if stds:
         lines += ["", f"noise floor: nDCG@10 std over seeds of one system, median over systems {statistics.median(stds):.4f}"
@@ -314,6 +352,19 @@ def _worker(argv: list[str]) -> int:
     return 0
 
 
+def _value(text: str) -> Any:
+    """A ``--variant`` value: YAML, and a number where YAML 1.1 leaves ``1e-4`` a string."""
+    import yaml
+
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     if raw and raw[0] == "--worker":
@@ -330,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--diagnose", action="store_true", help=f"add {DIAGNOSTIC} and the mining profiles")
     parser.add_argument("--hn-mine-path", default=None, help="a directory holding FlagEmbedding with hn_mine")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep <work>/results.json's runs and measure only the (system, seed) pairs it lacks")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[;KEY=VALUE]",
                         help="one more system: bgeflow's recipe with mine.KEY / train.KEY changed (YAML values)")
     args = parser.parse_args(raw)
@@ -347,17 +400,17 @@ def main(argv: list[str] | None = None) -> int:
     if {"flagembedding", DIAGNOSTIC} & set(systems) and hn_mine_path is None:
         hn_mine_path = install_hn_mine(work)
     mine, hyper = bgeflow_recipe()
-    variants: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    variants: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
     for item in args.variant:
         name, _, changes = item.partition(":")
-        own_mine, own_hyper = dict(mine), dict(hyper)
+        own_mine, own_hyper, own = dict(mine), dict(hyper), {}
         for change in filter(None, changes.split(";")):
             key, _, value = change.partition("=")
             block, _, option = key.strip().partition(".")
             if block not in ("mine", "train"):
                 raise SystemExit(f"--variant {item!r}: keys are mine.NAME or train.NAME, got {key!r}")
-            (own_mine if block == "mine" else own_hyper)[option] = yaml.safe_load(value)
-        variants[name] = (own_mine, own_hyper)
+            (own_mine if block == "mine" else own)[option] = _value(value)
+        variants[name] = (own_mine, {**own_hyper, **own}, own)
     systems += list(variants)
     print(f"data: {json.dumps(sizes)}\nbgeflow recipe: mine {json.dumps({k: v for k, v in mine.items() if v is not None})}"
           f"\n  train {json.dumps(hyper)}\nbudget: {json.dumps(BUDGET)} x {NPROC} processes", flush=True)
@@ -367,12 +420,25 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.check_call([sys.executable, __file__, "--worker", "score", model_dir, str(data), str(out)])
         return json.loads(out.read_text())
 
+    previous = json.loads((work / "results.json").read_text()) if args.resume and (work / "results.json").is_file() else {}
     results: dict[str, Any] = {"data": sizes, "budget": BUDGET, "nproc": NPROC, "bgeflow": {"mine": mine, "train": hyper},
-                               "variants": {k: {"mine": v[0], "train": v[1]} for k, v in variants.items()},
-                               "base": scored(model, work), "runs": {s: [] for s in systems}, "mining": {}}
-    # System by system, every seed: an interrupted run still has whole systems to compare (--table).
-    for system in systems:
-        for seed in range(1, args.seeds + 1):
+                               "variants": {**previous.get("variants", {}),
+                                            **{k: {"mine": v[0], "train": v[1]} for k, v in variants.items()}},
+                               "base": previous.get("base") or scored(model, work),
+                               "runs": {**previous.get("runs", {}), **{s: [] for s in systems if s not in previous.get("runs", {})}},
+                               "mining": previous.get("mining", {}), "overlap": previous.get("overlap")}
+    clash = [k for k, v in variants.items() if previous.get("variants", {}).get(k, {"mine": v[0], "train": v[1]})
+             != {"mine": v[0], "train": v[1]}]
+    if clash:
+        raise SystemExit(f"--resume: variant {', '.join(clash)} was measured with other settings; give it another name")
+    if previous and (previous["data"] != sizes or previous["bgeflow"] != results["bgeflow"]):
+        raise SystemExit(f"--resume: {work / 'results.json'} was measured on other data or another bgeflow recipe")
+    # Seed by seed, every system: an interrupted run still compares every system over the seeds it finished
+    # (--table); --resume skips the (system, seed) pairs results.json already has.
+    for seed in range(1, args.seeds + 1):
+        for system in systems:
+            if any(row["seed"] == seed for row in results["runs"][system]):
+                continue
             out = work / "runs" / system / f"seed{seed}"
             out.mkdir(parents=True, exist_ok=True)
             log = out / "log.txt"
