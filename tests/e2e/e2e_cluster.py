@@ -80,6 +80,22 @@ class S3:
         return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
+def run_launch(cmd: list[str], env: dict[str, str], *, job: str, kind: str, output: str) -> None:
+    """Run ``bgeflow launch`` (``cmd``) here and check its one JSON document: ``kind`` job ``job``
+    (``<namespace>/<name>``), created (not adopted), its model at ``<output>/model``.
+
+    Raises:
+        AssertionError: a non-zero exit or another report, with the launcher's stdout and stderr.
+    """
+    done = subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=1700)
+    diagnostics = f"\n--- stdout\n{done.stdout[-6000:]}\n--- stderr\n{done.stderr[-6000:]}"
+    assert done.returncode == 0, diagnostics
+    # stdout is the verb's one JSON document (the pods' log went to stderr).
+    report = json.loads(done.stdout)
+    assert report["job"] == job and report["kind"] == kind, diagnostics
+    assert report["adopted"] is False and report["model_uri"] == f"{output}/model", diagnostics
+
+
 def need(name: str) -> str:
     """A BGEFLOW_E2E_* setting; the test is skipped (with the reason) where it is missing."""
     value = os.environ.get(name)

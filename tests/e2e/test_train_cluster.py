@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from bgeflow.platform.launcher import job_name
-from e2e.e2e_cluster import REPO, S3, Cluster
+from e2e.e2e_cluster import REPO, S3, Cluster, run_launch
 
 pytestmark = pytest.mark.cluster
 
@@ -60,14 +59,8 @@ def test_two_pod_pytorchjob_trains_minilm_from_minio(cluster: Cluster, s3: S3, t
     # The launcher writes train_spec.yaml first, as a KFP launcher pod does with the Secret's keys; here it
     # runs on the host, so it reaches MinIO at the host's address (which the pods reach too).
     env = {**os.environ, "AWS_ENDPOINT_URL": s3.host_endpoint, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=1700)
     name = job_name(owner, prefix="bgeflow-retriever")
-    diagnostics = f"\n--- stdout\n{done.stdout[-6000:]}\n--- stderr\n{done.stderr[-6000:]}"
-    assert done.returncode == 0, diagnostics
-    # stdout is the verb's one JSON document (the pods' log went to stderr).
-    report = json.loads(done.stdout)
-    assert report["job"] == f"{cluster.namespace}/{name}" and report["kind"] == "PyTorchJob", diagnostics
-    assert report["adopted"] is False and report["model_uri"] == f"{output}/model", diagnostics
+    run_launch(cmd, env, job=f"{cluster.namespace}/{name}", kind="PyTorchJob", output=output)
 
     # Both replicas ran to completion, the Worker after the operator's init container.
     pods = cluster.get_json("pods", "-n", cluster.namespace, "-l", f"training.kubeflow.org/job-name={name}")["items"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import uuid
 
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from bgeflow.platform.launcher import job_name
-from e2e.e2e_cluster import S3, Cluster
+from e2e.e2e_cluster import S3, Cluster, run_launch
 from e2e.test_train_cluster import HYPERPARAMETERS, training_data
 
 pytestmark = pytest.mark.cluster
@@ -73,13 +72,7 @@ def test_two_node_trainjob_on_the_charts_runtime_trains_minilm_from_minio(cluste
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                           "items": [runtime, role, binding]}))
     try:
-        done = subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=1700)
-        diagnostics = f"\n--- stdout\n{done.stdout[-6000:]}\n--- stderr\n{done.stderr[-6000:]}"
-        assert done.returncode == 0, diagnostics
-        # stdout is the verb's one JSON document (the pods' log went to stderr).
-        report = json.loads(done.stdout)
-        assert report["job"] == f"{cluster.namespace}/{name}" and report["kind"] == "TrainJob", diagnostics
-        assert report["adopted"] is False and report["model_uri"] == f"{output}/model", diagnostics
+        run_launch(cmd, env, job=f"{cluster.namespace}/{name}", kind="TrainJob", output=output)
 
         pods = cluster.get_json("pods", "-n", cluster.namespace, "-l", f"jobset.sigs.k8s.io/jobset-name={name}")["items"]
         assert len(pods) == 2 and all(p["status"]["phase"] == "Succeeded" for p in pods), [p["status"] for p in pods]
