@@ -299,8 +299,7 @@ nothing remote, so it gets no S3 settings. */}}
   resources:
     {{- toYaml .root.Values.hooks.resources | nindent 4 }}
   volumeMounts:
-    - name: tmp
-      mountPath: /tmp
+    {{- include "bgeflow.scratchVolumeMounts" .root | nindent 4 }}
     - name: retrain-spec
       mountPath: /etc/bgeflow
       readOnly: true
