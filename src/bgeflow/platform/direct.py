@@ -92,6 +92,13 @@ def step_spec(step: str, run: RunSpec, *, root: str) -> Spec:
 def direct_plan(run: RunSpec, *, root: str) -> dict[str, Spec]:
     """Every stage ``run`` runs in direct mode, by step name (a model with ``train: false`` has none).
 
+    Args:
+        run: the retrain spec.
+        root: URI under which the stages read and write (``DirectLayout``).
+
+    Returns:
+        Step name (``STEPS``) → its spec, in stage order.
+
     Raises:
         ConfigError: a setting a step refuses, or a trained model's ``train_group_size`` that
             needs more negatives than mining gives (``run_spec.check_negatives``).
@@ -117,5 +124,11 @@ def spec_document(spec: Spec) -> str:
 
     Only what differs from the step's defaults: the defaults (some read from the environment, such
     as ``BGEFLOW_S3_MAX_WORKERS``) are the ones of the container that runs the step.
+
+    Args:
+        spec: a step's spec (``step_spec``).
+
+    Returns:
+        The YAML document.
     """
     return yaml.safe_dump(spec.changed(), sort_keys=False, allow_unicode=True)
