@@ -211,11 +211,14 @@ def helm_template(values: dict[str, Any]) -> list[dict[str, Any]]:
 
 def with_args(pod: dict[str, Any], container: str, args: list[str]) -> dict[str, Any]:
     """A copy of a rendered pod spec whose ``container`` runs other bgeflow args: for the steps the
-    chart has no pod of (evaluate, publish), the pod of the step that runs in the same image."""
+    chart has no pod of (evaluate, publish), the pod of the step that runs in the same image. Without
+    the init containers, and the volumes only they mounted (the retrain spec's ConfigMap)."""
     pod = copy.deepcopy(pod)
     pod.pop("initContainers", None)
     (target,) = [c for c in pod["containers"] if c["name"] == container]
     target["args"] = list(args)
+    mounted = {m["name"] for c in pod["containers"] for m in c.get("volumeMounts") or []}
+    pod["volumes"] = [v for v in pod.get("volumes") or [] if v["name"] in mounted]
     return pod
 
 
@@ -229,8 +232,9 @@ TRAIN_OPTIONS: dict[str, Any] = {
     "max_steps": 2, "per_device_train_batch_size": 8, "logging_steps": 1, "save_steps": 100000,
     "learning_rate": 5e-5, "query_max_len": 24, "passage_max_len": 96,
 }
-#: The same as the runner's own flags after `bgeflow train retriever` (the chart's direct.retriever.extraArgs).
-TRAIN_ARGS = [token for key, value in TRAIN_OPTIONS.items() for token in (f"--{key}", str(value))]
+#: The retrain block's own settings among them (a run's retriever block declares the lengths: they drive
+#: mining and evaluation too).
+BLOCK_OPTIONS = ("query_max_len", "passage_max_len")
 
 
 def arg(args: list[str], flag: str) -> str:
@@ -242,53 +246,77 @@ def command(run: Any) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def chart(s3: S3Service, seed: Seed, images: Images) -> dict[str, dict[str, Any]]:
-    """The direct-mode objects by step, rendered for this S3 endpoint and these inputs."""
+def chart_objects(s3: S3Service, seed: Seed, images: Images) -> list[dict[str, Any]]:
+    """The direct-mode objects, rendered for this S3 endpoint and these inputs: every setting in
+    `retrain`, as a KFP run's, from which each Job derives its step's spec."""
     registry, _, tag = images.ops.rpartition(":")
+    retriever = {"model": seed.model, "pooling": "mean", **{k: TRAIN_OPTIONS[k] for k in BLOCK_OPTIONS},
+                 "hyperparameters": {k: v for k, v in TRAIN_OPTIONS.items() if k not in BLOCK_OPTIONS}}
     values = {
         "image": {"registry": registry.rsplit("/", 1)[0], "tag": tag},
         "kfp": {"enabled": False},
         "s3": {"bucket": BUCKET, "prefix": "chart", "endpoint": s3.internal_url, "existingSecret": S3_SECRET},
-        "retrain": {"data": seed.train, "retriever": {"model": seed.model}, "reranker": {"train": False}},
-        "direct": {
-            "enabled": True, "shmSize": "1Gi", "waitTimeoutSeconds": 300,
-            "ingest": {"extraArgs": ["--eval-fraction", "0.15", "--eval-distractors", "100"]},
-            # This machine has no GPU: the chart's switch for CPU-only clusters.
-            "mine": {"useGpu": False,
-                     "extraArgs": ["--pooling", "mean", "--negative-number", "3", "--range-for-sampling", "2-50",
-                                   *LENGTHS]},
-            "retriever": {"nodes": 2, "nprocPerNode": 1, "extraArgs": TRAIN_ARGS},
-        },
+        # This machine has no GPU: mine.use_gpu stays false (the default).
+        "retrain": {"data": seed.train, "retriever": retriever, "reranker": {"train": False},
+                    "ingest": {"eval_fraction": 0.15, "eval_distractors": 100},
+                    "mine": {"negative_number": 3, "range_for_sampling": "2-50"},
+                    "training": {"nnodes": 2, "nproc_per_node": 1}},
+        "direct": {"enabled": True, "shmSize": "1Gi", "waitTimeoutSeconds": 300},
     }
-    objects = {o["metadata"]["name"].split("-")[1]: o for o in helm_template(values) if o["kind"] == "Job"}
+    return helm_template(values)
+
+
+@pytest.fixture(scope="session")
+def chart(chart_objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The direct-mode Jobs by step."""
+    objects = {o["metadata"]["name"].split("-")[1]: o for o in chart_objects if o["kind"] == "Job"}
     assert set(objects) == {"ingest", "mine", "retriever"}
     return objects
 
 
+def configmaps(objects: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """The rendered ConfigMaps' data by name (what the kubelet mounts as configMap volumes)."""
+    return {o["metadata"]["name"]: o.get("data") or {} for o in objects if o["kind"] == "ConfigMap"}
+
+
 @pytest.fixture(scope="session")
-def pods(chart: dict[str, dict[str, Any]], secrets: dict[str, dict[str, str]], user_of: Any) -> dict[str, Any]:
+def layout(chart: dict[str, dict[str, Any]]) -> Any:
+    """Where the direct-mode stages read and write: the root the Jobs' step-spec init containers get."""
+    from bgeflow.platform.direct import DirectLayout
+
+    (init,) = [c for c in chart["ingest"]["spec"]["template"]["spec"]["initContainers"] if c["name"] == "step-spec"]
+    return DirectLayout(arg(init["args"], "--root"))
+
+
+@pytest.fixture(scope="session")
+def pods(chart_objects: list[dict[str, Any]], chart: dict[str, dict[str, Any]], secrets: dict[str, dict[str, str]],
+         user_of: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     def job(name: str) -> PodRun:
-        return job_pod(chart[name], secrets=secrets, image_user=user_of)
+        return job_pod(chart[name], secrets=secrets, configmaps=configmaps(chart_objects), image_user=user_of)
 
+    launched = launched_pytorchjob(chart_objects, chart["retriever"], tmp_path_factory.mktemp("launcher"))
     return {"ingest": job("ingest"), "mine": job("mine"),
-            "retriever": pytorchjob_pods(launched_pytorchjob(chart["retriever"]), secrets=secrets, image_user=user_of)}
+            "retriever": pytorchjob_pods(launched, secrets=secrets, image_user=user_of)}
 
 
-def launched_pytorchjob(launcher_job: dict[str, Any]) -> dict[str, Any]:
-    """The PyTorchJob the chart's training launcher Job creates once mining is done: its own command
-    (``bgeflow launch``) with its pod settings, run here with ``--dry-run``. The spec it writes goes
-    through this process's S3 endpoint; the job's pods get the launcher pod's (the job network's)."""
+def launched_pytorchjob(objects: list[dict[str, Any]], launcher_job: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """The PyTorchJob the chart's training launcher Job creates once mining is done: its init
+    container (the step's spec from the retrain spec) and its own command (``bgeflow launch``) with its
+    pod settings, run here, the latter with ``--dry-run``. The spec it writes goes through this
+    process's S3 endpoint; the job's pods get the launcher pod's (the job network's)."""
     import contextlib
     from unittest import mock
 
     from bgeflow.cli import main
+    from helm.steps import run_init
 
     (container,) = launcher_job["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    args = run_init(objects, launcher_job, tmp)
     out = io.StringIO()
     with mock.patch.dict(os.environ, {"BGEFLOW_TRAIN_POD_SETTINGS": env["BGEFLOW_TRAIN_POD_SETTINGS"]}), \
             contextlib.redirect_stdout(out):
-        assert main([*container["args"], "--dry-run", "--namespace", launcher_job["metadata"]["namespace"]]) == 0
+        assert main([*args, "--dry-run", "--namespace", launcher_job["metadata"]["namespace"]]) == 0
     job = yaml.safe_load(out.getvalue())
     for replica in job["spec"]["pytorchReplicaSpecs"].values():
         for c in replica["template"]["spec"]["containers"]:
@@ -305,15 +333,15 @@ def run_ok(runner: PodRunner, pods: list[PodRun], timeout: float = POD_TIMEOUT) 
 
 
 @pytest.fixture(scope="session")
-def ingested(runner: PodRunner, pods: dict[str, Any]) -> str:
+def ingested(runner: PodRunner, pods: dict[str, Any], layout: Any) -> str:
     run_ok(runner, [pods["ingest"]])
-    return arg(command(pods["ingest"].containers[0]), "--output")
+    return layout.ingest
 
 
 @pytest.fixture(scope="session")
-def mined(runner: PodRunner, pods: dict[str, Any], ingested: str) -> str:
+def mined(runner: PodRunner, pods: dict[str, Any], ingested: str, layout: Any) -> str:
     run_ok(runner, [pods["mine"]])
-    return arg(command(pods["mine"].containers[0]), "--output")
+    return layout.mined
 
 
 # ------------------------------------------------------------------ reading results

@@ -1,7 +1,10 @@
 """Run ``pods.PodRun``s on a Docker Engine (docker SDK), the way the kubelet would run the pods.
 
 Each pod gets its emptyDirs as tmpfs volumes (shared by its containers, empty at start, mode
-0777), runs its init containers one after the other to success, then its app containers, on one
+0777; a configMap volume holds its files), kept mounted by a holder container for the pod's life
+(the kubelet's pause container, here for the volumes: a tmpfs volume is emptied whenever no
+container mounts it, and an init container's output must reach the app containers), runs its
+init containers one after the other to success, then its app containers, on one
 user-defined network where each pod answers to its name (its service's name on a cluster). The
 pods of one call run together and fail together: the first container that exits non-zero stops
 the others, as a PyTorchJob's default run policy would. Logs go to ``log_dir`` (one file per
@@ -11,10 +14,12 @@ container) and stay in the result. Everything created is labelled and removed af
 from __future__ import annotations
 
 import contextlib
+import io
+import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,18 @@ def create_kwargs(run: ContainerRun, mounts: list[DockerMount]) -> dict[str, Any
         "cap_drop": list(run.cap_drop) or None, "cap_add": list(run.cap_add) or None,
         "security_opt": list(run.security_opt) or None, "working_dir": run.working_dir, "mounts": mounts,
     }
+
+
+def tar_of(files: Sequence[tuple[str, str]]) -> bytes:
+    """``files`` (name, text) as a tar archive of world-readable files (a configMap volume's content)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in files:
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def tmpfs_mounts(run: ContainerRun, volumes: dict[str, Tmpfs]) -> list[DockerMount]:
@@ -196,6 +213,22 @@ class PodRunner:
             finally:
                 app_started.set()
 
+        def hold(pod: PodRun, volume_names: dict[str, str]) -> None:
+            """Keep the pod's volumes mounted until the run ends, and write its configMap volumes' files."""
+            if not volume_names:
+                return
+            holder = self.client.containers.create(
+                (pod.init_containers or pod.containers)[0].image, entrypoint=["sleep"], command=["infinity"],
+                name=f"{pod.name}-volumes-{suffix}"[-63:].lstrip("-"), network_mode="none", labels=self.labels,
+                mounts=[DockerMount(target=f"/volumes/{name}", source=source, type="volume", no_copy=True)
+                        for name, source in volume_names.items()])
+            with lock:
+                created.append(holder)
+            holder.start()
+            for volume in pod.volumes.values():
+                if volume.files:
+                    holder.put_archive(f"/volumes/{volume.name}", tar_of(volume.files))
+
         threads = []
         try:
             for pod in pods:
@@ -207,6 +240,7 @@ class PodRunner:
                         labels=self.labels)
                     volumes.append(vol)
                     names[volume.name] = vol.name
+                hold(pod, names)
                 app_started = threading.Event()
                 thread = threading.Thread(target=run_pod, args=(pod, names, app_started), name=f"pod-{pod.name}",
                                           daemon=True)

@@ -14,6 +14,8 @@ pod spec                                    container run
 emptyDir (``medium: Memory`` or not)        a tmpfs volume of the pod (``sizeLimit`` → size),
                                             mode 0777 like the kubelet's, shared by the pod's
                                             init and app containers, empty at start
+configMap (``name``)                        a tmpfs volume holding the ConfigMap's keys as
+                                            files (from ``configmaps``), mounted read-only
 ``runAsUser`` / ``runAsGroup``              ``--user uid:gid``
 ``runAsNonRoot``                            refused when the user would be root (kubelet's check)
 ``fsGroup`` / ``supplementalGroups``        ``--group-add``
@@ -79,11 +81,15 @@ def quantity_bytes(value: str | int) -> int:
 
 @dataclass(frozen=True)
 class Tmpfs:
-    """An emptyDir volume: in memory either way here (a scratch disk and a RAM disk behave alike)."""
+    """An emptyDir volume: in memory either way here (a scratch disk and a RAM disk behave alike).
+
+    ``files`` (name, text): a configMap volume's content, there before the pod's first container starts.
+    """
 
     name: str
     size_bytes: int | None = None
     memory: bool = False
+    files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,12 +223,21 @@ def _security(pod: Mapping[str, Any], container: Mapping[str, Any], image_user: 
     return out
 
 
-def _volumes(pod: Mapping[str, Any], where: str) -> dict[str, Tmpfs]:
+def _volumes(pod: Mapping[str, Any], where: str, configmaps: Mapping[str, Mapping[str, str]]) -> dict[str, Tmpfs]:
     volumes = {}
     for volume in pod.get("volumes") or []:
         name = volume["name"]
+        if set(volume) == {"name", "configMap"}:
+            _unknown(f"{where} volume {name}", volume["configMap"], {"name"})
+            data = configmaps.get(volume["configMap"]["name"])
+            if data is None:
+                raise ValueError(f"{where}: volume {name} needs ConfigMap {volume['configMap']['name']}, which the "
+                                 "test did not provide (the kubelet would not start the pod)")
+            volumes[name] = Tmpfs(name=name, files=tuple(sorted(data.items())))
+            continue
         if set(volume) != {"name", "emptyDir"}:
-            raise Unsupported(f"{where}: volume {name} is {sorted(set(volume) - {'name'})} (only emptyDir is mapped)")
+            raise Unsupported(f"{where}: volume {name} is {sorted(set(volume) - {'name'})} (only emptyDir and "
+                              "configMap are mapped)")
         empty = volume["emptyDir"] or {}
         _unknown(f"{where} volume {name}", empty, {"medium", "sizeLimit"})
         if empty.get("medium") not in (None, "", "Memory"):
@@ -247,7 +262,9 @@ def _container(pod: Mapping[str, Any], container: Mapping[str, Any], *, volumes:
         _unknown(f"{where} volumeMount {mount.get('name')}", mount, {"name", "mountPath", "readOnly"})
         if mount["name"] not in volumes:
             raise ValueError(f"{where}: volumeMount {mount['name']} names no volume of the pod")
-        mounts.append(Mount(volume=mount["name"], target=mount["mountPath"], read_only=bool(mount.get("readOnly"))))
+        # The kubelet mounts a configMap volume read-only whatever the mount says.
+        read_only = bool(mount.get("readOnly")) or bool(volumes[mount["name"]].files)
+        mounts.append(Mount(volume=mount["name"], target=mount["mountPath"], read_only=read_only))
     return ContainerRun(
         name=container["name"], image=container["image"],
         # Kubernetes: command replaces ENTRYPOINT (and drops CMD); args alone replace only CMD.
@@ -264,11 +281,13 @@ def _no_image_user(image: str) -> str:
 def pod_run(pod: Mapping[str, Any], *, name: str, extra_env: Mapping[str, str] | None = None,
             extra_env_for: Callable[[str], bool] = lambda _name: True,
             secrets: Mapping[str, Mapping[str, str]] | None = None,
+            configmaps: Mapping[str, Mapping[str, str]] | None = None,
             image_user: Callable[[str], str] = _no_image_user) -> PodRun:
     """``pod`` (a PodSpec as rendered: camelCase dict) as containers; ``extra_env`` is appended to
-    the env of the app containers ``extra_env_for`` accepts (what a controller injects)."""
+    the env of the app containers ``extra_env_for`` accepts (what a controller injects);
+    ``configmaps``: each ConfigMap's data by name, for the configMap volumes."""
     _unknown(f"pod {name}", pod, _HANDLED_POD | _IGNORED_POD)
-    volumes = _volumes(pod, name)
+    volumes = _volumes(pod, name, configmaps or {})
     secrets = secrets or {}
 
     def build(container: Mapping[str, Any], env: Mapping[str, str]) -> ContainerRun:

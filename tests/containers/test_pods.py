@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bgeflow.cli import main
-from containers.conftest import helm_template
+from containers.conftest import configmaps, helm_template
 from containers.pods import (
     PYTORCHJOB_DEFAULT_PORT,
     Tmpfs,
@@ -84,27 +84,37 @@ def _direct_values() -> dict[str, Any]:
         "kfp": {"enabled": False},
         "s3": {"bucket": "data", "endpoint": "http://s3:5000", "existingSecret": "bgeflow-s3"},
         "retrain": {"data": "s3://data/raw.jsonl", "reranker": {"train": False}},
-        "direct": {"enabled": True, "shmSize": "512Mi", "retriever": {"nodes": 2}},
+        "direct": {"enabled": True, "shmSize": "512Mi"},
     }
 
 
 def test_chart_direct_mode_pods() -> None:
-    objects = {o["metadata"]["name"].split("-")[1]: o for o in helm_template(_direct_values()) if o["kind"] == "Job"}
+    rendered = helm_template({**_direct_values(), "retrain": {**_direct_values()["retrain"], "training": {"nnodes": 2}}})
+    objects = {o["metadata"]["name"].split("-")[1]: o for o in rendered if o["kind"] == "Job"}
     assert set(objects) == {"ingest", "mine", "retriever"}
-    ingest = job_pod(objects["ingest"], secrets=SECRETS)
+    maps = configmaps(rendered)
+    ingest = job_pod(objects["ingest"], secrets=SECRETS, configmaps=maps)
     (run,) = ingest.containers
     assert run.read_only and run.user == "10001:10001" and run.cap_drop == ["ALL"]
-    assert sorted(m.target for m in run.mounts) == ["/cache", "/tmp"]
-    assert run.entrypoint == ["bgeflow"] and run.command[0] == "ingest"
-    mine = job_pod(objects["mine"], secrets=SECRETS)
-    assert [c.name for c in mine.init_containers] == ["wait-for-input"]
+    assert sorted((m.target, m.read_only) for m in run.mounts) == [("/cache", False), ("/spec", True), ("/tmp", False)]
+    assert run.entrypoint == ["bgeflow"] and run.command == ["ingest", "--config", "/spec/ingest.yaml"]
+    # The step's spec comes from the retrain spec's ConfigMap, written by the init container into /spec.
+    (init,) = ingest.init_containers
+    assert init.name == "step-spec" and init.command[:3] == ["pipeline", "step-spec", "ingest"]
+    assert {(m.target, m.read_only) for m in init.mounts} >= {("/etc/bgeflow", True), ("/spec", False)}
+    (name,) = maps
+    assert ingest.volumes["retrain-spec"].files == (("retrain.yaml", maps[name]["retrain.yaml"]),)
+    mine = job_pod(objects["mine"], secrets=SECRETS, configmaps=maps)
+    assert [c.name for c in mine.init_containers] == ["wait-for-input", "step-spec"]
     assert mine.init_containers[0].command[:2] == ["pipeline", "wait"]
     assert mine.volumes["dshm"].size_bytes == 512 * 2**20
+    with pytest.raises(ValueError, match=f"ConfigMap {name}"):
+        job_pod(objects["mine"], secrets=SECRETS)
     # The training stage is a launcher (no GPU) that creates the PyTorchJob once mining is done
     # (containers.conftest.launched_pytorchjob builds that job as the launcher does).
     # Not run as a container here: it talks to the Kubernetes API (its projected token volume).
     launcher = objects["retriever"]["spec"]["template"]["spec"]
-    assert [c["name"] for c in launcher["initContainers"]] == ["wait-for-input"]
+    assert [c["name"] for c in launcher["initContainers"]] == ["wait-for-input", "step-spec"]
     (run,) = launcher["containers"]
     assert run["command"] == ["bgeflow"] and run["args"][:2] == ["launch", "retriever"]
     assert "nvidia.com/gpu" not in run["resources"].get("limits", {})
@@ -136,7 +146,9 @@ def test_env_expansion_and_order() -> None:
     {"volumes": [{"name": "v", "hostPath": {"path": "/"}}], "containers": [{"name": "c", "image": "i"}]},
     {"containers": [{"name": "c", "image": "i", "volumeMounts": [{"name": "v", "mountPath": "/v", "subPath": "x"}]}],
      "volumes": [{"name": "v", "emptyDir": {}}]},
-], ids=["privileged", "envFrom", "unknown-field", "hostNetwork", "hostPath", "subPath"])
+    {"volumes": [{"name": "v", "configMap": {"name": "m", "items": [{"key": "k", "path": "p"}]}}],
+     "containers": [{"name": "c", "image": "i"}]},
+], ids=["privileged", "envFrom", "unknown-field", "hostNetwork", "hostPath", "subPath", "configMap-items"])
 def test_what_cannot_be_reproduced_is_refused(pod: dict[str, Any]) -> None:
     with pytest.raises(Unsupported):
         pod_run(pod, name="p")

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from e2e.e2e_cluster import REPO, S3, Cluster
 
@@ -58,18 +59,20 @@ def test_direct_mode_runs_ingest_mine_train_to_a_model(cluster: Cluster, s3: S3)
     plain = {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
     cpu = json.dumps({"requests": {**plain["requests"], "nvidia.com/gpu": None},
                       "limits": {**plain["limits"], "nvidia.com/gpu": None}})
-    train_args = json.dumps(["--max-steps", "3", "--per-device-train-batch-size", "4", "--train-group-size", "2",
-                             "--query-max-len", "24", "--passage-max-len", "64", "--save-steps", "100000"])
+    # Every training setting goes in `retrain`, as for a KFP run: each stage derives its step's spec from
+    # it (retrain.mine.use_gpu stays false: no GPU here). The lengths and pooling reach mining and training alike.
+    hyperparameters = {"max_steps": 3, "per_device_train_batch_size": 4, "train_group_size": 2, "save_steps": 100000}
     values = [
         "kfp.enabled=false", "direct.enabled=true", f"s3.bucket={s3.bucket}", f"s3.prefix={prefix}/out",
         f"s3.endpoint={s3.endpoint}", f"s3.existingSecret={s3.secret}", f"retrain.data=s3://{s3.bucket}/{prefix}/raw/",
-        "retrain.retriever.model=bundled:minilm", "retrain.reranker.train=false",
+        "retrain.retriever.model=bundled:minilm", "retrain.reranker.train=false", "retrain.retriever.pooling=mean",
+        "retrain.retriever.query_max_len=24", "retrain.retriever.passage_max_len=64",
         f"image.registry={cluster.registry}", f"image.tag={cluster.version}", "direct.shmSize=256Mi",
-        "direct.waitTimeoutSeconds=1500", "direct.mine.useGpu=false",
+        "direct.waitTimeoutSeconds=1500",
     ]
     json_values = [f"direct.ingest.resources={json.dumps(plain)}", f"direct.mine.resources={cpu}",
-                   f"direct.retriever.resources={cpu}", f"direct.retriever.extraArgs={train_args}",
-                   'direct.mine.extraArgs=["--pooling", "mean"]']
+                   f"direct.retriever.resources={cpu}",
+                   f"retrain.retriever.hyperparameters={json.dumps(hyperparameters)}"]
     cluster.helm("install", release, "helm/bgeflow", "-n", cluster.namespace,
                  *(a for v in values for a in ("--set", v)), *(a for v in json_values for a in ("--set-json", v)))
     try:
@@ -95,6 +98,20 @@ def test_direct_mode_runs_ingest_mine_train_to_a_model(cluster: Cluster, s3: S3)
         for stage_output in ("/ingest/report.json", "/mine/mined.jsonl", "/retriever/train_summary.json"):
             assert any(k.endswith(stage_output) for k in keys), (stage_output, keys)
         assert any("/retriever/model/" in k and k.endswith(".safetensors") for k in keys), keys
+
+        def read(suffix: str) -> str:
+            (key,) = [k for k in keys if k.endswith(suffix)]
+            return s3.client().get_object(Bucket=s3.bucket, Key=key)["Body"].read().decode()
+
+        # The retrain settings reached each stage (no flag repeated them): mining encoded as the
+        # retriever block says, and the training job ran the block's lengths and hyperparameters.
+        mined = json.loads(read("/mine/mine_report.json"))
+        assert mined["encoding"]["pooling"] == "mean", mined["encoding"]
+        trained = yaml.safe_load(read("/retriever/train_spec.yaml"))
+        assert trained["pooling"] == "mean", trained
+        assert {k: trained["hyperparameters"][k] for k in hyperparameters} == hyperparameters, trained
+        assert (trained["hyperparameters"]["query_max_len"], trained["hyperparameters"]["passage_max_len"]) == (24, 64)
+        assert json.loads(read("/retriever/train_summary.json"))["global_step"] == 3
     finally:
         cluster.helm("uninstall", release, "-n", cluster.namespace, "--wait", check=False)
 

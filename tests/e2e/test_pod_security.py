@@ -81,7 +81,7 @@ def test_every_chart_pod_is_admitted(cluster: Cluster, mode: str) -> None:
     common = ["s3.bucket=bgeflow-e2e", "s3.existingSecret=bgeflow-s3", "retrain.data=s3://bgeflow-e2e/raw/"]
     values = {
         "kfp": [*common, "retrain.enabled=true", "kfp.schedule.enabled=true"],
-        "direct": [*common, "kfp.enabled=false", "direct.enabled=true", "direct.retriever.nodes=2"],
+        "direct": [*common, "kfp.enabled=false", "direct.enabled=true", "retrain.training.nnodes=2"],
     }[mode]
     pods = _rendered_pods(cluster, values)
     assert pods, "the chart rendered no pods"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -72,7 +74,9 @@ def test_every_value_is_documented() -> None:
 @pytest.mark.parametrize("bad", [
     ["--set", "s3.accessKey=x"],                 # no place for keys in values
     ["--set", "retrain.unknown=1"],
-    ["--set", "direct.retriever.nodes=0"],
+    ["--set", "retrain.training.nnodes=0"],
+    ["--set", "direct.retriever.nodes=2"],       # the job's shape is retrain.training's, declared once
+    ["--set", "direct.mine.useGpu=true"],        # the GPU search is retrain.mine.use_gpu
     ["--set", "kfp.schedule.cron=daily"],
 ])
 def test_schema_rejects(bad: list[str]) -> None:
@@ -175,15 +179,19 @@ def test_direct_training_names_fit_with_the_longest_release() -> None:
 
     release = "team-search-embeddings-retraining-nightly"  # 41 characters: fullname is cut to 40
     proc = helm("template", release, str(CHART), "-f", str(CHART / "ci" / "direct-values.yaml"),
-                "--set", "direct.retriever.nodes=9999")
+                "--set", "retrain.training.nnodes=9999")
     assert proc.returncode == 0, proc.stderr
-    jobs = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "Job" and not is_test_hook(d)
+    objs = [d for d in yaml.safe_load_all(proc.stdout) if d and not is_test_hook(d)]
+    jobs = [d for d in objs if d["kind"] == "Job"
             and "-ingest-" not in d["metadata"]["name"] and "-mine-" not in d["metadata"]["name"]]
     assert len(jobs) == 2
+    (cm,) = [d for d in objs if d["kind"] == "ConfigMap"]
+    assert len(cm["metadata"]["name"]) <= 63
+    nnodes = yaml.safe_load(cm["data"]["retrain.yaml"])["training"]["nnodes"]
     for job in jobs:
         assert len(job["metadata"]["name"]) <= 63 and job["metadata"]["name"].startswith(release[:30].rstrip("-"))
         args = job["spec"]["template"]["spec"]["containers"][0]["args"]
-        owner, nnodes = args[args.index("--owner") + 1], int(args[args.index("--nnodes") + 1])
+        owner = args[args.index("--owner") + 1]
         assert LaunchSpec(name=job_name(owner, prefix=f"bgeflow-{args[1]}"), command=["x"], owner=owner,
                           nnodes=nnodes).name
 
@@ -191,39 +199,104 @@ def test_direct_training_names_fit_with_the_longest_release() -> None:
 def test_direct_mode_objects_and_order() -> None:
     objs = [o for o in render("direct-values") if not is_test_hook(o)]
     kinds = sorted(o["kind"] for o in objs)
-    assert kinds == ["Job", "Job", "Job", "Job", "NetworkPolicy", "NetworkPolicy", "Role", "RoleBinding", "ServiceAccount"]
+    assert kinds == ["ConfigMap", "Job", "Job", "Job", "Job", "NetworkPolicy", "NetworkPolicy", "Role", "RoleBinding",
+                     "ServiceAccount"]
     names = {o["metadata"]["name"] for o in objs}
     stages = [n.rsplit("-", 2) for n in names if n.count("-") >= 2]
-    suffixes = {parts[2] for parts in stages if parts[1] in ("ingest", "mine", "retriever", "reranker")}
+    suffixes = {parts[2] for parts in stages if parts[1] in ("ingest", "mine", "retriever", "reranker", "direct")}
     assert len(suffixes) == 1, f"direct objects share one spec hash: {names}"
-    # A changed spec renames every direct object; an unchanged one renders identical names.
+    digest = suffixes.pop()
+    # A changed spec renames every direct object (the spec's ConfigMap too: each generation of Jobs
+    # reads its own); an unchanged one renders identical names.
     again = {o["metadata"]["name"] for o in render("direct-values") if not is_test_hook(o)}
     changed = {o["metadata"]["name"] for o in render("direct-values", "--set", "retrain.revision=r2")
                if not is_test_hook(o)}
-    assert again == names and len(changed - names) == 4
+    assert again == names and len(changed - names) == 5
     by_name = {o["metadata"]["name"]: o for o in objs}
-    mine = next(o for n, o in by_name.items() if "-mine-" in n)
-    wait = mine["spec"]["template"]["spec"]["initContainers"][0]["args"]
-    assert wait[:2] == ["pipeline", "wait"] and wait[3].endswith("/ingest/report.json")
-    job = next(o for n, o in by_name.items() if "-retriever-" in n)
-    pod = job["spec"]["template"]["spec"]
-    assert pod["initContainers"][0]["args"][3].endswith("/mine/mine_report.json")
-    args = pod["containers"][0]["args"]
-    assert args[:4] == ["launch", "retriever", "--backend", "pytorchjob"] and args[-2:] == ["--num-train-epochs", "2"]
-    assert (args[args.index("--nnodes") + 1], args[args.index("--nproc-per-node") + 1]) == ("2", "4")
-    # Each render of a spec launches under one owner, so a retried launcher Job adopts its job.
-    assert args[args.index("--owner") + 1] == f"direct/{RELEASE}/{suffixes.pop()}/retriever"
+    root = f"s3://bgeflow-data/bgeflow/direct/{digest}"
+    for step, name in (("ingest", "ingest"), ("mine", "mine"), ("train-retriever", "retriever"),
+                       ("train-reranker", "reranker")):
+        pod = by_name[f"{RELEASE}-{name}-{digest}"]["spec"]["template"]["spec"]
+        # The step's spec is written after the wait (the previous stage done), from this spec's ConfigMap.
+        assert [c["name"] for c in pod["initContainers"]] == (["step-spec"] if step == "ingest" else
+                                                              ["wait-for-input", "step-spec"])
+        assert pod["initContainers"][-1]["args"] == [
+            "pipeline", "step-spec", step, "--spec", "/etc/bgeflow/retrain.yaml", "--root", root,
+            "--output", f"/spec/{step}.yaml"]
+        assert {"name": "retrain-spec", "configMap": {"name": f"{RELEASE}-direct-{digest}"}} in pod["volumes"]
+        assert {"name": "step-spec", "mountPath": "/spec", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    mine = by_name[f"{RELEASE}-mine-{digest}"]["spec"]["template"]["spec"]
+    assert mine["initContainers"][0]["args"][:4] == ["pipeline", "wait", "--uri", f"{root}/ingest/report.json"]
+    assert mine["containers"][0]["args"] == ["mine", "--config", "/spec/mine.yaml"]
+    pod = by_name[f"{RELEASE}-retriever-{digest}"]["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["args"][3] == f"{root}/mine/mine_report.json"
+    # The job's shape and timeout come from the retrain spec too (retrain.training), not from flags here.
+    assert pod["containers"][0]["args"] == [
+        "launch", "retriever", "--config", "/spec/train-retriever.yaml", "--retrain-spec", "/etc/bgeflow/retrain.yaml",
+        "--backend", "pytorchjob",
+        # Each render of a spec launches under one owner, so a retried launcher Job adopts its job.
+        "--owner", f"direct/{RELEASE}/{digest}/retriever"]
 
 
-def test_mine_searches_on_the_gpu_unless_told_otherwise() -> None:
-    def mine_args(*extra: str) -> list[str]:
+#: What the direct-mode tests set in `retrain` (as JSON: a number stays a number).
+RETRAIN_JSON = ["retrain.retriever.hyperparameters.learning_rate=3e-05", "retrain.retriever.hyperparameters.max_steps=3",
+                "retrain.retriever.query_max_len=48", "retrain.mine.negative_number=20",
+                'retrain.ingest={"eval_fraction": 0.2}']
+
+
+def test_direct_jobs_run_the_retrain_spec(tmp_path: Path) -> None:
+    """Every retrain setting reaches the stage that reads it: each Job's init container derives its
+    step's spec from the ConfigMap with the pipeline's code, and the Job runs with exactly that."""
+    from bgeflow.platform.direct import step_spec
+    from bgeflow.platform.gitops import RetrainSpec
+    from helm.steps import spec_configmap, step_spec_of
+
+    objs = render("direct-values", *(a for v in RETRAIN_JSON for a in ("--set-json", v)))
+    jobs = {o["metadata"]["name"].split("-")[1]: o for o in objs if o["kind"] == "Job" and not is_test_hook(o)}
+    cm = spec_configmap(objs, jobs["ingest"])
+    retrain = yaml.safe_load(cm["data"]["retrain.yaml"])
+    assert retrain["retriever"]["hyperparameters"]["max_steps"] == 3 and retrain["mine"]["negative_number"] == 20
+    (tmp_path / "retrain.yaml").write_text(cm["data"]["retrain.yaml"])
+    run = RetrainSpec.load(tmp_path / "retrain.yaml")
+    specs = {}
+    for name, step in (("ingest", "ingest"), ("mine", "mine"), ("retriever", "train-retriever"),
+                       ("reranker", "train-reranker")):
+        assert spec_configmap(objs, jobs[name]) == cm  # one spec for every stage
+        init = next(c for c in jobs[name]["spec"]["template"]["spec"]["initContainers"] if c["name"] == "step-spec")
+        root = init["args"][init["args"].index("--root") + 1]
+        specs[step] = step_spec_of(objs, jobs[name], tmp_path / name)
+        assert specs[step] == step_spec(step, run, root=root)
+    assert specs["ingest"].eval_fraction == 0.2 and specs["ingest"].limits.query_max_len == 48
+    assert specs["mine"].negative_number == 20 and specs["mine"].encoding.query_max_len == 48
+    assert specs["mine"].use_gpu is True  # direct-values' retrain.mine.use_gpu
+    hyperparameters = specs["train-retriever"].hyperparameters
+    assert (hyperparameters["learning_rate"], hyperparameters["max_steps"], hyperparameters["query_max_len"]) == (
+        3e-5, 3, 48)
+    assert hyperparameters["num_train_epochs"] == 2  # direct-values' retrain.retriever.hyperparameters
+    assert specs["train-retriever"].train_data == [specs["mine"].output]
+
+
+def test_direct_extra_args_still_win(tmp_path: Path) -> None:
+    from helm.steps import step_spec_of
+
+    objs = render("direct-values", "--set-json", 'direct.mine.extraArgs=["--negative-number", "25"]',
+                  "--set", "retrain.mine.negative_number=20")
+    (mine,) = [o for o in objs if o["kind"] == "Job" and "-mine-" in o["metadata"]["name"]]
+    assert step_spec_of(objs, mine, tmp_path).negative_number == 25
+
+
+def test_mine_searches_on_the_gpu_only_when_the_spec_says(tmp_path: Path) -> None:
+    # retrain.mine.use_gpu, false by default as in a KFP run: a CPU-only cluster's faiss has no GPU.
+    from helm.steps import step_spec_of
+
+    def mine_spec(*extra: str) -> Any:
         objs = render("direct-values", *extra)
-        mine = next(o for o in objs if o["kind"] == "Job" and "-mine-" in o["metadata"]["name"])
-        return mine["spec"]["template"]["spec"]["containers"][0]["args"]
+        (mine,) = [o for o in objs if o["kind"] == "Job" and "-mine-" in o["metadata"]["name"]]
+        return step_spec_of(objs, mine, tmp_path / str(len(extra)))
 
-    assert "--use-gpu" in mine_args()
-    # A CPU-only cluster: faiss-gpu has no device there and `bgeflow mine --use-gpu` fails.
-    assert "--use-gpu" not in mine_args("--set", "direct.mine.useGpu=false")
+    assert mine_spec().use_gpu is True  # direct-values: a GPU cluster
+    assert mine_spec("--set", "retrain.mine.use_gpu=false").use_gpu is False
+
 
 def test_notes_print_next_commands() -> None:
     proc = helm("install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE,

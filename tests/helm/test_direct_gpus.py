@@ -8,11 +8,13 @@ then creates the training job (PyTorchJob or TrainJob) with its GPUs.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from helm.render import pod_specs, render
+from helm.steps import run_init
 
 GPU = "nvidia.com/gpu"
 
@@ -51,11 +53,11 @@ def _launcher(objs: list[dict[str, Any]], model: str) -> dict[str, Any]:
     ("trainjob", "trainer.kubeflow.org_trainjobs.yaml", "v1alpha1"),
 ])
 def test_the_launcher_creates_a_valid_job_with_the_gpus(backend: str, crd: str, version: str, s3_bucket: str,
-                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """What the launcher Job runs, as it runs it (its args and its pod settings env) with --dry-run: the
-    training job it would create validates against the real CRD and carries the GPUs, the GPU
-    scheduling and the release's label."""
+    """What the launcher Job runs, as it runs it (its step-spec init container, then its args and its pod
+    settings env) with --dry-run: the training job it would create validates against the real CRD and
+    carries the GPUs, the GPU scheduling, the retrain spec's nodes and the release's label."""
     import importlib.util
 
     import jsonschema
@@ -69,12 +71,15 @@ def test_the_launcher_creates_a_valid_job_with_the_gpus(backend: str, crd: str, 
     if not (CRDS / crd).exists():
         pytest.skip(f"the CRD is not at {CRDS / crd} (shared/ is laid beside the checkout)")
     objs = render("gpu-tolerations-values", "--set", f"retrain.training.backend={backend}",
-                  "--set", f"s3.bucket={s3_bucket}", "--set", "direct.retriever.nodes=2")
+                  "--set", f"s3.bucket={s3_bucket}", "--set", "retrain.training.nnodes=2")
     container = _launcher(objs, "retriever")
     assert container["command"] == ["bgeflow"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     monkeypatch.setenv("BGEFLOW_TRAIN_POD_SETTINGS", env["BGEFLOW_TRAIN_POD_SETTINGS"])
-    assert main([*container["args"], "--dry-run", "--namespace", "ml"]) == 0
+    (launcher,) = [o for o in objs if o["kind"] == "Job" and "-retriever-" in o["metadata"]["name"]]
+    args = run_init(objs, launcher, tmp_path)
+    capsys.readouterr()
+    assert main([*args, "--dry-run", "--namespace", "ml"]) == 0
     job = yaml.safe_load(capsys.readouterr().out)
     schema = next(v for v in yaml.safe_load((CRDS / crd).read_text())["spec"]["versions"] if v["name"] == version)
     jsonschema.validate(job, schema["schema"]["openAPIV3Schema"])
@@ -88,6 +93,7 @@ def test_the_launcher_creates_a_valid_job_with_the_gpus(backend: str, crd: str, 
         assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
         assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "nvidia.com/gpu.present": "true"}
         assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}} in pod["volumes"]
+        assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1  # retrain.training.nnodes 2
     else:  # the runtime owns the pod (and its GPU scheduling); the TrainJob asks for the GPUs
         assert job["spec"]["trainer"]["resourcesPerNode"]["limits"][GPU] == "1"
         assert job["spec"]["trainer"]["resourcesPerNode"]["requests"] == {"cpu": "8", "memory": "64Gi"}

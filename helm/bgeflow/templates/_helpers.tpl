@@ -275,6 +275,48 @@ spec:
 {{- printf "%s/direct/%s" (include "bgeflow.outputRoot" .) (include "bgeflow.directHash" .) }}
 {{- end }}
 
+{{/* Direct mode: the ConfigMap of the retrain spec the Jobs of this spec read. Named by the Jobs'
+hash: a Job reads the spec it was rendered from, never a later generation's. */}}
+{{- define "bgeflow.directSpecName" -}}
+{{- printf "%s-direct-%s" (include "bgeflow.fullname" .) (include "bgeflow.directHash" .) }}
+{{- end }}
+
+{{/* Init container that writes a direct-mode step's spec into the step-spec volume (/spec/<step>.yaml)
+from the retrain spec, with the code the KFP pipeline's components use (bgeflow.platform.direct);
+call with (dict "root" $ "step" "ingest"|"mine"|"train-retriever"|"train-reranker"). It reads
+nothing remote, so it gets no S3 settings. */}}
+{{- define "bgeflow.stepSpecInitContainer" -}}
+- name: step-spec
+  image: {{ include "bgeflow.image" (dict "root" .root "kind" "ops") }}
+  {{- include "bgeflow.containerCommon" .root | nindent 2 }}
+  command: ["bgeflow"]
+  args: ["pipeline", "step-spec", {{ .step | quote }}, "--spec", "/etc/bgeflow/retrain.yaml", "--root", {{ include "bgeflow.directRoot" .root | quote }}, "--output", {{ printf "/spec/%s.yaml" .step | quote }}]
+  env:
+    - name: BGEFLOW_LOG_FORMAT
+      value: json
+    - name: HOME
+      value: /tmp
+  resources:
+    {{- toYaml .root.Values.hooks.resources | nindent 4 }}
+  volumeMounts:
+    {{- include "bgeflow.scratchVolumeMounts" .root | nindent 4 }}
+    - name: retrain-spec
+      mountPath: /etc/bgeflow
+      readOnly: true
+    - name: step-spec
+      mountPath: /spec
+{{- end }}
+
+{{/* The volumes of bgeflow.stepSpecInitContainer: the retrain spec and the step's spec. The step's
+container mounts step-spec read-only at /spec. */}}
+{{- define "bgeflow.stepSpecVolumes" -}}
+- name: retrain-spec
+  configMap:
+    name: {{ include "bgeflow.directSpecName" . }}
+- name: step-spec
+  emptyDir: {}
+{{- end }}
+
 {{/* Init container that blocks until the previous stage's output exists; call with
 (dict "root" $ "uri" marker). The marker is the file each step writes last. */}}
 {{- define "bgeflow.waitInitContainer" -}}

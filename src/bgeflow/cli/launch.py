@@ -8,16 +8,22 @@ output URI), so running the same command again adopts the job instead of startin
 ``--backend`` picks the kind: pytorchjob (Kubeflow Training Operator), trainjob (Kubeflow Trainer v2,
 on the runtime the pod settings name, the chart's bgeflow-torch by default), auto (whichever the
 cluster serves) or container (the same pods as Docker containers of the gpu image on this machine,
-through the Kubeflow SDK's container backend; the output may be a local folder). ``--dry-run`` writes
-the spec and prints the job (valid YAML for ``kubectl apply -f -``) instead of submitting it.
+through the Kubeflow SDK's container backend; the output may be a local folder). ``--retrain-spec FILE``
+takes the job's nodes, processes per node and timeout from a retrain spec's training block, as the
+pipeline's launcher does (the chart's direct mode). ``--dry-run`` writes the spec and prints the job
+(valid YAML for ``kubectl apply -f -``) instead of submitting it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from bgeflow.cli._options import add_config_options, add_spec_options
+
+if TYPE_CHECKING:
+    from bgeflow.platform.run_spec import TrainingSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,10 +54,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     job.add_argument("--image", default=None, help="training image (overrides the pod settings)")
     job.add_argument("--namespace", default=None, help="namespace (default: the pod settings', else the current)")
     job.add_argument("--gpus-per-node", type=int, default=None)
-    job.add_argument("--nnodes", type=int, default=1, help="pods (PyTorchJob: one Master plus nnodes-1 Workers)")
-    job.add_argument("--nproc-per-node", type=int, default=1, help="processes per pod (usually its GPUs)")
+    # Unset: from --retrain-spec's training block, else that block's defaults (one declaration).
+    job.add_argument("--nnodes", type=int, default=None,
+                     help="pods (PyTorchJob: one Master plus nnodes-1 Workers; default: --retrain-spec's "
+                     "training.nnodes, else 1)")
+    job.add_argument("--nproc-per-node", type=int, default=None,
+                     help="processes per pod, usually its GPUs (default: --retrain-spec's training.nproc_per_node, "
+                     "else 1)")
     job.add_argument("--owner", default=None, help="identity the job name derives from (default: cli/<output>)")
-    job.add_argument("--timeout", type=float, default=None, help="seconds to wait before deleting the job")
+    job.add_argument("--timeout", type=float, default=None,
+                     help="seconds to wait before deleting the job (default: --retrain-spec's training.timeout_s, "
+                     "else no limit)")
+    job.add_argument("--retrain-spec", default=None, metavar="FILE",
+                     help="a retrain spec (the chart's retrain values, as `bgeflow pipeline --spec`): the job's "
+                     "nnodes, nproc_per_node and timeout_s come from its training block, as the pipeline's "
+                     "launcher takes them (the chart's direct mode); the flags above win")
     job.add_argument("--dry-run", action="store_true",
                      help="write the training spec and print the job's YAML; submit nothing")
     p.set_defaults(func=run, accepts_runner_flags=True)
@@ -96,11 +113,12 @@ def run(args: argparse.Namespace) -> int:
 
         namespace = current_namespace()
     spec = build_spec(args)
+    shape = _job_shape(args)
     if args.backend in CLUSTER_BACKENDS and "://" not in spec.output:
         raise ConfigError(f"output {spec.output!r} is a local path, which training pods cannot write to: give an "
                           "s3:// URI")
     launch_spec = build_launch_spec(
-        spec, owner=args.owner or f"cli/{spec.output}", nnodes=args.nnodes, nproc_per_node=args.nproc_per_node,
+        spec, owner=args.owner or f"cli/{spec.output}", nnodes=shape.nnodes, nproc_per_node=shape.nproc_per_node,
         pod=dataclasses.replace(pod, namespace=namespace), namespace=namespace,
     )
     # Built before the spec is written: a job that cannot be built (no SDK, a bad setting) writes nothing.
@@ -111,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         yaml.safe_dump(manifest, sys.stdout, sort_keys=False)
         return 0
     backend = make_backend(args.backend)
-    result = launch(launch_spec, backend, timeout=args.timeout)
+    timeout = args.timeout if args.timeout is not None else shape.timeout_s if args.retrain_spec else None
+    result = launch(launch_spec, backend, timeout=timeout)
     kind = getattr(backend, "kind", None)
     # stdout is the verb's one JSON document, as every verb's is.
     print(json.dumps({"job": f"{result.namespace}/{result.name}", "kind": kind.kind if kind else backend.name,
@@ -119,3 +138,19 @@ def run(args: argparse.Namespace) -> int:
                       "model_uri": f"{spec.output.rstrip('/')}/model", "spec_uri": spec_uri},
                      ensure_ascii=False, indent=2))
     return 0
+
+
+def _job_shape(args: argparse.Namespace) -> TrainingSettings:
+    """The run spec's ``TrainingSettings`` of the job: ``--retrain-spec``'s training block (its defaults
+    without one), the flags over it.
+
+    Raises:
+        ConfigError: the retrain spec is not valid (naming the key), or a flag is below 1.
+    """
+    from bgeflow.platform.gitops import RetrainSpec
+    from bgeflow.platform.run_spec import TrainingSettings
+
+    training = RetrainSpec.load(args.retrain_spec).training if args.retrain_spec else TrainingSettings()
+    flags = {"nnodes": args.nnodes, "nproc_per_node": args.nproc_per_node}
+    return TrainingSettings.build(training.to_dict(), {k: v for k, v in flags.items() if v is not None},
+                                  where="launch", cli=True)

@@ -4,9 +4,10 @@
 - ``trigger``: submit the retrain spec's run unless a run of that (content-hashed) name exists.
 - ``schedule``: keep one KFP recurring run for the retrain spec.
 - ``wait``: block until step outputs exist (orders the chart's direct-mode Jobs).
+- ``step-spec``: one direct-mode step's spec, derived from the retrain spec (``platform.direct``).
 - ``check``: S3, KFP and the CRDs a release needs (the chart's ``helm test``; ``cluster_check``).
 
-Every subcommand is idempotent (``check`` only reads); kfp is imported only when one runs.
+Every subcommand is idempotent (``check`` and ``step-spec`` only read); kfp is imported only when one runs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ DEFAULT_PACKAGE = "/opt/bgeflow/pipelines/bge_finetune.yaml"
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pipeline",
-        help="KFP pipeline upload, GitOps retrain trigger and schedule (used by the Helm chart)",
+        help="KFP pipeline upload, GitOps retrain trigger and schedule, direct-mode step specs (used by the Helm chart)",
         description="Idempotent KFP operations: running any of them twice changes nothing the second time.",
     )
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -74,6 +75,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wt.add_argument("--timeout", type=float, default=6 * 3600, help="seconds (default 6h)")
     wt.add_argument("--interval", type=float, default=30, help="seconds between checks (default 30)")
     wt.set_defaults(func=_wait)
+
+    from bgeflow.platform.direct import STEPS
+
+    ss = sub.add_parser(
+        "step-spec", help="write one direct-mode step's spec, derived from the retrain spec",
+        description="Turn the retrain spec into STEP's spec (as the KFP pipeline's component for that step "
+        "does), with the inputs and outputs of the chart's direct mode under --root, and write it as YAML "
+        "for `bgeflow ingest|mine --config FILE` or `bgeflow launch KIND --config FILE`.")
+    ss.add_argument("step", choices=STEPS, metavar="STEP", help=f"one of {', '.join(STEPS)}")
+    ss.add_argument("--spec", required=True, help="retrain spec YAML (the chart's retrain values)")
+    ss.add_argument("--root", required=True, metavar="URI",
+                    help="where the direct-mode steps read and write (s3://bucket/prefix/direct/<hash>)")
+    ss.add_argument("--output", required=True, metavar="FILE", help="the step's spec (YAML) to write")
+    ss.set_defaults(func=_step_spec)
 
 
 def _client(args: argparse.Namespace):
@@ -164,3 +179,17 @@ def _wait(args: argparse.Namespace) -> int:
             raise TimeoutError(f"after {args.timeout:.0f}s these outputs are still missing: {pending}")
         logging.getLogger("bgeflow").info("waiting for %s", pending)
         time.sleep(args.interval)
+
+
+def _step_spec(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bgeflow.platform.direct import spec_document, step_spec
+
+    spec = step_spec(args.step, _spec(args), root=args.root)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(spec_document(spec), encoding="utf-8")
+    # The settings in the log too: `kubectl logs -c step-spec` shows what the step runs with.
+    _print({"step": args.step, "spec": str(output), "settings": spec.changed()})
+    return 0

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from bgeflow.core.config_file import load_mapping
 from bgeflow.core.errors import ConfigError
 from bgeflow.core.spec import setting
 from bgeflow.platform.run_spec import RunSpec
@@ -53,9 +54,11 @@ class RetrainSpec(RunSpec):
         """The spec in a YAML file (the ConfigMap the chart renders).
 
         Raises:
-            ConfigError: not a mapping, or a setting that is unknown or invalid (named).
+            NotFoundError: no such file.
+            ConfigError: not YAML, not a mapping, or a setting that is unknown or invalid (named).
         """
-        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        # The chart renders the file with Go's YAML encoder: its floats (learning_rate: 2e-05) read as floats.
+        values = load_mapping(str(path), "retrain settings", flag="--spec", exponent_floats=True)
         return cls.build(values, where=f"retrain spec {path}")
 
     def parameters(self) -> dict[str, Any]:
