@@ -116,6 +116,24 @@ def test_spec_document_round_trips_and_files_merge_under_flags(tmp_path: Path) -
     assert parse("reranker", "--config", str(path)).kind == "reranker"  # the command line wins
 
 
+@pytest.mark.parametrize(("written", "value"), [
+    ("2e-5", 2e-5),  # as people and FlagEmbedding's docs write it (YAML 1.1: a string)
+    ("3e-05", 3e-5),  # as Go's YAML encoder (Helm's toYaml) writes it
+    ("1E-4", 1e-4),
+    ("2.0e-5", 2e-5),  # YAML 1.1's own float form
+    ("0.00002", 2e-5),
+])
+def test_exponent_floats_read_as_numbers_in_config_files_and_set(tmp_path: Path, written: str, value: float) -> None:
+    """A learning rate read as the string "2e-5" reached FlagEmbedding's dataclasses as it was and failed in
+    the optimiser: every settings file and --set value is read the one way, YAML 1.2's floats."""
+    path = tmp_path / "train.yaml"
+    path.write_text(f"kind: retriever\nmodel: m\ntrain_data: d\noutput: o\nlearning_rate: {written}\n"
+                    f"hyperparameters:\n  weight_decay: {written}\n", encoding="utf-8")
+    from_file = parse("--config", str(path))
+    assert from_file.hyperparameters == {"learning_rate": value, "weight_decay": value}
+    assert parse("--config", str(path), "--set", f"warmup_ratio={written}").hyperparameters["warmup_ratio"] == value
+
+
 def test_the_pod_command_is_one_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PET_NNODES", "3")
     spec = TrainSpec.of(kind="retriever", **{**BASE, "output": str(tmp_path / "out")}, local_nodes=2,

@@ -36,16 +36,14 @@ def parse_bool(text: str | bool) -> bool:
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value: an int or float when it reads as one, else YAML (``true``, ``[a, b]``, text)."""
+    """A ``--set`` value read as YAML, as a ``--config`` file's values are (``2e-5`` a float, ``true``,
+    ``[a, b]``); text that is not YAML stays text."""
     import yaml
 
-    for convert in (int, float):  # YAML 1.1 reads "2e-5" as a string
-        try:
-            return convert(text)
-        except ValueError:
-            continue
+    from bgeflow.core.config_file import load_yaml
+
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 

@@ -1,31 +1,54 @@
-"""YAML config files (a local path or an s3:// URI): the one loader behind every ``--config``."""
+"""YAML settings (a file at a local path or an s3:// URI, or one ``--set`` value): the one reader behind
+every ``--config``, ``--spec`` and ``--set``."""
 
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any
 
 from bgeflow.core.errors import ConfigError, NotFoundError
 from bgeflow.core.storage import open_store
 
+#: A float in exponent notation without YAML 1.1's mandatory dot and sign (``2e-5``, ``3e-05``, ``1E6``):
+#: YAML 1.2's core schema reads these as floats, PyYAML's YAML 1.1 as strings.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 
-def _exponent_float_loader() -> type:
-    """PyYAML's safe loader, reading ``3e-05`` as a float (YAML 1.2) rather than a string (YAML 1.1)."""
+
+@cache
+def _loader() -> type:
+    """PyYAML's safe loader (no arbitrary objects), reading ``2e-5`` as the float its writer meant.
+
+    Why: ``learning_rate: 2e-5`` is how people and FlagEmbedding's docs write it, and Go's YAML
+    encoder (Helm's ``toYaml``) writes 2e-5 as ``2e-05``; YAML 1.1 reads both as strings, which
+    the runner's dataclasses take as they are and the optimiser fails on much later.
+    """
     import yaml
 
     class Loader(yaml.SafeLoader):
         pass
 
-    # Go's YAML encoder (Helm's toYaml) writes the float 3e-5 as `3e-05`, without the dot YAML 1.1 needs.
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-                                 list("-+0123456789"))
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
     return Loader
 
 
-def load_mapping(uri: str, what: str, *, flag: str = "--config", exponent_floats: bool = False) -> dict[str, Any]:
-    """The mapping at ``uri`` (empty for an empty file); errors name the file in one line.
+def load_yaml(text: str) -> Any:
+    """``text`` read as YAML, exponent floats as floats (``_loader``).
 
-    ``exponent_floats``: read ``3e-05`` as a number, as the file's writer meant (a file Helm rendered).
+    Raises:
+        yaml.YAMLError: not valid YAML.
+    """
+    import yaml
+
+    return yaml.load(text, Loader=_loader())  # a SafeLoader subclass: no arbitrary objects
+
+
+def load_mapping(uri: str, what: str, *, flag: str = "--config") -> dict[str, Any]:
+    """The mapping at ``uri`` (empty for an empty file), read with ``load_yaml``.
+
+    Raises:
+        NotFoundError: no file at ``uri``.
+        ConfigError: not valid YAML, or not a mapping (one line naming the file).
     """
     import yaml
 
@@ -33,9 +56,7 @@ def load_mapping(uri: str, what: str, *, flag: str = "--config", exponent_floats
     if store.stat("") is None:
         raise NotFoundError(f"{flag} {uri}: no such file")
     try:
-        text = store.read_text()
-        # A SafeLoader subclass: no arbitrary objects either way.
-        data = yaml.load(text, Loader=_exponent_float_loader()) if exponent_floats else yaml.safe_load(text)
+        data = load_yaml(store.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{flag} {uri}: not valid YAML ({' '.join(str(exc).split())})") from None
     if data is None:

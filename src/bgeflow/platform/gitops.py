@@ -58,7 +58,7 @@ class RetrainSpec(RunSpec):
             ConfigError: not YAML, not a mapping, or a setting that is unknown or invalid (named).
         """
         # The chart renders the file with Go's YAML encoder: its floats (learning_rate: 2e-05) read as floats.
-        values = load_mapping(str(path), "retrain settings", flag="--spec", exponent_floats=True)
+        values = load_mapping(str(path), "retrain settings", flag="--spec")
         return cls.build(values, where=f"retrain spec {path}")
 
     def parameters(self) -> dict[str, Any]:
