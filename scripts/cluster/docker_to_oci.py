@@ -20,6 +20,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sys
 import tarfile
 import tempfile
@@ -27,6 +28,22 @@ import zlib
 from pathlib import Path
 
 CHUNK = 4 << 20
+PREFIX = "docker-to-oci-"
+
+
+def _exit_on(signum: int, _frame: object) -> None:
+    # Python's default SIGTERM/SIGHUP handling ends the process without running ``finally``: the
+    # spool (gigabytes of RAM in /dev/shm) outlived an interrupted `make e2e` until the machine ran
+    # out of memory. Exiting through SystemExit runs the clean-up.
+    raise SystemExit(128 + signum)
+
+
+def remove_stale_spools(spool_root: Path) -> None:
+    """Remove the spools of earlier runs whose process is gone (one killed with SIGKILL cannot clean up)."""
+    for old in spool_root.glob(f"{PREFIX}*"):
+        pid = old.name.removeprefix(PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def gzip_stream(src: io.BufferedReader, dest: Path) -> tuple[str, int, str]:
@@ -53,7 +70,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spool", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
     args = ap.parse_args()
-    spool = Path(tempfile.mkdtemp(prefix="docker-to-oci-", dir=args.spool))
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on)
+    root = Path(args.spool or tempfile.gettempdir())
+    remove_stale_spools(root)
+    # The pid in the name lets a later run tell a dead run's spool from a live one's.
+    spool = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=root))
     try:
         layers: dict[str, tuple[Path, str, int, str]] = {}  # docker path -> (file, digest, size, diff_id)
         files: dict[str, bytes] = {}  # small members: configs, manifest.json
