@@ -12,6 +12,8 @@ scores each system on the same split, from all-MiniLM-L6-v2, under the same budg
 - ``--variant NAME:KEY=VALUE;...``: bgeflow's recipe with some settings changed (``mine.NAME``,
   ``train.NAME``), e.g. ``no-filter:mine.max_score_ratio=null`` measures what the filter buys; a variant's
   ``train.`` options win over the budget (``2ep:train.num_train_epochs=2``), so compare its CPU time too;
+  ``NAME:mnrl.KEY=VALUE`` is the mnrl baseline with its training arguments changed instead
+  (``mnrl-2ep:mnrl.num_train_epochs=2``: a baseline given the epochs a bgeflow variant takes);
 - ``mnrl``: sentence-transformers, MultipleNegativesRankingLoss (in-batch negatives only), batch 32,
   its own defaults otherwise (lr 5e-5, scale 20), one process;
 - ``flagembedding``: FlagEmbedding's recipe as its README has users run it: ``hn_mine`` (2-200, 15
@@ -172,8 +174,9 @@ def train_flagembedding(data: Path, out: Path, seed: int, model: str, log: Path,
     return cpu
 
 
-def train_mnrl(data: Path, out: Path, seed: int, model: str) -> None:
-    """sentence-transformers' MNRL: (query, positive) pairs, in-batch negatives, batch 32."""
+def train_mnrl(data: Path, out: Path, seed: int, model: str, overrides: dict[str, Any] | None = None) -> None:
+    """sentence-transformers' MNRL: (query, positive) pairs, in-batch negatives, batch 32 (``overrides``:
+    ``SentenceTransformerTrainingArguments`` of an ``mnrl.`` variant)."""
     from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformer,
@@ -187,10 +190,10 @@ def train_mnrl(data: Path, out: Path, seed: int, model: str) -> None:
     dataset = Dataset.from_dict({"anchor": [r["query"] for r in rows], "positive": [r["pos"][0] for r in rows]})
     st = SentenceTransformer(model, device="cpu")
     st.max_seq_length = BUDGET["passage_max_len"]
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(out / "run"), num_train_epochs=BUDGET["num_train_epochs"], per_device_train_batch_size=32,
-        seed=seed, batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none",
-        logging_steps=BUDGET["logging_steps"], use_cpu=True)
+    options = {"output_dir": str(out / "run"), "num_train_epochs": BUDGET["num_train_epochs"],
+               "per_device_train_batch_size": 32, "seed": seed, "batch_sampler": BatchSamplers.NO_DUPLICATES,
+               "save_strategy": "no", "report_to": "none", "logging_steps": BUDGET["logging_steps"], "use_cpu": True}
+    args = SentenceTransformerTrainingArguments(**{**options, **(overrides or {})})
     SentenceTransformerTrainer(model=st, args=args, train_dataset=dataset,
                                loss=losses.MultipleNegativesRankingLoss(st)).train()
     st.save(str(out / "model"))
@@ -304,8 +307,8 @@ def table(results: dict[str, Any]) -> str:
         lines += ["", f"mining alone ({DIAGNOSTIC} − flagembedding: the same runner and options on bgeflow mine's "
                       f"negatives instead of hn_mine's): nDCG@10 {_delta(runs[DIAGNOSTIC], runs['flagembedding'])}"]
     baselines = [name for name in ("mnrl", "flagembedding") if runs.get(name)]
-    judged = [name for name, rows in runs.items() if name not in ("mnrl", "flagembedding", DIAGNOSTIC)
-              and len(rows) >= 3 and len(baselines) == 2]
+    comparators = {"mnrl", "flagembedding", DIAGNOSTIC, *(k for k, v in results.get("variants", {}).items() if "mnrl" in v)}
+    judged = [name for name, rows in runs.items() if name not in comparators and len(rows) >= 3 and len(baselines) == 2]
     lines += [""] if judged else []
     for name in judged:
         rows = runs[name]
@@ -344,7 +347,7 @@ def install_hn_mine(work: Path) -> Path:
 def _worker(argv: list[str]) -> int:
     """Child-process entry points (so each is timed and freed apart): mnrl and score."""
     if argv[0] == "mnrl":
-        train_mnrl(Path(argv[1]), Path(argv[2]), int(argv[3]), argv[4])
+        train_mnrl(Path(argv[1]), Path(argv[2]), int(argv[3]), argv[4], json.loads(argv[5]) if len(argv) > 5 else None)
     elif argv[0] == "score":
         Path(argv[3]).write_text(json.dumps(score(argv[1], Path(argv[2]))))
     elif argv[0] == "profile":
@@ -353,16 +356,10 @@ def _worker(argv: list[str]) -> int:
 
 
 def _value(text: str) -> Any:
-    """A ``--variant`` value: YAML, and a number where YAML 1.1 leaves ``1e-4`` a string."""
-    import yaml
+    """A ``--variant`` value, read as bgeflow reads a ``--set`` value (``1e-4`` a float)."""
+    from bgeflow.cli._options import parse_value
 
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
+    return parse_value(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="keep <work>/results.json's runs and measure only the (system, seed) pairs it lacks")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[;KEY=VALUE]",
-                        help="one more system: bgeflow's recipe with mine.KEY / train.KEY changed (YAML values)")
+                        help="one more system: bgeflow's recipe with mine.KEY / train.KEY changed, or the mnrl "
+                        "baseline with mnrl.KEY changed (YAML values)")
     args = parser.parse_args(raw)
 
     import yaml
@@ -401,17 +399,23 @@ def main(argv: list[str] | None = None) -> int:
         hn_mine_path = install_hn_mine(work)
     mine, hyper = bgeflow_recipe()
     variants: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+    mnrl_variants: dict[str, dict[str, Any]] = {}
     for item in args.variant:
         name, _, changes = item.partition(":")
-        own_mine, own_hyper, own = dict(mine), dict(hyper), {}
+        own_mine, own_hyper, own, baseline = dict(mine), dict(hyper), {}, {}
         for change in filter(None, changes.split(";")):
             key, _, value = change.partition("=")
             block, _, option = key.strip().partition(".")
-            if block not in ("mine", "train"):
-                raise SystemExit(f"--variant {item!r}: keys are mine.NAME or train.NAME, got {key!r}")
-            (own_mine if block == "mine" else own)[option] = _value(value)
-        variants[name] = (own_mine, {**own_hyper, **own}, own)
-    systems += list(variants)
+            if block not in ("mine", "train", "mnrl"):
+                raise SystemExit(f"--variant {item!r}: keys are mine.NAME, train.NAME or mnrl.NAME, got {key!r}")
+            {"mine": own_mine, "train": own, "mnrl": baseline}[block][option] = _value(value)
+        if baseline and (own or own_mine != mine):
+            raise SystemExit(f"--variant {item!r}: an mnrl variant changes only mnrl.NAME keys")
+        if baseline:
+            mnrl_variants[name] = baseline
+        else:
+            variants[name] = (own_mine, {**own_hyper, **own}, own)
+    systems += [*variants, *mnrl_variants]
     print(f"data: {json.dumps(sizes)}\nbgeflow recipe: mine {json.dumps({k: v for k, v in mine.items() if v is not None})}"
           f"\n  train {json.dumps(hyper)}\nbudget: {json.dumps(BUDGET)} x {NPROC} processes", flush=True)
 
@@ -423,12 +427,14 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads((work / "results.json").read_text()) if args.resume and (work / "results.json").is_file() else {}
     results: dict[str, Any] = {"data": sizes, "budget": BUDGET, "nproc": NPROC, "bgeflow": {"mine": mine, "train": hyper},
                                "variants": {**previous.get("variants", {}),
-                                            **{k: {"mine": v[0], "train": v[1]} for k, v in variants.items()}},
+                                            **{k: {"mine": v[0], "train": v[1]} for k, v in variants.items()},
+                                            **{k: {"mnrl": v} for k, v in mnrl_variants.items()}},
                                "base": previous.get("base") or scored(model, work),
                                "runs": {**previous.get("runs", {}), **{s: [] for s in systems if s not in previous.get("runs", {})}},
                                "mining": previous.get("mining", {}), "overlap": previous.get("overlap")}
-    clash = [k for k, v in variants.items() if previous.get("variants", {}).get(k, {"mine": v[0], "train": v[1]})
-             != {"mine": v[0], "train": v[1]}]
+    declared = {**{k: {"mine": v[0], "train": v[1]} for k, v in variants.items()},
+                **{k: {"mnrl": v} for k, v in mnrl_variants.items()}}
+    clash = [k for k, v in declared.items() if previous.get("variants", {}).get(k, v) != v]
     if clash:
         raise SystemExit(f"--resume: variant {', '.join(clash)} was measured with other settings; give it another name")
     if previous and (previous["data"] != sizes or previous["bgeflow"] != results["bgeflow"]):
@@ -447,9 +453,9 @@ def main(argv: list[str] | None = None) -> int:
             if system == "bgeflow" or system in variants:
                 cpu = train_bgeflow(data, out, seed, model, log, *variants.get(system, (mine, hyper)))
                 trained = str(out / "train" / "model")
-            elif system == "mnrl":
-                cpu = run_timed([sys.executable, __file__, "--worker", "mnrl", str(data), str(out), str(seed), model],
-                                log)
+            elif system == "mnrl" or system in mnrl_variants:
+                cpu = run_timed([sys.executable, __file__, "--worker", "mnrl", str(data), str(out), str(seed), model,
+                                 json.dumps(mnrl_variants.get(system, {}))], log)
                 trained = str(out / "model")
             elif system == "flagembedding":
                 assert hn_mine_path is not None
