@@ -355,13 +355,6 @@ def _worker(argv: list[str]) -> int:
     return 0
 
 
-def _value(text: str) -> Any:
-    """A ``--variant`` value, read as bgeflow reads a ``--set`` value (``1e-4`` a float)."""
-    from bgeflow.cli._options import parse_value
-
-    return parse_value(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     if raw and raw[0] == "--worker":
@@ -387,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
+    from bgeflow.cli._options import parse_value  # a variant's value reads as a --set value does
     from bgeflow.core.models import resolve_model
 
     work = Path(args.work).resolve()
@@ -408,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             block, _, option = key.strip().partition(".")
             if block not in ("mine", "train", "mnrl"):
                 raise SystemExit(f"--variant {item!r}: keys are mine.NAME, train.NAME or mnrl.NAME, got {key!r}")
-            {"mine": own_mine, "train": own, "mnrl": baseline}[block][option] = _value(value)
+            {"mine": own_mine, "train": own, "mnrl": baseline}[block][option] = parse_value(value)
         if baseline and (own or own_mine != mine):
             raise SystemExit(f"--variant {item!r}: an mnrl variant changes only mnrl.NAME keys")
         if baseline:

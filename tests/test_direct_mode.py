@@ -17,15 +17,14 @@ import pytest
 import yaml
 
 from bgeflow.cli import main, parse_args
-from bgeflow.cli._options import spec_from_args
 from bgeflow.cli.launch import _job_shape
 from bgeflow.cli.train import build_spec
 from bgeflow.core.spec import Spec
 from bgeflow.platform import run_spec as blocks
 from bgeflow.platform.direct import STEPS, DirectLayout
 from bgeflow.platform.gitops import RetrainSpec
-from bgeflow.steps.ingest import IngestSpec
 from bgeflow.steps.mining import MineSpec
+from helm.steps import read_back
 
 ROOT = "s3://bkt/bgeflow/direct/0123456789"
 #: A retrain spec as the chart renders it (its `revision` key included), every block set away from
@@ -63,14 +62,6 @@ EXPECTED: dict[str, tuple[list[str], Callable[[RetrainSpec], Spec]]] = {
     "train-reranker": (["launch", "reranker"], lambda run: blocks.train_spec(
         "reranker", run.reranker, train_data=f"{ROOT}/mine/mined.jsonl", output=f"{ROOT}/reranker")),
 }
-
-
-def read_back(command: list[str]) -> Spec:
-    """The spec a step's command line runs with, read by that step's own parser."""
-    args = parse_args(command)
-    if command[0] == "launch":
-        return build_spec(args)
-    return spec_from_args({"ingest": IngestSpec, "mine": MineSpec}[command[0]], args, where="")
 
 
 def write_step_spec(tmp_path: Path, step: str, retrain: dict[str, Any]) -> tuple[int, Path]:

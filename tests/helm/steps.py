@@ -53,17 +53,22 @@ def run_init(objs: list[dict[str, Any]], job: dict[str, Any], tmp_path: Path) ->
     return args
 
 
-def step_spec_of(objs: list[dict[str, Any]], job: dict[str, Any], tmp_path: Path) -> Any:
-    """The spec ``job``'s main container runs with: its init container run here, then the main
-    container's command line read by the step's own parser."""
+def read_back(command: list[str]) -> Any:
+    """The spec a step's command line (``ingest|mine|launch KIND ... --config FILE``) runs with, read by
+    that step's own parser."""
     from bgeflow.cli import parse_args
     from bgeflow.cli._options import spec_from_args
     from bgeflow.cli.train import build_spec
     from bgeflow.steps.ingest import IngestSpec
     from bgeflow.steps.mining import MineSpec
 
-    args = run_init(objs, job, tmp_path)
-    ns = parse_args(args)
-    if args[0] == "launch":
+    ns = parse_args(command)
+    if command[0] == "launch":
         return build_spec(ns)
-    return spec_from_args({"ingest": IngestSpec, "mine": MineSpec}[args[0]], ns, where="")
+    return spec_from_args({"ingest": IngestSpec, "mine": MineSpec}[command[0]], ns, where="")
+
+
+def step_spec_of(objs: list[dict[str, Any]], job: dict[str, Any], tmp_path: Path) -> Any:
+    """The spec ``job``'s main container runs with: its init container run here, then the main
+    container's command line read by the step's own parser."""
+    return read_back(run_init(objs, job, tmp_path))
