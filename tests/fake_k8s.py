@@ -71,8 +71,9 @@ class FakeKubernetes:
         self.pods: list[V1Pod] = []
         self.events: list[CoreV1Event] = []
         self.logs: dict[str, str] = {}
-        # Conditions each successive GET of a job shows (the last one sticks).
-        self.script: list[list[str]] = []
+        # What each successive GET of a job shows (the last one sticks): the types of its true conditions,
+        # or a whole status as the controller writes it.
+        self.script: list[list[str] | dict[str, Any]] = []
         self.on_get: Callable[[], None] | None = None
         self.create_error: ApiException | None = None
 
@@ -102,10 +103,10 @@ class FakeKubernetes:
         if job is None:
             raise api_error(404, "NotFound", f'{plural}.{group} "{name}" not found')
         if self.script:
-            types = self.script.pop(0) if len(self.script) > 1 else self.script[0]
-            job["status"] = {"conditions": [
+            shown = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+            job["status"] = copy.deepcopy(shown) if isinstance(shown, dict) else {"conditions": [
                 {"type": t, "status": "True", "reason": f"{self.kind}{t}", "message": f"{self.kind} {name} is {t.lower()}."}
-                for t in types
+                for t in shown
             ]}
         return copy.deepcopy(job)
 

@@ -197,6 +197,117 @@ def test_failure_after_the_operator_deleted_the_pods_reports_exit_codes_from_its
     assert message.count("exit code 7") == 1, message
 
 
+def _condition(type_: str, reason: str, message: str, status: str = "True") -> dict:
+    return {"type": type_, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": "2026-11-30T20:00:00Z"}
+
+
+def _node_jobs(**counts: int) -> list[dict]:
+    """A TrainJob's ``status.jobsStatus`` as Trainer v2.1 copies it from the JobSet's replicatedJobsStatus."""
+    return [{"name": "node", **{k: counts.get(k, 0) for k in ("ready", "succeeded", "failed", "active", "suspended")}}]
+
+
+# Statuses as Trainer v2.1.0 writes them (conditions: JobSet's Completed/Failed renamed, its own Suspended;
+# no Created or Running condition) and as Training Operator v1.9 writes a PyTorchJob's.
+FAILED_TRAINJOB = {
+    "conditions": [_condition("Failed", "ReachedMaxRestarts", "jobset failed due to reaching max number of restarts "
+                              "(first failed job: {name}-node-0)")],
+    "jobsStatus": _node_jobs(failed=1),
+}
+
+
+@pytest.mark.parametrize(("kind", "status", "state"), [
+    (TRAINJOB, {}, "Pending"),  # not reconciled yet
+    (TRAINJOB, {"jobsStatus": _node_jobs(active=1)}, "Pending"),  # pods scheduled or pulling
+    (TRAINJOB, {"jobsStatus": _node_jobs(active=1, ready=1)}, "Running"),  # every pod of the node job ready
+    (TRAINJOB, {"jobsStatus": [{"name": "dataset-initializer", "ready": 1, "succeeded": 0, "failed": 0, "active": 1,
+                                "suspended": 0}, *_node_jobs()]}, "Pending"),  # an initializer is not the training
+    (TRAINJOB, {"conditions": [_condition("Suspended", "Suspended", "TrainJob is suspended")],
+                "jobsStatus": _node_jobs(suspended=1)}, "Suspended"),
+    (TRAINJOB, {"conditions": [_condition("Suspended", "Resumed", "TrainJob is resumed", "False")],
+                "jobsStatus": _node_jobs(active=1, ready=1)}, "Running"),
+    (TRAINJOB, {"conditions": [_condition("Complete", "AllJobsCompleted", "jobset completed successfully")],
+                "jobsStatus": _node_jobs(succeeded=1)}, "Complete"),
+    (TRAINJOB, FAILED_TRAINJOB, "Failed"),
+    (PYTORCHJOB, {"conditions": [_condition("Created", "PyTorchJobCreated", "created")]}, "Created"),
+    (PYTORCHJOB, {"conditions": [_condition("Created", "PyTorchJobCreated", "created"),
+                                 _condition("Running", "PyTorchJobRunning", "running")]}, "Running"),
+    (PYTORCHJOB, {"conditions": [_condition("Created", "PyTorchJobCreated", "created"),
+                                 _condition("Running", "PyTorchJobRunning", "running", "False"),
+                                 _condition("Failed", "PyTorchJobFailed", "failed")]}, "Failed"),
+], ids=lambda v: None if isinstance(v, dict) else str(getattr(v, "kind", v)))
+def test_the_state_of_a_job(kind: JobKind, status: dict, state: str) -> None:
+    assert kind.state({"status": status}) == state
+
+
+@pytest.mark.skipif(not HAS_TRAINER_SDK, reason="the TrainJob builder needs the Kubeflow SDK")
+def test_a_running_trainjob_that_times_out_says_it_ran() -> None:
+    """Trainer v2 has no Running condition: the timeout names the state of the JobSet's pods, not Pending."""
+    api = FakeKubernetes("trainjobs")
+    spec, backend, _ = make(api)
+    api.script = [{"jobsStatus": _node_jobs(active=1, ready=1)}]
+    api.add_pod(spec.name, NS, "node", 0, phase="Running")
+    with pytest.raises(TimeoutError, match=r"did not finish within 60s \(last state: Running\); deleted it"):
+        launch(spec, backend, timeout=60)
+    assert api.deleted == [(NS, spec.name)]
+
+
+@pytest.mark.skipif(not HAS_TRAINER_SDK, reason="the TrainJob builder needs the Kubeflow SDK")
+@pytest.mark.parametrize(("failed_node", "nnodes"), [(0, 1), (1, 2)])
+def test_a_failed_trainjob_reports_the_exit_code_jobset_left(failed_node: int, nnodes: int) -> None:
+    """What JobSet v0.10 leaves of a TrainJob that ran out of restarts: the last attempt's failed Job and its
+    failed pod (the Job controller deleted the node that still ran); the restarts as events on the JobSet,
+    which has the TrainJob's name."""
+    api = FakeKubernetes("trainjobs")
+    spec, backend, _ = make(api)
+    failed = {**FAILED_TRAINJOB, "conditions": [{**c, "message": c["message"].format(name=spec.name)}
+                                                for c in FAILED_TRAINJOB["conditions"]]}
+    api.script = [{"jobsStatus": _node_jobs(active=1, ready=1)}, {"jobsStatus": _node_jobs(active=1)}, failed]
+    pod = api.add_pod(spec.name, NS, "node", failed_node, phase="Failed", terminated=("Error", 7, ""))
+    for minute in (1, 2):
+        api.add_event(NS, "JobSet", spec.name, "RestartJobSetFailurePolicyAction",
+                      f"applying RestartJobSet failure policy action (first failed job: {spec.name}-node-0)", minute)
+    with pytest.raises(RuntimeError) as info:
+        launch(spec, backend, timeout=600)
+    message = str(info.value)
+    assert message.startswith(f"TrainJob {NS}/{spec.name} failed: ReachedMaxRestarts: jobset failed due to reaching "
+                              f"max number of restarts (first failed job: {spec.name}-node-0)")
+    assert f"pod {pod.metadata.name} container node (now): Error exit code 7" in message
+    assert f"event Warning JobSet/{spec.name} RestartJobSetFailurePolicyAction" in message
+    assert api.deleted == []  # a failed job stays, for its logs; the retry that finds it does not rerun it
+
+
+@pytest.mark.parametrize(("gets_until_gone", "adopted"), [
+    (0, None),  # gone by the time of the GET after the 409: created again
+    (3, None),  # foreground deletion: gone once its pods have stopped
+    (10_000, "still being deleted"),
+])
+def test_a_retry_never_adopts_a_job_being_deleted(flavor: Flavor, gets_until_gone: int, adopted: str | None) -> None:
+    """A retry of a task whose earlier attempt timed out (and so deleted its job) finds the job still there,
+    deletionTimestamp set; adopting it would end in "deleted before it finished"."""
+    api = FakeKubernetes(flavor.plural)
+    spec, backend, _ = make(api)
+    backend.submit(spec)
+    api.jobs[(NS, spec.name)]["metadata"]["deletionTimestamp"] = "2026-11-30T20:00:00Z"
+    gets = []
+
+    def collect() -> None:
+        gets.append(1)
+        if len(gets) > gets_until_gone and (NS, spec.name) in api.jobs and len(api.created) == 1:
+            del api.jobs[(NS, spec.name)]  # the garbage collector, once the pods are gone
+            api.script = [list(flavor.running), [flavor.kind.succeeded]]
+
+    api.on_get = collect
+    if adopted is not None:
+        with pytest.raises(RuntimeError, match=rf"{flavor.kind.kind} {NS}/{spec.name} is {adopted} after 300s"):
+            make(api)[1].submit(spec)
+        assert len(api.created) == 1
+        return
+    result = launch(spec, make(api)[1], timeout=600)
+    assert result.adopted is False
+    assert len(api.created) == 2 and api.jobs[(NS, spec.name)]["metadata"].get("deletionTimestamp") is None
+
+
 @pytest.mark.parametrize(("reason", "message", "fails"), [
     # As Trainer v2 reported it on the real cluster for a 51-character TrainJob name:
     ("TrainJobResourcesCreationFailed", 'TrainJob resources reconciliation failed: admission webhook "vjobset.kb.io" '

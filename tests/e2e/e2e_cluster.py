@@ -16,15 +16,19 @@ Security Standard, installs the chart there and hands the tests:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,3 +106,63 @@ def need(name: str) -> str:
     if not value:
         pytest.skip(f"{name} is not set: run through scripts/cluster/e2e.sh (make e2e)")
     return value
+
+
+def chart_objects(cluster: Cluster, s3: S3, *sets: str) -> list[dict[str, Any]]:
+    """The chart as ``helm template`` renders it for ``retrain.training.backend=trainjob`` (no KFP), with the
+    cluster's images and S3, training pods sized for CPU (no GPU); ``sets``: more ``--set`` values."""
+    cpu = json.dumps({"requests": {"cpu": "500m", "memory": "3Gi", "nvidia.com/gpu": None},
+                      "limits": {"memory": "3Gi", "nvidia.com/gpu": None}})
+    done = cluster.helm("template", cluster.release, "helm/bgeflow", "-n", cluster.namespace,
+                        "--set", "kfp.enabled=false", "--set", "retrain.training.backend=trainjob",
+                        "--set", f"image.registry={cluster.registry}", "--set", f"image.tag={cluster.version}",
+                        "--set", f"s3.bucket={s3.bucket}", "--set", f"s3.endpoint={s3.endpoint}",
+                        "--set", f"s3.existingSecret={s3.secret}", "--set", "trainingRuntime.shmSize=256Mi",
+                        "--set-json", f"trainingRuntime.resources={cpu}", *(a for v in sets for a in ("--set", v)))
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def require_trainjob(cluster: Cluster) -> None:
+    """Skip (with the reason) where a TrainJob cannot be built here or run there."""
+    if importlib.util.find_spec("kubeflow_trainer_api") is None:
+        pytest.skip("the TrainJob builder needs the Kubeflow SDK (pip install 'bgeflow[kfp]')")
+    if cluster.kubectl("get", "crd", "trainjobs.trainer.kubeflow.org", check=False).returncode != 0:
+        pytest.skip("no TrainJob CRD on this cluster: install Kubeflow Trainer v2")
+
+
+@contextmanager
+def trainjob_runtime(cluster: Cluster, s3: S3) -> Iterator[str]:
+    """The chart's TrainingRuntime, applied as the chart renders it but for its name (``bgeflow-torch-e2e-<random>``),
+    and the chart's ``trainjobs`` rule for the release's ServiceAccount (the release is installed for
+    pytorchjob); yields the runtime's name for ``PodSettings.runtime``, deletes all three afterwards.
+
+    The runtime owns the training pod: the bgeflow-gpu image, the restricted securityContext, /dev/shm,
+    scratch, the S3 env, ``failurePolicy.maxRestarts`` (2). Its finalizer (Trainer's ``resource-in-use``) holds
+    it while a TrainJob names it, so the TrainJobs go first.
+    """
+    suffix = uuid.uuid4().hex[:6]
+    objs = chart_objects(cluster, s3)
+    (runtime,) = [o for o in objs if o["kind"] == "TrainingRuntime"]
+    (role,) = [o for o in objs if o["kind"] == "Role"]
+    runtime["metadata"]["name"] = f"bgeflow-torch-e2e-{suffix}"
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": f"bgeflow-trainjob-e2e-{suffix}", "namespace": cluster.namespace},
+            "rules": [r for r in role["rules"] if r["apiGroups"] == ["trainer.kubeflow.org"]]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": role["metadata"]["name"], "namespace": cluster.namespace},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]},
+               "subjects": [{"kind": "ServiceAccount", "name": cluster.service_account, "namespace": cluster.namespace}]}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                          "items": [runtime, role, binding]}))
+    try:
+        yield runtime["metadata"]["name"]
+    finally:
+        # TrainJobs on this runtime left by a failed test would hold it (its finalizer): delete those first.
+        left = cluster.kubectl("get", "trainjobs", "-n", cluster.namespace, "-o", "json", check=False)
+        for job in json.loads(left.stdout or "{}").get("items", []) if left.returncode == 0 else []:
+            if job["spec"]["runtimeRef"]["name"] == runtime["metadata"]["name"]:
+                cluster.kubectl("delete", "trainjob", job["metadata"]["name"], "-n", cluster.namespace,
+                                "--ignore-not-found", "--wait=false", check=False)
+        for kind, obj in (("trainingruntime", runtime), ("rolebinding", binding), ("role", role)):
+            cluster.kubectl("delete", kind, obj["metadata"]["name"], "-n", cluster.namespace, "--ignore-not-found",
+                            "--wait=false", check=False)

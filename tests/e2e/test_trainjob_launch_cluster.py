@@ -5,19 +5,17 @@ Real: the chart's TrainingRuntime (rendered by helm, applied as is but for its n
 webhook and controller filling the runtime's "node" container from the TrainJob, JobSet, the
 kubelet running the bgeflow-gpu image on CPU under PodSecurity "restricted" (torchrun, gloo across
 the two pods), MinIO. The launcher runs as the chart's ServiceAccount with the rule the chart renders
-for `retrain.training.backend=trainjob` (added here beside the release's, which is for pytorchjob).
+for `retrain.training.backend=trainjob` (added beside the release's, which is for pytorchjob, by the
+``trainjob_runtime_name`` fixture: e2e_cluster.trainjob_runtime).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
-import uuid
 
 import pytest
-import yaml
 
 from bgeflow.platform.launcher import job_name
 from e2e.e2e_cluster import S3, Cluster, run_launch
@@ -26,41 +24,14 @@ from e2e.test_train_cluster import HYPERPARAMETERS, training_data
 pytestmark = pytest.mark.cluster
 
 
-def chart_objects(cluster: Cluster, s3: S3) -> list[dict]:
-    cpu = json.dumps({"requests": {"cpu": "500m", "memory": "3Gi", "nvidia.com/gpu": None},
-                      "limits": {"memory": "3Gi", "nvidia.com/gpu": None}})
-    done = cluster.helm("template", cluster.release, "helm/bgeflow", "-n", cluster.namespace,
-                        "--set", "kfp.enabled=false", "--set", "retrain.training.backend=trainjob",
-                        "--set", f"image.registry={cluster.registry}", "--set", f"image.tag={cluster.version}",
-                        "--set", f"s3.bucket={s3.bucket}", "--set", f"s3.endpoint={s3.endpoint}",
-                        "--set", f"s3.existingSecret={s3.secret}", "--set", "trainingRuntime.shmSize=256Mi",
-                        "--set-json", f"trainingRuntime.resources={cpu}")
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
-
-
-def test_two_node_trainjob_on_the_charts_runtime_trains_minilm_from_minio(cluster: Cluster, s3: S3) -> None:
-    if importlib.util.find_spec("kubeflow_trainer_api") is None:
-        pytest.skip("the TrainJob builder needs the Kubeflow SDK (pip install 'bgeflow[kfp]')")
-    if cluster.kubectl("get", "crd", "trainjobs.trainer.kubeflow.org", check=False).returncode != 0:
-        pytest.skip("no TrainJob CRD on this cluster: install Kubeflow Trainer v2")
-    suffix = uuid.uuid4().hex[:6]
-    objs = chart_objects(cluster, s3)
-    (runtime,) = [o for o in objs if o["kind"] == "TrainingRuntime"]
-    (role,) = [o for o in objs if o["kind"] == "Role"]
-    runtime["metadata"]["name"] = f"bgeflow-torch-e2e-{suffix}"
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": f"bgeflow-trainjob-e2e-{suffix}", "namespace": cluster.namespace},
-            "rules": [r for r in role["rules"] if r["apiGroups"] == ["trainer.kubeflow.org"]]}
-    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-               "metadata": {"name": role["metadata"]["name"], "namespace": cluster.namespace},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]},
-               "subjects": [{"kind": "ServiceAccount", "name": cluster.service_account, "namespace": cluster.namespace}]}
+def test_two_node_trainjob_on_the_charts_runtime_trains_minilm_from_minio(cluster: Cluster, s3: S3,
+                                                                          trainjob_runtime_name: str) -> None:
     prefix = s3.prefix("trainjob")
     s3.client().put_object(Bucket=s3.bucket, Key=f"{prefix}/train.jsonl", Body=training_data())
     output = f"s3://{s3.bucket}/{prefix}/out"
     owner = f"e2e/{prefix}"
     name = job_name(owner, prefix="bgeflow-retriever")
-    settings = {"namespace": cluster.namespace, "cpu": "500m", "memory": "3Gi", "runtime": runtime["metadata"]["name"]}
+    settings = {"namespace": cluster.namespace, "cpu": "500m", "memory": "3Gi", "runtime": trainjob_runtime_name}
     cmd = [sys.executable, "-m", "bgeflow", "launch", "retriever", "--backend", "trainjob", "--model", "bundled:minilm",
            "--train-data", f"s3://{s3.bucket}/{prefix}/train.jsonl", "--output", output, "--nnodes", "2",
            "--nproc-per-node", "1", "--owner", owner, "--timeout", "1500",
@@ -69,8 +40,6 @@ def test_two_node_trainjob_on_the_charts_runtime_trains_minilm_from_minio(cluste
     # runs on the host, so it reaches MinIO at the host's address (which the pods reach too).
     env = {**os.environ, "AWS_ENDPOINT_URL": s3.host_endpoint, "HF_HUB_OFFLINE": "1",
            "BGEFLOW_TRAIN_POD_SETTINGS": json.dumps(settings)}
-    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                          "items": [runtime, role, binding]}))
     try:
         run_launch(cmd, env, job=f"{cluster.namespace}/{name}", kind="TrainJob", output=output)
 
@@ -86,6 +55,3 @@ def test_two_node_trainjob_on_the_charts_runtime_trains_minilm_from_minio(cluste
         assert summary.get("world_size") == 2 and summary.get("global_step") == HYPERPARAMETERS["max_steps"], summary
     finally:
         cluster.kubectl("delete", "trainjob", name, "-n", cluster.namespace, "--ignore-not-found", check=False)
-        for kind, obj in (("trainingruntime", runtime), ("rolebinding", binding), ("role", role)):
-            cluster.kubectl("delete", kind, obj["metadata"]["name"], "-n", cluster.namespace, "--ignore-not-found",
-                            check=False)

@@ -5,7 +5,9 @@ training container's name and the condition that means success):
 
 - submit: create; on 409 AlreadyExists adopt the job when its owner annotation matches (a
   retried KFP task computes the same name), refuse otherwise; a job found failed ends the retry
-  with its reason (never re-run: a persistent crash would run once per KFP retry);
+  with its reason (never re-run: a persistent crash would run once per KFP retry); a job found
+  being deleted (an earlier attempt's, deleted when it timed out: foreground deletion keeps it until
+  its pods are gone) is waited out and created anew, never adopted;
 - wait: poll the job's conditions, stream node 0's log (the PyTorchJob's master) into ours, and on failure or
   timeout report each pod's termination/waiting reason and the recent Events;
 - cancel: delete the job (its pods go with it).
@@ -34,6 +36,9 @@ JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 JOB_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 RECENT_EVENTS = 10
+#: How long a submit waits for a job of its name that is being deleted to be gone (foreground deletion:
+#: until its pods have stopped, their grace period included).
+DELETION_WAIT = 300.0
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -60,6 +65,18 @@ def _conditions(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c.get("type"): c for c in found if c.get("status") == "True"}
 
 
+def _never_running(job: dict[str, Any]) -> bool:
+    return False  # the kind has a Running condition of its own
+
+
+def _trainjob_running(job: dict[str, Any]) -> bool:
+    """Trainer v2 sets no Running condition (only Suspended, Complete, Failed): a TrainJob runs when
+    the JobSet's "node" replicated job is ready, i.e. all its pods run (``status.jobsStatus``: Trainer's
+    copy of the JobSet's ``replicatedJobsStatus``)."""
+    jobs = (job.get("status") or {}).get("jobsStatus") or []
+    return any(j.get("name") == trainjob.REPLICATED_JOB and (j.get("ready") or 0) > 0 for j in jobs)
+
+
 @dataclass(frozen=True)
 class JobKind:
     """What the backend needs to know of one kind of training job."""
@@ -74,6 +91,15 @@ class JobKind:
     node0: Callable[[LaunchSpec], str]  # label selector of node 0 (the PyTorchJob's master)
     succeeded: str  # the condition type of a finished job; "Failed" means failed for both
     states: tuple[str, ...]  # condition types worth logging, the most telling first
+    # Whether a job with none of ``states`` runs (a kind without a Running condition says so elsewhere).
+    running: Callable[[dict[str, Any]], bool] = _never_running
+
+    def state(self, job: dict[str, Any]) -> str:
+        """The job's state as the launcher logs and reports it: the most telling true condition of
+        ``states``, else Running or Pending."""
+        conditions = _conditions(job)
+        found = next((t for t in self.states if t in conditions), None)
+        return found or ("Running" if self.running(job) else "Pending")
 
 
 def _pytorchjob_manifest(spec: LaunchSpec) -> dict[str, Any]:
@@ -101,7 +127,7 @@ TRAINJOB = JobKind(
     pods=lambda spec: f"{JOBSET_NAME_LABEL}={spec.name}",
     node0=lambda spec: (f"{JOBSET_NAME_LABEL}={spec.name},{REPLICATED_JOB_LABEL}={trainjob.REPLICATED_JOB},"
                         f"{JOB_INDEX_LABEL}=0"),
-    succeeded="Complete", states=("Complete", "Failed", "Suspended", "Created"),
+    succeeded="Complete", states=("Complete", "Failed", "Suspended", "Created"), running=_trainjob_running,
 )
 JOB_KINDS = {"pytorchjob": PYTORCHJOB, "trainjob": TRAINJOB}
 
@@ -164,21 +190,36 @@ class KubernetesBackend(JobBackend):
                 return None
             raise StepFailed(f"reading {self.kind.kind} {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
 
-    def submit(self, spec: LaunchSpec) -> bool:
+    def _create(self, spec: LaunchSpec, manifest: dict[str, Any]) -> bool:
+        """Create the job; False where a job of its name exists already (409 AlreadyExists)."""
         from kubernetes.client.rest import ApiException
 
-        manifest = self.kind.manifest(spec)
         try:
             self._api("create", spec.namespace, self.kind.plural, manifest)
-            log.info("created %s %s", self.kind.kind, spec.ref)
-            return False
         except ApiException as exc:
-            if exc.status != 409:
-                raise StepFailed(f"creating {self.kind.kind} {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
-        existing = self._get(spec)
-        if existing is None:  # deleted between our create and get: create again, once
-            self._api("create", spec.namespace, self.kind.plural, manifest)
+            if exc.status == 409:
+                return False
+            raise StepFailed(f"creating {self.kind.kind} {spec.ref} failed: {exc.status} {_api_message(exc)}") from exc
+        log.info("created %s %s", self.kind.kind, spec.ref)
+        return True
+
+    def submit(self, spec: LaunchSpec) -> bool:
+        manifest = self.kind.manifest(spec)
+        if self._create(spec, manifest):
             return False
+        existing = self._get(spec)
+        if existing is not None and (existing.get("metadata") or {}).get("deletionTimestamp"):
+            # An earlier attempt's job, deleted when it timed out (or by a user, to train again): adopting
+            # it would end in "deleted before it finished". Foreground deletion keeps it until its pods
+            # have stopped; then this attempt's job can take the name.
+            log.info("%s %s is being deleted; waiting for it to be gone", self.kind.kind, spec.ref)
+            self._await_gone(spec)
+            existing = None
+        if existing is None:  # deleted between our create and get, or waited out: create again, once
+            if self._create(spec, manifest):
+                return False
+            raise StepFailed(f"{self.kind.kind} {spec.ref} was created again by someone else while this attempt "
+                             "waited to create it; refusing to adopt it")
         owner = ((existing.get("metadata") or {}).get("annotations") or {}).get(OWNER_ANNOTATION)
         if owner != spec.owner:
             raise StepFailed(
@@ -194,6 +235,14 @@ class KubernetesBackend(JobBackend):
             raise StepFailed(self._failure(spec, failed, "(found by a retry; not run again: delete it to train again)"))
         log.info("adopted %s %s (created by an earlier attempt of %s)", self.kind.kind, spec.ref, spec.owner)
         return True
+
+    def _await_gone(self, spec: LaunchSpec, limit: float = DELETION_WAIT) -> None:
+        deadline = self.clock() + limit
+        while self._get(spec) is not None:
+            if self.clock() >= deadline:
+                raise StepFailed(f"{self.kind.kind} {spec.ref} is still being deleted after {limit:.0f}s; "
+                                 "retry when it is gone" + self.diagnose(spec))
+            self.sleep(self.poll_interval)
 
     def cancel(self, spec: LaunchSpec) -> None:
         from kubernetes.client import V1DeleteOptions
@@ -215,7 +264,7 @@ class KubernetesBackend(JobBackend):
             if job is None:
                 raise StepFailed(f"{self.kind.kind} {spec.ref} was deleted before it finished")
             conditions = _conditions(job)
-            state = next((t for t in self.kind.states if t in conditions), "Pending")
+            state = self.kind.state(job)
             if state != last_state:
                 log.info("%s %s: %s", self.kind.kind, spec.ref, state)
                 last_state = state
