@@ -20,11 +20,16 @@ from bgeflow.cli import main, parse_args
 from bgeflow.cli.launch import _job_shape
 from bgeflow.cli.train import build_spec
 from bgeflow.core.spec import Spec
+from bgeflow.platform import kfp_steps
 from bgeflow.platform import run_spec as blocks
-from bgeflow.platform.direct import STEPS, DirectLayout
+from bgeflow.platform.direct import KINDS, STEPS, DirectLayout, direct_plan
 from bgeflow.platform.gitops import RetrainSpec
+from bgeflow.steps.evaluation.gate import check_gate, parse_gate
 from bgeflow.steps.mining import MineSpec
+from bgeflow.steps.publish import registry
 from helm.steps import read_back
+from test_publish import make_training_output
+from test_run_inputs import Artifact
 
 ROOT = "s3://bkt/bgeflow/direct/0123456789"
 #: A retrain spec as the chart renders it (its `revision` key included), every block set away from
@@ -42,11 +47,72 @@ RETRAIN: dict[str, Any] = {
     "ingest": {"eval_fraction": 0.2, "seed": 7, "on_error": "skip"},
     "mine": {"negative_number": 7, "range_for_sampling": "3-50", "use_gpu": True},
     "training": {"nnodes": 2, "nproc_per_node": 4, "timeout_s": 600},
+    "evaluate": {"gate": "ndcg@10>=base+0.02, rerank.ndcg@10>=retriever", "rerank_top_k": 20},
+    "publish": {"champion": "always"},
 }
 
 
 def _run(retrain: dict[str, Any]) -> RetrainSpec:
     return RetrainSpec.build(retrain, where="test")
+
+
+class _Built(Exception):
+    """The spec a KFP step body handed its step (which never runs)."""
+
+    def __init__(self, spec: Spec) -> None:
+        super().__init__()
+        self.spec = spec
+
+
+def _kfp_built(step: str, body: Callable[..., Any], **kwargs: Any) -> Spec:
+    """The spec ``body`` (a ``kfp_steps`` function) builds and hands to ``step`` (a dotted path, replaced)."""
+
+    def record(spec: Spec) -> None:
+        raise _Built(spec)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(step, record)
+        try:
+            body(**kwargs)
+        except _Built as built:
+            return built.spec
+    raise AssertionError(f"{body.__name__} never reached {step}")
+
+
+def _kfp_artifacts(run: RetrainSpec, root: str) -> dict[str, Artifact]:
+    """What the pipeline's evaluate and publish tasks read of ingest and training, for direct mode's layout."""
+    held_out = run.ingest.eval_fraction > 0
+    out = {"dataset": Artifact(f"{root}/ingest", {"train": f"{root}/ingest/train.jsonl", "eval": f"{root}/ingest/eval",
+                                                  "eval_queries": 5 if held_out else 0})}
+    for kind in KINDS:  # as kfp_steps.train_step records a trained model, and one it did not train
+        block = getattr(run, kind)
+        out[kind] = (Artifact(f"{root}/{kind}/model", {"uri": f"{root}/{kind}/model", "trained": True,
+                                                       "output": f"{root}/{kind}"}) if block.train
+                     else Artifact("unused", {"uri": block.model, "trained": False}))
+    return out
+
+
+def kfp_evaluate(run: RetrainSpec, root: str = ROOT) -> Spec:
+    """The evaluate spec the pipeline's evaluate task builds for ``run``, written where direct mode writes it
+    (a KFP run's output is ``<work_uri>/<run id>/evaluate``)."""
+    given = _kfp_artifacts(run, root)
+    spec = _kfp_built("bgeflow.steps.evaluation.evaluate", kfp_steps.evaluate_step, dataset=given["dataset"],
+                      retriever_model=given["retriever"], reranker_model=given["reranker"],
+                      settings=run.blocks()["evaluate"], retriever=run.blocks()["retriever"],
+                      reranker=run.blocks()["reranker"], registry=run.registry, metrics=None, report=None,
+                      evaluation=Artifact("unused"), work_uri=run.work_uri, run_id="kfp-run", eval_data=run.eval_data)
+    return spec.model_copy(update={"output": f"{root}/evaluate"})
+
+
+def kfp_publish(run: RetrainSpec, kind: str, root: str = ROOT) -> Spec:
+    """The publish spec the pipeline's publish task of ``kind`` builds, plus where direct mode records the result."""
+    given = _kfp_artifacts(run, root)
+    spec = _kfp_built("bgeflow.steps.publish.publish", kfp_steps.publish_step, model=given[kind],
+                      evaluation=Artifact(f"{root}/evaluate", {"metrics": f"{root}/evaluate/metrics.json"}),
+                      dataset=given["dataset"], kind=kind, model_settings=run.blocks()[kind],
+                      settings=run.blocks()["publish"], registry=run.registry, published=Artifact("unused"),
+                      work_uri=run.work_uri)
+    return spec.model_copy(update={"report": f"{root}/publish/{kind}.json"})
 
 
 #: step → (the step's command line before --config, what the pipeline's component builds from the run).
@@ -61,13 +127,16 @@ EXPECTED: dict[str, tuple[list[str], Callable[[RetrainSpec], Spec]]] = {
         validation_data=f"{ROOT}/ingest/eval")),
     "train-reranker": (["launch", "reranker"], lambda run: blocks.train_spec(
         "reranker", run.reranker, train_data=f"{ROOT}/mine/mined.jsonl", output=f"{ROOT}/reranker")),
+    "evaluate": (["evaluate"], kfp_evaluate),
+    "publish-retriever": (["publish"], lambda run: kfp_publish(run, "retriever")),
+    "publish-reranker": (["publish"], lambda run: kfp_publish(run, "reranker")),
 }
 
 
-def write_step_spec(tmp_path: Path, step: str, retrain: dict[str, Any]) -> tuple[int, Path]:
+def write_step_spec(tmp_path: Path, step: str, retrain: dict[str, Any], root: str = ROOT) -> tuple[int, Path]:
     spec_file, output = tmp_path / "retrain.yaml", tmp_path / "spec" / f"{step}.yaml"
     spec_file.write_text(yaml.safe_dump(retrain), encoding="utf-8")
-    code = main(["pipeline", "step-spec", step, "--spec", str(spec_file), "--root", ROOT, "--output", str(output)])
+    code = main(["pipeline", "step-spec", step, "--spec", str(spec_file), "--root", root, "--output", str(output)])
     return code, output
 
 
@@ -115,6 +184,28 @@ REACHES = [
     ("train-retriever", "validation.steps", 10),
     ("train-reranker", "hyperparameters.learning_rate", 1e-5),
     ("train-reranker", "hyperparameters.max_len", 256),
+    ("evaluate", "eval_data", f"{ROOT}/ingest/eval"),  # no eval_data of the run's: ingest's split
+    ("evaluate", "output", f"{ROOT}/evaluate"),
+    ("evaluate", "gate", "ndcg@10>=base+0.02, rerank.ndcg@10>=retriever"),
+    ("evaluate", "rerank_top_k", 20),
+    ("evaluate", "registry", "s3://bkt/bgeflow/registry"),  # no registry of the run's: <work_uri>/registry
+    ("evaluate", "retriever", f"{ROOT}/retriever/model"),
+    ("evaluate", "base_retriever", "bundled:minilm"),
+    ("evaluate", "reranker", f"{ROOT}/reranker/model"),
+    ("evaluate", "base_reranker", "BAAI/bge-reranker-base"),
+    ("evaluate", "encoding.query_instruction", "q: "),
+    ("evaluate", "encoding.pooling", "mean"),
+    ("evaluate", "rerank.max_len", 256),
+    ("publish-retriever", "model", f"{ROOT}/retriever"),
+    ("publish-retriever", "name", "bge-retriever"),
+    ("publish-retriever", "registry", "s3://bkt/bgeflow/registry"),
+    ("publish-retriever", "metrics", f"{ROOT}/evaluate/metrics.json"),
+    ("publish-retriever", "champion", "always"),
+    ("publish-retriever", "lineage_inputs", [f"{ROOT}/ingest/train.jsonl"]),
+    ("publish-retriever", "skip_if_gate_failed", True),
+    ("publish-retriever", "report", f"{ROOT}/publish/retriever.json"),
+    ("publish-reranker", "kind", "reranker"),
+    ("publish-reranker", "base_model", "BAAI/bge-reranker-base"),
 ]
 
 
@@ -129,17 +220,97 @@ def test_retrain_settings_reach_the_step(step: str, setting: str, value: Any, tm
 
 
 def test_the_layout_is_where_the_chart_waits() -> None:
-    # helm/bgeflow/templates/direct/: mine waits for ingest/report.json, training for mine/mine_report.json.
+    # helm/bgeflow/templates/direct/: mine waits for ingest/report.json, training for mine/mine_report.json,
+    # evaluate for each trained model's train_summary.json, publish for evaluate's metrics.json.
     layout = DirectLayout(ROOT)
     assert (layout.ingest, layout.train_split, layout.mined) == (
         f"{ROOT}/ingest", f"{ROOT}/ingest/train.jsonl", f"{ROOT}/mine/mined.jsonl")
     assert MineSpec.of(model="m", inputs=["x"], output=layout.mined).report_uri == f"{ROOT}/mine/mine_report.json"
+    assert [layout.trained(kind) for kind in KINDS] == [f"{ROOT}/{kind}/train_summary.json" for kind in KINDS]
+    assert (layout.evaluation, layout.metrics) == (f"{ROOT}/evaluate", f"{ROOT}/evaluate/metrics.json")
 
 
 def test_no_held_out_split_no_validation(tmp_path: Path) -> None:
-    code, output = write_step_spec(tmp_path, "train-retriever", {**RETRAIN, "ingest": {"eval_fraction": 0}})
-    assert code == 0
+    retrain = {**RETRAIN, "ingest": {"eval_fraction": 0}, "eval_data": "s3://bkt/eval/"}
+    code, output = write_step_spec(tmp_path, "train-retriever", retrain)
+    assert code == 0  # the run's eval set is what the gate judges on, never what training validates on
     assert read_back(["launch", "retriever", "--config", str(output)]).validation.steps == 0
+
+
+#: Runs whose evaluate and publish differ: each built as the pipeline's tasks build them.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "own eval set": {"eval_data": "s3://bkt/eval/"},  # judged on it; ingest's split is not scored beside it
+    "own eval set only": {"eval_data": "s3://bkt/eval/", "ingest": {"eval_fraction": 0}},
+    "own registry": {"registry": "s3://models/registry"},
+    "base reranker": {"reranker": {"train": False}},
+    "base retriever": {"retriever": {"train": False}},
+    "nothing trained": {"retriever": {"train": False}, "reranker": {"train": False}},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_evaluate_and_publish_are_what_the_pipeline_builds(variant: str) -> None:
+    run = _run({**RETRAIN, **VARIANTS[variant]})
+    plan = direct_plan(run, root=ROOT)
+    assert plan["evaluate"] == kfp_evaluate(run)
+    for kind in KINDS:  # a model the run does not train is not published (as the pipeline skips it)
+        assert (f"publish-{kind}" in plan) is getattr(run, kind).train
+        if getattr(run, kind).train:
+            assert plan[f"publish-{kind}"] == kfp_publish(run, kind)
+    assert list(plan) == [step for step in STEPS if step in plan]  # in stage order
+
+
+def test_a_base_reranker_is_not_evaluated_nor_published() -> None:
+    plan = direct_plan(_run(_with("reranker.train", False)), root=ROOT)
+    evaluate = plan["evaluate"]
+    assert evaluate.reranker is None and evaluate.base_reranker is None and evaluate.reranker_name is None
+    assert evaluate.gate == "ndcg@10>=base+0.02"  # the reranker's rule judges a model this run does not produce
+    assert "publish-reranker" not in plan and "publish-retriever" in plan
+
+
+def _metrics(path: Path, reranker_ndcg: float) -> Path:
+    """An evaluation's metrics.json under the default gate: the reranker's rule passes at 0.66 and above."""
+    gate = "ndcg@10>=base+0.01, rerank.ndcg@10>=retriever"
+    columns = {"base": {"ndcg@10": 0.60}, "finetuned": {"ndcg@10": 0.68, "rerank.ndcg@10": reranker_ndcg},
+               "retriever": {"rerank.ndcg@10": 0.66}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"metrics": columns, "gate": check_gate(parse_gate(gate), columns, gate),
+                                "models": {}}))
+    return path
+
+
+@pytest.mark.parametrize("reranker_ndcg", [0.48, 0.70])
+def test_publish_holds_back_a_model_whose_own_gate_rules_failed(tmp_path: Path, reranker_ndcg: float,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The publish Job's command as it runs: a reranker worse than the retriever it reranks never reaches
+    the registry (the Job still succeeds, saying why); the retriever's own rule passed, so it is published."""
+    root, reg = tmp_path / "direct", tmp_path / "registry"
+    layout = DirectLayout(str(root))
+    _metrics(Path(layout.metrics), reranker_ndcg)
+    Path(layout.ingest).mkdir()
+    Path(layout.train_split).write_text('{"query": "q", "pos": ["p"]}\n', encoding="utf-8")  # its lineage
+    retrain = {**RETRAIN, "registry": str(reg), "publish": {"champion": "if-gate-passed"}}
+    outcome = {}
+    for kind in KINDS:
+        make_training_output(Path(layout.model_output(kind)), seed=len(kind), reranker=kind == "reranker")
+        (tmp_path / kind).mkdir()
+        code, output = write_step_spec(tmp_path / kind, f"publish-{kind}", retrain, root=str(root))
+        assert code == 0
+        capsys.readouterr()
+        assert main(["publish", "--config", str(output)]) == 0
+        outcome[kind] = capsys.readouterr()
+    reason = "its gate rules failed: rerank.ndcg@10 0.4800 is not >= retriever 0.6600"
+    held_back = reranker_ndcg < 0.66
+    assert registry.get_version(str(reg), "bge-retriever", "champion")
+    assert bool(registry.list_versions(str(reg), "bge-reranker")) is not held_back
+    report = json.loads(Path(layout.published("reranker")).read_text())
+    assert json.loads(outcome["reranker"].out) == report and report["published"] is not held_back
+    if held_back:
+        assert report["reasons"] == [reason] and not report["version"]
+        assert f"bge-reranker not published: {reason}" in outcome["reranker"].err
+    else:
+        assert report["champion"] is True and "not published" not in outcome["reranker"].err
 
 
 def test_step_flags_still_win(tmp_path: Path) -> None:
@@ -167,6 +338,11 @@ def _with(path: str, value: Any) -> dict[str, Any]:
     # Any step checks the whole run: a group needing more negatives than mining gives fails at ingest.
     ("ingest", "reranker.hyperparameters.train_group_size", 20, "mine.negative_number"),
     ("train-reranker", "reranker.train", False, "reranker.train is false"),
+    ("publish-reranker", "reranker.train", False, "reranker.train is false"),
+    # Nothing to judge the models on fails the first stage, not evaluate after hours of training.
+    ("ingest", "ingest.eval_fraction", 0, "nothing to evaluate on"),
+    ("ingest", "publish.champion", "sometimes", "publish.champion"),
+    ("ingest", "evaluate.gate", "ndcg@10 >= nothing", "evaluate"),
 ])
 def test_a_bad_retrain_spec_fails_naming_the_key(step: str, path: str, value: Any, named: str, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:

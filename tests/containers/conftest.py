@@ -270,7 +270,7 @@ def chart_objects(s3: S3Service, seed: Seed, images: Images) -> list[dict[str, A
 def chart(chart_objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The direct-mode Jobs by step."""
     objects = {o["metadata"]["name"].split("-")[1]: o for o in chart_objects if o["kind"] == "Job"}
-    assert set(objects) == {"ingest", "mine", "retriever"}
+    assert set(objects) == {"ingest", "mine", "retriever", "evaluate", "publish"}  # publish: the retriever's
     return objects
 
 

@@ -91,7 +91,7 @@ def _direct_values() -> dict[str, Any]:
 def test_chart_direct_mode_pods() -> None:
     rendered = helm_template({**_direct_values(), "retrain": {**_direct_values()["retrain"], "training": {"nnodes": 2}}})
     objects = {o["metadata"]["name"].split("-")[1]: o for o in rendered if o["kind"] == "Job"}
-    assert set(objects) == {"ingest", "mine", "retriever"}
+    assert set(objects) == {"ingest", "mine", "retriever", "evaluate", "publish"}  # publish: the retriever's
     maps = configmaps(rendered)
     ingest = job_pod(objects["ingest"], secrets=SECRETS, configmaps=maps)
     (run,) = ingest.containers

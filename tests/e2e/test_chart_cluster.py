@@ -48,7 +48,7 @@ def namespace_state(cluster: Cluster, namespace: str) -> str:
     return f"{out}\n{events[-4000:]}\n{logs[-6000:]}"
 
 
-def test_direct_mode_runs_ingest_mine_train_to_a_model(cluster: Cluster, s3: S3) -> None:
+def test_direct_mode_runs_ingest_mine_train_evaluate_publish(cluster: Cluster, s3: S3) -> None:
     prefix = s3.prefix("direct")
     with gzip.open(EXAMPLE_DATA) as fh:
         lines = fh.readlines()[:RAW_RECORDS]
@@ -71,7 +71,8 @@ def test_direct_mode_runs_ingest_mine_train_to_a_model(cluster: Cluster, s3: S3)
         "direct.waitTimeoutSeconds=1500",
     ]
     json_values = [f"direct.ingest.resources={json.dumps(plain)}", f"direct.mine.resources={cpu}",
-                   f"direct.retriever.resources={cpu}",
+                   f"direct.retriever.resources={cpu}", f"direct.evaluate.resources={json.dumps(plain)}",
+                   f"direct.publish.resources={json.dumps(plain)}",
                    f"retrain.retriever.hyperparameters={json.dumps(hyperparameters)}"]
     cluster.helm("install", release, "helm/bgeflow", "-n", cluster.namespace,
                  *(a for v in values for a in ("--set", v)), *(a for v in json_values for a in ("--set-json", v)))
@@ -112,6 +113,40 @@ def test_direct_mode_runs_ingest_mine_train_to_a_model(cluster: Cluster, s3: S3)
         assert {k: trained["hyperparameters"][k] for k in hyperparameters} == hyperparameters, trained
         assert (trained["hyperparameters"]["query_max_len"], trained["hyperparameters"]["passage_max_len"]) == (24, 64)
         assert json.loads(read("/retriever/train_summary.json"))["global_step"] == 3
+
+        # Then evaluate (the gate) and the retriever's publish Job; the reranker is not trained: no publish Job.
+        def job_done(component: str) -> bool:
+            jobs = cluster.get_json("jobs", "-n", cluster.namespace, "-l",
+                                    f"app.kubernetes.io/instance={release},app.kubernetes.io/component={component}")
+            assert len(jobs["items"]) == 1, jobs
+            status = jobs["items"][0].get("status", {})
+            if any(c["type"] == "Failed" and c["status"] == "True" for c in status.get("conditions", [])):
+                raise AssertionError(f"Job {component} failed\n{namespace_state(cluster, cluster.namespace)}")
+            return bool(status.get("succeeded"))
+
+        for component in ("evaluate", "publish-retriever"):
+            wait_for(f"the {component} Job", lambda c=component: job_done(c), timeout=1500, interval=10,
+                     diagnose=lambda: namespace_state(cluster, cluster.namespace))
+        assert not cluster.get_json("jobs", "-n", cluster.namespace, "-l", f"app.kubernetes.io/instance={release},"
+                                    "app.kubernetes.io/component=publish-reranker")["items"]
+        keys = s3.keys(f"{prefix}/out/")
+        assert any(k.endswith("/evaluate/report.md") for k in keys), keys
+        metrics = json.loads(read("/evaluate/metrics.json"))
+        assert "finetuned" in metrics["metrics"] and "gate" in metrics, metrics.keys()
+        # The publish step decided by the retriever's own gate rules, as a KFP run's does: published into
+        # the run's registry (<work_uri>/registry), or held back with the failed rules as its reasons.
+        from bgeflow.steps.publish.verdict import refusal
+
+        published = json.loads(read("/publish/retriever.json"))
+        held_back = refusal(metrics, "retriever")
+        versions = [k for k in keys if k.startswith(f"{prefix}/out/registry/bge-retriever/")
+                    and k.endswith("/manifest.json")]
+        if held_back:
+            assert published["published"] is False and published["reasons"] == [held_back], published
+            assert not versions, versions
+        else:
+            assert published["published"] is True and published["version"], published
+            assert versions == [f"{prefix}/out/registry/bge-retriever/{published['version']}/manifest.json"], versions
     finally:
         cluster.helm("uninstall", release, "-n", cluster.namespace, "--wait", check=False)
 

@@ -54,18 +54,21 @@ def run_init(objs: list[dict[str, Any]], job: dict[str, Any], tmp_path: Path) ->
 
 
 def read_back(command: list[str]) -> Any:
-    """The spec a step's command line (``ingest|mine|launch KIND ... --config FILE``) runs with, read by
-    that step's own parser."""
+    """The spec a step's command line (``ingest|mine|evaluate|publish|launch KIND ... --config FILE``) runs
+    with, read by that step's own parser."""
     from bgeflow.cli import parse_args
     from bgeflow.cli._options import spec_from_args
     from bgeflow.cli.train import build_spec
+    from bgeflow.steps.evaluation import EvaluateSpec
     from bgeflow.steps.ingest import IngestSpec
     from bgeflow.steps.mining import MineSpec
+    from bgeflow.steps.publish import PublishSpec
 
     ns = parse_args(command)
     if command[0] == "launch":
         return build_spec(ns)
-    return spec_from_args({"ingest": IngestSpec, "mine": MineSpec}[command[0]], ns, where="")
+    specs = {"ingest": IngestSpec, "mine": MineSpec, "evaluate": EvaluateSpec, "publish": PublishSpec}
+    return spec_from_args(specs[command[0]], ns, where="")
 
 
 def step_spec_of(objs: list[dict[str, Any]], job: dict[str, Any], tmp_path: Path) -> Any:

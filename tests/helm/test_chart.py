@@ -182,8 +182,8 @@ def test_direct_training_names_fit_with_the_longest_release() -> None:
                 "--set", "retrain.training.nnodes=9999")
     assert proc.returncode == 0, proc.stderr
     objs = [d for d in yaml.safe_load_all(proc.stdout) if d and not is_test_hook(d)]
-    jobs = [d for d in objs if d["kind"] == "Job"
-            and "-ingest-" not in d["metadata"]["name"] and "-mine-" not in d["metadata"]["name"]]
+    assert all(len(d["metadata"]["name"]) <= 63 for d in objs if d["kind"] == "Job")  # publish-retriever's too
+    jobs = [d for d in objs if d["kind"] == "Job" and d["spec"]["template"]["spec"]["containers"][0]["args"][0] == "launch"]
     assert len(jobs) == 2
     (cm,) = [d for d in objs if d["kind"] == "ConfigMap"]
     assert len(cm["metadata"]["name"]) <= 63
@@ -199,11 +199,12 @@ def test_direct_training_names_fit_with_the_longest_release() -> None:
 def test_direct_mode_objects_and_order() -> None:
     objs = [o for o in render("direct-values") if not is_test_hook(o)]
     kinds = sorted(o["kind"] for o in objs)
-    assert kinds == ["ConfigMap", "Job", "Job", "Job", "Job", "NetworkPolicy", "NetworkPolicy", "Role", "RoleBinding",
+    assert kinds == ["ConfigMap", *["Job"] * 7, "NetworkPolicy", "NetworkPolicy", "Role", "RoleBinding",
                      "ServiceAccount"]
     names = {o["metadata"]["name"] for o in objs}
     stages = [n.rsplit("-", 2) for n in names if n.count("-") >= 2]
-    suffixes = {parts[2] for parts in stages if parts[1] in ("ingest", "mine", "retriever", "reranker", "direct")}
+    suffixes = {parts[2] for parts in stages
+                if parts[1] in ("ingest", "mine", "retriever", "reranker", "evaluate", "direct")}
     assert len(suffixes) == 1, f"direct objects share one spec hash: {names}"
     digest = suffixes.pop()
     # A changed spec renames every direct object (the spec's ConfigMap too: each generation of Jobs
@@ -211,11 +212,12 @@ def test_direct_mode_objects_and_order() -> None:
     again = {o["metadata"]["name"] for o in render("direct-values") if not is_test_hook(o)}
     changed = {o["metadata"]["name"] for o in render("direct-values", "--set", "retrain.revision=r2")
                if not is_test_hook(o)}
-    assert again == names and len(changed - names) == 5
+    assert again == names and len(changed - names) == 8
     by_name = {o["metadata"]["name"]: o for o in objs}
     root = f"s3://bgeflow-data/bgeflow/direct/{digest}"
     for step, name in (("ingest", "ingest"), ("mine", "mine"), ("train-retriever", "retriever"),
-                       ("train-reranker", "reranker")):
+                       ("train-reranker", "reranker"), ("evaluate", "evaluate"),
+                       ("publish-retriever", "publish-retriever"), ("publish-reranker", "publish-reranker")):
         pod = by_name[f"{RELEASE}-{name}-{digest}"]["spec"]["template"]["spec"]
         # The step's spec is written after the wait (the previous stage done), from this spec's ConfigMap.
         assert [c["name"] for c in pod["initContainers"]] == (["step-spec"] if step == "ingest" else
@@ -236,6 +238,65 @@ def test_direct_mode_objects_and_order() -> None:
         "--backend", "pytorchjob",
         # Each render of a spec launches under one owner, so a retried launcher Job adopts its job.
         "--owner", f"direct/{RELEASE}/{digest}/retriever"]
+    # Evaluate once both models are trained; each publish once evaluate's metrics.json (written last) exists.
+    assert _waits_for(by_name[f"{RELEASE}-evaluate-{digest}"]) == [
+        f"{root}/retriever/train_summary.json", f"{root}/reranker/train_summary.json"]
+    assert by_name[f"{RELEASE}-evaluate-{digest}"]["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "evaluate", "--config", "/spec/evaluate.yaml"]
+    for model in ("retriever", "reranker"):
+        job = by_name[f"{RELEASE}-publish-{model}-{digest}"]
+        assert _waits_for(job) == [f"{root}/evaluate/metrics.json"]
+        assert job["spec"]["template"]["spec"]["containers"][0]["args"] == [
+            "publish", "--config", f"/spec/publish-{model}.yaml"]
+
+
+def _waits_for(job: dict[str, Any]) -> list[str]:
+    """The outputs ``job``'s wait-for-input init container waits for."""
+    (wait,) = [c for c in job["spec"]["template"]["spec"]["initContainers"] if c["name"] == "wait-for-input"]
+    return [wait["args"][i + 1] for i, arg in enumerate(wait["args"]) if arg == "--uri"]
+
+
+#: (--set values, the stages whose Jobs render, the outputs evaluate waits for under the direct root)
+TRAINED = [
+    ([], ["ingest", "mine", "retriever", "reranker", "evaluate", "publish-retriever", "publish-reranker"],
+     ["retriever/train_summary.json", "reranker/train_summary.json"]),
+    (["retrain.reranker.train=false"], ["ingest", "mine", "retriever", "evaluate", "publish-retriever"],
+     ["retriever/train_summary.json"]),
+    (["retrain.retriever.train=false"], ["ingest", "mine", "reranker", "evaluate", "publish-reranker"],
+     ["reranker/train_summary.json"]),
+    # Nothing trained: the base models are evaluated after mining, as the pipeline orders it; nothing published.
+    (["retrain.retriever.train=false", "retrain.reranker.train=false"], ["ingest", "mine", "evaluate"],
+     ["mine/mine_report.json"]),
+]
+
+
+@pytest.mark.parametrize(("values", "stages", "waits"), TRAINED, ids=["both", "retriever", "reranker", "none"])
+def test_direct_mode_evaluates_and_publishes_what_it_trains(values: list[str], stages: list[str],
+                                                             waits: list[str]) -> None:
+    objs = render("direct-values", *(a for v in values for a in ("--set", v)))
+    jobs = {_stage(o): o for o in objs if o["kind"] == "Job" and not is_test_hook(o)}
+    assert sorted(jobs) == sorted(stages)
+    init = next(c for c in jobs["evaluate"]["spec"]["template"]["spec"]["initContainers"] if c["name"] == "step-spec")
+    root = init["args"][init["args"].index("--root") + 1]
+    assert _waits_for(jobs["evaluate"]) == [f"{root}/{w}" for w in waits]
+
+
+def _stage(job: dict[str, Any]) -> str:
+    """The direct-mode stage a Job runs: its name between the release and the spec hash."""
+    return job["metadata"]["name"].removeprefix(f"{RELEASE}-").rsplit("-", 1)[0]
+
+
+@pytest.mark.parametrize(("values", "gpu"), [
+    ([], False),  # on the CPU, wherever: no GPU node is held for an evaluation
+    (["--set-json", 'direct.evaluate.resources={"limits": {"nvidia.com/gpu": "1"}}'], True),
+])
+def test_evaluate_goes_to_a_gpu_node_only_with_a_gpu(values: list[str], gpu: bool) -> None:
+    objs = render("gpu-tolerations-values", *values)
+    (job,) = [o for o in objs if o["kind"] == "Job" and not is_test_hook(o) and _stage(o) == "evaluate"]
+    pod = job["spec"]["template"]["spec"]
+    assert ("nvidia.com/gpu.present" in pod["nodeSelector"]) is gpu  # gpu.nodeSelector over the release's own
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"]) is gpu
+    assert ("nvidia.com/gpu" in pod["containers"][0]["resources"].get("limits", {})) is gpu
 
 
 #: What the direct-mode tests set in `retrain` (as JSON: a number stays a number).
@@ -252,7 +313,7 @@ def test_direct_jobs_run_the_retrain_spec(tmp_path: Path) -> None:
     from helm.steps import spec_configmap, step_spec_of
 
     objs = render("direct-values", *(a for v in RETRAIN_JSON for a in ("--set-json", v)))
-    jobs = {o["metadata"]["name"].split("-")[1]: o for o in objs if o["kind"] == "Job" and not is_test_hook(o)}
+    jobs = {_stage(o): o for o in objs if o["kind"] == "Job" and not is_test_hook(o)}
     cm = spec_configmap(objs, jobs["ingest"])
     retrain = yaml.safe_load(cm["data"]["retrain.yaml"])
     assert retrain["retriever"]["hyperparameters"]["max_steps"] == 3 and retrain["mine"]["negative_number"] == 20
@@ -260,7 +321,8 @@ def test_direct_jobs_run_the_retrain_spec(tmp_path: Path) -> None:
     run = RetrainSpec.load(tmp_path / "retrain.yaml")
     specs = {}
     for name, step in (("ingest", "ingest"), ("mine", "mine"), ("retriever", "train-retriever"),
-                       ("reranker", "train-reranker")):
+                       ("reranker", "train-reranker"), ("evaluate", "evaluate"),
+                       ("publish-retriever", "publish-retriever"), ("publish-reranker", "publish-reranker")):
         assert spec_configmap(objs, jobs[name]) == cm  # one spec for every stage
         init = next(c for c in jobs[name]["spec"]["template"]["spec"]["initContainers"] if c["name"] == "step-spec")
         root = init["args"][init["args"].index("--root") + 1]
@@ -274,6 +336,17 @@ def test_direct_jobs_run_the_retrain_spec(tmp_path: Path) -> None:
         3e-5, 3, 48)
     assert hyperparameters["num_train_epochs"] == 2  # direct-values' retrain.retriever.hyperparameters
     assert specs["train-retriever"].train_data == [specs["mine"].output]
+    # Evaluate judges the trained models on ingest's split, against the run's registry; publish copies
+    # each training output there, unless evaluate's verdict on its own rules failed.
+    evaluate = specs["evaluate"]
+    assert (evaluate.eval_data, evaluate.registry) == (f"{root}/ingest/eval",
+                                                       "s3://bgeflow-data/bgeflow/registry")
+    assert (evaluate.retriever, evaluate.reranker) == (f"{specs['train-retriever'].output}/model",
+                                                       f"{specs['train-reranker'].output}/model")
+    for model in ("retriever", "reranker"):
+        publish = specs[f"publish-{model}"]
+        assert (publish.model, publish.registry) == (specs[f"train-{model}"].output, evaluate.registry)
+        assert publish.metrics == f"{evaluate.output}/metrics.json" and publish.skip_if_gate_failed
 
 
 def test_direct_extra_args_still_win(tmp_path: Path) -> None:

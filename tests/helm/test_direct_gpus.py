@@ -43,9 +43,15 @@ def test_no_training_gpu_waits_for_ingest_or_mining(scenario: str, backend: str)
     assert not [o for o in objs if o["kind"] in ("PyTorchJob", "TrainJob")]
 
 
+def _launcher_job(objs: list[dict[str, Any]], model: str) -> dict[str, Any]:
+    """The training launcher Job of ``model`` (not the one that publishes it)."""
+    (job,) = [o for o in objs if o["kind"] == "Job" and o["spec"]["template"]["spec"]["containers"][0]["args"][:2]
+              == ["launch", model]]
+    return job
+
+
 def _launcher(objs: list[dict[str, Any]], model: str) -> dict[str, Any]:
-    (job,) = [o for o in objs if o["kind"] == "Job" and f"-{model}-" in o["metadata"]["name"]]
-    return job["spec"]["template"]["spec"]["containers"][0]
+    return _launcher_job(objs, model)["spec"]["template"]["spec"]["containers"][0]
 
 
 @pytest.mark.parametrize(("backend", "crd", "version"), [
@@ -76,8 +82,7 @@ def test_the_launcher_creates_a_valid_job_with_the_gpus(backend: str, crd: str, 
     assert container["command"] == ["bgeflow"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     monkeypatch.setenv("BGEFLOW_TRAIN_POD_SETTINGS", env["BGEFLOW_TRAIN_POD_SETTINGS"])
-    (launcher,) = [o for o in objs if o["kind"] == "Job" and "-retriever-" in o["metadata"]["name"]]
-    args = run_init(objs, launcher, tmp_path)
+    args = run_init(objs, _launcher_job(objs, "retriever"), tmp_path)
     capsys.readouterr()
     assert main([*args, "--dry-run", "--namespace", "ml"]) == 0
     job = yaml.safe_load(capsys.readouterr().out)

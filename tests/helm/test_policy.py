@@ -79,8 +79,9 @@ def test_gpu_scheduling_only_on_gpu_pods() -> None:
                 assert shm["emptyDir"]["sizeLimit"] == "32Gi"
             else:
                 seen_cpu += 1
-    # mine; ingest and the two training launchers (the GPUs are the launched jobs', see test_direct_gpus)
-    assert seen_gpu == 1 and seen_cpu == 3
+    # mine; ingest, the two training launchers (the GPUs are the launched jobs', see test_direct_gpus),
+    # evaluate (on the CPU unless direct.evaluate.resources asks for a GPU) and the two publish Jobs
+    assert seen_gpu == 1 and seen_cpu == 6
 
 
 def test_image_pull_secrets_and_registry_reach_every_pod() -> None:

@@ -283,7 +283,7 @@ hash: a Job reads the spec it was rendered from, never a later generation's. */}
 
 {{/* Init container that writes a direct-mode step's spec into the step-spec volume (/spec/<step>.yaml)
 from the retrain spec, with the code the KFP pipeline's components use (bgeflow.platform.direct);
-call with (dict "root" $ "step" "ingest"|"mine"|"train-retriever"|"train-reranker"). It reads
+call with (dict "root" $ "step" STEP), STEP one of bgeflow.platform.direct.STEPS. It reads
 nothing remote, so it gets no S3 settings. */}}
 {{- define "bgeflow.stepSpecInitContainer" -}}
 - name: step-spec
@@ -318,13 +318,14 @@ container mounts step-spec read-only at /spec. */}}
 {{- end }}
 
 {{/* Init container that blocks until the previous stage's output exists; call with
-(dict "root" $ "uri" marker). The marker is the file each step writes last. */}}
+(dict "root" $ "uri" marker), or (dict "root" $ "uris" (list ...)) to wait for every one. The marker
+is the file each step writes last. */}}
 {{- define "bgeflow.waitInitContainer" -}}
 - name: wait-for-input
   image: {{ include "bgeflow.image" (dict "root" .root "kind" "ops") }}
   {{- include "bgeflow.containerCommon" .root | nindent 2 }}
   command: ["bgeflow"]
-  args: ["pipeline", "wait", "--uri", {{ .uri | quote }}, "--timeout", {{ .root.Values.direct.waitTimeoutSeconds | quote }}]
+  args: ["pipeline", "wait", {{- range (.uris | default (list .uri)) }} "--uri", {{ . | quote }},{{- end }} "--timeout", {{ .root.Values.direct.waitTimeoutSeconds | quote }}]
   env:
     {{- include "bgeflow.s3Env" .root | nindent 4 }}
   resources:

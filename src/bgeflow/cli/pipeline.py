@@ -82,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "step-spec", help="write one direct-mode step's spec, derived from the retrain spec",
         description="Turn the retrain spec into STEP's spec (as the KFP pipeline's component for that step "
         "does), with the inputs and outputs of the chart's direct mode under --root, and write it as YAML "
-        "for `bgeflow ingest|mine --config FILE` or `bgeflow launch KIND --config FILE`.")
+        "for `bgeflow ingest|mine|evaluate|publish --config FILE` or `bgeflow launch KIND --config FILE`.")
     ss.add_argument("step", choices=STEPS, metavar="STEP", help=f"one of {', '.join(STEPS)}")
     ss.add_argument("--spec", required=True, help="retrain spec YAML (the chart's retrain values)")
     ss.add_argument("--root", required=True, metavar="URI",

@@ -1,11 +1,13 @@
 """The chart's direct mode (no KFP): where its stages read and write, and each stage's spec.
 
 The direct-mode Jobs (``helm/bgeflow/templates/direct/``) run ingest → mine → the training
-launchers under one root, ``<s3 root>/direct/<hash>``. Each Job's init container runs
-``bgeflow pipeline step-spec STEP``, which turns the chart's retrain spec into that step's spec
+launchers → evaluate (and the gate) → publish of each trained model, under one root,
+``<s3 root>/direct/<hash>``; the registry is the run's, as in a KFP run. Each Job's init container
+runs ``bgeflow pipeline step-spec STEP``, which turns the chart's retrain spec into that step's spec
 with ``bgeflow.platform.run_spec`` (the functions the KFP components call), and the Job's main
 container runs the step with ``--config`` on it: a retrain setting means the same in KFP,
-``bgeflow run`` and direct mode.
+``bgeflow run`` and direct mode. The publish step itself holds back a model whose own gate rules
+failed (``PublishSpec.skip_if_gate_failed``, set by ``run_spec.publish_spec``), as in a KFP run.
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ from bgeflow.core.errors import ConfigError
 from bgeflow.core.spec import Spec
 from bgeflow.core.storage import join_uri
 from bgeflow.platform import run_spec as blocks
+from bgeflow.platform.kfp_io import registry_uri
 from bgeflow.platform.run_spec import RunSpec
+from bgeflow.steps.evaluation.evaluate import METRICS_FILE
 from bgeflow.steps.ingest.spec import EVAL_CORPUS_FILE, TRAIN_FILE
+from bgeflow.steps.training.pod import MODEL_DIR, SUMMARY_FILE
 
+#: The models a run trains, evaluates and publishes.
+KINDS = ("retriever", "reranker")
 #: The stages of direct mode, in order; the chart's Jobs name them so.
-STEPS = ("ingest", "mine", "train-retriever", "train-reranker")
+STEPS = ("ingest", "mine", *(f"train-{kind}" for kind in KINDS), "evaluate", *(f"publish-{kind}" for kind in KINDS))
 #: The mined training data, under ``<root>/mine/`` (mine_report.json goes beside it).
 MINED_FILE = "mined.jsonl"
 
@@ -61,6 +68,28 @@ class DirectLayout:
         """The training output (model/, checkpoints, summary) of ``kind`` (retriever or reranker)."""
         return join_uri(self.root, kind)
 
+    def trained_model(self, kind: str) -> str:
+        """The fine-tuned model of ``kind``, as the launcher reports it to a KFP run (``TrainLaunch.model_uri``)."""
+        return join_uri(self.model_output(kind), MODEL_DIR)
+
+    def trained(self, kind: str) -> str:
+        """The file a training job of ``kind`` writes last (``train_summary.json``): its model is complete."""
+        return join_uri(self.model_output(kind), SUMMARY_FILE)
+
+    @property
+    def evaluation(self) -> str:
+        """Evaluate's output folder (metrics.json, report.md, deltas.png)."""
+        return join_uri(self.root, "evaluate")
+
+    @property
+    def metrics(self) -> str:
+        """Evaluate's ``metrics.json``, written last: the gate verdicts publish decides by."""
+        return join_uri(self.evaluation, METRICS_FILE)
+
+    def published(self, kind: str) -> str:
+        """What the publish of ``kind`` did (``bgeflow publish``'s result: the version, or why not)."""
+        return join_uri(self.root, f"publish/{kind}.json")
+
 
 def step_spec(step: str, run: RunSpec, *, root: str) -> Spec:
     """The spec of direct-mode stage ``step`` for ``run``, its inputs and outputs under ``root``.
@@ -75,17 +104,19 @@ def step_spec(step: str, run: RunSpec, *, root: str) -> Spec:
         root: URI under which the stages read and write (``DirectLayout``).
 
     Returns:
-        An ``IngestSpec``, ``MineSpec`` or ``TrainSpec``, as ``bgeflow ingest|mine|launch --config`` reads it.
+        An ``IngestSpec``, ``MineSpec``, ``TrainSpec``, ``EvaluateSpec`` or ``PublishSpec``, as
+        ``bgeflow ingest|mine|launch|evaluate|publish --config`` reads it.
 
     Raises:
-        ConfigError: an unknown step, a model its block does not train (``<kind>.train: false``),
-            or a setting the step refuses (named by its retrain-spec key).
+        ConfigError: an unknown step, a model its block does not train (``<kind>.train: false``: no
+            training, no publish), or a setting the step refuses (named by its retrain-spec key).
     """
     if step not in STEPS:
         raise ConfigError(f"unknown direct-mode step {step!r}; one of {', '.join(STEPS)}")
     plan = direct_plan(run, root=root)
     if step not in plan:
-        raise ConfigError(f"{step}: {step.removeprefix('train-')}.train is false: this run does not train it")
+        kind = step.partition("-")[2]
+        raise ConfigError(f"{step}: {kind}.train is false: this run does not train it")
     return plan[step]
 
 
@@ -100,8 +131,9 @@ def direct_plan(run: RunSpec, *, root: str) -> dict[str, Spec]:
         Step name (``STEPS``) → its spec, in stage order.
 
     Raises:
-        ConfigError: a setting a step refuses, or a trained model's ``train_group_size`` that
-            needs more negatives than mining gives (``run_spec.check_negatives``).
+        ConfigError: a setting a step refuses, a trained model's ``train_group_size`` that
+            needs more negatives than mining gives (``run_spec.check_negatives``), or nothing to
+            evaluate on (``run_spec.eval_set``).
     """
     layout = DirectLayout(root)
     plan: dict[str, Spec] = {
@@ -110,12 +142,28 @@ def direct_plan(run: RunSpec, *, root: str) -> dict[str, Spec]:
                                  corpus=run.corpus, reranker=run.reranker),
     }
     # Ingest writes eval/ whenever it holds queries out; the pipeline validates on the same split.
-    validation = layout.eval_split if run.ingest.eval_fraction > 0 else None
-    for kind, block in (("retriever", run.retriever), ("reranker", run.reranker)):
+    split = layout.eval_split if run.ingest.eval_fraction > 0 else ""
+    models = {"retriever": run.retriever, "reranker": run.reranker}
+    for kind, block in models.items():
         if block.train:
             plan[f"train-{kind}"] = blocks.train_spec(kind, block, train_data=layout.mined,
-                                                      output=layout.model_output(kind), validation_data=validation)
+                                                      output=layout.model_output(kind), validation_data=split or None)
     blocks.check_negatives(run)
+    # As kfp_steps.evaluate_step: a model not trained in the run is its base model for the retriever,
+    # and no reranker column at all for the reranker (its gate rules dropped).
+    registry = registry_uri(run.registry, run.work_uri)
+    plan["evaluate"] = blocks.evaluate_spec(
+        run.evaluate, run.retriever, run.reranker, eval_data=blocks.eval_set(run.eval_data, split),
+        output=layout.evaluation, registry=registry,
+        finetuned_retriever=layout.trained_model("retriever") if run.retriever.train else run.retriever.model,
+        finetuned_reranker=layout.trained_model("reranker") if run.reranker.train else None)
+    # As kfp_steps.publish_step, plus where the step's result goes (a KFP run keeps it in the artifact's metadata).
+    for kind, block in models.items():
+        if block.train:
+            spec = blocks.publish_spec(run.publish, model=layout.model_output(kind), name=block.name,
+                                       registry=registry, metrics=layout.metrics, lineage_inputs=[layout.train_split],
+                                       kind=kind, base_model=block.model)
+            plan[f"publish-{kind}"] = spec.model_copy(update={"report": layout.published(kind)})
     return plan
 
 

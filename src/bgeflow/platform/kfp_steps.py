@@ -9,16 +9,13 @@ CLI flags. Artifacts are duck-typed (``.path``, ``.metadata``): no kfp import he
 from __future__ import annotations
 
 import base64
-import json
 import time
 from typing import Any
 
-from bgeflow.core.errors import ConfigError
 from bgeflow.core.log import quiet_libraries
 from bgeflow.core.storage import join_uri, open_store
 from bgeflow.platform import run_spec as blocks
 from bgeflow.platform.kfp_io import ArtifactLike, artifact_uri, record, registry_uri, step_output
-from bgeflow.steps.publish.verdict import model_verdict
 
 # A component runs under kfp's executor, which sets up logging itself: the libraries' dumps (faiss's
 # "Could not load library", FlagEmbedding's argument dumps) still stay out of the step's log.
@@ -104,15 +101,13 @@ def evaluate_step(*, dataset: ArtifactLike, retriever_model: ArtifactLike, reran
     output = step_output(evaluation, work_uri, run_id, "evaluate")
     with_reranker = bool(reranker_model.metadata.get("trained", True))
     split = str(dataset.metadata.get("eval")) if dataset.metadata.get("eval_queries", 1) else ""
-    if not eval_data and not split:
-        raise ConfigError("nothing to evaluate on: ingest held out no query (ingest.eval_fraction 0) and the run "
-                          "names no eval_data")
+    judged_on = blocks.eval_set(eval_data, split)
     block, models = _block("evaluate", settings), {
         "retriever": _block("retriever", retriever), "reranker": _block("reranker", reranker),
         "finetuned_retriever": artifact_uri(retriever_model),
         "finetuned_reranker": artifact_uri(reranker_model) if with_reranker else None}
     spec = blocks.evaluate_spec(
-        block, models["retriever"], models["reranker"], eval_data=eval_data or split, output=output,
+        block, models["retriever"], models["reranker"], eval_data=judged_on, output=output,
         finetuned_retriever=models["finetuned_retriever"], finetuned_reranker=models["finetuned_reranker"],
         registry=registry_uri(registry, work_uri))  # the champion lives there, if one was published
     result = evaluate(spec)
@@ -137,7 +132,7 @@ def evaluate_step(*, dataset: ArtifactLike, retriever_model: ArtifactLike, reran
     with open(report.path, "w", encoding="utf-8") as fh:
         fh.write(text)
     record(evaluation, output, started, gate_passed=result.gate_passed, metrics=result.outputs.get("metrics"),
-           eval_set=eval_data or split, split_metrics=beside.outputs.get("metrics") if beside else None)
+           eval_set=judged_on, split_metrics=beside.outputs.get("metrics") if beside else None)
     return result.gate_passed
 
 
@@ -150,16 +145,14 @@ def publish_step(*, model: ArtifactLike, evaluation: ArtifactLike, dataset: Arti
     if not model.metadata.get("trained", True):
         record(published, "", started, skipped="not trained in this run")
         return ""
-    metrics_uri = str(evaluation.metadata.get("metrics") or "")
-    passed, reasons = model_verdict(json.loads(open_store(metrics_uri).read_text()) if metrics_uri else None, kind)
-    if passed is False:  # the model's own gate rules failed: it never reaches the registry
-        record(published, "", started, skipped="its gate rules failed: " + "; ".join(reasons))
-        return ""
     block = _block(kind, model_settings)
     spec = blocks.publish_spec(
         _block("publish", settings), model=model.metadata.get("output") or artifact_uri(model),
         name=block.name, registry=registry_uri(registry, work_uri), metrics=str(evaluation.metadata.get("metrics") or ""),
         lineage_inputs=[str(dataset.metadata.get("train") or "")], kind=kind, base_model=block.model)
     result = publish(spec)
+    if not result.published:  # the model's own gate rules failed (publish_spec): it never reaches the registry
+        record(published, "", started, skipped=result.reasons[0])
+        return ""
     record(published, result.uri, started, version=result.version, champion=result.champion, created=result.created)
     return result.version

@@ -267,12 +267,36 @@ def evaluate_spec(evaluate: EvaluateSettings, retriever: RetrieverRun, reranker:
     return EvaluateSpec.build(document, where="evaluate")
 
 
+def eval_set(eval_data: str, split: str) -> str:
+    """The eval set a run's gate judges on: its own ``eval_data``, else ingest's held-out ``split``.
+
+    Args:
+        eval_data: the run's ``eval_data`` ("" when it names none).
+        split: ingest's held-out split ("" when ingest holds no query out).
+
+    Returns:
+        The URI ``evaluate_spec`` gets as ``eval_data``.
+
+    Raises:
+        ConfigError: neither.
+    """
+    if not eval_data and not split:
+        raise ConfigError("nothing to evaluate on: ingest held out no query (ingest.eval_fraction 0) and the run "
+                          "names no eval_data")
+    return eval_data or split
+
+
 def publish_spec(publish: PublishSettings, *, model: str, name: str, registry: str, metrics: str,
                  lineage_inputs: list[str], kind: str = "auto", base_model: str | None = None) -> PublishSpec:
-    """The publish step of a run for one model."""
+    """The publish step of a run for one model.
+
+    A run never publishes a model whose own gate rules failed in ``metrics`` (``skip_if_gate_failed``):
+    the step itself decides, so the pipeline and the chart's direct mode decide alike.
+    """
     return PublishSpec.build(publish.to_dict(), {"model": model, "name": name, "registry": registry,
                                                  "metrics": metrics, "lineage_inputs": lineage_inputs,
-                                                 "kind": kind, "base_model": base_model}, where="publish")
+                                                 "kind": kind, "base_model": base_model,
+                                                 "skip_if_gate_failed": True}, where="publish")
 
 
 def check_negatives(run: RunSpec) -> None:

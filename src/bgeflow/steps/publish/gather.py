@@ -93,6 +93,16 @@ def _read_json_uri(uri: str, what: str) -> dict[str, Any]:
     return doc
 
 
+def read_metrics(config: PublishSpec) -> dict[str, Any] | None:
+    """The ``--metrics`` document of ``config`` (None without one).
+
+    Raises:
+        NotFoundError: no such file.
+        DataError: not a JSON object.
+    """
+    return _read_json_uri(config.metrics, "--metrics") if config.metrics else None
+
+
 def lineage(uris: list[str]) -> list[dict[str, Any]]:
     """For each input object: URI, size, ETag (S3) or sha256 (local), and its non-blank row count."""
     out = []
@@ -155,7 +165,7 @@ def gather(config: PublishSpec, workdir: Path) -> tuple[list[FileEntry], dict[st
     if not files:
         raise DataError(f"--model {config.model}: the model directory is empty")
 
-    metrics = _read_json_uri(config.metrics, "--metrics") if config.metrics else None
+    metrics = read_metrics(config)
     if metrics is not None:
         (generated / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2))
         files.append(digest_file(generated / "metrics.json", "metrics.json"))

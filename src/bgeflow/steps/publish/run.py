@@ -17,7 +17,7 @@ from bgeflow.core.errors import ConflictError
 from bgeflow.core.storage import Store, join_uri, open_store
 from bgeflow.steps.publish import mlflow_registry
 from bgeflow.steps.publish.card import render_card
-from bgeflow.steps.publish.gather import CARD, content_hash, digest_file, gather
+from bgeflow.steps.publish.gather import CARD, content_hash, digest_file, gather, read_metrics
 from bgeflow.steps.publish.pointers import update_pointers
 from bgeflow.steps.publish.registry import (
     MANIFEST,
@@ -28,6 +28,7 @@ from bgeflow.steps.publish.registry import (
 )
 from bgeflow.steps.publish.spec import PublishSpec
 from bgeflow.steps.publish.upload import claim_version, upload_version
+from bgeflow.steps.publish.verdict import refusal
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,42 @@ class PublishResult:
     reasons: list[str] = field(default_factory=list)
     #: the MLflow Model Registry version too, when MLflow is configured (``mlflow_registry``)
     mlflow: dict[str, Any] | None = None
+    #: False: held back by its gate verdict (``PublishSpec.skip_if_gate_failed``); ``reasons`` say why
+    published: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    @classmethod
+    def held_back(cls, name: str, reason: str) -> PublishResult:
+        """The result of a publish that wrote nothing, for ``reason``."""
+        return cls(name, "", "", "", created=False, champion=False, latest=False, files=0, reasons=[reason],
+                   published=False)
+
 
 def publish(config: PublishSpec) -> PublishResult:
-    """Publish a model version (see the module docstring for the protocol)."""
+    """Publish a model version (see the module docstring for the protocol).
+
+    With ``skip_if_gate_failed``, a model whose own gate rules failed in ``metrics`` is not published
+    (``verdict.refusal``): nothing is read or written but the metrics, and the result says why.
+
+    Args:
+        config: the model, its evidence and the registry.
+
+    Returns:
+        The version published (``published`` False: held back, ``reasons`` say why).
+
+    Raises:
+        ConflictError: ``version`` already holds other content.
+        BgeflowError: a missing or malformed input (model, metrics, configs).
+    """
     started = time.monotonic()
+    if config.skip_if_gate_failed:
+        # Before the model is gathered: a held-back model is never downloaded.
+        reason = refusal(read_metrics(config), config.kind)
+        if reason:
+            log.info("publish: %s not published: %s", config.name, reason)
+            return PublishResult.held_back(config.name, reason)
     registry = config.registry.rstrip("/")
     store = open_store(join_uri(registry, config.name))
     with tempfile.TemporaryDirectory(prefix="bgeflow-publish-") as tmp:

@@ -39,13 +39,18 @@ class PublishSpec(PublishSettings):
                                       flag="--lineage-input", metavar="URI")
     kind: ModelKind = setting("auto", "auto: reranker when the model has a sequence-classification head")
     base_model: str | None = setting(None, "recorded in the model card (default: from metrics/configs)")
+    skip_if_gate_failed: bool = setting(False, "publish nothing when the --metrics file's gate verdict failed (with "
+                                        "--kind retriever or reranker: that model's own rules): print why and exit "
+                                        "0, as a pipeline run does; no verdict in the file: publish")
+    report: str | None = setting(None, "also write what this publish did as JSON here (the version, or published: "
+                                 "false and why not)", metavar="URI")
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return check_name(value, "name")
 
-    @field_validator("version", "metrics", "base_model", mode="before")
+    @field_validator("version", "metrics", "base_model", "report", mode="before")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         # Pipeline components pass "" for an input they do not have.

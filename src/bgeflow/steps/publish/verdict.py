@@ -28,3 +28,21 @@ def model_verdict(metrics: Mapping[str, Any] | None, kind: str) -> tuple[bool | 
         failed = [str(r.get("reason")) for r in rules if r.get("rule") in mine and not r.get("passed")]
         return bool(own["passed"]), failed
     return bool(gate["passed"]), [str(r.get("reason")) for r in rules if not r.get("passed")]
+
+
+def refusal(metrics: Mapping[str, Any] | None, kind: str) -> str | None:
+    """Why ``kind``'s model must not be published, from ``metrics``; None when it may be.
+
+    The one publish decision of a run (the pipeline's publish step and ``bgeflow publish
+    --skip-if-gate-failed``, which the chart's direct mode runs): a model whose own gate rules failed
+    never reaches the registry. No verdict at all (no gate, or no metrics) holds nothing back.
+
+    Args:
+        metrics: an evaluation's ``metrics.json`` document, or None.
+        kind: ``retriever``, ``reranker``, or ``auto``/"" (then the overall verdict judges).
+
+    Returns:
+        ``"its gate rules failed: <reason>; ..."``, or None.
+    """
+    passed, reasons = model_verdict(metrics, "" if kind == "auto" else kind)
+    return "its gate rules failed: " + "; ".join(reasons) if passed is False else None
