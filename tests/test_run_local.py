@@ -83,7 +83,7 @@ def test_bad_values_are_refused_before_anything_runs(tmp_path: Path, capsys: pyt
                                                     "but mining gives mine.negative_number 15"),
         (["--eval-data", str(tmp_path / "no-eval")], "no-eval"),
         (["--corpus", str(tmp_path / "no-corpus.jsonl")], "no-corpus.jsonl"),
-        (["--ingest-eval-fraction", "0"], "ingest.eval_fraction 0 holds no query out and the run names no eval_data"),
+        (["--ingest-eval-fraction", "0"], "nothing to evaluate on: ingest held out no query (ingest.eval_fraction 0)"),
     ):
         code, _, err = run_cli([*args, "--check"] + (["--output", str(tmp_path / "o")] if "--output" not in args else []),
                                capsys)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bgeflow.core.errors import ConfigError, DataError, NotFoundError, StepFailed
+from bgeflow.core.errors import DataError, NotFoundError, StepFailed
 from bgeflow.core.storage import open_store
 from bgeflow.platform.run_progress import KFP_LOG, LOGS_DIR, StepReporter, quiet_tasks
 from bgeflow.platform.run_spec import LocalRunSpec
@@ -107,10 +107,9 @@ def preflight(config: LocalRunSpec) -> Path:
         from bgeflow.steps.evaluation.evalset import load_eval_set, resolve_eval_uris
 
         load_eval_set(resolve_eval_uris(config.eval_data, None, None, None))
-    elif config.ingest.eval_fraction == 0:
-        raise ConfigError("ingest.eval_fraction 0 holds no query out and the run names no eval_data: nothing to "
-                          "evaluate the models on")
     scratch = tempfile.gettempdir()
+    # What the evaluate step will judge on (the split stands for ingest's, held out when eval_fraction > 0).
+    blocks.eval_set(config.eval_data, scratch if config.ingest.eval_fraction > 0 else "")
     blocks.ingest_spec(config.ingest, config.retriever, inputs=config.data, output=scratch)
     blocks.mine_spec(config.mine, config.retriever, inputs=config.data, output=f"{scratch}/mined.jsonl",
                      corpus=config.corpus, reranker=config.reranker)
