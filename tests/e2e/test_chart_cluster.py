@@ -70,9 +70,12 @@ def test_direct_mode_runs_ingest_mine_train_evaluate_publish(cluster: Cluster, s
         f"image.registry={cluster.registry}", f"image.tag={cluster.version}", "direct.shmSize=256Mi",
         "direct.waitTimeoutSeconds=1500",
     ]
+    # Evaluate's and publish's pods wait (in init containers) from install on, holding their requests:
+    # small ones, or on this 2-CPU node the training pod finds no CPU to be scheduled on.
+    waiting = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "4Gi"}}
     json_values = [f"direct.ingest.resources={json.dumps(plain)}", f"direct.mine.resources={cpu}",
-                   f"direct.retriever.resources={cpu}", f"direct.evaluate.resources={json.dumps(plain)}",
-                   f"direct.publish.resources={json.dumps(plain)}",
+                   f"direct.retriever.resources={cpu}", f"direct.evaluate.resources={json.dumps(waiting)}",
+                   f"direct.publish.resources={json.dumps(waiting)}",
                    f"retrain.retriever.hyperparameters={json.dumps(hyperparameters)}"]
     cluster.helm("install", release, "helm/bgeflow", "-n", cluster.namespace,
                  *(a for v in values for a in ("--set", v)), *(a for v in json_values for a in ("--set-json", v)))
