@@ -14,6 +14,8 @@ scores each system on the same split, from all-MiniLM-L6-v2, under the same budg
   ``train.`` options win over the budget (``2ep:train.num_train_epochs=2``), so compare its CPU time too;
   ``NAME:mnrl.KEY=VALUE`` is the mnrl baseline with its training arguments changed instead
   (``mnrl-2ep:mnrl.num_train_epochs=2``: a baseline given the epochs a bgeflow variant takes);
+  ``NAME:rounds=2`` re-mines with the first round's model and trains on from it for one more budget
+  (ANCE/RocketQA's second round; the issue's "re-mine with the fine-tuned retriever");
 - ``mnrl``: sentence-transformers, MultipleNegativesRankingLoss (in-batch negatives only), batch 32,
   its own defaults otherwise (lr 5e-5, scale 20), one process;
 - ``flagembedding``: FlagEmbedding's recipe as its README has users run it: ``hn_mine`` (2-200, 15
@@ -132,9 +134,25 @@ def bgeflow_recipe() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def train_bgeflow(data: Path, out: Path, seed: int, model: str, log: Path, mine: dict[str, Any],
-                  hyper: dict[str, Any], over_budget: dict[str, Any] | None = None) -> float:
+                  hyper: dict[str, Any], over_budget: dict[str, Any] | None = None, rounds: int = 1) -> float:
     """``bgeflow mine`` + ``bgeflow train retriever`` with ``mine`` settings and ``hyper`` over the budget
-    (``over_budget``: a variant's own training options, which win over the budget's, e.g. more epochs)."""
+    (``over_budget``: a variant's own training options, which win over the budget's, e.g. more epochs).
+
+    ``rounds`` > 1: ANCE/RocketQA's re-mining. Each further round mines again with the previous round's
+    model and trains on to it from that model (one more budget each); the last round's model is at
+    ``out/train/model``, the earlier ones under ``out/round<N>/``.
+    """
+    cpu = 0.0
+    for round_ in range(1, rounds + 1):
+        where = out if round_ == rounds else out / f"round{round_}"
+        where.mkdir(parents=True, exist_ok=True)
+        cpu += _bgeflow_round(data, where, seed, model, log, mine, hyper, over_budget)
+        model = str(where / "train" / "model")
+    return cpu
+
+
+def _bgeflow_round(data: Path, out: Path, seed: int, model: str, log: Path, mine: dict[str, Any],
+                   hyper: dict[str, Any], over_budget: dict[str, Any] | None) -> float:
     import yaml
 
     mined = out / "mined.jsonl"
@@ -260,6 +278,12 @@ def summarize(values: list[float]) -> tuple[float, float, float, float]:
     """``(mean, sample std, min, max)`` (std 0 for a single value)."""
     return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, min(values),
             max(values))
+
+
+def _declared(variant: tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]) -> dict[str, Any]:
+    """A bgeflow variant's settings as results.json records them (``rounds`` only when re-mining)."""
+    own_mine, hyper, _, rounds = variant
+    return {"mine": own_mine, "train": hyper, **({"rounds": rounds} if rounds > 1 else {})}
 
 
 def _seed(row: dict[str, Any]) -> int:
@@ -396,19 +420,23 @@ def main(argv: list[str] | None = None) -> int:
     mnrl_variants: dict[str, dict[str, Any]] = {}
     for item in args.variant:
         name, _, changes = item.partition(":")
-        own_mine, own_hyper, own, baseline = dict(mine), dict(hyper), {}, {}
+        own_mine, own_hyper, own, baseline, rounds = dict(mine), dict(hyper), {}, {}, 1
         for change in filter(None, changes.split(";")):
             key, _, value = change.partition("=")
             block, _, option = key.strip().partition(".")
+            if key.strip() == "rounds":
+                rounds = int(value)
+                continue
             if block not in ("mine", "train", "mnrl"):
-                raise SystemExit(f"--variant {item!r}: keys are mine.NAME, train.NAME or mnrl.NAME, got {key!r}")
+                raise SystemExit(f"--variant {item!r}: keys are rounds, mine.NAME, train.NAME or mnrl.NAME, "
+                                 f"got {key!r}")
             {"mine": own_mine, "train": own, "mnrl": baseline}[block][option] = parse_value(value)
         if baseline and (own or own_mine != mine):
             raise SystemExit(f"--variant {item!r}: an mnrl variant changes only mnrl.NAME keys")
         if baseline:
             mnrl_variants[name] = baseline
         else:
-            variants[name] = (own_mine, {**own_hyper, **own}, own)
+            variants[name] = (own_mine, {**own_hyper, **own}, own, rounds)
     systems += [*variants, *mnrl_variants]
     print(f"data: {json.dumps(sizes)}\nbgeflow recipe: mine {json.dumps({k: v for k, v in mine.items() if v is not None})}"
           f"\n  train {json.dumps(hyper)}\nbudget: {json.dumps(BUDGET)} x {NPROC} processes", flush=True)
@@ -421,12 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads((work / "results.json").read_text()) if args.resume and (work / "results.json").is_file() else {}
     results: dict[str, Any] = {"data": sizes, "budget": BUDGET, "nproc": NPROC, "bgeflow": {"mine": mine, "train": hyper},
                                "variants": {**previous.get("variants", {}),
-                                            **{k: {"mine": v[0], "train": v[1]} for k, v in variants.items()},
+                                            **{k: _declared(v) for k, v in variants.items()},
                                             **{k: {"mnrl": v} for k, v in mnrl_variants.items()}},
                                "base": previous.get("base") or scored(model, work),
                                "runs": {**previous.get("runs", {}), **{s: [] for s in systems if s not in previous.get("runs", {})}},
                                "mining": previous.get("mining", {}), "overlap": previous.get("overlap")}
-    declared = {**{k: {"mine": v[0], "train": v[1]} for k, v in variants.items()},
+    declared = {**{k: _declared(v) for k, v in variants.items()},
                 **{k: {"mnrl": v} for k, v in mnrl_variants.items()}}
     clash = [k for k, v in declared.items() if previous.get("variants", {}).get(k, v) != v]
     if clash:
@@ -445,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             log.write_text("")
             started = time.monotonic()
             if system == "bgeflow" or system in variants:
-                cpu = train_bgeflow(data, out, seed, model, log, *variants.get(system, (mine, hyper)))
+                cpu = train_bgeflow(data, out, seed, model, log, *variants.get(system, (mine, hyper, None, 1)))
                 trained = str(out / "train" / "model")
             elif system == "mnrl" or system in mnrl_variants:
                 cpu = run_timed([sys.executable, __file__, "--worker", "mnrl", str(data), str(out), str(seed), model,
