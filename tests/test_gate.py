@@ -125,3 +125,18 @@ def test_each_model_reads_its_own_verdict() -> None:
     old = {"gate": {"passed": False, "rules": [{"rule": "ndcg@10>=0.9", "passed": False, "reason": "low"}]}}
     assert model_verdict(old, "retriever") == (False, ["low"]) == model_verdict(old, "reranker")
     assert model_verdict({}, "reranker") == (None, []) and model_verdict(None, "retriever") == (None, [])
+
+
+def test_each_model_has_its_own_share_of_the_gate() -> None:
+    """What the manifest, the card and ``models show`` record: the model's own rules, not the run's."""
+    from bgeflow.steps.publish.verdict import own_gate
+
+    columns = {**COLUMNS, "retriever": {"rerank.ndcg@10": 0.60}}
+    metrics = {"gate": check_gate(parse_gate("ndcg@10>=base+0.01, rerank.ndcg@10>=retriever"), columns)}
+    retriever, reranker = own_gate(metrics, "retriever"), own_gate(metrics, "reranker")
+    assert (retriever["passed"], retriever["expression"]) == (True, "ndcg@10>=base+0.01")
+    assert (reranker["passed"], reranker["expression"]) == (False, "rerank.ndcg@10>=retriever")
+    assert [r["rule"] for r in retriever["rules"]] == ["ndcg@10>=base+0.01"]
+    old = {"gate": {"passed": False, "rules": [{"rule": "ndcg@10>=0.9", "passed": False, "reason": "low"}]}}
+    assert own_gate(old, "reranker") == {"passed": False, "rules": old["gate"]["rules"], "expression": "ndcg@10>=0.9"}
+    assert own_gate({"metrics": {}}, "retriever") is None and own_gate(None, "reranker") is None

@@ -139,3 +139,37 @@ def test_metric_names_and_own_metrics() -> None:
     assert own_metrics(doc, "retriever") == {"ndcg@10": 0.5}
     assert own_metrics(doc, "reranker") == {"ndcg@10": 0.4}
     assert own_metrics(None, "retriever") == {}
+
+
+#: (evaluation, the card's model) → the card's gate verdict line (None: no rule judges it).
+CARD_GATES = [
+    ("all passed", "retriever", "Gate of this retriever `ndcg@10>=base+0.01`: **passed**"),
+    ("all passed", "reranker", "Gate of this reranker `rerank.ndcg@10>=retriever`: **passed**"),
+    ("reranker failed", "retriever", "Gate of this retriever `ndcg@10>=base+0.01`: **passed**"),
+    ("reranker failed", "reranker",
+     "Gate of this reranker `rerank.ndcg@10>=retriever`: **FAILED (published anyway, with --publish-if-gate-failed)**"),
+    ("retriever failed", "retriever",
+     "Gate of this retriever `ndcg@10>=base+0.01`: **FAILED (published anyway, with --publish-if-gate-failed)**"),
+    ("retriever failed", "reranker", "Gate of this reranker `rerank.ndcg@10>=retriever`: **passed**"),
+    ("no gate", "retriever", "No gate rules were given."),
+    ("retriever rules only", "reranker", "No gate rule judges this reranker."),
+]
+
+
+@pytest.mark.parametrize(("case", "kind", "line"), CARD_GATES, ids=[f"{c}:{k}" for c, k, _ in CARD_GATES])
+def test_the_cards_gate_and_table_are_the_published_models_own(tmp_path: Path, case: str, kind: str, line: str) -> None:
+    from bgeflow.steps.publish.card import gate_section, own_columns
+    from test_publish import METRICS_CASES, gate_metrics
+
+    params = METRICS_CASES.get(case, {"gate": "ndcg@10>=base+0.01"})
+    metrics = json.loads(gate_metrics(tmp_path / "m.json", **params).read_text())
+    lines = gate_section(metrics, kind)
+    assert lines[0] == line
+    verdicts = [text for text in lines if text.startswith("- ")]
+    own = {"retriever": "ndcg@10>=base+0.01", "reranker": "rerank.ndcg@10>=retriever"}[kind]
+    assert all(f"`{own}`" in text for text in verdicts)  # only its own rules get a ✅/❌
+    assert len(verdicts) == (1 if line.startswith("Gate") else 0)
+    table = own_columns(metrics, kind)["metrics"]
+    assert {metric for values in table.values() for metric in values} == (
+        {"rerank.ndcg@10"} if kind == "reranker" else {"ndcg@10"})
+    assert ("retriever" in table) is (kind == "reranker")  # "not reranked" is the reranker's reference

@@ -11,7 +11,7 @@ import pytest
 from bgeflow.cli import main
 from bgeflow.core.storage import open_store
 from bgeflow.steps.publish import PublishSpec, publish, registry
-from test_publish import make_training_output, write_metrics
+from test_publish import gate_metrics, make_training_output, write_metrics
 
 
 def _registry(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
@@ -33,7 +33,7 @@ def two_versions(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, s
                            metrics=str(write_metrics(tmp_path / "ok.json", True)), champion="if-gate-passed"))
     publish(PublishSpec.of(model=str(make_training_output(tmp_path / "b", seed=1)), name="m", registry=reg,
                            version="v2", metrics=str(write_metrics(tmp_path / "bad.json", False)),
-                           champion="if-gate-passed"))
+                           champion="if-gate-passed", publish_if_gate_failed=True))
     return reg, "v1", "v2"
 
 
@@ -53,6 +53,20 @@ def test_list_and_show(two_versions: tuple[str, str, str], capsys: pytest.Captur
     assert shown["base_model"] == "BAAI/bge-small-en-v1.5" and shown["card"].endswith(f"{champion}/model/README.md")
     assert _json(capsys, ["models", "show", f"{reg}/m@latest"])["version"] == latest
     assert _json(capsys, ["models", "show", "--registry", reg, "--name", "m", "--version", latest])["version"] == latest
+
+
+def test_a_retriever_whose_reranker_failed_is_listed_and_shown_as_passed(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo run's registry: the retriever passed its own rule, the reranker failed its own."""
+    reg = str(tmp_path / "registry")
+    metrics = str(gate_metrics(tmp_path / "metrics.json", reranker_ndcg=0.48))
+    done = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="bge-retriever", registry=reg,
+                                  metrics=metrics, champion="if-gate-passed"))
+    listed = _json(capsys, ["models", "list", reg])["models"][0]["versions"]
+    assert [(v["version"], v["gate_passed"], v["pointers"]) for v in listed] == [
+        (done.version, True, ["latest", "champion"])]
+    shown = _json(capsys, ["models", "show", f"{reg}/bge-retriever"])
+    assert (shown["gate"], shown["gate_passed"], shown["metrics"]) == ("ndcg@10>=base+0.01", True, {"ndcg@10": 0.68})
 
 
 def test_download_promote_verify(two_versions: tuple[str, str, str], tmp_path: Path,

@@ -104,18 +104,103 @@ def test_republish_is_idempotent_and_explicit_version_conflicts(tmp_path: Path) 
     assert [v.version for v in registry.list_versions(reg, "m")] == [first.version, "v2"]
 
 
-def test_champion_only_if_gate_passed(tmp_path: Path) -> None:
+def test_champion_if_gate_passed_follows_the_models_own_verdict(tmp_path: Path) -> None:
     reg = str(tmp_path / "registry")
     good = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg,
                                  metrics=str(write_metrics(tmp_path / "ok.json", True)), champion="if-gate-passed"))
     bad = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "b", seed=1)), name="m", registry=reg,
-                                metrics=str(write_metrics(tmp_path / "bad.json", False)), champion="if-gate-passed"))
+                                metrics=str(write_metrics(tmp_path / "bad.json", False)), champion="if-gate-passed",
+                                publish_if_gate_failed=True))
     assert good.champion and not bad.champion and bad.latest
-    assert "quality gate failed" in bad.reasons[0]
+    assert bad.reasons == ["published although its gate rules failed: r (--publish-if-gate-failed)",
+                           "not promoted: its own gate rules failed"]
     assert registry.get_version(reg, "m", "champion").version == good.version
     assert registry.get_version(reg, "m", "latest").version == bad.version
     with pytest.raises(ValueError, match="needs metrics"):
         PublishSpec.of(model="x", name="m", registry=reg, champion="if-gate-passed")
+
+
+#: The default gate of a run; the retriever's rule passes at ndcg@10 0.61, the reranker's at rerank 0.66.
+RUN_GATE = "ndcg@10>=base+0.01, rerank.ndcg@10>=retriever"
+
+
+def gate_metrics(path: Path, *, retriever_ndcg: float = 0.68, reranker_ndcg: float = 0.70,
+                 gate: str | None = RUN_GATE) -> Path:
+    """An evaluation of both models as ``bgeflow evaluate`` writes it (``gate`` None: no verdict at all)."""
+    from bgeflow.steps.evaluation.gate import check_gate, parse_gate
+
+    columns = {"base": {"ndcg@10": 0.60, "rerank.ndcg@10": 0.50},
+               "finetuned": {"ndcg@10": retriever_ndcg, "rerank.ndcg@10": reranker_ndcg},
+               "retriever": {"rerank.ndcg@10": 0.66}}
+    document: dict = {"eval_set": {"queries": 3, "corpus": 5}, "models": {}, "metrics": columns}
+    if gate is not None:
+        document["gate"] = check_gate(parse_gate(gate), columns, gate)
+    path.write_text(json.dumps(document))
+    return path
+
+
+#: (metrics case, model published, --kind, --publish-if-gate-failed) → (published?, this model's verdict)
+GATE_CASES = [
+    ("all passed", "retriever", "auto", False, True, True),
+    ("all passed", "reranker", "auto", False, True, True),
+    ("reranker failed", "retriever", "auto", False, True, True),
+    ("reranker failed", "retriever", "retriever", False, True, True),
+    ("reranker failed", "reranker", "auto", False, False, False),
+    ("reranker failed", "reranker", "reranker", False, False, False),
+    ("retriever failed", "retriever", "auto", False, False, False),
+    ("retriever failed", "reranker", "auto", False, True, True),
+    ("no gate", "retriever", "auto", False, True, None),
+    ("no gate", "reranker", "auto", False, True, None),
+    ("retriever failed", "retriever", "auto", True, True, False),
+    ("reranker failed", "reranker", "reranker", True, True, False),
+]
+METRICS_CASES = {"all passed": {}, "reranker failed": {"reranker_ndcg": 0.48},
+                 "retriever failed": {"retriever_ndcg": 0.60}, "no gate": {"gate": None}}
+
+
+@pytest.mark.parametrize(("case", "model", "kind", "opt_out", "published", "verdict"), GATE_CASES,
+                         ids=[f"{c}:{m}:{k}{':publish-if-gate-failed' if o else ''}" for c, m, k, o, *_ in GATE_CASES])
+def test_a_model_is_published_and_recorded_on_its_own_gate_rules(
+        tmp_path: Path, case: str, model: str, kind: str, opt_out: bool, published: bool, verdict: bool | None) -> None:
+    """A model whose own rules failed is not published (nothing written, latest stays) unless the
+    opt-out; the registry and the card record the published model's own verdict and rules."""
+    reg, name = str(tmp_path / "registry"), f"bge-{model}"
+    before = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "v0", seed=7, reranker=model == "reranker")),
+                                    name=name, registry=reg, version="v0"))
+    result = publish(PublishSpec.of(
+        model=str(make_training_output(tmp_path / "new", reranker=model == "reranker")), name=name, registry=reg,
+        kind=kind, metrics=str(gate_metrics(tmp_path / "metrics.json", **METRICS_CASES[case])),
+        champion="if-gate-passed", **({"publish_if_gate_failed": True} if opt_out else {})))  # else the default
+
+    assert result.published is published
+    if not published:
+        assert result.reasons[0].startswith("its gate rules failed: ") and not result.version and not result.latest
+        assert [v.version for v in registry.list_versions(reg, name)] == ["v0"]
+        assert registry.get_version(reg, name, "latest").version == before.version
+        assert registry.find_version(reg, name, "champion") is None
+        return
+    info = registry.get_version(reg, name, "latest")
+    assert info.version == result.version and result.latest and info.kind == model
+    own = {"retriever": ["ndcg@10>=base+0.01"], "reranker": ["rerank.ndcg@10>=retriever"]}[model]
+    assert info.manifest["gate_passed"] is verdict  # this model's own verdict, not the whole gate's
+    assert info.manifest["gate_rules"] == (own if verdict is not None else [])
+    assert result.champion is (verdict is True)  # if-gate-passed: this model's own verdict
+    assert any(r.startswith("published although") for r in result.reasons) is opt_out
+
+    card = (Path(reg) / name / result.version / "model" / "README.md").read_text()
+    gate_line = next((line for line in card.splitlines() if line.startswith(("Gate", "No gate"))), "")
+    if verdict is None:
+        assert gate_line == "No gate rules were given."
+    else:
+        shown = "passed" if verdict else "FAILED (published anyway, with --publish-if-gate-failed)"
+        assert gate_line == f"Gate of this {model} `{own[0]}`: **{shown}**"
+        other = {"retriever": "rerank.ndcg@10>=retriever", "reranker": "ndcg@10>=base+0.01"}[model]
+        assert f"({'`' + other + '`'}); they do not judge this {model}." in card
+        assert f"`{other}`:" not in card  # no verdict line of the other model's rule
+    assert ("FAILED" in card) is (verdict is False)
+    rows = [line.split("|")[1].strip() for line in card.splitlines() if line.startswith("| `")]
+    metric_rows = [r for r in rows if r.strip("`") in ("ndcg@10", "rerank.ndcg@10")]
+    assert metric_rows == [{"retriever": "`ndcg@10`", "reranker": "`rerank.ndcg@10`"}[model]]
 
 
 def _registry_uri(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
@@ -243,3 +328,30 @@ def test_cli_publish_unreachable_s3(tmp_path: Path, capsys: pytest.CaptureFixtur
     line = _one_error_line(capsys, "publish", "failed")
     assert "http://127.0.0.1:1" in line and "cannot reach" in line
     assert time.monotonic() - started < 20
+
+
+def test_cli_holds_back_a_model_whose_own_gate_failed_and_exits_0(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The user's case: evaluate's gate failed for the retriever; publish writes nothing, says why, exits 0."""
+    reg = tmp_path / "reg"
+    argv = ["publish", "--model", str(make_training_output(tmp_path / "zh_ret")), "--name", "zh-ret2",
+            "--registry", str(reg), "--metrics", str(gate_metrics(tmp_path / "ev.json", retriever_ndcg=0.60))]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    reason = "its gate rules failed: ndcg@10 0.6000 is not >= base 0.6000 +0.01 = 0.6100"
+    assert (printed["published"], printed["latest"], printed["champion"], printed["reasons"]) == (
+        False, False, False, [reason])
+    assert f"bgeflow publish: zh-ret2 not published: {reason} (--publish-if-gate-failed publishes it anyway)" \
+        in captured.err.splitlines()
+    assert not reg.exists()  # nothing written
+
+    assert main([*argv, "--publish-if-gate-failed", "--champion", "if-gate-passed"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["published"] and printed["latest"] and not printed["champion"]
+    assert registry.get_version(str(reg), "zh-ret2", "latest").manifest["gate_passed"] is False
+
+    # The flag that only decided the champion, yet read as "publish only if the gate passed", is gone.
+    assert main([*argv, "--only-if-gate-passed"]) == 2
+    line = _one_error_line(capsys, "publish")
+    assert "--only-if-gate-passed was removed" in line and "--champion if-gate-passed" in line

@@ -346,7 +346,7 @@ def test_direct_jobs_run_the_retrain_spec(tmp_path: Path) -> None:
     for model in ("retriever", "reranker"):
         publish = specs[f"publish-{model}"]
         assert (publish.model, publish.registry) == (specs[f"train-{model}"].output, evaluate.registry)
-        assert publish.metrics == f"{evaluate.output}/metrics.json" and publish.skip_if_gate_failed
+        assert publish.metrics == f"{evaluate.output}/metrics.json" and not publish.publish_if_gate_failed
 
 
 def test_direct_extra_args_still_win(tmp_path: Path) -> None:

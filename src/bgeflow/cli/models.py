@@ -149,8 +149,13 @@ def list_models(registry: str, name: str | None = None) -> dict[str, Any]:
 
 
 def show_model(t: Target) -> dict[str, Any]:
-    """One version as ``list`` shows it, plus its manifest's facts, metrics and card."""
+    """One version as ``list`` shows it, plus its manifest's facts, metrics and card.
+
+    The metrics and gate are this model's own (a retriever's are not its reranker's), as its card.
+    """
+    from bgeflow.steps.publish.card import own_columns
     from bgeflow.steps.publish.registry import POINTERS, find_version
+    from bgeflow.steps.publish.verdict import own_gate
 
     info = _chosen(t)
     pointers = {p: (v.version if (v := find_version(t.registry, t.name, p)) else None) for p in POINTERS}
@@ -159,8 +164,10 @@ def show_model(t: Target) -> dict[str, Any]:
     store = info.store()
     if store.exists("metrics.json"):
         metrics = json.loads(store.read_text("metrics.json"))
-        doc["metrics"] = (metrics.get("metrics") or {}).get("finetuned") or {}
-        doc["gate"] = (metrics.get("gate") or {}).get("expression")
+        doc["metrics"] = (own_columns(metrics, info.kind)["metrics"]).get("finetuned") or {}
+        own = own_gate(metrics, info.kind)
+        # From the metrics, not the manifest: versions published before verdicts were per model are shown right.
+        doc["gate"], doc["gate_passed"] = (own["expression"], own["passed"]) if own else (None, None)
     card = next((f["path"] for f in info.files if f["path"].endswith("README.md")), None)
     doc["card"] = store.url(card) if card else None
     return doc

@@ -18,23 +18,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Upload the model and its metrics, resolved configs, data lineage and a model card to "
         "<registry>/<name>/<version>/ through a staging prefix; verify every object, write manifest.json last "
         "(conditional put), then move the latest (and, if asked, champion) pointer. Publishing the same "
-        "content again is a no-op.",
+        "content again is a no-op. A model whose own gate rules failed in --metrics is not published: nothing is "
+        "written, latest stays where it was, the reason goes to stderr and the exit status is 0 "
+        "(--publish-if-gate-failed publishes it anyway).",
         allow_abbrev=False,
     )
     add_config_options(p)
     add_spec_options(p, PublishSpec)
-    # The two switches of earlier versions, kept as shorthands of --champion.
+    # A switch of earlier versions, kept as a shorthand of --champion.
     p.add_argument("--set-champion", dest="champion_shorthand", action="store_const", const="always",
                    help="same as --champion always")
-    p.add_argument("--only-if-gate-passed", dest="champion_shorthand", action="store_const", const="if-gate-passed",
-                   help="same as --champion if-gate-passed")
+    # Removed: it only decided the champion, yet read as "publish only if the gate passed" (now the default).
+    p.add_argument("--only-if-gate-passed", dest="removed_flag", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run, champion_shorthand=None)
 
 
 def run(args: argparse.Namespace) -> int:
+    from bgeflow.core.errors import ConfigError
     from bgeflow.core.storage.s3 import check_reachable
     from bgeflow.steps.publish import PublishSpec, publish
 
+    if args.removed_flag:
+        raise ConfigError("--only-if-gate-passed was removed: a model whose own gate rules failed is not published "
+                          "at all now (the default); for the champion pointer alone use --champion if-gate-passed")
     extra = {"champion": args.champion_shorthand} if args.champion_shorthand else None
     spec = spec_from_args(PublishSpec, args, extra=extra, where="")
     check_reachable([spec.model, spec.registry, spec.metrics, spec.report, *spec.configs, *spec.lineage_inputs])
@@ -46,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
         open_store(spec.report).write_text("", document + "\n")
     if not result.published:
-        # Held back by its own gate rules (--skip-if-gate-failed): the step did its job, so exit 0.
-        print(f"bgeflow publish: {spec.name} not published: {'; '.join(result.reasons)}", file=sys.stderr)
+        # Held back by its own gate rules: the step did its job (the chart's direct-mode Job relies on exit 0).
+        print(f"bgeflow publish: {spec.name} not published: {'; '.join(result.reasons)} "
+              "(--publish-if-gate-failed publishes it anyway)", file=sys.stderr)
     return 0

@@ -7,7 +7,7 @@ runs ``bgeflow pipeline step-spec STEP``, which turns the chart's retrain spec i
 with ``bgeflow.platform.run_spec`` (the functions the KFP components call), and the Job's main
 container runs the step with ``--config`` on it: a retrain setting means the same in KFP,
 ``bgeflow run`` and direct mode. The publish step itself holds back a model whose own gate rules
-failed (``PublishSpec.skip_if_gate_failed``, set by ``run_spec.publish_spec``), as in a KFP run.
+failed (``bgeflow publish``'s default, pinned by ``run_spec.publish_spec``), as in a KFP run.
 """
 
 from __future__ import annotations

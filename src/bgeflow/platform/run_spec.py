@@ -290,13 +290,14 @@ def publish_spec(publish: PublishSettings, *, model: str, name: str, registry: s
                  lineage_inputs: list[str], kind: str = "auto", base_model: str | None = None) -> PublishSpec:
     """The publish step of a run for one model.
 
-    A run never publishes a model whose own gate rules failed in ``metrics`` (``skip_if_gate_failed``):
-    the step itself decides, so the pipeline and the chart's direct mode decide alike.
+    A run never publishes a model whose own gate rules failed in ``metrics``: the step itself decides
+    (``publish_if_gate_failed`` pinned False, ``bgeflow publish``'s default), so the pipeline and the
+    chart's direct mode decide alike.
     """
     return PublishSpec.build(publish.to_dict(), {"model": model, "name": name, "registry": registry,
                                                  "metrics": metrics, "lineage_inputs": lineage_inputs,
                                                  "kind": kind, "base_model": base_model,
-                                                 "skip_if_gate_failed": True}, where="publish")
+                                                 "publish_if_gate_failed": False}, where="publish")
 
 
 def check_negatives(run: RunSpec) -> None:

@@ -78,6 +78,45 @@ def own_metrics(metrics: dict[str, Any] | None, kind: str) -> dict[str, float]:
     return {k: float(v) for k, v in tuned.items() if "." not in k}
 
 
+def own_columns(metrics: dict[str, Any], kind: str) -> dict[str, Any]:
+    """``metrics`` with only ``kind``'s rows: the card's table shows what the published model scored.
+
+    A reranker's rows are the ``rerank.*`` ones (with the *not reranked* column); a retriever's the
+    rest (with no *not reranked* column, which only ``rerank.*`` rows have).
+    """
+    def mine(metric: str) -> bool:
+        return metric.startswith(_RERANK_PREFIX) is (kind == "reranker")
+
+    columns = {column: {k: v for k, v in (values or {}).items() if mine(k)}
+               for column, values in (metrics.get("metrics") or {}).items()}
+    return {**metrics, "metrics": {column: values for column, values in columns.items() if values}}
+
+
+def gate_section(metrics: dict[str, Any], kind: str) -> list[str]:
+    """The card's gate lines: this model's own rules and verdict (``verdict.own_gate``), never another's.
+
+    The evaluation's other rules judge the other model; the card names them without a verdict, so a
+    retriever whose reranker failed is not called FAILED.
+    """
+    from bgeflow.steps.publish.verdict import own_gate
+
+    own = own_gate(metrics, kind)
+    if own is None or not (metrics.get("gate") or {}).get("rules"):
+        return ["No gate rules were given."]
+    if not own["rules"]:
+        lines = [f"No gate rule judges this {kind}."]
+    else:
+        verdict = "passed" if own["passed"] else "FAILED (published anyway, with --publish-if-gate-failed)"
+        lines = [f"Gate of this {kind} `{own['expression']}`: **{verdict}**", ""]
+        lines += [f"- {'✅' if r.get('passed') else '❌'} `{r.get('rule')}`: {r.get('reason')}" for r in own["rules"]]
+    mine = {r.get("rule") for r in own["rules"]}
+    others = [str(r.get("rule")) for r in metrics["gate"]["rules"] if r.get("rule") not in mine]
+    if others:
+        lines += ["", f"The evaluation's gate `{metrics['gate'].get('expression', '')}` also has rules for the other "
+                  f"model ({', '.join(f'`{o}`' for o in others)}); they do not judge this {kind}."]
+    return lines
+
+
 def card_data(name: str, facts: dict[str, Any]) -> Any:
     """The front matter, as ``huggingface_hub.ModelCardData`` (with a ``model-index`` when evaluated)."""
     from huggingface_hub import EvalResult, ModelCardData
@@ -153,7 +192,7 @@ def _usage(registry: str, name: str, version: str, kind: str, loading: FlagLoadi
 
 
 def _body(registry: str, name: str, version: str, facts: dict[str, Any]) -> str:
-    from bgeflow.steps.evaluation.report import gate_lines, metrics_table
+    from bgeflow.steps.evaluation.report import metrics_table
 
     kind = facts["kind"]
     base_id = facts.get("base_model_id")
@@ -168,7 +207,10 @@ def _body(registry: str, name: str, version: str, facts: dict[str, Any]) -> str:
     if metrics:
         sizes = metrics.get("eval_set", {})
         lines += [f"On {sizes.get('queries', '?')} held-out queries over {sizes.get('corpus', '?')} passages:", ""]
-        lines += [metrics_table(metrics), *gate_lines(metrics.get("gate", {}))]
+        if kind == "reranker" and metrics.get("rerank_top_k"):
+            lines += [f"Reranking the fine-tuned retriever's top {metrics['rerank_top_k']} candidates (*not reranked*: "
+                      "the retriever's own order of them).", ""]
+        lines += [metrics_table(own_columns(metrics, kind)), *gate_section(metrics, kind)]
     else:
         lines.append("Published without evaluation metrics.")
     lines += ["", "## Training configuration", "", *_config_summary(facts["configs_dir"])]

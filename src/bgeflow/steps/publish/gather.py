@@ -11,7 +11,15 @@ from typing import Any
 
 from bgeflow.core.errors import DataError, NotFoundError
 from bgeflow.core.models import hub_model_id
-from bgeflow.core.storage import LocalStore, file_sha256, iter_lines, open_store, resolve_sources, safe_join
+from bgeflow.core.storage import (
+    LocalStore,
+    Store,
+    file_sha256,
+    iter_lines,
+    open_store,
+    resolve_sources,
+    safe_join,
+)
 from bgeflow.core.weights import require_safetensors
 from bgeflow.steps.publish.card import flag_loading
 from bgeflow.steps.publish.registry import MODEL_DIR
@@ -48,16 +56,20 @@ def content_hash(files: list[FileEntry]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def _locate_model(uri: str, workdir: Path) -> tuple[Path, Path | None]:
-    """``(model dir, training output dir or None)`` on local disk, downloading from S3 if needed."""
+def _model_root(uri: str) -> tuple[Store, str]:
+    """``(store, key of the model folder in it)``: a training output's ``model/``, or the folder itself."""
     store = open_store(uri)
     if store.exists(f"{MODEL_DIR}/config.json"):
-        root, model_key = store, MODEL_DIR
-    elif store.exists("config.json"):
-        root, model_key = store, ""
-    else:
-        raise NotFoundError(f"--model {uri}: neither a model directory (config.json) nor a training output "
-                                f"(model/config.json)")
+        return store, MODEL_DIR
+    if store.exists("config.json"):
+        return store, ""
+    raise NotFoundError(f"--model {uri}: neither a model directory (config.json) nor a training output "
+                        f"(model/config.json)")
+
+
+def _locate_model(uri: str, workdir: Path) -> tuple[Path, Path | None]:
+    """``(model dir, training output dir or None)`` on local disk, downloading from S3 if needed."""
+    root, model_key = _model_root(uri)
     if isinstance(root, LocalStore):
         base = root.root
     else:
@@ -69,15 +81,39 @@ def _locate_model(uri: str, workdir: Path) -> tuple[Path, Path | None]:
     return (base / model_key if model_key else base), (base if model_key else None)
 
 
+def _kind_of(config_text: str, where: str) -> str:
+    """``reranker`` when the model's ``config.json`` names a sequence-classification head, else ``retriever``."""
+    try:
+        config = json.loads(config_text)
+    except ValueError as exc:
+        raise DataError(f"{where} cannot be read: {exc}") from exc
+    architectures = (config.get("architectures") if isinstance(config, dict) else None) or []
+    return "reranker" if any(str(a).endswith("ForSequenceClassification") for a in architectures) else "retriever"
+
+
 def _model_kind(model_dir: Path, requested: str) -> str:
     if requested != "auto":
         return requested
     try:
-        config = json.loads((model_dir / "config.json").read_text())
-    except (OSError, ValueError) as exc:
+        text = (model_dir / "config.json").read_text()
+    except OSError as exc:
         raise DataError(f"{model_dir}/config.json cannot be read: {exc}") from exc
-    architectures = config.get("architectures") or []
-    return "reranker" if any(a.endswith("ForSequenceClassification") for a in architectures) else "retriever"
+    return _kind_of(text, f"{model_dir}/config.json")
+
+
+def model_kind(config: PublishSpec) -> str:
+    """The kind ``gather`` publishes ``config.model`` as: ``--kind``, or for ``auto`` what its
+    ``config.json`` says (only that file is read, nothing is downloaded).
+
+    Raises:
+        NotFoundError: ``--model`` holds no model.
+        DataError: its ``config.json`` is not JSON.
+    """
+    if config.kind != "auto":
+        return config.kind
+    store, key = _model_root(config.model)
+    path = f"{key}/config.json" if key else "config.json"
+    return _kind_of(store.read_text(path), store.url(path))
 
 
 def _read_json_uri(uri: str, what: str) -> dict[str, Any]:

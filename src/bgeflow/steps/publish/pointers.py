@@ -20,18 +20,24 @@ def write_pointer(store: Store, pointer: str, version: str, manifest_sha256: str
     }, indent=2))
 
 
-def champion_decision(config: PublishSpec, metrics: dict[str, Any] | None) -> tuple[bool, str]:
+def champion_decision(config: PublishSpec, metrics: dict[str, Any] | None, kind: str) -> tuple[bool, str]:
+    """Whether ``config.champion`` promotes a ``kind`` model (its resolved kind) with these ``metrics``.
+
+    ``if-gate-passed`` reads the model's own rules (``verdict.model_verdict``): a failed reranker rule
+    does not hold back the retriever. ``always`` promotes even a model published with
+    ``--publish-if-gate-failed``: both are a human's explicit choice.
+    """
     if config.champion == "never":
-        return False, "not asked to promote (--set-champion)"
+        return False, "not asked to promote (--champion never)"
+    passed, _ = model_verdict(metrics, kind)
     if config.champion == "always":
-        return True, "promoted to champion (--set-champion)"
-    # A model of a known kind answers to its own rules (a failed reranker rule does not hold back the retriever).
-    passed, _ = model_verdict(metrics, config.kind if config.kind != "auto" else "")
+        return True, "promoted to champion (--champion always)" + (
+            " although its own gate rules failed" if passed is False else "")
     if passed is None:
         return False, f"not promoted: {config.metrics} holds no gate verdict"
     if passed:
-        return True, "promoted to champion: the quality gate passed"
-    return False, "not promoted: the quality gate failed"
+        return True, "promoted to champion: its own gate rules passed"
+    return False, "not promoted: its own gate rules failed"
 
 
 def update_pointers(
@@ -45,7 +51,7 @@ def update_pointers(
     is_latest = latest_target == info.version or current is None or str(current.get("created", "")) <= info.created
     if is_latest and latest_target != info.version:
         write_pointer(store, "latest", info.version, manifest_sha256)
-    promote, reason = champion_decision(config, metrics)
+    promote, reason = champion_decision(config, metrics, info.kind)
     reasons.append(reason)
     champion_target = read_pointer(registry, config.name, "champion")
     if promote and champion_target != info.version:

@@ -17,7 +17,7 @@ from bgeflow.core.errors import ConflictError
 from bgeflow.core.storage import Store, join_uri, open_store
 from bgeflow.steps.publish import mlflow_registry
 from bgeflow.steps.publish.card import render_card
-from bgeflow.steps.publish.gather import CARD, content_hash, digest_file, gather, read_metrics
+from bgeflow.steps.publish.gather import CARD, content_hash, digest_file, gather, model_kind, read_metrics
 from bgeflow.steps.publish.pointers import update_pointers
 from bgeflow.steps.publish.registry import (
     MANIFEST,
@@ -28,7 +28,7 @@ from bgeflow.steps.publish.registry import (
 )
 from bgeflow.steps.publish.spec import PublishSpec
 from bgeflow.steps.publish.upload import claim_version, upload_version
-from bgeflow.steps.publish.verdict import refusal
+from bgeflow.steps.publish.verdict import own_gate, refusal
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class PublishResult:
     reasons: list[str] = field(default_factory=list)
     #: the MLflow Model Registry version too, when MLflow is configured (``mlflow_registry``)
     mlflow: dict[str, Any] | None = None
-    #: False: held back by its gate verdict (``PublishSpec.skip_if_gate_failed``); ``reasons`` say why
+    #: False: held back, its own gate rules failed (see ``PublishSpec.publish_if_gate_failed``); ``reasons`` say why
     published: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,8 +62,9 @@ class PublishResult:
 def publish(config: PublishSpec) -> PublishResult:
     """Publish a model version (see the module docstring for the protocol).
 
-    With ``skip_if_gate_failed``, a model whose own gate rules failed in ``metrics`` is not published
-    (``verdict.refusal``): nothing is read or written but the metrics, and the result says why.
+    A model whose own gate rules failed in ``metrics`` (``verdict.refusal``, for the kind it is
+    published as) is not published unless ``publish_if_gate_failed``: nothing is read but the
+    metrics and the model's ``config.json``, nothing is written, and the result says why.
 
     Args:
         config: the model, its evidence and the registry.
@@ -76,12 +77,14 @@ def publish(config: PublishSpec) -> PublishResult:
         BgeflowError: a missing or malformed input (model, metrics, configs).
     """
     started = time.monotonic()
-    if config.skip_if_gate_failed:
-        # Before the model is gathered: a held-back model is never downloaded.
-        reason = refusal(read_metrics(config), config.kind)
-        if reason:
-            log.info("publish: %s not published: %s", config.name, reason)
-            return PublishResult.held_back(config.name, reason)
+    # Before the model is gathered: a held-back model is never downloaded.
+    failed = refusal(read_metrics(config), model_kind(config)) if config.metrics else None
+    if failed and not config.publish_if_gate_failed:
+        log.info("publish: %s not published: %s", config.name, failed)
+        return PublishResult.held_back(config.name, failed)
+    if failed:
+        log.warning("publish: %s: publishing although %s (publish_if_gate_failed)", config.name, failed)
+    overridden = [f"published although {failed} (--publish-if-gate-failed)"] if failed else []
     registry = config.registry.rstrip("/")
     store = open_store(join_uri(registry, config.name))
     with tempfile.TemporaryDirectory(prefix="bgeflow-publish-") as tmp:
@@ -89,7 +92,7 @@ def publish(config: PublishSpec) -> PublishResult:
         digest = content_hash(files)
         existing = _existing(registry, config, digest)
         if existing is not None:
-            return _unchanged(store, registry, config, existing, digest, facts)
+            return _unchanged(store, registry, config, existing, digest, facts, overridden)
 
         created = datetime.now(timezone.utc)
         version = config.version or f"{created:%Y%m%dT%H%M%SZ}-{digest[:8]}"
@@ -101,11 +104,12 @@ def publish(config: PublishSpec) -> PublishResult:
         claim_version(store, version, digest)
         done = _existing(registry, config.model_copy(update={"version": version}), digest)
         if done is not None:  # an attempt with this content finished while this one gathered
-            return _unchanged(store, registry, config, done, digest, facts)
+            return _unchanged(store, registry, config, done, digest, facts, overridden)
         log.info("publish: %d files (%d bytes) to %s", len(files), sum(f.size for f in files),
                  store.url(version))
         upload_version(store, version, files)
 
+        own = own_gate(facts["metrics"], facts["kind"])  # this model's own rules, not the whole run's
         manifest = {
             "format": MANIFEST_FORMAT,
             "name": config.name,
@@ -116,7 +120,8 @@ def publish(config: PublishSpec) -> PublishResult:
             "created": created.isoformat(timespec="seconds"),
             "content_hash": digest,
             "bgeflow_version": __version__,
-            "gate_passed": ((facts["metrics"] or {}).get("gate") or {}).get("passed"),
+            "gate_passed": own["passed"] if own else None,
+            "gate_rules": [r.get("rule") for r in own["rules"]] if own else [],
             "files": [f.entry() for f in sorted(files, key=lambda f: f.path)],
         }
         body = json.dumps(manifest, ensure_ascii=False, indent=2)
@@ -128,25 +133,25 @@ def publish(config: PublishSpec) -> PublishResult:
             if other is None or other.get("content_hash") != digest:
                 raise ConflictError(f"{store.url(version)} was published concurrently with different content") from None
             info = VersionInfo(registry, config.name, version, other)
-            return _unchanged(store, registry, config, info, digest, facts)
+            return _unchanged(store, registry, config, info, digest, facts, overridden)
 
     info = VersionInfo(registry, config.name, version, manifest)
     is_latest, is_champion, reasons = update_pointers(
         store, registry, config, info, hashlib.sha256(body.encode()).hexdigest(), facts["metrics"])
     log.info("publish: %s complete in %.1fs", info.uri, time.monotonic() - started)
-    return PublishResult(config.name, version, info.uri, digest, True, is_champion, is_latest, len(files), reasons,
-                         mlflow_registry.register(info, champion=is_champion))
+    return PublishResult(config.name, version, info.uri, digest, True, is_champion, is_latest, len(files),
+                         [*overridden, *reasons], mlflow_registry.register(info, champion=is_champion))
 
 
 def _unchanged(store: Store, registry: str, config: PublishSpec, existing: VersionInfo, digest: str,
-               facts: dict[str, Any]) -> PublishResult:
+               facts: dict[str, Any], overridden: list[str]) -> PublishResult:
     """The result of a publish whose content is already a complete version: pointers only."""
     manifest_sha = hashlib.sha256(store.read_bytes(f"{existing.version}/{MANIFEST}")).hexdigest()
     is_latest, is_champion, reasons = update_pointers(store, registry, config, existing, manifest_sha,
                                                       facts["metrics"])
     log.info("publish: %s already holds this content; nothing uploaded", existing.uri)
     return PublishResult(config.name, existing.version, existing.uri, digest, False, is_champion, is_latest,
-                         len(existing.files), ["identical content already published", *reasons],
+                         len(existing.files), ["identical content already published", *overridden, *reasons],
                          mlflow_registry.register(existing, champion=is_champion))
 
 

@@ -19,8 +19,9 @@ TRAINING_CONFIGS = ("train_config.yaml", "train_summary.json")
 class PublishSettings(Spec):
     """When a published version becomes the champion (the pipeline's ``publish`` block)."""
 
-    champion: ChampionPolicy = setting("never", "move champion.json to this version: never, always, or only when "
-                                       "the --metrics file holds a passed quality gate")
+    champion: ChampionPolicy = setting("never", "move champion.json to this version: never, always, or "
+                                       "if-gate-passed, which moves it only when the --metrics file says this "
+                                       "model's own gate rules passed")
 
 
 class PublishSpec(PublishSettings):
@@ -39,9 +40,9 @@ class PublishSpec(PublishSettings):
                                       flag="--lineage-input", metavar="URI")
     kind: ModelKind = setting("auto", "auto: reranker when the model has a sequence-classification head")
     base_model: str | None = setting(None, "recorded in the model card (default: from metrics/configs)")
-    skip_if_gate_failed: bool = setting(False, "publish nothing when the --metrics file's gate verdict failed (with "
-                                        "--kind retriever or reranker: that model's own rules): print why and exit "
-                                        "0, as a pipeline run does; no verdict in the file: publish")
+    publish_if_gate_failed: bool = setting(False, "publish even when the --metrics file says this model's own gate "
+                                           "rules failed (default: such a model is not published: nothing is "
+                                           "written, latest stays, the reason is printed and the exit status is 0)")
     report: str | None = setting(None, "also write what this publish did as JSON here (the version, or published: "
                                  "false and why not)", metavar="URI")
 
