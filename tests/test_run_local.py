@@ -77,6 +77,10 @@ def test_bad_values_are_refused_before_anything_runs(tmp_path: Path, capsys: pyt
         (["--evaluate-gate", "ndcg@10>>base"], "evaluate.gate"),
         (["--set", "retriever.learning_rat=1"], "learning_rat is not an option of FlagEmbedding's encoder-base runner"),
         (["--reranker-model", str(tmp_path / "no-model")], "no-model"),
+        # ingest's tokenizer goes through the model resolver too: checked here, not after the run starts.
+        (["--ingest-tokenizer", "nosuch-org/nosuch-model"], "ingest.tokenizer: model nosuch-org/nosuch-model: not "
+                                                           "in the Hugging Face cache"),
+        (["--ingest-tokenizer", str(tmp_path / "no-tokenizer")], f"ingest.tokenizer: model {tmp_path}/no-tokenizer"),
         (["--output", "s3://bucket/out"], "must be a local folder"),
         # A group needs more negatives than mining gives: refused before minutes of mining and training.
         (["--set", "reranker.train_group_size=20"], "reranker: train_group_size 20 needs 19 negatives per record, "

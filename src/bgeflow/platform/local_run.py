@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bgeflow.core.errors import DataError, NotFoundError, StepFailed
+from bgeflow.core.errors import BgeflowError, DataError, NotFoundError, StepFailed
 from bgeflow.core.storage import open_store
 from bgeflow.platform.run_progress import KFP_LOG, LOGS_DIR, StepReporter, quiet_tasks
 from bgeflow.platform.run_spec import LocalRunSpec
@@ -116,6 +116,11 @@ def preflight(config: LocalRunSpec) -> Path:
     _check_model(config.retriever.model, {"retriever.query_max_len": config.retriever.query_max_len,
                                           "retriever.passage_max_len": config.retriever.passage_max_len})
     _check_model(config.reranker.model, {"reranker.max_len": config.reranker.max_len})
+    if config.ingest.tokenizer:  # ingest loads it through the same resolver: the same references work
+        try:
+            _check_model(config.ingest.tokenizer, {})
+        except BgeflowError as exc:
+            raise type(exc)(f"ingest.tokenizer: {exc}") from exc
     for kind, block in (("retriever", config.retriever), ("reranker", config.reranker)):
         if block.train:  # what the launcher and the pods will check, before any step starts
             resolved_options(blocks.train_spec(kind, block, train_data=scratch, output=scratch))
