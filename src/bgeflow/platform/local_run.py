@@ -93,8 +93,6 @@ def preflight(config: LocalRunSpec) -> Path:
     from bgeflow.core.storage import resolve_sources
     from bgeflow.core.storage.s3 import check_reachable
     from bgeflow.platform import run_spec as blocks
-    from bgeflow.steps.training.pod import resolved_options
-
     pipeline = find_pipeline(config.pipeline)
     check_reachable([*config.data, *config.corpus, config.eval_data, config.registry, config.retriever.model,
                      config.reranker.model])
@@ -121,9 +119,7 @@ def preflight(config: LocalRunSpec) -> Path:
             _check_model(config.ingest.tokenizer, {})
         except BgeflowError as exc:
             raise type(exc)(f"ingest.tokenizer: {exc}") from exc
-    for kind, block in (("retriever", config.retriever), ("reranker", config.reranker)):
-        if block.train:  # what the launcher and the pods will check, before any step starts
-            resolved_options(blocks.train_spec(kind, block, train_data=scratch, output=scratch))
+    blocks.check_hyperparameters(config)  # what the launcher and the pods will check, before any step starts
     blocks.check_negatives(config)
     blocks.evaluate_spec(config.evaluate, config.retriever, config.reranker, eval_data=scratch, output=scratch,
                          finetuned_retriever=config.retriever.model,
