@@ -295,11 +295,14 @@ def run(config: LocalRunSpec, pipeline: Path, reporter: StepReporter | None = No
     try:
         with faithful_arguments(), quiet_tasks(root, reporter) as logs:
             component(**{**config.pipeline_arguments(), "data": data})
-    except RuntimeError as exc:  # the reporter has shown the failing step's last log lines
+    except RuntimeError as exc:  # the reporter has shown the failing step's error or last log lines
+        if reporter.failed:  # the step as the summary names it, and its own error when it wrote one
+            step, log_file = reporter.failed[0]
+            causes = reporter.causes.get(step) or []
+            said = f"{step} failed" + (f": {causes[0]}" if causes else "")
+            raise StepFailed(f"{said}; full log: {log_file} (task outputs under {root})") from None
         plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-        where = (f"full log: {reporter.failed[0][1]}" if reporter.failed
-                 else f"kfp.local's log: {logs / KFP_LOG}")
-        raise StepFailed(f"{plain}; {where} (task outputs under {root})") from None
+        raise StepFailed(f"{plain}; kfp.local's log: {logs / KFP_LOG} (task outputs under {root})") from None
     summary = collect(root, time.monotonic() - started)
     summary.output = str(output)
     summary.data = {"uri": data, "records": kept, "of": total}
