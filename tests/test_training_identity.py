@@ -144,7 +144,8 @@ def _torchrun_fails(after_checkpoint: bool):  # type: ignore[no-untyped-def]
     ("missing data", "no such file", False),
     ("malformed line", "train.jsonl:2", False),
     ("group too large", "train_group_size 9 needs 8 negatives", False),
-    ("batch too large", "fill no batch", False),
+    ("batch too large", r"fill no batch of 64 × 1 processes .*lower per_device_train_batch_size \(in a bgeflow run "
+                        r"spec: retriever.hyperparameters.per_device_train_batch_size\) to", False),
     ("checkpoints of another run", "holds checkpoints of another run", False),
     ("torchrun fails before a checkpoint", "torchrun exited with 1", False),
     ("torchrun fails after a checkpoint", "torchrun exited with 1", True),

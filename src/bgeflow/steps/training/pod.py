@@ -245,8 +245,12 @@ def check_data(spec: TrainSpec, options: dict[str, Any], stats: DataStats, dist:
             "or pass --allow-repeated-negatives")
     batch = int(options.get("per_device_train_batch_size", 8))
     if options.get("dataloader_drop_last") and stats.records < batch * dist.world_size:
+        # The pod cannot know where the user set it: FlagEmbedding's name, and its key in a run spec.
         raise DataError(f"{stats.records} records fill no batch of {batch} × {dist.world_size} processes with "
-                        "dataloader_drop_last: lower per_device_train_batch_size")
+                        f"dataloader_drop_last: lower per_device_train_batch_size (in a bgeflow run spec: "
+                        f"{spec.kind}.hyperparameters.per_device_train_batch_size)"
+                        + (f" to {stats.records // dist.world_size}" if stats.records >= dist.world_size else "")
+                        + ", or train on more records")
 
 
 # --------------------------------------------------------------------------- one pod
