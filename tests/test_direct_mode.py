@@ -344,6 +344,10 @@ def _with(path: str, value: Any) -> dict[str, Any]:
     ("ingest", "ingest.eval_fraction", 0, "nothing to evaluate on"),
     ("ingest", "publish.champion", "sometimes", "publish.champion"),
     ("ingest", "evaluate.gate", "ndcg@10 >= nothing", "evaluate"),
+    # Hyperparameter names are checked as `bgeflow run --check` checks them, at the first stage.
+    ("ingest", "retriever.learning_rat", 3.0e-4, "did you mean learning_rate"),
+    ("ingest", "retriever.hyperparameters.learning_rat", 3.0e-4, "did you mean learning_rate"),
+    ("train-retriever", "reranker.hyperparameters.warmup_ratoi", 0.1, "warmup_ratoi"),
 ])
 def test_a_bad_retrain_spec_fails_naming_the_key(step: str, path: str, value: Any, named: str, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:

@@ -226,6 +226,43 @@ def test_truncation_share_uses_the_model_tokenizer_when_given(tmp_path: Path, mi
     assert exact.report["lengths"]["method"] == f"tokenizer {minilm_path}"
 
 
+@pytest.mark.parametrize(("reference", "code", "said"), [
+    ("bundled:minilm", 0, "tokenizer bundled:minilm"),
+    ("{minilm}", 0, "tokenizer {minilm}"),
+    ("{tmp}/trained", 0, "tokenizer {tmp}/trained"),  # a training output: its model is in model/
+    ("nosuch-org/nosuch-model", 2, "model nosuch-org/nosuch-model: no such directory, and not in the Hugging Face "
+                                   "cache (HF_HUB_OFFLINE is set)"),
+    ("bundled:nosuch", 2, "unknown bundled model 'bundled:nosuch'"),
+    ("{tmp}/no-tokenizer", 2, "tokenizer {tmp}/no-tokenizer: cannot load a tokenizer from"),
+    ("{tmp}/nowhere/a/b", 2, "model {tmp}/nowhere/a/b: no such directory"),
+])
+def test_ingest_tokenizer_takes_every_model_reference_other_verbs_take(
+        tmp_path: Path, minilm_path: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        reference: str, code: int, said: str) -> None:
+    import shutil
+
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    shutil.copytree(minilm_path, tmp_path / "trained" / "model")
+    (tmp_path / "no-tokenizer").mkdir()
+    (tmp_path / "no-tokenizer" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    fill = {"minilm": minilm_path, "tmp": str(tmp_path)}
+    reference, said = reference.format(**fill), said.format(**fill)
+    data = _write(tmp_path / "d.jsonl", [json.dumps(GOOD)] * 3)
+    assert main(["ingest", "--input", str(data), "--output", str(tmp_path / "out"), "--tokenizer", reference,
+                 "--eval-fraction", "0"]) == code
+    err = capsys.readouterr().err
+    if code:
+        assert len(err.strip().splitlines()) == 1 and said in err and "internal error" not in err, err
+        assert not (tmp_path / "out").exists()  # refused before reading the data
+    else:
+        report = json.loads((tmp_path / "out" / "report.json").read_text())
+        assert report["lengths"]["method"] == said
+
+
 def test_cli_reads_and_writes_s3_through_the_endpoint_flag(tmp_path: Path, s3_bucket: str, s3_endpoint: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL")

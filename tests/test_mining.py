@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import string
 import tempfile
 from pathlib import Path
@@ -347,6 +348,36 @@ def test_default_work_dir_is_removed_after_success(minilm_path: str, tmp_path: P
     result = mine(config)
     assert result.report["encoding"]["work_dir"] == str(work) and not work.exists()
     assert len(_read(tmp_path / "mined.jsonl")) == 3
+
+
+@pytest.mark.parametrize(("case", "kept"), [
+    ("a model that does not load", False),
+    ("a pool with no text", False),
+    ("search fails after the pool is encoded", True),  # a rerun resumes from the encoded chunks
+])
+def test_a_failed_mine_keeps_its_default_work_dir_only_when_a_rerun_resumes_from_it(
+        minilm_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, kept: bool) -> None:
+    from bgeflow.core.errors import BgeflowError
+
+    rows = [{"query": f"question {i} {case}", "pos": [f"answer number {i}"], "neg": [f"distractor {i}"]}
+            for i in range(3)]
+    model = str(tmp_path / "no-model") if "model" in case else minilm_path
+    extra: dict[str, Any] = {}
+    if "no text" in case:
+        extra["candidate_pool"] = str(_write(tmp_path / "pool.jsonl", [{"text": ""}]))
+    if "search" in case:
+        def broken(*_args: Any, **_kw: Any) -> Any:
+            raise BgeflowError("search failed")
+
+        monkeypatch.setattr("bgeflow.retrieval.search.search", broken)
+    config = MineSpec.of(model=model, inputs=[str(_write(tmp_path / "in.jsonl", rows))],
+                         output=str(tmp_path / "mined.jsonl"), negative_number=2, **FAST, **extra)
+    work = config.default_work_dir()
+    with pytest.raises(BgeflowError):
+        mine(config)
+    assert work.exists() == kept, case
+    if kept:
+        shutil.rmtree(work)
 
 
 def test_candidate_pool_and_s3(minilm_path: str, s3_bucket: str, tmp_path: Path, records: list[dict[str, Any]]) -> None:

@@ -85,7 +85,7 @@ def test_bgeflow_run_failure_names_the_steps_log(tmp_path: Path, capsys: pytest.
 
     data = tmp_path / "data.jsonl"
     # Valid for the preflight, which reads sizes only; ingest then refuses every record of it.
-    data.write_text("".join(json.dumps({"query": f"q{i}", "pos": [""]}) + "\n" for i in range(30)))
+    data.write_text("".join(json.dumps({"query": f"q{i}", "pos": [""]}) + "\n" for i in range(60)))
     monkeypatch.setenv("BGEFLOW_LOG_LEVEL", "INFO")
     code = main(["run", "--data", str(data), "--output", str(tmp_path / "out"), "--max-records", "0"])
     out, err = capsys.readouterr()
@@ -93,8 +93,44 @@ def test_bgeflow_run_failure_names_the_steps_log(tmp_path: Path, capsys: pytest.
     assert "bgeflow run: ingest FAILED after" in err and "\x1b[" not in err and "Warning" not in err
     log = next((tmp_path / "out" / "runs").glob("*/logs/ingest.log"))
     assert f"full log: {log}" in err.strip().splitlines()[-1]
+    # The step as the summary names it, and its own error, not KFP's traceback of the step's exit.
+    assert err.strip().splitlines()[-1].startswith("bgeflow run: failed: ingest failed: 60 of 60 lines failed")
     assert len(err.splitlines()) < 60, err
     assert "Cleaned up workspace" not in err and "Cleaned up workspace" in (log.parent / "kfp.log").read_text()
+
+
+_KFP_TAIL = ["Traceback (most recent call last):", '  File "executor.py", line 453, in execute'] + [
+    f"    frame {i}" for i in range(30)]
+
+
+@pytest.mark.parametrize(("log", "shown", "cause"), [
+    # The case: a pod's error one line above 25 lines of the KFP wrapper's traceback.
+    (["[pod-0] loading", "[pod-0] bgeflow train: error: 8 records fill no batch of 16 × 2 processes",
+      *_KFP_TAIL, "bgeflow.core.errors.StepFailed: train: a pod exited with code 2",
+      "RuntimeError: Inner task failed: 'train-launcher'"],
+     ["[pod-0] bgeflow train: error: 8 records fill no batch of 16 × 2 processes"],
+     "8 records fill no batch of 16 × 2 processes"),
+    # Every pod's line, each once.
+    (["[pod-1] bgeflow train: error: no data", "[pod-0] bgeflow train: error: no data",
+      "[pod-0] bgeflow train: error: no data", *_KFP_TAIL],
+     ["[pod-1] bgeflow train: error: no data", "[pod-0] bgeflow train: error: no data"], "no data"),
+    # A step run in the component's own process: its typed error's traceback line.
+    ([*_KFP_TAIL, "bgeflow.steps.ingest.report.IngestFailed: 3 of 3 lines failed validation"],
+     ["bgeflow.steps.ingest.report.IngestFailed: 3 of 3 lines failed validation"], "3 of 3 lines failed validation"),
+    # Nothing of bgeflow's: the log's tail, as before.
+    ([f"line {i}" for i in range(40)], [f"line {i}" for i in range(15, 40)], None),
+])
+def test_a_failed_step_shows_its_own_error_not_the_wrappers_traceback(
+        tmp_path: Path, log: list[str], shown: list[str], cause: str | None) -> None:
+    path = tmp_path / "train-launcher.log"
+    path.write_text("\n".join(log) + "\n")
+    out = io.StringIO()
+    reporter = StepReporter(out=out, names={"train-launcher": "train retriever"}, interactive=False)
+    reporter.finished("train-launcher", path, 1, 7.0)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("bgeflow run: train retriever FAILED after 0m07.0s (exit code 1)")
+    assert lines[1:] == [f"    {line}" for line in shown]
+    assert reporter.causes["train retriever"][:1] == ([cause] if cause else [])
 
 
 def test_task_name_and_last_lines(tmp_path: Path) -> None:

@@ -77,6 +77,10 @@ def test_bad_values_are_refused_before_anything_runs(tmp_path: Path, capsys: pyt
         (["--evaluate-gate", "ndcg@10>>base"], "evaluate.gate"),
         (["--set", "retriever.learning_rat=1"], "learning_rat is not an option of FlagEmbedding's encoder-base runner"),
         (["--reranker-model", str(tmp_path / "no-model")], "no-model"),
+        # ingest's tokenizer goes through the model resolver too: checked here, not after the run starts.
+        (["--ingest-tokenizer", "nosuch-org/nosuch-model"], "ingest.tokenizer: model nosuch-org/nosuch-model: not "
+                                                           "in the Hugging Face cache"),
+        (["--ingest-tokenizer", str(tmp_path / "no-tokenizer")], f"ingest.tokenizer: model {tmp_path}/no-tokenizer"),
         (["--output", "s3://bucket/out"], "must be a local folder"),
         # A group needs more negatives than mining gives: refused before minutes of mining and training.
         (["--set", "reranker.train_group_size=20"], "reranker: train_group_size 20 needs 19 negatives per record, "
@@ -89,6 +93,37 @@ def test_bad_values_are_refused_before_anything_runs(tmp_path: Path, capsys: pyt
                                capsys)
         assert code == 2, (args, err)
         assert fragment in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def _records(path: Path, count: int) -> str:
+    path.write_text("".join(json.dumps({"query": f"q{i}", "pos": [f"p{i}"], "neg": [f"n{i}"]}) + "\n"
+                            for i in range(count)))
+    return str(path)
+
+
+@pytest.mark.parametrize(("records", "args", "refused"), [
+    # The toy data: 10 records, 2 held out (eval_fraction 0.15), 8 fill no batch of 16 × 2 processes.
+    (10, [], "retriever.hyperparameters.per_device_train_batch_size 16 × 2 process(es) (training.nproc_per_node × "
+             "training.nnodes) needs 32 training records with dataloader_drop_last, but the data gives at most 8 "
+             "(10 records, 2 held out by ingest.eval_fraction 0.15): lower "
+             "retriever.hyperparameters.per_device_train_batch_size to 4, or add data"),
+    (10, ["--set", "retriever.per_device_train_batch_size=4"], None),  # 4 × 2 = 8: one batch
+    (10, ["--set", "retriever.per_device_train_batch_size=2", "--training-nproc-per-node", "3"],
+     "reranker.hyperparameters.per_device_train_batch_size 4 × 3"),
+    (40, [], None),
+    (40, ["--max-records", "20"], "but the data gives at most 17 (20 records of max_records 20, 3 held out"),
+    (10, ["--set", "retriever.dataloader_drop_last=false", "--set", "reranker.dataloader_drop_last=false"], None),
+    (4, ["--set", "retriever.per_device_train_batch_size=1", "--set", "reranker.per_device_train_batch_size=1",
+         "--training-nproc-per-node", "4"], "lower training.nproc_per_node"),
+])
+def test_a_batch_no_training_split_can_fill_is_refused_before_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], records: int, args: list[str], refused: str | None) -> None:
+    data = _records(tmp_path / "toy.jsonl", records)
+    code, _, err = run_cli(["--data", data, "--output", str(tmp_path / "out"), "--check", *args], capsys)
+    if refused is None:
+        assert code == 0, err
+    else:
+        assert code == 2 and refused in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_config_file_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

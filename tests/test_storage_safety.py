@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -209,6 +210,42 @@ def test_local_output_lock_refuses_a_second_writer_and_frees_on_release(tmp_path
     with output_lock(store, owner="third"):
         pass
     assert [o.key for o in store.list()] == []  # the lock file is hidden
+
+
+@pytest.mark.parametrize(("case", "exists_before", "writes", "fails", "left"), [
+    ("new output, refused before writing", False, False, True, None),
+    ("new output, nothing written", False, False, False, None),
+    ("new nested output, refused", False, False, True, None),
+    ("existing output, refused", True, False, True, []),
+    ("new output, written", False, True, False, ["model.bin"]),
+    ("new output, written then failed", False, True, True, ["model.bin"]),
+    ("stale lock of a killed run", True, False, False, []),
+])
+def test_a_released_local_lock_leaves_no_lock_file_nor_a_folder_made_only_for_it(
+        tmp_path: Path, case: str, exists_before: bool, writes: bool, fails: bool, left: list[str] | None) -> None:
+    from bgeflow.core.storage import output_lock
+    from bgeflow.core.storage.lock import LOCK_KEY
+
+    top = tmp_path / "parent" if "nested" in case else tmp_path / "out"
+    root = top / "out" if "nested" in case else top
+    if exists_before:
+        root.mkdir(parents=True)
+    if "stale" in case:  # a killed process's file: no flock on it any more
+        (root / LOCK_KEY).write_text(json.dumps({"owner": "killed", "pid": 2**22 + 1}))
+    store = open_store(str(root))
+    with contextlib.suppress(RuntimeError), output_lock(store, owner=case):
+        assert (root / LOCK_KEY).is_file()
+        if writes:
+            store.write_text("model.bin", "x")
+        if fails:
+            raise RuntimeError("refused")
+    if left is None:
+        assert not top.exists(), case
+        assert tmp_path.exists()
+    else:
+        assert sorted(p.name for p in root.iterdir()) == left, case
+    with output_lock(store, owner="next"):  # and the output can be locked again
+        pass
 
 
 def test_s3_output_lock_expires_and_is_taken_over(s3_bucket: str) -> None:

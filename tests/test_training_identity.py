@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bgeflow.core.errors import ConflictError, StepFailed
+from bgeflow.core.errors import BgeflowError, ConflictError, StepFailed
 from bgeflow.core.storage import open_store
 from bgeflow.steps.training import checkpoints, pod
 from bgeflow.steps.training.spec import TrainSpec
@@ -129,6 +129,56 @@ def test_two_jobs_on_one_output_the_second_is_refused(tmp_path: Path, monkeypatc
         release.set()
         thread.join(60)
     assert len(errors) == 1 and isinstance(errors[0], StepFailed)
+
+
+def _torchrun_fails(after_checkpoint: bool):  # type: ignore[no-untyped-def]
+    def child(cmd: list[str]) -> int:
+        if after_checkpoint:  # a complete checkpoint in the run's scratch, as the worker saves them
+            run_dir = Path(json.loads(Path(cmd[cmd.index("--runner-args") + 1]).read_text())["output_dir"])
+            checkpoints.mark_complete(_fake_checkpoint(run_dir, 2), 2, run=cmd[cmd.index("--run-identity") + 1])
+        return 1
+    return child
+
+
+@pytest.mark.parametrize(("case", "error", "scratch_kept"), [
+    ("missing data", "no such file", False),
+    ("malformed line", "train.jsonl:2", False),
+    ("group too large", "train_group_size 9 needs 8 negatives", False),
+    ("batch too large", r"fill no batch of 64 × 1 processes .*lower per_device_train_batch_size \(in a bgeflow run "
+                        r"spec: retriever.hyperparameters.per_device_train_batch_size\) to", False),
+    ("checkpoints of another run", "holds checkpoints of another run", False),
+    ("torchrun fails before a checkpoint", "torchrun exited with 1", False),
+    ("torchrun fails after a checkpoint", "torchrun exited with 1", True),
+])
+def test_a_failed_or_refused_run_leaves_no_lock_no_empty_output_and_scratch_only_to_resume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, error: str, scratch_kept: bool) -> None:
+    data = write_data(tmp_path / "train.jsonl", 3)
+    hyper: dict[str, Any] = {"train_group_size": 2}
+    out = tmp_path / "out"
+    if case == "missing data":
+        data = tmp_path / "nothing.jsonl"
+    elif case == "malformed line":
+        data.write_text(data.read_text().replace("\n", "\n{not json\n", 1))
+    elif case == "group too large":
+        hyper["train_group_size"] = 9
+    elif case == "batch too large":
+        hyper.update(per_device_train_batch_size=64, dataloader_drop_last=True)
+    elif case == "checkpoints of another run":
+        store = open_store(str(out)).child(checkpoints.CHECKPOINTS_PREFIX)
+        checkpoints.publish(_fake_checkpoint(tmp_path / "a", 2), 2, store, run="another")
+    monkeypatch.setattr(pod, "_run_child", _torchrun_fails("after a checkpoint" in case))
+    with pytest.raises((BgeflowError, StepFailed), match=error):
+        pod.train(_spec(tmp_path, data, str(out), hyperparameters=hyper))
+    assert list(tmp_path.rglob(".bgeflow-lock.json")) == [], case
+    if case == "checkpoints of another run":
+        assert sorted(p.name for p in out.iterdir()) == [checkpoints.CHECKPOINTS_PREFIX]
+    elif "torchrun" not in case:
+        assert not out.exists(), list(out.rglob("*"))  # refused before writing: no output made for the lock
+    left = [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
+    if scratch_kept:  # what a rerun resumes from
+        assert any("checkpoint-2" in p.parts for p in left), left
+    else:
+        assert left == [], left
 
 
 @pytest.mark.slow

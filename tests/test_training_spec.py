@@ -88,6 +88,24 @@ def test_seed_reranker_command_parses() -> None:
             options["gradient_accumulation_steps"], options["learning_rate"]) == (16, 512, 0.01, 4, 6e-5)
 
 
+def _readme_train_commands() -> dict[str, list[str]]:
+    """Each ``bgeflow train <kind>`` command of the README's "From FlagEmbedding's recipe" block."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    text = readme.split("## From FlagEmbedding's recipe", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [c for c in text.replace("\\\n", " ").splitlines() if c.startswith("bgeflow train ")]
+    return {shlex.split(c)[2]: shlex.split(c)[3:] for c in commands}
+
+
+@pytest.mark.parametrize(("kind", "repeats"), [("retriever", False), ("reranker", True)])
+def test_the_readme_seed_commands_parse_and_say_what_they_need(kind: str, repeats: bool) -> None:
+    """The README's reranker command trains on the toy data (7 negatives, a group of 16) as
+    FlagEmbedding's does: it asks for repeated negatives, which bgeflow refuses unless asked."""
+    argv = _readme_train_commands()[kind]
+    spec = parse(kind, *argv)
+    assert spec.allow_repeated_negatives == repeats
+    assert spec.resolved_hyperparameters()["train_group_size"] == (16 if repeats else 2)
+
+
 def test_any_flagembedding_or_trainingarguments_option_is_accepted_by_name() -> None:
     spec = parse("retriever", "--model", "m", "--train_data", "d", "--output", "o", "--lr_scheduler_type", "cosine",
                  "--warmup_steps", "5", "--report_to", "none", "--use_mrl", "--mrl_dims", "64", "128")

@@ -41,12 +41,30 @@ def _estimate_mixed(text: str) -> int:
 
 
 def token_counter(tokenizer: str | None) -> tuple[Counter, str]:
-    """A batch length function and the name of the method it uses."""
+    """A batch length function and the name of the method it uses.
+
+    ``tokenizer`` is a model reference as every verb takes one (``bgeflow.core.models``: bundled,
+    local folder or training output, ``s3://``, hub id), resolved by the one resolver.
+
+    Raises:
+        ConfigError: an unknown ``bundled:`` name, or a model folder without a loadable tokenizer.
+        NotFoundError: nothing where the reference points (or a hub id not cached while offline).
+    """
     if not tokenizer:
         return estimate_many, "word estimate"
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer)
+    from bgeflow.core.errors import ConfigError
+    from bgeflow.core.models import resolve_model
+
+    path = resolve_model(tokenizer)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    # What transformers raises for a folder without (or with broken) tokenizer files: TypeError for a
+    # missing vocab file, OSError/ValueError for unknown types, KeyError for a bad config.
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"tokenizer {tokenizer}: cannot load a tokenizer from {path} ({reason})") from exc
 
     def count(texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in tok(list(texts), add_special_tokens=True, truncation=False)["input_ids"]]

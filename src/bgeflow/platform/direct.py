@@ -131,7 +131,8 @@ def direct_plan(run: RunSpec, *, root: str) -> dict[str, Spec]:
         Step name (``STEPS``) → its spec, in stage order.
 
     Raises:
-        ConfigError: a setting a step refuses, a trained model's ``train_group_size`` that
+        ConfigError: a setting a step refuses, a trained model's hyperparameter its runner does not
+            know (``run_spec.check_hyperparameters``), a ``train_group_size`` that
             needs more negatives than mining gives (``run_spec.check_negatives``), or nothing to
             evaluate on (``run_spec.eval_set``).
     """
@@ -148,6 +149,7 @@ def direct_plan(run: RunSpec, *, root: str) -> dict[str, Spec]:
         if block.train:
             plan[f"train-{kind}"] = blocks.train_spec(kind, block, train_data=layout.mined,
                                                       output=layout.model_output(kind), validation_data=split or None)
+    blocks.check_hyperparameters(run)  # as `bgeflow run`'s pre-flight: a typo fails the first stage
     blocks.check_negatives(run)
     # As kfp_steps.evaluate_step: a model not trained in the run is its base model for the retriever,
     # and no reranker column at all for the reranker (its gate rules dropped).

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bgeflow.core.errors import DataError, NotFoundError, StepFailed
+from bgeflow.core.errors import BgeflowError, DataError, NotFoundError, StepFailed
 from bgeflow.core.storage import open_store
 from bgeflow.platform.run_progress import KFP_LOG, LOGS_DIR, StepReporter, quiet_tasks
 from bgeflow.platform.run_spec import LocalRunSpec
@@ -81,6 +81,48 @@ def _check_model(name: str, limits: dict[str, int]) -> None:
             raise NotFoundError(f"model {name}: not in the Hugging Face cache and HF_HUB_OFFLINE is set")
 
 
+#: Local data up to this size is counted by the pre-flight (a read of a few seconds at most).
+COUNT_BYTES = 64 * 1024 * 1024
+
+
+def _check_batches(config: LocalRunSpec, sources: list[Any], options: dict[str, dict[str, Any]]) -> None:
+    """Refuse a batch no training split of this data can fill, when the data is local and small.
+
+    With ``dataloader_drop_last`` a pod refuses fewer records than one batch over every process
+    (``pod.check_data``), after minutes of ingest and mining. Here the data's non-blank lines (after
+    ``max_records``) are an upper bound on its records (dedupe, invalid lines and ``min_negatives``
+    only remove), and ingest's hold-out of that bound an upper bound on the training split: only a
+    run that certainly fails is refused.
+
+    Raises:
+        ConfigError: naming the run-spec key and the most records the training split can have.
+    """
+    from bgeflow.core.errors import ConfigError
+    from bgeflow.core.storage import is_remote, iter_lines
+    from bgeflow.steps.ingest.split import held_out_count
+
+    if not options or any(is_remote(s.uri) for s in sources) or sum(s.size for s in sources) > COUNT_BYTES:
+        return
+    lines = sum(1 for _, _, raw in iter_lines(sources) if raw.strip())
+    records = min(lines, config.max_records) if config.max_records else lines
+    held = held_out_count(records, config.ingest.eval_fraction)
+    train = records - held
+    processes = config.training.nproc_per_node * config.training.nnodes
+    for kind, chosen in options.items():
+        batch = int(chosen.get("per_device_train_batch_size", 8))
+        if chosen.get("dataloader_drop_last") and train < batch * processes:
+            fits = train // processes
+            advice = (f"lower {kind}.hyperparameters.per_device_train_batch_size to {fits}" if fits else
+                      "lower training.nproc_per_node")
+            raise ConfigError(
+                f"{kind}.hyperparameters.per_device_train_batch_size {batch} × {processes} process(es) "
+                f"(training.nproc_per_node × training.nnodes) needs {batch * processes} training records with "
+                f"dataloader_drop_last, but the data gives at most {train} ({records} records"
+                + (f" of max_records {config.max_records}" if config.max_records and lines > records else "")
+                + (f", {held} held out by ingest.eval_fraction {config.ingest.eval_fraction}" if held else "")
+                + f"): {advice}, or add data")
+
+
 def preflight(config: LocalRunSpec) -> Path:
     """Check settings, data, models, S3 and the pipeline before anything runs; returns the pipeline path.
 
@@ -93,8 +135,6 @@ def preflight(config: LocalRunSpec) -> Path:
     from bgeflow.core.storage import resolve_sources
     from bgeflow.core.storage.s3 import check_reachable
     from bgeflow.platform import run_spec as blocks
-    from bgeflow.steps.training.pod import resolved_options
-
     pipeline = find_pipeline(config.pipeline)
     check_reachable([*config.data, *config.corpus, config.eval_data, config.registry, config.retriever.model,
                      config.reranker.model])
@@ -116,9 +156,13 @@ def preflight(config: LocalRunSpec) -> Path:
     _check_model(config.retriever.model, {"retriever.query_max_len": config.retriever.query_max_len,
                                           "retriever.passage_max_len": config.retriever.passage_max_len})
     _check_model(config.reranker.model, {"reranker.max_len": config.reranker.max_len})
-    for kind, block in (("retriever", config.retriever), ("reranker", config.reranker)):
-        if block.train:  # what the launcher and the pods will check, before any step starts
-            resolved_options(blocks.train_spec(kind, block, train_data=scratch, output=scratch))
+    if config.ingest.tokenizer:  # ingest loads it through the same resolver: the same references work
+        try:
+            _check_model(config.ingest.tokenizer, {})
+        except BgeflowError as exc:
+            raise type(exc)(f"ingest.tokenizer: {exc}") from exc
+    options = blocks.check_hyperparameters(config)  # what the launcher and the pods will check, before any step
+    _check_batches(config, sources, options)
     blocks.check_negatives(config)
     blocks.evaluate_spec(config.evaluate, config.retriever, config.reranker, eval_data=scratch, output=scratch,
                          finetuned_retriever=config.retriever.model,
@@ -251,11 +295,14 @@ def run(config: LocalRunSpec, pipeline: Path, reporter: StepReporter | None = No
     try:
         with faithful_arguments(), quiet_tasks(root, reporter) as logs:
             component(**{**config.pipeline_arguments(), "data": data})
-    except RuntimeError as exc:  # the reporter has shown the failing step's last log lines
+    except RuntimeError as exc:  # the reporter has shown the failing step's error or last log lines
+        if reporter.failed:  # the step as the summary names it, and its own error when it wrote one
+            step, log_file = reporter.failed[0]
+            causes = reporter.causes.get(step) or []
+            said = f"{step} failed" + (f": {causes[0]}" if causes else "")
+            raise StepFailed(f"{said}; full log: {log_file} (task outputs under {root})") from None
         plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-        where = (f"full log: {reporter.failed[0][1]}" if reporter.failed
-                 else f"kfp.local's log: {logs / KFP_LOG}")
-        raise StepFailed(f"{plain}; {where} (task outputs under {root})") from None
+        raise StepFailed(f"{plain}; kfp.local's log: {logs / KFP_LOG} (task outputs under {root})") from None
     summary = collect(root, time.monotonic() - started)
     summary.output = str(output)
     summary.data = {"uri": data, "records": kept, "of": total}

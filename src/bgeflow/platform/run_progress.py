@@ -4,7 +4,8 @@ kfp.local streams every task's output, its executor input and its own coloured b
 (about 1,200 lines for the demo). Here each task's output goes to ``<run>/logs/<task>.log`` and
 kfp.local's own messages to ``<run>/logs/kfp.log``, both without colour codes; the terminal gets
 one line when a step starts and one when it ends (on a terminal, a status line that follows the
-step's latest log line instead). A failed step's last log lines are shown, with the file's path.
+step's latest log line instead). A failed step's own error lines (``bgeflow <verb>: error: ...`` from any
+pod) are shown, else its last log lines, with the file's path.
 
 kfp.local has no option for this: ``quiet_tasks`` swaps its subprocess handler's
 ``run_local_subprocess`` (the one function that runs and streams a task) and its ``color_text``
@@ -17,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +64,43 @@ def last_lines(path: Path, count: int, *, max_bytes: int = 64 * 1024) -> list[st
     return [line for line in lines if line.strip()][-count:]
 
 
+#: A bgeflow verb's own one-line error (``bgeflow train: error: ...``), from any pod or process
+#: (the local launcher prefixes each pod's lines with ``[pod-N] ``).
+_ERROR_LINE = re.compile(r"^(?:\[[\w.-]+\]\s*)?(bgeflow [\w -]{1,40}: error: .+)$")
+#: The last line of a traceback of one of bgeflow's typed errors, raised in a step's own process
+#: (``bgeflow.steps.ingest.report.IngestFailed: 60 of 60 lines failed validation ...``).
+_RAISED_LINE = re.compile(r"^(?:\[[\w.-]+\]\s*)?bgeflow(?:\.\w+)+\.(\w+): (.+)$")
+#: At most this many of a failed step's error lines are shown.
+ERROR_LINES = 8
+
+
+def error_lines(path: Path, *, max_bytes: int = 4 * 1024 * 1024) -> list[str]:
+    """A step's own error lines in its log, each once, in log order.
+
+    The lines of bgeflow verbs (``bgeflow <verb>: error: ...``, from any pod or process) name the
+    cause; without any, the last lines of tracebacks of bgeflow's typed errors. What follows them is
+    the KFP wrapper's traceback of the step's exit, which names no cause.
+    """
+    verbs: list[str] = []
+    raised: list[str] = []
+    for line in last_lines(path, 10**9, max_bytes=max_bytes):
+        line = line.strip()
+        found = verbs if _ERROR_LINE.match(line) else raised if _RAISED_LINE.match(line) else None
+        if found is not None and line not in found:
+            found.append(line)
+    return (verbs or raised)[:ERROR_LINES]
+
+
+def cause_of(line: str) -> str:
+    """The message of an error line, without its pod prefix, ``bgeflow <verb>: error:`` or exception type."""
+    line = line.strip()
+    if match := _ERROR_LINE.match(line):
+        return match.group(1).split(": error: ", 1)[1]
+    if match := _RAISED_LINE.match(line):
+        return match.group(2)
+    return line
+
+
 @dataclass
 class StepReporter:
     """Prints each step's start, end (with its time) and, on failure, its log's tail to ``out``."""
@@ -71,6 +110,8 @@ class StepReporter:
     interactive: bool | None = None
     heartbeat_s: float = HEARTBEAT_S
     failed: list[tuple[str, Path]] = field(default_factory=list)
+    #: step → the messages of its own error lines (``error_lines``), for each failed step
+    causes: dict[str, list[str]] = field(default_factory=dict)
     _status_shown: bool = False
 
     def __post_init__(self) -> None:
@@ -100,9 +141,17 @@ class StepReporter:
             self._print(f"bgeflow run: {self.step(task)} done in {_clock(elapsed)}")
             return
         self.failed.append((self.step(task), log))
-        self._print(f"bgeflow run: {self.step(task)} FAILED after {_clock(elapsed)} (exit code {code}); "
-                    f"the last lines of {log}:")
-        for line in last_lines(log, TAIL_LINES):
+        errors = error_lines(log)
+        self.causes[self.step(task)] = [cause_of(line) for line in errors]
+        if errors:  # the step's own error: what the user must change, not the KFP wrapper's traceback
+            self._print(f"bgeflow run: {self.step(task)} FAILED after {_clock(elapsed)} (exit code {code}); "
+                        f"its error (full log: {log}):")
+            shown = errors
+        else:
+            self._print(f"bgeflow run: {self.step(task)} FAILED after {_clock(elapsed)} (exit code {code}); "
+                        f"the last lines of {log}:")
+            shown = last_lines(log, TAIL_LINES)
+        for line in shown:
             self._print(f"    {line}")
 
     def _print(self, line: str) -> None:

@@ -300,6 +300,24 @@ def publish_spec(publish: PublishSettings, *, model: str, name: str, registry: s
                                                  "publish_if_gate_failed": False}, where="publish")
 
 
+def check_hyperparameters(run: RunSpec) -> dict[str, dict[str, Any]]:
+    """Each trained model's hyperparameters as its launcher and pods will check them: every name
+    against FlagEmbedding's dataclasses of the runner its base model gets, and the values it can train
+    with. ``bgeflow run``'s pre-flight and direct mode's plan call this, so a typo fails before any step.
+
+    Returns:
+        Model kind → its resolved runner options (only the kinds the run trains).
+
+    Raises:
+        ConfigError: an unknown option (with the close names), one bgeflow sets itself, or a bad value.
+        NotFoundError: a local base model path with no model in it.
+    """
+    from bgeflow.steps.training.pod import resolved_options
+
+    return {kind: resolved_options(train_spec(kind, block, train_data="-", output="-"))
+            for kind, block in (("retriever", run.retriever), ("reranker", run.reranker)) if block.train}
+
+
 def check_negatives(run: RunSpec) -> None:
     """Each trained model's ``train_group_size`` against the negatives mining will give it.
 

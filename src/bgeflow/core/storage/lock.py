@@ -1,8 +1,12 @@
 """One writer per output: a lock object beside the outputs, for the whole time a run writes them.
 
 - Local outputs: ``flock`` on ``<output>/.bgeflow-lock.json``. The kernel drops the lock when its
-  process dies, so a crashed run never blocks the next one. The file stays (deleting a flock'ed
-  file lets two processes lock two different inodes of one name).
+  process dies, so a crashed run never blocks the next one (its file stays, and is simply locked
+  again). A release deletes the file while still holding the lock, and every taker checks that the
+  file it locked is still the one at that name (else it locked a deleted inode: it tries again), so
+  two processes never hold two different inodes of one name. A folder the lock itself created
+  (the output did not exist yet) is removed again on release when nothing else was written to it:
+  a run refused before writing anything leaves no empty output behind.
 - S3 outputs: a conditional put (``If-None-Match: *``) of that object, holding the owner and an
   expiry that a heartbeat thread pushes forward. A lock past its expiry belongs to a run that
   died, and is taken over; so is one left by an earlier container of this very pod (same host,
@@ -21,6 +25,7 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
@@ -58,6 +63,8 @@ class OutputLock:
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self.lost = False
+        #: The outermost folder the local lock created (the output's root or an ancestor), else None.
+        self._created: Path | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -78,10 +85,15 @@ class OutputLock:
         if self._fh is not None:
             import fcntl
 
+            assert isinstance(self.store, LocalStore)
+            # Deleted while still locked: a process waiting on this inode sees it gone (_acquire_local).
+            with contextlib.suppress(OSError):
+                (self.store.root / LOCK_KEY).unlink()
             with contextlib.suppress(OSError):
                 fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+            self._remove_created(self.store.root)
             return
         self._stop.set()
         if self._beat is not None:
@@ -105,21 +117,50 @@ class OutputLock:
     def _acquire_local(self, store: LocalStore) -> None:
         import fcntl
 
+        root = store.root.absolute()
+        missing = [folder for folder in (root, *root.parents) if not folder.exists()]
         store.root.mkdir(parents=True, exist_ok=True)
-        fh = open(store.root / LOCK_KEY, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise ConflictError(f"{store.uri} is being written by another run ({holder}); wait for it to finish "
-                                "or write to another output") from None
+        self._created = missing[-1] if missing else None
+        path = store.root / LOCK_KEY
+        for _attempt in range(10):
+            fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                fh.close()
+                self._remove_created(store.root)
+                raise ConflictError(f"{store.uri} is being written by another run ({holder}); wait for it to "
+                                    "finish or write to another output") from None
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fh.fileno()).st_ino:
+                break
+            fh.close()  # released (and deleted) between our open and our flock: lock the new file
+        else:
+            raise ConflictError(f"{store.uri}: the lock file keeps being replaced by other runs; retry")
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps({**self.info, "acquired": time.time()}))
         fh.flush()
         self._fh = fh
+
+    def _remove_created(self, root: Path) -> None:
+        """Remove the folders the lock created, from ``root`` up, while they are empty."""
+        if self._created is None:
+            return
+        folder = root.absolute()
+        while True:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (the run wrote its outputs), or already gone
+                return
+            if folder == self._created:
+                return
+            folder = folder.parent
 
     # ------------------------------------------------------------------ S3
 

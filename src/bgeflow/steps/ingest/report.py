@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from bgeflow.data import RULES, DataError, Problem, TrainRecord
+from bgeflow.data.lengths import Counter as LengthCounter
 from bgeflow.data.lengths import histogram, share_over, token_counter
 from bgeflow.steps.ingest.spec import IngestSpec
 
@@ -48,8 +49,10 @@ class IngestFailed(DataError):
         self.report = report
 
 
-def length_report(records: list[TrainRecord], config: IngestSpec) -> dict[str, Any]:
-    count, method = token_counter(config.tokenizer)
+def length_report(records: list[TrainRecord], config: IngestSpec,
+                  counter: tuple[LengthCounter, str] | None = None) -> dict[str, Any]:
+    """Token lengths of ``records`` (``counter``: ``token_counter(config.tokenizer)``, made here when None)."""
+    count, method = counter or token_counter(config.tokenizer)
     queries = [r.query for r in records]
     passages = [text for r in records for text in (*r.pos, *r.neg)]
     query_lengths: list[int] = []

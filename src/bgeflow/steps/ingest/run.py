@@ -16,6 +16,7 @@ from typing import Any
 from bgeflow.core.log import progress
 from bgeflow.core.storage import Overlong, iter_lines, open_store, resolve_sources
 from bgeflow.data import Problem, TrainRecord, parse_clean, parse_line, write_jsonl, write_line
+from bgeflow.data.lengths import token_counter
 from bgeflow.steps.ingest.dedupe import dedupe_within, drop_negatives_equal_to_positives, merge_into
 from bgeflow.steps.ingest.report import IngestFailed, ProblemTally, length_report, render_markdown
 from bgeflow.steps.ingest.spec import (
@@ -65,6 +66,8 @@ def _collector_paused() -> Iterator[None]:
 
 def _ingest(config: IngestSpec) -> IngestResult:
     started = time.monotonic()
+    # The tokenizer first: a reference that cannot work fails before the whole input is read.
+    counter = token_counter(config.tokenizer)
     sources = resolve_sources(config.inputs)
     log.info("ingest: %d object(s), %d bytes", len(sources), sum(s.size for s in sources))
 
@@ -164,7 +167,7 @@ def _ingest(config: IngestSpec) -> IngestResult:
         "policy": {"on_error": config.on_error, "min_negatives": config.min_negatives},
         "split": {"eval_fraction": config.eval_fraction, "seed": config.seed},
     }
-    report["lengths"] = length_report(list(records.values()), config)
+    report["lengths"] = length_report(list(records.values()), config, counter)
 
     failed = bool(tally.counts) and config.on_error == "fail"
     if failed or not records:

@@ -9,14 +9,25 @@ import zlib
 from bgeflow.data import CorpusRecord, EvalQuery, TrainRecord, text_id
 
 
+def held_out_count(records: int, fraction: float) -> int:
+    """How many of ``records`` distinct queries ``split_eval`` holds out (never all of them).
+
+    ``records - held_out_count(records, f)`` never decreases as ``records`` grows: from an upper
+    bound on the records, it gives an upper bound on the training split.
+    """
+    if fraction <= 0 or records < 2:
+        return 0
+    return min(records - 1, max(1, round(records * fraction)))
+
+
 def split_eval(queries: list[str], fraction: float, seed: int) -> set[str]:
     """The held-out queries: the ``round(n × fraction)`` smallest seeded hashes (at least one).
 
     Hash order makes the split independent of input order and stable as data is added.
     """
-    if fraction <= 0 or len(queries) < 2:
+    k = held_out_count(len(queries), fraction)
+    if not k:
         return set()
-    k = min(len(queries) - 1, max(1, round(len(queries) * fraction)))
     return set(heapq.nsmallest(k, queries, key=lambda q: hashlib.sha256(f"{seed}\0{q}".encode()).digest()))
 
 

@@ -70,6 +70,31 @@ def _percentiles(values: list[float] | np.ndarray) -> dict[str, float] | None:
 
 def mine(config: MineSpec) -> MineResult:
     """Mine hard negatives for ``config.inputs`` and write ``config.output`` plus its report."""
+    work_dir = Path(config.work_dir) if config.work_dir else config.default_work_dir()
+    try:
+        return _mine(config, work_dir)
+    except BaseException:
+        # The default work dir is kept after a failure only for what a rerun resumes: the pool's
+        # encoded chunks (``encode_passages_to_file``). A run that failed before encoding any (a model
+        # that does not load, a bad pool) leaves nothing a rerun could use, so nothing at all.
+        if not config.work_dir and not _encoded_chunks(work_dir, config):
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+
+
+def _encoded_chunks(work_dir: Path, config: MineSpec) -> int:
+    """How many chunks of the pool's encoding a rerun of this job would find done in ``work_dir``."""
+    from bgeflow.retrieval.encoder import MANIFEST_SUFFIX
+
+    manifest = work_dir / f"pool.{config.embedding_dtype}{MANIFEST_SUFFIX}"
+    try:
+        done = json.loads(manifest.read_text(encoding="utf-8")).get("done", [])
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return len(done) if isinstance(done, list) else 0
+
+
+def _mine(config: MineSpec, work_dir: Path) -> MineResult:
     from bgeflow.retrieval.encoder import Encoder
     from bgeflow.retrieval.search import check_gpu, gather_rows, search
 
@@ -83,7 +108,6 @@ def mine(config: MineSpec) -> MineResult:
     records = list(read_train_records(config.inputs))
     if not records:
         raise DataError(f"{', '.join(config.inputs)}: no training records")
-    work_dir = Path(config.work_dir) if config.work_dir else config.default_work_dir()
     work_dir.mkdir(parents=True, exist_ok=True)
     if config.candidate_pool:
         pool = TextPool.build(_pool_texts(config.candidate_pool), work_dir / "pool_texts.jsonl")

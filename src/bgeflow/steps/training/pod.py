@@ -245,8 +245,12 @@ def check_data(spec: TrainSpec, options: dict[str, Any], stats: DataStats, dist:
             "or pass --allow-repeated-negatives")
     batch = int(options.get("per_device_train_batch_size", 8))
     if options.get("dataloader_drop_last") and stats.records < batch * dist.world_size:
+        # The pod cannot know where the user set it: FlagEmbedding's name, and its key in a run spec.
         raise DataError(f"{stats.records} records fill no batch of {batch} × {dist.world_size} processes with "
-                        "dataloader_drop_last: lower per_device_train_batch_size")
+                        f"dataloader_drop_last: lower per_device_train_batch_size (in a bgeflow run spec: "
+                        f"{spec.kind}.hyperparameters.per_device_train_batch_size)"
+                        + (f" to {stats.records // dist.world_size}" if stats.records >= dist.world_size else "")
+                        + ", or train on more records")
 
 
 # --------------------------------------------------------------------------- one pod
@@ -448,15 +452,28 @@ def _train_locked(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist
     run_dir = work / "run"
     log.info("node %d/%d: %d process(es), master %s:%d, run %s, scratch %s, FlagEmbedding runner %s", dist.node_rank,
              dist.nnodes, dist.nproc_per_node, dist.master_addr, dist.master_port, identity[:16], work, runner.name)
-    # Two processes of one node never share a scratch (a second copy of this job on this machine).
-    with output_lock(LocalStore(work), owner=f"bgeflow train node {dist.node_rank}"):
-        result = _train_in(spec, runner, options, dist, use_cpu, output, started, stats, base, identity, work,
-                           run_dir)
+    try:
+        # Two processes of one node never share a scratch (a second copy of this job on this machine).
+        with output_lock(LocalStore(work), owner=f"bgeflow train node {dist.node_rank}"):
+            result = _train_in(spec, runner, options, dist, use_cpu, output, started, stats, base, identity, work,
+                               run_dir)
+    except BaseException:
+        # Why the scratch is kept at all after a failure: a rerun of the same run finds it again (same
+        # identity) and resumes from its complete local checkpoints. Without one there is nothing to
+        # resume here (the data is fetched again, the output's checkpoints are read from the output),
+        # so a run refused or failed before its first checkpoint leaves no copy of the data behind.
+        if not checkpoints.local_checkpoints(run_dir)[0]:
+            _remove_scratch(work)
+        raise
     # The model is in the output: the scratch (data, checkpoints, export; ~2 model sizes) is not needed.
+    _remove_scratch(work)
+    return result
+
+
+def _remove_scratch(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
     with contextlib.suppress(OSError):
         work.parent.rmdir()  # the last node of this machine removes the run's folder too
-    return result
 
 
 def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Distributed, use_cpu: bool, output: Any,
