@@ -146,3 +146,172 @@ def test_mine_without_pooling_uses_the_models_own(minilm_path: str, tmp_path: Pa
                  "--passage-max-len", "16"]) == 0
     report = json.loads((tmp_path / "mine_report.json").read_text())
     assert report["encoding"]["pooling"] == "mean"
+
+
+# --------------------------------------------------------------------------- the command line's shared faults
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``bgeflow ARGV``'s exit code and stderr, whether argparse exits or the verb returns."""
+    from bgeflow.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+UNKNOWN_FLAGS = [
+    (["ingest", "--input", "i.jsonl", "--output", "o", "--eval-fracton", "0.1"],
+     "bgeflow ingest: error: unrecognized argument --eval-fracton; did you mean --eval-fraction"),
+    (["mine", "--input", "i.jsonl", "--negative_numbr", "3"],
+     "bgeflow mine: error: unrecognized argument --negative_numbr; did you mean --negative-number?"),
+    (["evaluate", "--gat=ndcg@10>=base"], "bgeflow evaluate: error: unrecognized argument --gat; did you mean --gate?"),
+    (["run", "--chek"], "bgeflow run: error: unrecognized argument --chek; did you mean --check?"),
+    (["models", "list", "reg", "--jsn"], "bgeflow models list: error: unrecognized argument --jsn; did you mean --json?"),
+    (["ingest", "--zzz"], "bgeflow ingest: error: unrecognized argument --zzz (see `bgeflow ingest --help`)"),
+    # Abbreviations are typos too, never a flag taken silently.
+    (["ingest", "--input", "i.jsonl", "--eval-frac", "0.1"],
+     "bgeflow ingest: error: unrecognized argument --eval-frac; did you mean --eval-fraction"),
+    (["mine", "--negative", "3"], "bgeflow mine: error: unrecognized argument --negative; did you mean --negative-number"),
+    # The flag nobody knows, not the setting it left out.
+    (["train", "retriever", "--model", "bundled:minilm", "--train-dat", "mined.jsonl", "--output", "o"],
+     "bgeflow train: error: unrecognized argument --train-dat; did you mean --train-data?"),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), UNKNOWN_FLAGS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in UNKNOWN_FLAGS])
+def test_an_unknown_flag_is_named_by_its_verb_with_the_closest_flag(argv: list[str], expected: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _cli(argv, capsys)
+    assert code == 2 and err.strip().startswith(expected), err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_no_parser_matches_prefixes() -> None:
+    from bgeflow.cli import parsers
+
+    found = parsers(build_parser())
+    assert len(found) > 15 and all(not p.allow_abbrev for p in found), [p.prog for p in found if p.allow_abbrev]
+
+
+SET_VERBS = [("train", TrainSpec), *((v, s) for v, s, _ in VERBS if v != "train")]
+
+
+@pytest.mark.parametrize(("verb", "spec"), SET_VERBS, ids=[v for v, _ in SET_VERBS])
+def test_each_verbs_set_example_is_one_of_its_own_settings(verb: str, spec: type[Spec]) -> None:
+    """The example in `bgeflow VERB --help` goes through that verb's own spec building (nothing runs)."""
+    import re
+
+    from bgeflow.cli import _options, run, train
+
+    help_text = " ".join(_verb_parser(verb).format_help().split())
+    example = re.search(r"\(e\.g\. --set (\S+)\)", help_text)
+    assert example, help_text
+    required = [x for opt in options(spec) if opt.required and opt.name != "kind"
+                for x in (opt.flag, "bundled:minilm" if opt.name == "model" else "x.jsonl")]
+    kind = ["retriever"] if verb in ("train", "launch") else []
+    args, unknown = build_parser().parse_known_args([verb, *kind, *required, "--set", example.group(1)])
+    args.runner_flags = unknown
+    assert unknown == kind
+    try:
+        if verb in ("train", "launch"):
+            train.build_spec(args)  # the runner's own parser checks hyperparameters.NAME
+        elif verb == "run":
+            run.build_spec(args)
+        else:
+            _options.spec_from_args(spec, args, where="")
+    except ConfigError as exc:  # the dummy inputs may be refused; a fault of the --set value names --set
+        assert "--set" not in str(exc)
+
+
+CONFIG_FAULTS = [
+    (["ingest"], "a: [1\nb: 2\n", r"--config {f}:2:2: not valid YAML: expected ',' or '\]', but got ':' "
+     r"\(while parsing a flow sequence at line 1, column 4\)$"),
+    (["mine"], "a: 1\n\tb: 2\n", r"--config {f}:2:1: not valid YAML: found character '\\t' that cannot start"),
+    (["mine", "--model", "m", "--input", "i", "--output", "o.jsonl"], "negative_number: abc\n",
+     r"--config {f}: negative_number \(--negative-number\): Input should be a valid integer"),
+    (["train", "retriever"], "pooling: xyz\n", r"--config {f}: pooling \(--pooling\): Input should be"),
+    (["train", "retriever", "--model", "bundled:minilm", "--train-data", "d.jsonl", "--output", "o"],
+     "learnin_rate: 1\n", r"--config {f}: learnin_rate is not an option of .*; did you mean learning_rate\?$"),
+    (["run"], "mine: {negative_number: abc}\n", r"--config {f}: mine\.negative_number .*valid integer"),
+    (["launch"], "kind: regressor\n", r"--config {f}: kind \(--kind\): Input should be"),
+]
+
+
+@pytest.mark.parametrize(("argv", "text", "expected"), CONFIG_FAULTS, ids=[f"{a[0]}-{i}" for i, (a, _, _)
+                                                                          in enumerate(CONFIG_FAULTS)])
+def test_config_file_errors_name_the_file(argv: list[str], text: str, expected: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    code, err = _cli([*argv, "--config", str(path)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.search(expected.format(f=re.escape(str(path))), err.strip()), err
+    assert "<unicode string>" not in err
+
+
+def test_a_retrain_specs_yaml_error_names_the_file_and_line(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "retrain.yaml"
+    path.write_text("data: s3://b/raw/\nretriever: {model: m\n")
+    code, err = _cli(["pipeline", "step-spec", "ingest", "--spec", str(path), "--root", str(tmp_path),
+                      "--output", str(tmp_path / "o.yaml")], capsys)
+    assert code == 2 and f"--spec {path}:3:1: not valid YAML: " in err, err
+
+
+@pytest.mark.parametrize("verb", ["train", "launch"])
+def test_the_kind_flags_help_says_what_the_usage_shows(verb: str) -> None:
+    text = " ".join(_verb_parser(verb).format_help().split())
+    assert text.startswith(f"usage: bgeflow {verb} {{retriever,reranker}}")
+    assert f"--kind {{retriever,reranker}} retriever (bi-encoder) or reranker (cross-encoder): given as the word " \
+           f"after `bgeflow {verb}` (see usage), this flag or the config's kind (required)" in text
+
+
+CLOSED_STDOUT = [
+    # argparse's own --help and --version ignore a failed write and exit 0 (quietly too).
+    (["--version"], 0),
+    (["ingest", "--help"], 0),
+    (["train", "retriever", "--help"], 141),
+    (["models", "list", "{tmp}", "--json"], 141),
+    (["models", "show", "{tmp}/zh-ret"], 2),  # an error still says so, on stderr
+    (["ingest", "--input", "{tmp}/raw.jsonl", "--output", "{tmp}/out"], 141),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), CLOSED_STDOUT, ids=[" ".join(a[:2]) for a, _ in CLOSED_STDOUT])
+def test_a_reader_that_goes_away_ends_the_verb_quietly(argv: list[str], expected: int, tmp_path: Path) -> None:
+    """`bgeflow ... | head`: no traceback, no "internal error"; 141 as for any tool a closed pipe stops."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "raw.jsonl").write_text("".join(json.dumps({"query": f"q{i}", "pos": [f"p{i}"], "neg": [f"n{i}"]})
+                                                + "\n" for i in range(20)))
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte: every write fails, deterministically
+    try:
+        done = subprocess.run([sys.executable, "-m", "bgeflow", *(a.format(tmp=tmp_path) for a in argv)],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=300, check=False)
+    finally:
+        os.close(write)
+    assert done.returncode == expected, done.stderr
+    if "ingest" not in argv:  # ingest logs its progress on stderr
+        assert len(done.stderr.splitlines()) == (1 if expected == 2 else 0), done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    assert "Exception ignored" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_a_broken_pipe_that_is_not_stdouts_is_still_a_bug(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from bgeflow.cli import models
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise BrokenPipeError(32, "Broken pipe")  # a subprocess's or a socket's, say
+
+    monkeypatch.setattr(models, "list_models", broken)
+    code, err = _cli(["models", "list", "reg"], capsys)
+    assert code == 1 and "bgeflow models: internal error" in err and "BrokenPipeError" in err

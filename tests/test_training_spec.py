@@ -120,6 +120,20 @@ def test_any_flagembedding_or_trainingarguments_option_is_accepted_by_name() -> 
         resolved_options(TrainSpec.of(kind="reranker", **BASE, temperature=0.05))
 
 
+MISSPELLED_RUNNER_FLAGS = [
+    ("--learning_rat", "learning_rate"),  # a prefix: argparse would have taken it as learning_rate
+    ("--learnin_rate", "learning_rate"),
+    ("--num_train_epoch", "num_train_epochs"),
+    ("--temperatur", "temperature"),
+]
+
+
+@pytest.mark.parametrize(("flag", "meant"), MISSPELLED_RUNNER_FLAGS)
+def test_a_misspelled_or_shortened_runner_flag_is_refused_by_name(flag: str, meant: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{flag[2:]} is not an option of FlagEmbedding's .*; did you mean {meant}\b"):
+        parse("retriever", "--model", "m", "--train_data", "d", "--output", "o", flag, "3")
+
+
 def test_spec_document_round_trips_and_files_merge_under_flags(tmp_path: Path) -> None:
     path = tmp_path / "train.yaml"
     path.write_text("kind: retriever\nmodel: m\ntrain-data: d.jsonl\noutput: o\nnormlized: false\n"
@@ -128,10 +142,17 @@ def test_spec_document_round_trips_and_files_merge_under_flags(tmp_path: Path) -
     assert spec.kind == "retriever" and spec.hyperparameters == {"normalize_embeddings": False, "learning_rate": 3e-5}
     assert TrainSpec.build(spec.to_dict()) == spec
     (tmp_path / "bad.yaml").write_text("kind: retriever\nmodel: m\ntrain_data: d\noutput: o\nallow_repeated: 1\n")
-    bad = parse("--config", str(tmp_path / "bad.yaml"))  # an unknown key is a runner option, checked by name
+    # An unknown key is a runner option, checked by name, and refused naming the file it is in.
+    with pytest.raises(ConfigError, match=rf"^--config {tmp_path / 'bad.yaml'}: allow_repeated is not an option.*"
+                                          r"allow_repeated_negatives"):
+        parse("--config", str(tmp_path / "bad.yaml"))
     with pytest.raises(ConfigError, match=r"allow_repeated is not an option.*allow_repeated_negatives"):
-        resolved_options(bad)
-    assert parse("reranker", "--config", str(path)).kind == "reranker"  # the command line wins
+        resolved_options(TrainSpec.of(kind="retriever", **BASE, allow_repeated=1))  # a spec from elsewhere
+    (tmp_path / "any.yaml").write_text("kind: retriever\nmodel: m\ntrain_data: d\noutput: o\nlearning_rate: 1e-5\n")
+    assert parse("reranker", "--config", str(tmp_path / "any.yaml")).kind == "reranker"  # the command line wins
+    with pytest.raises(ConfigError, match=rf"^--config {path}: normalize_embeddings is not an option of "
+                                          "FlagEmbedding's reranker-encoder runner"):
+        parse("reranker", "--config", str(path))  # a retriever's option, refused before any training
 
 
 @pytest.mark.parametrize(("written", "value"), [

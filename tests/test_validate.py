@@ -83,3 +83,43 @@ def test_an_unpaired_surrogate_escape_is_a_problem_not_a_crash_at_write_time() -
     # A paired escape is one real character and fine.
     record, problems = parse_line(b'{"query": "\\ud83d\\ude00", "pos": ["p"]}', "f.jsonl:8")
     assert problems == [] and record is not None and record.query == "\U0001f600"
+
+
+# A line cut by a stray \r (bytes' splitlines ends a line there) and other broken lines: one message, whichever
+# reader meets them, with json's column once and no empty field marker.
+BROKEN_LINES = [
+    (b'{"query": "q", "pos": ["a\r', "invalid JSON: Unterminated string starting at column 24"),
+    (b'{"query": "q", "pos": ["a\tb"]}', "invalid JSON: Invalid control character at column 26"),
+    (b'{"query": "q", "pos": ["p"]', "invalid JSON: Expecting ',' delimiter at column 28"),
+    (b"not json", "invalid JSON: Expecting value at column 1"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), BROKEN_LINES, ids=[m.split(": ")[1] for _, m in BROKEN_LINES])
+def test_a_broken_line_reads_the_same_from_every_reader(raw: bytes, message: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bgeflow.core.errors import DataError
+    from bgeflow.data import iter_json
+
+    expected = f"x.jsonl:1: {message} (invalid_json)"
+    for line in (raw, raw + b"\n", raw + b"\r\n"):
+        _, problems = parse_line(line.rstrip(b"\r\n"), "x.jsonl:1")  # as ingest reads a line
+        assert [str(p) for p in problems] == [expected]
+        _, problems = parse_line(line, "x.jsonl:1")
+        assert [str(p) for p in problems] == [expected]
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"\n".join([raw, b'{"query": "q", "pos": ["p"]}']) + b"\n")
+    with pytest.raises(DataError) as caught:  # the strict reader of mine, train and evaluate
+        list(iter_json(str(path)))
+    assert str(caught.value) == f"{path}:1: {message} (invalid_json)" and " at at " not in str(caught.value)
+
+
+def test_ingest_prints_each_problem_as_the_strict_readers_do(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from bgeflow.cli import main
+
+    path = tmp_path / "raw.jsonl"
+    path.write_bytes(b'{"query": "q", "pos": ["a\r' + b'"]}\n' + b"not json\n")
+    assert main(["ingest", "--input", str(path), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"  {path}:1: invalid JSON: Unterminated string starting at column 24 (invalid_json)\n" in err
+    assert f"  {path}:3: invalid JSON: Expecting value at column 1 (invalid_json)\n" in err
+    assert "[]" not in err and " at at " not in err

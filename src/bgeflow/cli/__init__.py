@@ -14,10 +14,18 @@ import os
 import pkgutil
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from bgeflow import __version__
-from bgeflow.core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, BgeflowError, StepFailed
+from bgeflow.core.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    BgeflowError,
+    StepFailed,
+    did_you_mean,
+)
 from bgeflow.core.log import setup_logging
 from bgeflow.core.storage import StorageError, redact
 
@@ -35,6 +43,7 @@ def _verb_modules() -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bgeflow",
+        allow_abbrev=False,
         description="Fine-tune BGE retrievers and rerankers: ingest → mine → train → evaluate → publish.",
     )
     parser.add_argument("--version", action="version", version=f"bgeflow {__version__}")
@@ -47,7 +56,55 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for name in _verb_modules():
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    for each in parsers(parser):
+        # No prefix matching anywhere: --learning_rat is a typo to name, never learning_rate taken silently.
+        each.allow_abbrev = False
     return parser
+
+
+def parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every parser under it (verbs, their actions), depth first."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases name a parser twice
+                found += parsers(sub)
+    return found
+
+
+def chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost parser the command line chose (``bgeflow models list``'s, not ``bgeflow``'s)."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, sub.dest, None) if sub is not None else None
+        if sub is None or name not in sub.choices:
+            return parser
+        parser = sub.choices[name]
+
+
+def unrecognized(parser: argparse.ArgumentParser, tokens: Sequence[str], *, also: Iterable[str] = ()) -> str:
+    """One line naming the first of ``tokens`` that ``parser`` does not know, with the closest flags it does.
+
+    ``also``: more flags a typo may have meant (FlagEmbedding's options, for ``train``).
+    """
+    token = next((t for t in tokens if t.startswith("-")), tokens[0])
+    name = token.split("=", 1)[0] if token.startswith("--") else token
+    if not name.startswith("-"):
+        return f"unrecognized argument {token!r} (see `{parser.prog} --help`)"
+    # Each flag once, by its shown spelling: --negative_numbr suggests --negative-number, not also the
+    # hidden --negative_number (the help's flags come first).
+    shown: dict[str, str] = {}
+    for action in sorted(parser._actions, key=lambda a: a.help == argparse.SUPPRESS):
+        for flag in action.option_strings:
+            shown.setdefault(_flag_key(flag), flag)
+    for flag in also:
+        shown.setdefault(_flag_key(flag), flag)
+    hint = did_you_mean(_flag_key(name), shown, show=shown.__getitem__)
+    return f"unrecognized argument {name}{hint or f' (see `{parser.prog} --help`)'}"
+
+
+def _flag_key(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -65,14 +122,65 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise SystemExit(0)
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    verb = chosen_parser(parser, args)
     if unknown and not getattr(args, "accepts_runner_flags", False):
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        print(f"{verb.prog}: error: {unrecognized(verb, unknown)}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
     args.runner_flags = unknown
+    args.verb_parser = verb  # what `train` names an unknown flag with (`train.build_spec`)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one verb; the exit code says how it ended (``bgeflow.core.errors``)."""
+    """Run one verb; the exit code says how it ended (``bgeflow.core.errors``).
+
+    A reader of stdout that goes away early (``bgeflow models list reg | head -3``) ends the verb quietly
+    with ``EXIT_BROKEN_PIPE`` (141, what a shell reports for a tool killed by SIGPIPE, as ``cat`` and
+    ``grep`` are): not 0, since the output was cut short and ``set -o pipefail`` scripts should see it;
+    not a traceback, since nothing is wrong with bgeflow. Python's "Note on SIGPIPE" is followed:
+    stdout then points at /dev/null, so the flush at exit cannot fail again.
+    """
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Here, not at interpreter exit: a reader that has gone shows as BrokenPipeError below.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise
+        return EXIT_BROKEN_PIPE
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout's reader has gone; if so stdout is pointed at /dev/null (nothing more to flush)."""
+    try:
+        sys.stdout.flush()
+        gone = False
+    except BrokenPipeError:
+        gone = True
+    except (OSError, ValueError):
+        return False
+    if not gone:  # nothing was left to write: ask the pipe itself
+        try:
+            import select
+
+            poll = select.poll()
+            poll.register(sys.stdout.fileno(), select.POLLOUT)
+            gone = any(events & select.POLLERR for _, events in poll.poll(0))
+        except (OSError, ValueError, AttributeError):
+            return False
+    if gone:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # not a real file (a test's capture): nothing will flush it at exit
+            pass
+    return gone
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
     if args.log_level:
         # Exported: the processes a verb starts (torchrun workers, a run's tasks) log at the same level.
@@ -86,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bgeflow {args.verb}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        if not _stdout_gone():  # another pipe than stdout's: handled as any unexpected error below
+            return _internal_error(args.verb)
+        return EXIT_BROKEN_PIPE  # stdout's reader went away (`| head`): nothing more to say
     except BgeflowError as exc:
         # Bad input: one line naming it; the traceback only when asked for.
         log.debug("traceback", exc_info=True)
@@ -96,11 +208,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(redact(f"bgeflow {args.verb}: failed: {exc}"), file=sys.stderr)
         return EXIT_FAILED
     except Exception:
-        # Not an outcome bgeflow expects: a bug here or in a library. The traceback says where.
-        print(redact(traceback.format_exc()), file=sys.stderr, end="")
-        print(f"bgeflow {args.verb}: internal error (a bug; please report it with the traceback above)",
-              file=sys.stderr)
-        return EXIT_FAILED
+        return _internal_error(args.verb)
+
+
+def _internal_error(verb: str) -> int:
+    """Not an outcome bgeflow expects: a bug here or in a library. The traceback says where."""
+    print(redact(traceback.format_exc()), file=sys.stderr, end="")
+    print(f"bgeflow {verb}: internal error (a bug; please report it with the traceback above)", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def add_seed_alias(parser: argparse.ArgumentParser, *names: str, **kwargs: object) -> None:

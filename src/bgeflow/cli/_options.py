@@ -84,6 +84,9 @@ def add_spec_options(parser: argparse.ArgumentParser | Any, cls: type[Spec], *, 
     ``defaults``: the verb's own defaults where they differ from the spec's (shown in the help).
     """
     skip = set(exclude)
+    for action in parser._actions:  # add_config_options' --set: an example of these settings
+        if getattr(action, "example_pending", False):
+            action.help, action.example_pending = _set_help(set_example(cls)), False
     groups: dict[str, Any] = {}
     added = []
     # Required settings (the verb's inputs and outputs) first: they are what a reader looks for.
@@ -120,13 +123,32 @@ def add_spec_options(parser: argparse.ArgumentParser | Any, cls: type[Spec], *, 
     return added
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
+def add_config_options(parser: argparse.ArgumentParser, *, example: str | None = None) -> None:
+    """``--config FILE`` and ``--set KEY=VALUE``.
+
+    ``example``: the ``--set`` help's example; by default ``add_spec_options`` puts in one of the settings
+    it adds (``set_example``), so that each verb's example is one of its own settings.
+    """
     parser.add_argument("--config", dest="config_files", action="append", default=[], metavar="FILE",
                         help="settings as YAML (a path or s3:// URI; keys = setting or flag names); "
                         "repeatable, later files and any flag win")
-    parser.add_argument("--set", dest="set_values", action="append", default=[], metavar="KEY=VALUE",
-                        help="one setting by its dotted name, the value read as YAML "
-                        "(e.g. --set retriever.learning_rate=2e-5); repeatable, wins over --config")
+    action = parser.add_argument("--set", dest="set_values", action="append", default=[], metavar="KEY=VALUE",
+                                 help=_set_help(example or "NAME=VALUE"))
+    action.example_pending = example is None  # type: ignore[attr-defined]
+
+
+def _set_help(example: str) -> str:
+    return (f"one setting by its dotted name, the value read as YAML (e.g. --set {example}); "
+            "repeatable, wins over --config").replace("%", "%%")
+
+
+def set_example(cls: type[Spec]) -> str:
+    """``NAME=VALUE`` of a real setting of ``cls`` at its default: a nested one if any (it shows the dots)."""
+    candidates = [opt for opt in options(cls) if not opt.cli.hidden and value_kind(opt.annotation)[0] in
+                  ("scalar", "bool", "choice") and opt.default not in (None, "") and not opt.required]
+    opt = next((o for o in candidates if len(o.path) > 1), candidates[0])
+    value = str(opt.default).lower() if isinstance(opt.default, bool) else opt.default
+    return f"{opt.name}={value}"
 
 
 def given(ns: argparse.Namespace) -> dict[str, Any]:
@@ -167,18 +189,20 @@ def spec_from_args(cls: type[S], ns: argparse.Namespace, *, base: Sequence[Mappi
                    extra: Mapping[str, Any] | None = None, where: str = "settings") -> S:
     """Validate ``base`` layers, then config files, ``--set``, the flags and ``extra`` into ``cls``.
 
-    Each file is normalised on its own so that an unknown key names the file it is in.
+    Each file is normalised on its own so that an unknown key names the file it is in, and a value
+    that does not validate names the file (or ``--set``) it came from.
 
     Raises:
         ConfigError: naming the file or flag and the setting at fault.
     """
     layers: list[Mapping[str, Any]] = list(base)
+    sources = [""] * len(layers)
     for source, mapping in config_layers(ns):
         layers.append(cls.canonical(mapping, where=source))
-    layers.append(given(ns))
-    if extra:
-        layers.append(extra)
-    return cls.build(*layers, where=where, cli=True)
+        sources.append(source)
+    # The flags name themselves (``negative_number (--negative-number)``): no source of their own.
+    layers += [given(ns), dict(extra or {})]
+    return cls.build(*layers, where=where, cli=True, sources=[*sources, "", ""])
 
 
 def _nest(path: Sequence[str], value: Any) -> dict[str, Any]:

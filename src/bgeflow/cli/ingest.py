@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bgeflow.data import Problem
     from bgeflow.steps.ingest import IngestFailed, IngestSpec, ingest
 
     spec = spec_from_args(IngestSpec, args, where="")
@@ -32,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
         result = ingest(spec)
     except IngestFailed as exc:
         for rule, info in exc.report["failures"].items():
-            for example in info["examples"]:
-                print(f"  {example['where']} [{example['field']}] {example['message']} ({example['rule']})",
+            for example in info["examples"]:  # as every reader's DataError writes a problem
+                print(f"  {Problem(**{k: example[k] for k in ('where', 'rule', 'field', 'message')})}",
                       file=sys.stderr)
             if info.get("more"):
                 print(f"  +{info['more']} more ({rule})", file=sys.stderr)

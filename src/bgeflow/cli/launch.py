@@ -21,6 +21,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from bgeflow.cli._options import add_config_options, add_spec_options
+from bgeflow.cli.train import kind_is_a_word
 
 if TYPE_CHECKING:
     from bgeflow.platform.run_spec import TrainingSettings
@@ -37,9 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         usage="bgeflow launch {retriever,reranker} [options] [FlagEmbedding/TrainingArguments options]",
         allow_abbrev=False,
     )
-    add_config_options(p)
+    add_config_options(p, example="hyperparameters.learning_rate=2e-5")
     add_spec_options(p, TrainSpec, exclude={*(f"distributed.{n}" for n in (
         "nnodes", "node_rank", "nproc_per_node", "master_addr", "master_port", "local_nodes"))})
+    kind_is_a_word(p, "launch")
     job = p.add_argument_group("the job")
     # The run spec's training.backend, without local (processes: `bgeflow train --local-nodes`) and
     # "kubernetes" (pytorchjob's older name).

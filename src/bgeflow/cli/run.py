@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n", 1)[1].replace("\n", " ").replace("``", ""),
         allow_abbrev=False,
     )
-    add_config_options(p)
+    add_config_options(p, example="retriever.learning_rate=2e-5")
     add_spec_options(p, LocalRunSpec, defaults=LocalRunSpec.build(*_defaults()).to_dict())
     p.add_argument("--check", action="store_true", help="only validate the settings, data, models and S3; run nothing")
     p.set_defaults(func=run)

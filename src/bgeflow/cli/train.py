@@ -32,9 +32,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         usage="bgeflow train {retriever,reranker} [options] [FlagEmbedding/TrainingArguments options]",
         allow_abbrev=False,
     )
-    add_config_options(p)
+    add_config_options(p, example="hyperparameters.learning_rate=2e-5")
     add_spec_options(p, TrainSpec)
+    kind_is_a_word(p, "train")
     p.set_defaults(func=run, accepts_runner_flags=True)
+
+
+def kind_is_a_word(parser: argparse.ArgumentParser, verb: str) -> None:
+    """Say in ``--kind``'s help what the usage shows: the kind is the word after the verb (or this flag,
+    or the config's ``kind``)."""
+    from bgeflow.cli._options import DEST
+
+    action = next(a for a in parser._actions if a.dest == DEST + "kind")
+    action.help = (f"{action.help.removesuffix(' (required)')}: given as the word after `bgeflow {verb}` "
+                   "(see usage), this flag or the config's kind (required)")
 
 
 #: Settings of one kind only (``TrainSpec`` refuses them for the other): left out of the other's help.
@@ -58,7 +69,7 @@ def kind_help(argv: list[str]) -> str | None:
         prog=f"bgeflow train {kind}", allow_abbrev=False,
         usage=f"bgeflow train {kind} [options] [FlagEmbedding/TrainingArguments options]",
         description=__doc__.split("\n\n", 1)[1].replace("\n", " ").replace("``", ""))
-    add_config_options(parser)
+    add_config_options(parser, example="hyperparameters.learning_rate=2e-5")
     add_spec_options(parser, TrainSpec,
                      exclude=["kind", *(o.name for o in options(TrainSpec) if o.path[0] in foreign)])
     return parser.format_help()
@@ -74,13 +85,20 @@ def build_spec(args: argparse.Namespace) -> Any:
     Raises:
         ConfigError: an unknown or malformed setting, naming it.
     """
+    from bgeflow.core.errors import ConfigError
     from bgeflow.steps.training.spec import KINDS, LEGACY_OPTIONS, TrainSpec
 
     tokens = list(getattr(args, "runner_flags", []))
     # The kind as the seed writes it, a word before the options. Not an argparse positional: with
     # options argparse does not know, an optional positional would swallow their values.
     kind = {"kind": tokens.pop(0)} if tokens and tokens[0] in KINDS else {}
-    spec = spec_from_args(TrainSpec, args, extra=kind, where="")
+    try:
+        spec = spec_from_args(TrainSpec, args, extra=kind, where="")
+    except ConfigError:
+        # `--train-dat x` leaves train_data missing: name the flag nobody knows, not what it left out.
+        _refuse_unknown(args, tokens, kind.get("kind"))
+        raise
+    _check_file_options(args, spec)
     if not tokens:
         return spec
     for i, token in enumerate(tokens):  # the spellings of FlagEmbedding's earlier README
@@ -93,6 +111,58 @@ def build_spec(args: argparse.Namespace) -> Any:
     runner = spec.chosen_runner()
     options = parse_flags(runner, tokens, where=f"train {spec.kind} ({runner.name} runner)")
     return spec_from_args(TrainSpec, args, extra={**kind, "hyperparameters": options}, where="")
+
+
+def _refuse_unknown(args: argparse.Namespace, tokens: list[str], kind: str | None) -> None:
+    """Refuse the first of ``tokens`` that is neither bgeflow's flag nor an option of a runner of ``kind``.
+
+    Raises:
+        ConfigError: ``unrecognized argument --x; did you mean --y?`` (bgeflow's flags and the runners'
+            options offered alike).
+    """
+    from bgeflow.cli import unrecognized
+    from bgeflow.core.errors import ConfigError
+    from bgeflow.steps.training.runners import RUNNERS, option_names
+    from bgeflow.steps.training.spec import LEGACY_OPTIONS
+
+    try:
+        known = {name for runner in RUNNERS.values() if kind in (None, runner.kind) for name in option_names(runner)}
+    except ImportError:  # no FlagEmbedding here: only a near miss of bgeflow's own flags is sure to be a typo
+        known = None
+    for token in tokens:
+        name = token.lstrip("-").split("=", 1)[0].replace("-", "_")
+        if not token.startswith("--") or name in LEGACY_OPTIONS or (known is not None and name in known):
+            continue
+        parser = getattr(args, "verb_parser", None) or _parser(args.verb)
+        message = unrecognized(parser, [token], also=[f"--{n}" for n in sorted(known or ())])
+        if known is not None or "did you mean" in message:
+            raise ConfigError(message)
+
+
+def _check_file_options(args: argparse.Namespace, spec: Any) -> None:
+    """Check the runner options each ``--config`` file (and ``--set``) gives, naming the file of an unknown one.
+
+    Raises:
+        ConfigError: ``--config FILE: NAME is not an option of FlagEmbedding's ... runner; did you mean ...?``
+    """
+    from bgeflow.cli._options import config_layers
+    from bgeflow.steps.training.runners import check_names
+    from bgeflow.steps.training.spec import MANAGED, TrainSpec
+
+    layers = [(where, TrainSpec.canonical(mapping, where=where).get("hyperparameters") or {})
+              for where, mapping in config_layers(args)]
+    if any(names for _, names in layers):
+        runner = spec.chosen_runner()
+        for where, names in layers:
+            check_names(runner, TrainSpec._option_names(names), managed=MANAGED, where=where,
+                        near=TrainSpec.model_fields)
+
+
+def _parser(verb: str) -> argparse.ArgumentParser:
+    from bgeflow.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[verb]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -48,7 +48,7 @@ def load_mapping(uri: str, what: str, *, flag: str = "--config") -> dict[str, An
 
     Raises:
         NotFoundError: no file at ``uri``.
-        ConfigError: not valid YAML, or not a mapping (one line naming the file).
+        ConfigError: not valid YAML (one line naming the file and line), or not a mapping.
     """
     import yaml
 
@@ -58,9 +58,26 @@ def load_mapping(uri: str, what: str, *, flag: str = "--config") -> dict[str, An
     try:
         data = load_yaml(store.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{flag} {uri}: not valid YAML ({' '.join(str(exc).split())})") from None
+        raise ConfigError(f"{flag} {yaml_problem(exc, uri)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{flag} {uri}: expected a mapping of {what}")
     return data
+
+
+def yaml_problem(exc: Exception, name: str) -> str:
+    """``name:LINE:COLUMN: not valid YAML: problem (context at line L, column C)``, on one line.
+
+    PyYAML's own text names the stream ``"<unicode string>"`` and spans lines; this names the file.
+    """
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"{name}: not valid YAML ({' '.join(str(exc).split())})"
+    problem = " ".join(str(getattr(exc, "problem", None) or "syntax error").split())
+    context, where = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    detail = ""
+    if context:
+        detail = f" ({' '.join(str(context).split())}"
+        detail += f" at line {where.line + 1}, column {where.column + 1})" if where is not None else ")"
+    return f"{name}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {problem}{detail}"

@@ -15,12 +15,16 @@ knowing bgeflow (``ValueError``, ``FileNotFoundError``, ``RuntimeError``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 #: ``bgeflow evaluate --fail-on-gate`` when the quality gate fails.
 EXIT_GATE_FAILED = 3
 EXIT_INTERRUPTED = 130
+#: stdout's reader went away (``bgeflow models list | head``): what a shell reports for a tool killed by SIGPIPE.
+EXIT_BROKEN_PIPE = 141
 
 
 class BgeflowError(Exception):
@@ -49,3 +53,16 @@ class UnsafePathError(BgeflowError, ValueError):
 
 class StepFailed(RuntimeError):
     """The work stopped for a reason outside the input; the message says what and where."""
+
+
+def did_you_mean(word: str, known: Iterable[str], *, show: Callable[[str], str] | None = None, limit: int = 3) -> str:
+    """``"; did you mean a, b?"`` naming the known names closest to ``word``, or ``""`` when none is close.
+
+    The one suggestion of every "unknown name" message (flags, settings, FlagEmbedding options).
+    ``show``: how a match is written in the message (matches written the same way are named once).
+    """
+    import difflib
+
+    close = difflib.get_close_matches(word, list(known), n=2 * limit)
+    shown = list(dict.fromkeys(show(name) if show else name for name in close))[:limit]
+    return f"; did you mean {', '.join(shown)}?" if shown else ""

@@ -16,10 +16,9 @@ deeply: a mapping given for a nested block changes only the keys it names (``dee
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -28,7 +27,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from typing_extensions import Self
 
-from bgeflow.core.errors import ConfigError
+from bgeflow.core.errors import ConfigError, did_you_mean
 
 KeyPath = tuple[str, ...]
 
@@ -88,23 +87,27 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
     @classmethod
-    def build(cls, *layers: Mapping[str, Any] | None, where: str = "settings", cli: bool = False) -> Self:
+    def build(cls, *layers: Mapping[str, Any] | None, where: str = "settings", cli: bool = False,
+              sources: Sequence[str] = ()) -> Self:
         """Deep-merge ``layers`` (later ones win) and validate them into this spec.
 
         Keys may be field names, flag names (``query-max-len``) or aliases, at any level.
+        ``sources``: what each layer is (``--config m.yaml``; ``""`` for none), in the same order: a
+        value at fault is named with the layer it came from.
 
         Raises:
             ConfigError: one line per problem, each naming the field (``mine.negative_number``),
-                plus its flag (``--negative-number``) when ``cli`` is true.
+                plus its flag (``--negative-number``) when ``cli`` is true, and its layer's source.
         """
+        canonical = [cls.canonical(layer, where=where) if layer else {} for layer in layers]
         merged: dict[str, Any] = {}
-        for layer in layers:
-            if layer:
-                merged = deep_merge(merged, cls.canonical(layer, where=where))
+        for layer in canonical:
+            merged = deep_merge(merged, layer)
         try:
             return cls.model_validate(merged)
         except ValidationError as exc:
-            raise config_error(cls, exc, where=where, cli=cli) from None
+            named = list(zip(canonical, sources, strict=False))
+            raise config_error(cls, exc, where=where, cli=cli, origin=lambda loc: _origin(loc, named)) from None
 
     @classmethod
     def of(cls, **settings: Any) -> Self:
@@ -137,10 +140,8 @@ class Spec(BaseModel):
     def unknown_key(cls, key: str, value: Any, *, where: str) -> KeyPath | None:
         """What an unknown key means; the default refuses it. Specs with open-ended options override."""
         names = flat_names(cls)
-        close = difflib.get_close_matches(_key(key), list(names), n=6)
         # One suggestion per setting, by its dotted name (a flag spelling and the path name the same one).
-        suggestions = list(dict.fromkeys(".".join(names[name]) for name in close))[:3]
-        hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
+        hint = did_you_mean(_key(key), names, show=lambda name: ".".join(names[name]))
         raise ConfigError(f"{where}: unknown setting {key!r} for {cls.__name__}{hint}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -304,8 +305,12 @@ def type_name(annotation: Any) -> str:
 # --------------------------------------------------------------------------- errors and docs
 
 
-def config_error(cls: type[Spec], exc: ValidationError, *, where: str, cli: bool) -> ConfigError:
-    """A ValidationError as one line per problem: ``where: field (--flag): message (got value)``."""
+def config_error(cls: type[Spec], exc: ValidationError, *, where: str, cli: bool,
+                 origin: Callable[[tuple[Any, ...]], str] | None = None) -> ConfigError:
+    """A ValidationError as one line per problem: ``where: [source: ]field (--flag): message (got value)``.
+
+    ``origin``: the source of the value at a location (``--config m.yaml``), or ``""``.
+    """
     flags = {opt.path: opt.flag for opt in options(cls)} if cli else {}
     lines = []
     for error in exc.errors(include_url=False):
@@ -315,8 +320,30 @@ def config_error(cls: type[Spec], exc: ValidationError, *, where: str, cli: bool
         label = f"{name} ({flag})" if flag else name
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         got = "" if error.get("type") in ("missing", "value_error", "assertion_error") else f" (got {error.get('input')!r})"
-        lines.append(f"{label}: {message}{got}" if label else f"{message}{got}")
+        source = origin(tuple(error.get("loc", ()))) if origin else ""
+        lines.append((f"{source}: " if source else "") + (f"{label}: {message}{got}" if label else f"{message}{got}"))
     return ConfigError((f"{where}: " if where else "") + "; ".join(lines))
+
+
+def _origin(loc: tuple[Any, ...], layers: Sequence[tuple[Mapping[str, Any], str]]) -> str:
+    """The source of the last of ``layers`` that sets the value at ``loc`` (``""``: none named, or no field)."""
+    if not loc:  # a check of the whole spec: no one layer is at fault
+        return ""
+    for layer, source in reversed(layers):
+        node: Any = layer
+        for part in loc:
+            if not isinstance(node, Mapping):
+                break  # the layer sets a whole value (a list) that holds loc
+            if part not in node:
+                node = _MISSING
+                break
+            node = node[part]
+        if node is not _MISSING:
+            return source
+    return ""
+
+
+_MISSING = object()
 
 
 def describe(cls: type[Spec], *, indent: str = "") -> list[str]:

@@ -75,11 +75,29 @@ def loads_line(raw: bytes, where: str) -> tuple[Any, Problem | None]:
     try:
         return json.loads(text), None
     except json.JSONDecodeError as exc:
-        return None, Problem(where, "invalid_json", "", f"invalid JSON: {exc.msg} at column {exc.colno}")
+        return None, Problem(where, "invalid_json", "", json_error_text(exc, text))
     except RecursionError:
         return None, Problem(where, "too_deep", "", f"JSON nested too deeply (more than {MAX_DEPTH} levels)")
     except ValueError as exc:  # int digits limit (sys.set_int_max_str_digits)
         return None, Problem(where, "invalid_json", "", f"invalid JSON: {exc}")
+
+
+def json_error_text(exc: json.JSONDecodeError, text: str) -> str:
+    """``invalid JSON: Unterminated string starting at column 400``: json's sentence, its column once.
+
+    The line's end is no part of the line: whether a reader strips it or not (ingest does), the same
+    line gets the same message (a string cut by a stray \r: "Unterminated string", not "Invalid
+    control character"). json's messages end in "at" before the position it adds.
+    """
+    stripped = text.rstrip("\r\n")
+    if len(stripped) != len(text):
+        try:
+            json.loads(stripped)
+        except json.JSONDecodeError as again:
+            exc = again
+        except (ValueError, RecursionError):  # not a syntax error without the line end: keep the first
+            pass
+    return f"invalid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}"
 
 
 def parse_line(raw: bytes, where: str, *, min_negatives: int = 0) -> tuple[TrainRecord | None, list[Problem]]:

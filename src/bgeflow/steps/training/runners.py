@@ -8,14 +8,13 @@ FlagEmbedding's own ``__main__`` modules do).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bgeflow.core.errors import ConfigError
+from bgeflow.core.errors import ConfigError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +239,8 @@ def check_names(runner: Runner, names: Iterable[str], *, managed: Iterable[str] 
             # An option of another runner of the kind: the base model chose this one (or could not be read).
             others = [r.name for r in RUNNERS.values() if r.kind == runner.kind and r != runner
                       and name in option_names(r)]
-            close = difflib.get_close_matches(name, sorted(known | set(near)), n=3)
             hint = (f"; it is one of the {', '.join(others)} runner's: pass --runner {others[0]}" if others
-                    else f"; did you mean {', '.join(close)}?" if close else "")
+                    else did_you_mean(name, sorted(known | set(near))))
             raise ConfigError(f"{where}: {name} is not an option of FlagEmbedding's {runner.name} runner "
                               f"or transformers' TrainingArguments{hint}")
 
@@ -257,6 +255,7 @@ def parse_flags(runner: Runner, tokens: list[str], *, where: str) -> dict[str, A
     import argparse
 
     parser = hf_parser(runner)
+    parser.allow_abbrev = False  # --learning_rat is a typo to name, not learning_rate
     for action in parser._actions:
         action.required = False
         action.default = argparse.SUPPRESS

@@ -155,7 +155,7 @@ def _keep_best(callback: Any, output_dir: Path, final_step: int) -> dict[str, An
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bgeflow.steps.training.worker")
+    parser = argparse.ArgumentParser(prog="bgeflow.steps.training.worker", allow_abbrev=False)
     parser.add_argument("--kind", choices=("retriever", "reranker"), required=True)
     parser.add_argument("--runner", default=None, help="runner name (default: the kind's encoder runner)")
     parser.add_argument("--runner-args", required=True, help="JSON object of the runner's options")
