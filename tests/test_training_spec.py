@@ -253,6 +253,21 @@ def test_data_checks(tmp_path: Path) -> None:
         fetch_train_data(spec, {**options, "knowledge_distillation": True}, tmp_path / "scratch" / "train.jsonl")
 
 
+@pytest.mark.parametrize(("record", "says", "hint"), [
+    ({"query": "q", "pos": ["p"], "neg": []}, r"\[neg\]", True),
+    ({"query": "q", "pos": "p", "neg": ["n"]}, r"\[pos\]: expected a list of strings", False),
+    ({"query": "", "pos": ["p"], "neg": ["n"]}, r"\[query\]", False),
+], ids=["no-negatives", "pos-a-string", "empty-query"])
+def test_a_bad_training_line_gets_the_mining_hint_only_when_negatives_are_missing(
+        tmp_path: Path, record: dict, says: str, hint: bool) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    spec = TrainSpec.of(kind="retriever", **{**BASE, "train_data": str(data)})
+    with pytest.raises(DataError, match=rf"{data}:1 {says}") as caught:
+        fetch_train_data(spec, spec.resolved_hyperparameters(), tmp_path / "scratch" / "train.jsonl")
+    assert ("bgeflow mine" in str(caught.value)) is hint, caught.value
+
+
 def test_operator_env_and_its_resolution() -> None:
     env = operator_env(node_rank=1, nnodes=2, nproc_per_node=4, master_addr="job-master-0", master_port=23456)
     assert env["WORLD_SIZE"] == "8" and env["RANK"] == "1" and env["PET_NODE_RANK"] == "1"

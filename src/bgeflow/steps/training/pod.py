@@ -207,9 +207,11 @@ def fetch_train_data(spec: TrainSpec, options: dict[str, Any], dest: Path, *, in
             # FlagEmbedding divides by the negative count: a record without negatives cannot train.
             problems = check_record(obj, where, min_negatives=1)
             if problems:
-                raise DataError(f"{problems[0]}; every training record needs >= 1 negative "
-                                "(add them with `bgeflow mine`)" if len(problems) == 1 else
-                                f"{problems[0]} (+{len(problems) - 1} more on this line)")
+                # The mining hint only where negatives are what is missing, not on any malformed line.
+                hint = ("; every training record needs >= 1 negative (add them with `bgeflow mine`)"
+                        if any(p.rule == "too_few_negatives" for p in problems) else "")
+                more = f" (+{len(problems) - 1} more on this line)" if len(problems) > 1 else ""
+                raise DataError(f"{problems[0]}{more}{hint}")
             if distill and (obj.get("pos_scores") is None or obj.get("neg_scores") is None):
                 raise DataError(f"{where}: knowledge_distillation needs pos_scores and neg_scores in every record")
             negatives = len(obj["neg"])
