@@ -11,6 +11,8 @@ import pytest
 from bgeflow.cli import main
 from bgeflow.retrieval.pooling import resolve_pooling
 from bgeflow.steps.evaluation import EvaluateSpec, compute_metrics, evaluate
+from bgeflow.steps.evaluation.evaluate import few_queries
+from bgeflow.steps.evaluation.gate import parse_gate
 
 TOPICS = {
     "panda": ["The giant panda is a bear native to south central China.",
@@ -98,6 +100,15 @@ def test_evaluate_retrievers_and_rerankers(
     doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert doc == json.loads(json.dumps(result.metrics))
     assert result.gate_passed and doc["gate"]["passed"]
+    # The smallest margin over a reference (champion+0.5) exceeds one query's swing: no warning.
+    assert doc["warnings"] == [] and "Warning" not in (tmp_path / "out" / "report.md").read_text()
+    # The default gate's +0.01 on a handful of queries: one query decides it, and the report says so.
+    small = evaluate(EvaluateSpec.of(output=str(tmp_path / "small"), eval_data=str(eval_dir),
+                                     base_retriever="bundled:minilm", retriever=minilm_path,
+                                     gate="ndcg@10>=base+0.01", **FAST))
+    queries = small.metrics["eval_set"]["queries"]
+    assert queries < 100 and small.metrics["warnings"] == [few_queries(queries, parse_gate("ndcg@10>=base+0.01"))]
+    assert f"> **Warning:** the eval set has {queries} queries" in (tmp_path / "small" / "report.md").read_text()
     assert "no champion" in doc["gate"]["rules"][3]["reason"]
     assert doc["eval_set"]["corpus"] == 18 and doc["eval_set"]["queries"] == 6
     assert list(doc["metrics"]) == ["base", "finetuned", "retriever"]
@@ -327,3 +338,21 @@ def test_compare_two_evaluations_query_by_query(eval_dir: Path, minilm_path: str
     assert "not a bgeflow evaluate output" in capsys.readouterr().err
     assert main(["compare", a.output_uri, b.output_uri, "--top", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["per_query"]["queries"] == 6
+
+
+@pytest.mark.parametrize(("queries", "gate", "warned"), [
+    (1, "ndcg@10>=base+0.01", "the eval set has 1 query: one query moves a mean metric by up to 1, more than the "
+                              "gate's margin 0.01, so one query decides the verdict; hold out at least 100 queries"),
+    (99, "ndcg@10>=base+0.01", "99 queries"),
+    (100, "ndcg@10>=base+0.01", None),  # 1/100 is the margin itself: a rule can still need two queries to flip
+    (30, "ndcg@10>=base+0.05, recall@10>=0.5", None),  # the smallest margin over a reference is 0.05 > 1/30
+    (30, "ndcg@10>=base+0.1, rerank.ndcg@10>=retriever+0.02", "more than the gate's margin 0.02"),
+    (50, "ndcg@10>=0.5", "more than the gate's margin 0.01"),  # no margin over a reference: the default's 0.01
+    (0, "ndcg@10>=base+0.01", None),
+])
+def test_an_eval_set_too_small_for_the_gate_is_named(queries: int, gate: str, warned: str | None) -> None:
+    warning = few_queries(queries, parse_gate(gate))
+    if warned is None:
+        assert warning is None
+    else:
+        assert warning is not None and warned in warning

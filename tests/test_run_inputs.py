@@ -144,8 +144,11 @@ def test_summary_says_which_model_was_held_back_and_why() -> None:
                          models={"retriever": {"trained": True, "uri": "m1", "base_model": "b"},
                                  "reranker": {"trained": True, "uri": "m2", "base_model": "b"}},
                          published={"retriever": {"uri": "reg/bge-retriever/v1", "champion": True}},
-                         skipped={"reranker": reason})
+                         skipped={"reranker": reason}, eval_queries=40,
+                         warnings=["the eval set has 40 queries: one query moves a mean metric by up to 0.025"])
     text = format_summary(summary)
+    assert any(line.startswith("  metric ") and line.endswith("(40 eval queries)") for line in text.splitlines())
+    assert "  WARNING: the eval set has 40 queries: one query moves a mean metric by up to 0.025" in text
     assert f"NOT published: {reason}" in text
     assert text.splitlines()[1] == "  step logs: r/logs"  # where each step's full log is
     assert "retriever: passed" in text and "reranker: FAILED, not published" in text

@@ -265,6 +265,8 @@ class RunSummary:
     skipped: dict[str, str] = field(default_factory=dict)
     eval_set: str = ""  # where the gate's metrics come from
     split_metrics: dict[str, Any] = field(default_factory=dict)  # ingest's split, scored beside eval_data
+    eval_queries: int | None = None  # the gate's eval set size
+    warnings: list[str] = field(default_factory=list)  # evaluate's (e.g. an eval set too small to judge on)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -329,6 +331,8 @@ def collect(root: Path, seconds: float) -> RunSummary:
             summary.metrics = document.get("metrics", {})
             summary.gate = document.get("gate", {})
             summary.eval_set = str(meta["evaluation"].get("eval_set") or "")
+            summary.eval_queries = (document.get("eval_set") or {}).get("queries")
+            summary.warnings = list(document.get("warnings") or [])
             if meta["evaluation"].get("split_metrics"):
                 split = json.loads(open_store(meta["evaluation"]["split_metrics"]).read_text())
                 summary.split_metrics = split.get("metrics", {})
@@ -365,7 +369,8 @@ def format_summary(summary: RunSummary) -> str:
     unranked = summary.metrics.get("retriever", {})  # the retriever's own order of the reranked candidates
     if tuned:
         extra = f"{'not reranked':>14}" if unranked else ""
-        lines += ["", f"  {'metric':<18}{'base':>10}{'fine-tuned':>12}{'delta':>10}{extra}"]
+        size = f" ({summary.eval_queries} eval queries)" if summary.eval_queries is not None else ""
+        lines += ["", f"  {'metric':<18}{'base':>10}{'fine-tuned':>12}{'delta':>10}{extra}{size}"]
         for name, value in tuned.items():
             before = base.get(name)
             delta = f"{value - before:+.4f}" if before is not None else ""
@@ -377,6 +382,7 @@ def format_summary(summary: RunSummary) -> str:
         lines += ["", f"  metrics above: your eval set {summary.eval_set}; ingest's held-out split (not gated): "
                       + ", ".join(f"{name} {tuned_split[name]:.4f} (base {base_split.get(name, float('nan')):.4f})"
                                   for name in ("ndcg@10", "rerank.ndcg@10") if name in tuned_split)]
+    lines += [f"  WARNING: {warning}" for warning in summary.warnings]
     if summary.gate:
         verdict = "PASSED" if summary.gate.get("passed") else "FAILED"
         lines += ["", f"  gate {summary.gate.get('expression') or '(no rules)'}: {verdict}"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from bgeflow.core.weights import require_safetensors
 from bgeflow.data.records import query_prompt
 from bgeflow.steps.evaluation import families
 from bgeflow.steps.evaluation.evalset import EvalSet, load_eval_set, resolve_eval_uris
-from bgeflow.steps.evaluation.gate import RERANK_PREFIX, RETRIEVER_REFERENCE, check_gate
+from bgeflow.steps.evaluation.gate import RERANK_PREFIX, RETRIEVER_REFERENCE, GateRule, check_gate
 from bgeflow.steps.evaluation.metrics import compute_metrics, parse_metric
 from bgeflow.steps.evaluation.spec import EvaluateSpec
 
@@ -264,6 +265,30 @@ def _deltas(columns: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]
     return out
 
 
+def few_queries(queries: int, rules: list[GateRule]) -> str | None:
+    """A warning when the eval set is too small for the gate to mean anything; None otherwise.
+
+    A mean metric in [0, 1] (nDCG, recall, MRR) over ``queries`` queries moves by up to ``1/queries``
+    when one query's ranking changes. When that exceeds the smallest margin a gate rule asks over a
+    reference (``ndcg@10>=base+0.01``: 0.01), one query decides the verdict. Without such a margin,
+    0.01 stands in (the default gate's).
+
+    Args:
+        queries: the eval set's query count.
+        rules: the gate's rules.
+
+    Returns:
+        One line naming the size, the swing of one query and what to do, or None.
+    """
+    margins = [abs(r.offset) for r in rules if r.reference is not None and r.offset]
+    margin = min(margins, default=0.01)
+    if not queries or 1 / queries <= margin:
+        return None
+    return (f"the eval set has {queries} quer{'y' if queries == 1 else 'ies'}: one query moves a mean metric by up to "
+            f"{1 / queries:.3g}, more than the gate's margin {margin:g}, so one query decides the verdict; hold out "
+            f"at least {math.ceil(1 / margin)} queries (ingest.eval_fraction, or your own eval_data)")
+
+
 def evaluate(config: EvaluateSpec) -> EvalResult:
     """Evaluate the configured models, apply the gate, and write metrics.json, report.md, deltas.png."""
     from bgeflow.steps.evaluation.report import plot_deltas, render_report
@@ -272,6 +297,9 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
     uris = resolve_eval_uris(config.eval_data, config.corpus, config.queries, config.qrels)
     evalset = load_eval_set(uris)
     log.info("eval set: %d passages, %d queries", len(evalset.corpus_ids), len(evalset.queries))
+    warnings = [w for w in (few_queries(len(evalset.queries), config.rules),) if w]
+    for warning in warnings:
+        log.warning("evaluate: %s", warning)
     out = open_store(config.output)
     with tempfile.TemporaryDirectory(prefix="bgeflow-evaluate-") as tmp:
         workdir = Path(tmp)
@@ -318,6 +346,7 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
         document: dict[str, Any] = {
             "bgeflow_version": __version__,
             "eval_set": {"uris": uris, **evalset.sizes()},
+            "warnings": warnings,
             "models": {
                 (m.column if m.role == "retriever" else f"{m.column}_reranker"): {
                     "role": m.role, "model": m.ref, **({"pooling": m.pooling} if m.pooling else {}),

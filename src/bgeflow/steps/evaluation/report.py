@@ -68,6 +68,7 @@ def render_report(document: dict[str, Any]) -> str:
     lines = ["# Evaluation report", ""]
     lines += [f"Eval set: {sizes.get('queries', '?')} queries, {sizes.get('corpus', '?')} passages, "
               f"{sizes.get('judgements', '?')} judgements.", ""]
+    lines += [f"> **Warning:** {w}" for w in document.get("warnings", [])] + ([""] if document.get("warnings") else [])
     lines += ["## Models", "", "| column | role | model | pooling | normalised | precision |",
               "|---|---|---|---|---|---|"]
     skipped = []
