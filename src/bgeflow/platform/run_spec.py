@@ -300,22 +300,40 @@ def publish_spec(publish: PublishSettings, *, model: str, name: str, registry: s
                                                  "publish_if_gate_failed": False}, where="publish")
 
 
-def check_hyperparameters(run: RunSpec) -> dict[str, dict[str, Any]]:
+def check_hyperparameters(run: RunSpec, *, models_elsewhere: bool = False) -> dict[str, dict[str, Any]]:
     """Each trained model's hyperparameters as its launcher and pods will check them: every name
     against FlagEmbedding's dataclasses of the runner its base model gets, and the values it can train
     with. ``bgeflow run``'s pre-flight and direct mode's plan call this, so a typo fails before any step.
 
+    Args:
+        run: the retrain spec.
+        models_elsewhere: the base models live where the training runs, not necessarily here (direct
+            mode's init containers run the ops image, which holds no ``bundled:`` model and none of the
+            pods' paths): a model that cannot be read here is skipped, and ``bgeflow launch`` checks its
+            options with the model at hand before anything is submitted.
+
     Returns:
-        Model kind → its resolved runner options (only the kinds the run trains).
+        Model kind → its resolved runner options (only the kinds the run trains and could check).
 
     Raises:
         ConfigError: an unknown option (with the close names), one bgeflow sets itself, or a bad value.
-        NotFoundError: a local base model path with no model in it.
+        NotFoundError: a local base model path with no model in it (unless ``models_elsewhere``).
     """
+    from bgeflow.core.errors import BgeflowError
+    from bgeflow.core.models import inspectable_model
     from bgeflow.steps.training.pod import resolved_options
 
-    return {kind: resolved_options(train_spec(kind, block, train_data="-", output="-"))
-            for kind, block in (("retriever", run.retriever), ("reranker", run.reranker)) if block.train}
+    checked = {}
+    for kind, block in (("retriever", run.retriever), ("reranker", run.reranker)):
+        if not block.train:
+            continue
+        if models_elsewhere:
+            try:
+                inspectable_model(block.model)
+            except BgeflowError:
+                continue
+        checked[kind] = resolved_options(train_spec(kind, block, train_data="-", output="-"))
+    return checked
 
 
 def check_negatives(run: RunSpec) -> None:
