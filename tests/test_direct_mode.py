@@ -376,6 +376,20 @@ def test_a_base_model_this_container_cannot_read_leaves_its_option_check_to_the_
     assert code == 2 and "warmup_ratoi" in capsys.readouterr().err
 
 
+def test_an_image_without_flagembedding_leaves_the_option_check_to_the_launch(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ops image, where ingest's, mine's, evaluate's and publish's step-spec run, has no FlagEmbedding:
+    the plan builds, and the training stage (the gpu image) refuses the typo before it submits anything."""
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "FlagEmbedding" else found(name, *a, **k))
+    retrain = _with("reranker.hyperparameters.warmup_ratoi", 0.1)
+    code, output = write_step_spec(tmp_path, "ingest", retrain)
+    assert code == 0 and output.exists(), capsys.readouterr().err
+
+
 def test_the_chart_render_reads_its_floats_as_floats(tmp_path: Path) -> None:
     """Helm writes the values' 3e-5 as `3e-05` (Go's encoder), which YAML 1.1 reads as a string: the
     runner would get learning_rate "3e-05" and the optimiser would fail on it."""

@@ -149,7 +149,8 @@ def direct_plan(run: RunSpec, *, root: str) -> dict[str, Spec]:
         if block.train:
             plan[f"train-{kind}"] = blocks.train_spec(kind, block, train_data=layout.mined,
                                                       output=layout.model_output(kind), validation_data=split or None)
-    # As `bgeflow run`'s pre-flight: a typo fails the first stage (where this container can read the base model).
+    # As `bgeflow run`'s pre-flight: a typo fails the first stage where this container can check it (an image
+    # with FlagEmbedding, a base model it can read); else the training stage's launch refuses it.
     blocks.check_hyperparameters(run, models_elsewhere=True)
     blocks.check_negatives(run)
     # As kfp_steps.evaluate_step: a model not trained in the run is its base model for the retriever,

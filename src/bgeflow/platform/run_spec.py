@@ -12,6 +12,7 @@ pre-flight and the direct-mode Jobs call them, so a block means the same thing e
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -307,10 +308,11 @@ def check_hyperparameters(run: RunSpec, *, models_elsewhere: bool = False) -> di
 
     Args:
         run: the retrain spec.
-        models_elsewhere: the base models live where the training runs, not necessarily here (direct
-            mode's init containers run the ops image, which holds no ``bundled:`` model and none of the
-            pods' paths): a model that cannot be read here is skipped, and ``bgeflow launch`` checks its
-            options with the model at hand before anything is submitted.
+        models_elsewhere: the training runs elsewhere, in another image (direct mode's stages other than
+            training run the ops image, which holds neither FlagEmbedding nor a ``bundled:`` model nor
+            the pods' paths): check only where this container can, i.e. with FlagEmbedding importable
+            and for base models it can read; ``bgeflow launch`` checks the rest, with the training
+            image's FlagEmbedding and the model at hand, before anything is submitted.
 
     Returns:
         Model kind → its resolved runner options (only the kinds the run trains and could check).
@@ -323,7 +325,9 @@ def check_hyperparameters(run: RunSpec, *, models_elsewhere: bool = False) -> di
     from bgeflow.core.models import inspectable_model
     from bgeflow.steps.training.pod import resolved_options
 
-    checked = {}
+    checked: dict[str, dict[str, Any]] = {}
+    if models_elsewhere and importlib.util.find_spec("FlagEmbedding") is None:
+        return checked  # the names are FlagEmbedding's dataclass fields: nothing to check them against here
     for kind, block in (("retriever", run.retriever), ("reranker", run.reranker)):
         if not block.train:
             continue
