@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,25 @@ def test_spec_document_round_trips_and_files_merge_under_flags(tmp_path: Path) -
     with pytest.raises(ConfigError, match=rf"^--config {path}: normalize_embeddings is not an option of "
                                           "FlagEmbedding's reranker-encoder runner"):
         parse("reranker", "--config", str(path))  # a retriever's option, refused before any training
+
+
+def test_without_flagembedding_file_options_are_left_to_the_pods(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's train launcher runs `bgeflow launch --config` in the ops image, which has no
+    FlagEmbedding: its options are taken as written, and the training pods check them."""
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "FlagEmbedding" else found(name, *a, **k))
+    for name in [m for m in sys.modules if m == "FlagEmbedding" or m.startswith("FlagEmbedding.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "FlagEmbedding", None)  # `import FlagEmbedding...` fails, as in that image
+    path = tmp_path / "train.yaml"
+    path.write_text("kind: retriever\nmodel: m\ntrain_data: d\noutput: o\nhyperparameters:\n"
+                    "  learning_rate: 1.0e-5\n  max_steps: 3\n", encoding="utf-8")
+    spec = parse("--config", str(path))
+    assert spec.hyperparameters == {"learning_rate": 1e-5, "max_steps": 3}
 
 
 @pytest.mark.parametrize(("written", "value"), [

@@ -142,9 +142,16 @@ def _refuse_unknown(args: argparse.Namespace, tokens: list[str], kind: str | Non
 def _check_file_options(args: argparse.Namespace, spec: Any) -> None:
     """Check the runner options each ``--config`` file (and ``--set``) gives, naming the file of an unknown one.
 
+    Only where FlagEmbedding is installed: the names are its dataclasses' fields. The pipeline's train
+    launcher runs in the ops image, which has none; the training pods check there, before torchrun.
+
     Raises:
         ConfigError: ``--config FILE: NAME is not an option of FlagEmbedding's ... runner; did you mean ...?``
     """
+    import importlib.util
+
+    if importlib.util.find_spec("FlagEmbedding") is None:
+        return
     from bgeflow.cli._options import config_layers
     from bgeflow.steps.training.runners import check_names
     from bgeflow.steps.training.spec import MANAGED, TrainSpec
