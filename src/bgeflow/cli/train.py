@@ -148,13 +148,12 @@ def _check_file_options(args: argparse.Namespace, spec: Any) -> None:
     Raises:
         ConfigError: ``--config FILE: NAME is not an option of FlagEmbedding's ... runner; did you mean ...?``
     """
-    import importlib.util
-
-    if importlib.util.find_spec("FlagEmbedding") is None:
-        return
     from bgeflow.cli._options import config_layers
-    from bgeflow.steps.training.runners import check_names
+    from bgeflow.steps.training.runners import check_names, options_checkable
     from bgeflow.steps.training.spec import MANAGED, TrainSpec
+
+    if not options_checkable():
+        return
 
     layers = [(where, TrainSpec.canonical(mapping, where=where).get("hyperparameters") or {})
               for where, mapping in config_layers(args)]

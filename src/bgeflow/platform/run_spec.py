@@ -12,7 +12,6 @@ pre-flight and the direct-mode Jobs call them, so a block means the same thing e
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -324,9 +323,10 @@ def check_hyperparameters(run: RunSpec, *, models_elsewhere: bool = False) -> di
     from bgeflow.core.errors import BgeflowError
     from bgeflow.core.models import inspectable_model
     from bgeflow.steps.training.pod import resolved_options
+    from bgeflow.steps.training.runners import options_checkable
 
     checked: dict[str, dict[str, Any]] = {}
-    if models_elsewhere and importlib.util.find_spec("FlagEmbedding") is None:
+    if models_elsewhere and not options_checkable():
         return checked  # the names are FlagEmbedding's dataclass fields: nothing to check them against here
     for kind, block in (("retriever", run.retriever), ("reranker", run.reranker)):
         if not block.train:

@@ -38,6 +38,18 @@ class Runner:
         return tuple(loaded)  # type: ignore[return-value]
 
 
+def options_checkable() -> bool:
+    """Whether runner options can be checked by name here: FlagEmbedding is installed.
+
+    The ops image (the pipeline's train launcher, direct mode's step-spec init containers) has no
+    FlagEmbedding; there the names go unchecked, and the training pods (the gpu image) check them
+    before torchrun starts.
+    """
+    import importlib.util
+
+    return importlib.util.find_spec("FlagEmbedding") is not None
+
+
 _EMBEDDER = "FlagEmbedding.finetune.embedder"
 _RERANKER = "FlagEmbedding.finetune.reranker"
 _EMBEDDER_ABC = "FlagEmbedding.abc.finetune.embedder"
