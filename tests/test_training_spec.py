@@ -193,6 +193,31 @@ def test_exponent_floats_read_as_numbers_in_config_files_and_set(tmp_path: Path,
     assert parse("--config", str(path), "--set", f"warmup_ratio={written}").hyperparameters["warmup_ratio"] == value
 
 
+@pytest.mark.parametrize(("given", "expected"), [
+    ({"learning_rate": "3e-5"}, {"learning_rate": 3e-5}),  # Helm's --set keeps exponent floats as text
+    ({"num_train_epochs": "2"}, {"num_train_epochs": 2.0}),
+    ({"max_steps": "3", "per_device_train_batch_size": 4.0}, {"max_steps": 3, "per_device_train_batch_size": 4}),
+    ({"fp16": "false", "negatives_cross_device": "True"}, {"fp16": False, "negatives_cross_device": True}),
+    ({"lr_scheduler_type": "cosine", "report_to": "none"}, {"lr_scheduler_type": "cosine", "report_to": "none"}),
+])
+def test_text_values_get_the_type_the_runner_declares(given: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Values from loosely typed sources (Helm's --set, quoted YAML, KFP's Struct) reach the runner typed as
+    its flags would be: "3e-5" failed in the optimiser, and "false" is a true string."""
+    options = resolved_options(TrainSpec.of(kind="retriever", **BASE, hyperparameters=given))
+    assert {k: options[k] for k in expected} == expected
+    assert all(type(options[k]) is type(v) for k, v in expected.items())
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"learning_rate": "3e-5x"}, "learning_rate '3e-5x' is not a number"),
+    ({"max_steps": "ten"}, "max_steps 'ten' is not an integer"),
+    ({"fp16": "maybe"}, "fp16 'maybe' is not a boolean"),
+])
+def test_text_that_is_not_of_the_options_type_is_refused_by_name(given: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=f"train retriever hyperparameters .*: {message}"):
+        resolved_options(TrainSpec.of(kind="retriever", **BASE, hyperparameters=given))
+
+
 def test_the_pod_command_is_one_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PET_NNODES", "3")
     spec = TrainSpec.of(kind="retriever", **{**BASE, "output": str(tmp_path / "out")}, local_nodes=2,

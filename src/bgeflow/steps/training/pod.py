@@ -50,7 +50,7 @@ from bgeflow.steps.training.distributed import Distributed, resolve, torchrun_co
 from bgeflow.steps.training.export import export_model, instruction_prefix
 from bgeflow.steps.training.handoff import FAILURE_PREFIX, HISTORY_FILE
 from bgeflow.steps.training.local import run_local_pods, shared_cores_env
-from bgeflow.steps.training.runners import Runner, check_names, integral, runner_options
+from bgeflow.steps.training.runners import Runner, check_names, runner_options, typed
 from bgeflow.steps.training.spec import MANAGED, TrainSpec
 
 log = logging.getLogger(__name__)
@@ -108,14 +108,15 @@ def resolved_options(spec: TrainSpec, runner: Runner | None = None, model_path: 
     already fetched (a pod), else it is read where it lies.
 
     Raises:
-        ConfigError: an option no dataclass of the runner declares, one bgeflow sets itself, or a
-            value the runner cannot train with (``runner_options``).
+        ConfigError: an option no dataclass of the runner declares, one bgeflow sets itself, a value
+            the runner cannot train with (``runner_options``), or text that is not of the option's type
+            (``typed``: Helm's ``--set`` and quoted YAML give strings).
     """
     runner = runner or spec.chosen_runner(model_path)
     options = spec.resolved_hyperparameters(runner.name)
-    check_names(runner, options, managed=MANAGED, where=f"train {spec.kind} hyperparameters ({runner.name} runner)",
-                near=TrainSpec.model_fields)
-    return integral(runner, runner_options(runner, options, model_path or inspectable_model(spec.model)))
+    where = f"train {spec.kind} hyperparameters ({runner.name} runner)"
+    check_names(runner, options, managed=MANAGED, where=where, near=TrainSpec.model_fields)
+    return typed(runner, runner_options(runner, options, model_path or inspectable_model(spec.model)), where=where)
 
 
 # --------------------------------------------------------------------------- checks

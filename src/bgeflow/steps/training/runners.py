@@ -216,13 +216,27 @@ def option_types(runner: Runner) -> dict[str, Any]:
     return types
 
 
-def integral(runner: Runner, options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with whole floats given back to the options declared ``int`` (``4.0`` → ``4``).
+def typed(runner: Runner, options: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """``options`` with each value given the type its dataclass field declares, as a command line would.
 
-    JSON numbers passed through KFP (a protobuf Struct) arrive as floats, and transformers refuses
-    ``per_device_train_batch_size=4.0``; a fractional value is left for the runner to refuse.
+    Loosely typed sources hand the runner values it would take from argv but not from ``parse_dict``:
+    Helm's ``--set`` keeps ``3e-5`` a string (its parser types only ints and booleans), quoted YAML and
+    ``--set-string`` give ``"true"``, and JSON numbers passed through KFP (a protobuf Struct) arrive as
+    floats, which transformers refuses for ``per_device_train_batch_size=4.0``. So, for an option
+    declared ``int``, ``float`` or ``bool`` (optional or not) and not also ``str``:
+
+    - a string is parsed as ``HfArgumentParser`` parses that option's flag (``bool``: transformers'
+      ``string_to_bool``: yes/no, true/false, t/f, y/n, 1/0);
+    - a whole float is given back as an ``int`` where ``float`` is not allowed (``4.0`` → ``4``); a
+      fractional one is left for the runner to refuse.
+
+    Raises:
+        ConfigError: a string that is not a value of the option's type, naming ``where`` and the option.
     """
     import typing
+    from argparse import ArgumentTypeError
+
+    from transformers.hf_argparser import string_to_bool
 
     types = option_types(runner)
     out = dict(options)
@@ -230,7 +244,18 @@ def integral(runner: Runner, options: dict[str, Any]) -> dict[str, Any]:
         allowed = set(typing.get_args(types.get(name))) or {types.get(name)}
         if isinstance(value, float) and value.is_integer() and int in allowed and float not in allowed:
             out[name] = int(value)
+        elif isinstance(value, str) and str not in allowed:
+            parse = next((t for t in (bool, int, float) if t in allowed), None)
+            if parse is None:
+                continue  # an enum, a list, a path: the runner's own dataclass reads the text
+            try:
+                out[name] = string_to_bool(value) if parse is bool else parse(value.strip())
+            except (ValueError, ArgumentTypeError):
+                raise ConfigError(f"{where}: {name} {value!r} is not {_TYPE_WORDS[parse]}") from None
     return out
+
+
+_TYPE_WORDS = {bool: "a boolean (true/false)", int: "an integer", float: "a number"}
 
 
 def check_names(runner: Runner, names: Iterable[str], *, managed: Iterable[str] = (), where: str,
