@@ -4,6 +4,7 @@ the launch checks: no training."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -239,6 +240,27 @@ def test_launch_checks_need_the_world() -> None:
     assert check_launch({"fp16": True}, one_node(), gpus=1) is False
     with pytest.raises(ConfigError, match="only 1 CUDA device"):
         check_launch({}, one_node(2), gpus=1)
+
+
+def _shape(nproc: int, nnodes: int = 1, rank: int = 0, master: str = "127.0.0.1") -> Distributed:
+    return Distributed(nnodes=nnodes, node_rank=rank, nproc_per_node=nproc, master_addr=master, master_port=29500)
+
+
+TORCHRUN_ENV = [
+    # (nproc, use_cpu, environ, expected): torchrun's OMP_NUM_THREADS banner never shows.
+    (1, True, {}, {}),  # one process: no banner; the libraries choose
+    (2, True, {}, {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2))}),  # the cores shared, as local pods
+    (2, False, {}, {"OMP_NUM_THREADS": "1"}),  # GPUs: torchrun's own value, said by bgeflow
+    (2, True, {"OMP_NUM_THREADS": "3"}, {}),  # the user's stays
+]
+
+
+@pytest.mark.parametrize(("nproc", "use_cpu", "environ", "expected"), TORCHRUN_ENV)
+def test_torchrun_gets_its_thread_count_from_bgeflow(nproc: int, use_cpu: bool, environ: dict[str, str],
+                                                     expected: dict[str, str]) -> None:
+    from bgeflow.steps.training.pod import torchrun_env
+
+    assert torchrun_env(_shape(nproc), use_cpu, environ) == expected
 
 
 def test_seed_fp16_on_cpu_fails_before_launch_through_the_cli(tmp_path: Path, toy_data: Path,

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -336,12 +337,26 @@ def _validation_file(spec: TrainSpec, runner_args: dict[str, Any], work: Path, m
     return path
 
 
-def _run_child(cmd: list[str]) -> int:
+def torchrun_env(dist: Distributed, use_cpu: bool, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``OMP_NUM_THREADS`` for torchrun's processes when it is unset and they are several.
+
+    torchrun then sets 1 itself, with a five-line banner at every launch; said here, the banner goes.
+    On a GPU node bgeflow sets torchrun's own 1 (the processes feed GPUs); on CPU the processes share the
+    cores as local pods do (``shared_cores_env``). A lone process keeps the libraries' own choice.
+    """
+    env = os.environ if environ is None else environ
+    if dist.nproc_per_node <= 1 or "OMP_NUM_THREADS" in env:
+        return {}
+    return shared_cores_env(dist.nproc_per_node, env) if use_cpu else {"OMP_NUM_THREADS": "1"}
+
+
+def _run_child(cmd: list[str], env: dict[str, str] | None = None) -> int:
     """Run torchrun as a child, passing SIGTERM/SIGINT on (kubelet signals only the pod's PID 1).
 
     Its stdout joins stderr: Trainer prints its loss dicts to stdout, which is the verb's JSON result.
+    ``env``: variables added to this process's for the child.
     """
-    proc = subprocess.Popen(cmd, stdout=2)
+    proc = subprocess.Popen(cmd, stdout=2, env={**os.environ, **env} if env else None)
 
     def forward(signum: int, _frame: Any) -> None:
         if proc.poll() is None:
@@ -516,7 +531,7 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
         worker_args.append("--no-inbatch-neg")
     cmd = torchrun_command(dist, WORKER_MODULE, worker_args)
     log.info("launching: %s", " ".join(cmd))
-    code = _run_child(cmd)
+    code = _run_child(cmd, torchrun_env(dist, use_cpu))
     trained = time.time()
     if code != 0:
         raise failure_error(dist.node_rank, code, work, spec.output)
