@@ -50,7 +50,7 @@ from bgeflow.steps.training import checkpoints, tracking, validation
 from bgeflow.steps.training.distributed import Distributed, resolve, torchrun_command
 from bgeflow.steps.training.export import export_model, instruction_prefix
 from bgeflow.steps.training.handoff import FAILURE_PREFIX, HISTORY_FILE
-from bgeflow.steps.training.local import run_local_pods, shared_cores_env
+from bgeflow.steps.training.local import oversubscription, run_local_pods, shared_cores_env
 from bgeflow.steps.training.runners import Runner, check_names, integral, runner_options
 from bgeflow.steps.training.spec import MANAGED, TrainSpec
 
@@ -435,6 +435,12 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
     options = resolved_options(spec, runner, model_path)
     dist = resolve(spec.distributed, gpu_count=_cuda_devices)
     use_cpu = check_launch(options, dist, _cuda_devices())
+    # Here, the one place every local path passes (`bgeflow train`, each of --local-nodes' pods, `bgeflow
+    # launch --backend local|container`, `bgeflow run`), before the data is fetched and torchrun starts its
+    # processes. Not in check_launch: --local-nodes runs that before its pods too, and would warn twice.
+    warning = oversubscription(dist, use_cpu=use_cpu)
+    if warning:
+        log.warning(warning)
     output = open_store(spec.output)
     # Node 0 writes the output (checkpoints, model, summary): one job at a time, from the start.
     lock = output_lock(output, owner=f"bgeflow train {spec.kind} node 0") if dist.node_rank == 0 else None
