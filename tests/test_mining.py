@@ -507,3 +507,38 @@ def test_bad_input_names_file_and_line(tmp_path: Path, capsys: pytest.CaptureFix
     bad.write_text('{"query": "q", "pos": ["p"]}\n{"query": "q2", "pos": []}\n')
     code = main(["mine", "--model", "bundled:minilm", "--input", str(bad), "--output", str(tmp_path / "o.jsonl")])
     assert code == 2 and f"{bad}:2" in capsys.readouterr().err
+
+
+def _readme_mine_outputs() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("**What `mine` writes**")
+    return readme[start:readme.index("\n\n", start)]
+
+
+def _mine_help() -> str:
+    from bgeflow.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    return " ".join(sub.choices["mine"].description.split())
+
+
+@pytest.mark.parametrize("place", [_readme_mine_outputs, _mine_help], ids=["README", "mine --help"])
+def test_every_file_mine_writes_is_documented_with_its_outputs(place: Any, minilm_path: str, tmp_path: Path,
+                                                               records: list[dict[str, Any]]) -> None:
+    """Each file a mining run leaves beside its output is named where mine's outputs are documented."""
+    out = tmp_path / "out"
+    _mine(minilm_path, _write(tmp_path / "in.jsonl", records[:20]), out / "mined.jsonl", tmp_path / "work",
+          range_for_sampling="0-10", negative_number=2, max_score_ratio=0.95)
+    written = sorted(p.name for p in out.iterdir() if p.name != "mined.jsonl")  # the output is named by --output
+    assert "score_histogram.png" in written
+    text = place()
+    assert [name for name in written if name not in text] == [], text
+
+
+def test_the_readme_explains_the_score_histogram_as_it_is_drawn() -> None:
+    """Its axes, its bins and every series it can draw (the filters' removals too), as the plot names them."""
+    from bgeflow.steps.mining.histogram import _LABELS, BINS
+
+    text = " ".join(_readme_mine_outputs().split())
+    assert f"{BINS} bins" in text and "x axis" in text and "y axis" in text and "share of its own count" in text
+    assert [label for label in _LABELS.values() if label not in text] == [], text

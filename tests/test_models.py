@@ -71,7 +71,7 @@ def test_train_retriever_from_s3_loads_a_local_copy_and_its_pooling(
     open_store(f"s3://{s3_bucket}/base/minilm").upload_dir(minilm_path)
     launched: list[dict] = []
 
-    def child(cmd: list[str]) -> int:
+    def child(cmd: list[str], env: dict[str, str] | None = None) -> int:
         launched.append(json.loads(Path(cmd[cmd.index("--runner-args") + 1]).read_text()))
         return 1
 

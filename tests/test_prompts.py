@@ -53,7 +53,7 @@ def trained_queries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[
 
     seen: list[str] = []
 
-    def child(cmd: list[str]) -> int:
+    def child(cmd: list[str], env: dict[str, str] | None = None) -> int:
         args = json.loads(Path(cmd[cmd.index("--runner-args") + 1]).read_text())
         args.pop("ddp_backend")  # outside torchrun a gloo backend would make accelerate start a process group
         _, data_args, _ = HfArgumentParser(runner_for("retriever").classes()[:3]).parse_dict(args)

@@ -195,3 +195,73 @@ def test_on_a_terminal_a_running_step_is_one_status_line_rewritten(tmp_path: Pat
     assert "train: step 4/10" in text
     # The end line starts on a cleared line, and stands alone.
     assert text.endswith("\rbgeflow run: train-launcher done in 0m07.0s\n")
+
+
+# What the training workers' libraries print at the default level, each made to happen as they make it.
+_WORKER_NOISE = '''
+import json, logging, sys, warnings
+from bgeflow.core.log import route_transformers_logging, setup_logging
+from bgeflow.core.models import BUNDLED_MINILM, resolve_model
+
+setup_logging()  # as the worker does, from BGEFLOW_LOG_LEVEL
+route_transformers_logging()
+logging.getLogger("FlagEmbedding.abc.finetune.embedder.AbsRunner").warning(
+    "Process rank: %s, device: %s, n_gpu: %s, distributed training: %s, 16-bits training: %s", 0, "cpu:0", 0, True, False)
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+path = resolve_model(BUNDLED_MINILM)
+AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)  # "newly initialized" classifier
+AutoTokenizer.from_pretrained(path).pad({"input_ids": [[101, 7, 102], [101, 102]]}, padding=True, max_length=8)
+warnings.warn("OMP_NUM_THREADS/MKL_NUM_THREADS unset, we set it at 2 to improve oob performance.")  # accelerate's
+import datasets
+datasets.load_dataset("json", data_files=sys.argv[1], cache_dir=sys.argv[2])  # FlagEmbedding reads the data so
+logging.getLogger("transformers.modeling_utils").warning("Some weights of X were not initialized from the model "
+                                                         "checkpoint at m and are newly initialized because the shapes did not match")
+logging.getLogger("FlagEmbedding.abc.finetune").warning("a real problem")
+'''
+_NOISE = ["Process rank: 0", "Some weights of BertForSequenceClassification", "You're using a BertTokenizerFast",
+          "`max_length` is ignored", "OMP_NUM_THREADS/MKL_NUM_THREADS unset", "Generating train split"]
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+def test_the_training_workers_library_noise_shows_only_at_debug(level: str, shown: bool, tmp_path: Path) -> None:
+    """The README's promise for what training prints: libraries' warnings that are no news to a user only at DEBUG."""
+    import os
+    import subprocess
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"query": "q", "pos": ["p"], "neg": ["n"]}) + "\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "HF_DATASETS_DISABLE_PROGRESS_BARS")}
+    done = subprocess.run([sys.executable, "-c", _WORKER_NOISE, str(data), str(tmp_path / "cache")],
+                          env={**env, "BGEFLOW_LOG_LEVEL": level}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert {noise: noise in done.stderr for noise in _NOISE} == dict.fromkeys(_NOISE, shown), done.stderr
+    # Warnings that may matter still show, through bgeflow's handler (its format).
+    assert "WARNING transformers.modeling_utils: Some weights of X" in done.stderr and "a real problem" in done.stderr
+
+
+@pytest.mark.slow
+def test_bgeflow_train_at_the_default_level_shows_bgeflows_lines_and_the_trainers_progress(tmp_path: Path) -> None:
+    """`bgeflow train` on tiny data, two processes on CPU: what the README says a user sees, nothing more."""
+    import os
+    import re
+    import subprocess
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"query": f"what is topic {i}?", "pos": [f"topic {i} is thing {i}."],
+                                        "neg": [f"unrelated {j} {i}" for j in range(3)]}) + "\n" for i in range(16)))
+    env = {k: v for k, v in os.environ.items() if k not in ("BGEFLOW_LOG_LEVEL", "OMP_NUM_THREADS",
+                                                             "TRANSFORMERS_NO_ADVISORY_WARNINGS",
+                                                             "HF_DATASETS_DISABLE_PROGRESS_BARS")}
+    done = subprocess.run([sys.executable, "-m", "bgeflow", "train", "retriever", "--model", "bundled:minilm",
+                           "--train-data", str(data), "--output", str(tmp_path / "out"), "--work-dir",
+                           str(tmp_path / "work"), "--nproc-per-node", "2", "--per-device-train-batch-size", "2",
+                           "--max-steps", "1", "--save-steps", "1", "--train-group-size", "3", "--query-max-len",
+                           "16", "--passage-max-len", "16"], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    ours = re.compile(r"^\d\d:\d\d:\d\d (INFO|WARNING) bgeflow\.")
+    # The Trainer's progress bar (tqdm, redrawn with \r) and its metrics dict: training's own progress.
+    trainer = re.compile(r"^\s*(\d+%\|.*|\{'train_runtime': .*\})$")
+    other = [piece for line in done.stderr.splitlines() for piece in line.split("\r")
+             if piece.strip() and not ours.match(piece) and not trainer.match(piece)]
+    assert other == [], done.stderr

@@ -189,6 +189,77 @@ def test_an_unknown_flag_is_named_by_its_verb_with_the_closest_flag(argv: list[s
     assert len(err.strip().splitlines()) == 1, err
 
 
+TOP_LEVEL_MISTAKES = [
+    # A typo or abbreviation of bgeflow's own option: named as such, not its value read as the verb.
+    (["--log-lev", "DEBUG", "ingest", "--help"], "bgeflow: error: unrecognized argument --log-lev; did you mean --log-level?"),
+    (["--log-lev=DEBUG", "ingest", "--help"], "bgeflow: error: unrecognized argument --log-lev; did you mean --log-level?"),
+    (["--s3-endpoint", "http://minio:9000", "ingest"],
+     "bgeflow: error: unrecognized argument --s3-endpoint; did you mean --s3-endpoint-url?"),
+    (["--versio"], "bgeflow: error: unrecognized argument --versio; did you mean --version?"),
+    (["--zzz", "ingest"], "bgeflow: error: unrecognized argument --zzz (see `bgeflow --help`)"),
+    # A verb's option before the verb, and bgeflow's after it: where each goes.
+    (["--input", "raw.jsonl", "ingest"], "bgeflow: error: unrecognized argument --input: an option of ingest, mine, "
+                                         "not of bgeflow itself: put it after the verb (`bgeflow ingest --input ...`)"),
+    (["ingest", "--log-level", "DEBUG", "--input", "raw.jsonl"],
+     "bgeflow ingest: error: unrecognized argument --log-level: an option of `bgeflow` itself: put it before the verb "
+     "(`bgeflow --log-level ... ingest ...`)"),
+    # A value the option does not take: the value named (it was a traceback from logging's setLevel).
+    (["--log-level", "DEBG", "ingest"], "bgeflow: error: argument --log-level: 'DEBG' is not a level; did you mean DEBUG?"),
+    (["--log-level", "ingest", "--input", "raw.jsonl"],
+     "bgeflow: error: argument --log-level: 'ingest' is not a level (one of DEBUG, INFO, WARNING, ERROR, CRITICAL)"),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), TOP_LEVEL_MISTAKES, ids=[" ".join(a) for a, _ in TOP_LEVEL_MISTAKES])
+def test_a_mistake_in_bgeflows_own_options_is_named_as_one(argv: list[str], expected: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _cli(argv, capsys)
+    assert code == 2 and err.strip().splitlines()[-1] == expected, err
+
+
+TOP_LEVEL_OK = [
+    ["--log-level", "DEBUG", "ingest", "--help"],
+    ["--log-level=debug", "ingest", "--help"],
+    ["--s3-endpoint-url", "http://minio:9000", "--log-level", "warning", "models", "--help"],
+    ["--s3-endpoint-url=http://minio:9000", "mine", "--help"],
+    ["--help"],
+    ["--version"],
+]
+
+
+@pytest.mark.parametrize("argv", TOP_LEVEL_OK, ids=" ".join)
+def test_bgeflows_own_options_still_work_before_the_verb(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _cli(argv, capsys)
+    assert code == 0 and not err, err
+
+
+def test_the_kinds_help_is_the_same_after_bgeflows_own_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from bgeflow.cli import main
+
+    helps = []
+    for argv in (["train", "retriever", "--help"], ["--log-level", "DEBUG", "train", "retriever", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        helps.append(capsys.readouterr().out)
+    assert helps[0] == helps[1] and helps[0].startswith("usage: bgeflow train retriever"), helps
+
+
+@pytest.mark.parametrize(("value", "expected"), [("debug", None), ("Warning", None),
+                                                 ("debg", "BGEFLOW_LOG_LEVEL: 'debg' is not a level; did you mean DEBUG?")])
+def test_the_log_level_variable_is_checked_like_the_option(value: str, expected: str | None,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from bgeflow.cli import parse_args
+
+    monkeypatch.setenv("BGEFLOW_LOG_LEVEL", value)
+    if expected is None:
+        assert parse_args(["ingest", "--input", "raw.jsonl"]).log_level == value.upper()
+        return
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["ingest", "--input", "raw.jsonl"])
+    assert exc.value.code == 2 and capsys.readouterr().err.strip() == f"bgeflow: error: {expected}"
+
+
 def test_no_parser_matches_prefixes() -> None:
     from bgeflow.cli import parsers
 

@@ -30,7 +30,7 @@ def no_launch(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     import bgeflow.steps.training.pod as pod
 
     launched: list[list[str]] = []
-    monkeypatch.setattr(pod, "_run_child", lambda cmd: launched.append(cmd) or 0)
+    monkeypatch.setattr(pod, "_run_child", lambda cmd, env=None: launched.append(cmd) or 0)
     return launched
 
 
@@ -127,7 +127,7 @@ def test_a_deterministic_worker_failure_never_advises_a_resume(tmp_path: Path, m
     import bgeflow.steps.training.pod as pod
     from bgeflow.steps.training import worker
 
-    def child(cmd: list[str]) -> int:
+    def child(cmd: list[str], env: dict[str, str] | None = None) -> int:
         args = cmd[cmd.index("bgeflow.steps.training.worker") + 1:]
         options = Path(args[args.index("--runner-args") + 1])
         # What a setting FlagEmbedding's parser refuses looks like, in the real worker (in this process:

@@ -88,7 +88,7 @@ def _good_output(root: Path) -> Path:
 def test_a_failed_rerun_keeps_the_good_output_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = _good_output(tmp_path / "out")
     data = write_data(tmp_path / "train.jsonl", 3)
-    monkeypatch.setattr(pod, "_run_child", lambda cmd: 1)  # torchrun fails
+    monkeypatch.setattr(pod, "_run_child", lambda cmd, env=None: 1)  # torchrun fails
     with pytest.raises(StepFailed, match="torchrun exited with 1"):
         pod.train(_spec(tmp_path, data, str(out), hyperparameters={"train_group_size": 2}))
     assert json.loads((out / "train_summary.json").read_text()) == {"global_step": 8}
@@ -100,7 +100,7 @@ def test_two_jobs_on_one_output_the_second_is_refused(tmp_path: Path, monkeypatc
     first_running, release = threading.Event(), threading.Event()
     calls: list[str] = []
 
-    def child(cmd: list[str]) -> int:
+    def child(cmd: list[str], env: dict[str, str] | None = None) -> int:
         calls.append("run")
         if len(calls) == 1:  # the first job trains until told to stop
             first_running.set()
@@ -132,7 +132,7 @@ def test_two_jobs_on_one_output_the_second_is_refused(tmp_path: Path, monkeypatc
 
 
 def _torchrun_fails(after_checkpoint: bool):  # type: ignore[no-untyped-def]
-    def child(cmd: list[str]) -> int:
+    def child(cmd: list[str], env: dict[str, str] | None = None) -> int:
         if after_checkpoint:  # a complete checkpoint in the run's scratch, as the worker saves them
             run_dir = Path(json.loads(Path(cmd[cmd.index("--runner-args") + 1]).read_text())["output_dir"])
             checkpoints.mark_complete(_fake_checkpoint(run_dir, 2), 2, run=cmd[cmd.index("--run-identity") + 1])

@@ -266,6 +266,81 @@ def test_launch_checks_need_the_world() -> None:
         check_launch({}, one_node(2), gpus=1)
 
 
+def _shape(nproc: int, nnodes: int = 1, rank: int = 0, master: str = "127.0.0.1") -> Distributed:
+    return Distributed(nnodes=nnodes, node_rank=rank, nproc_per_node=nproc, master_addr=master, master_port=29500)
+
+
+OVERSUBSCRIPTION = [
+    # (shape, use_cpu, cores, the warning's start or None)
+    (_shape(8), True, 2, "nproc_per_node 8 (--nproc-per-node) starts 8 training processes on this machine's 2 CPU "
+                         "core(s)"),
+    (_shape(2), True, 2, None),  # a process per core: fits
+    (_shape(8), False, 2, None),  # GPUs: check_launch counts the processes against them
+    # --local-nodes: all pods on this machine (master on loopback); node 0 counts them all, once.
+    (_shape(2, nnodes=2), True, 2, "2 local nodes × nproc_per_node 2 (--local-nodes, --nproc-per-node) start 4 "
+                                   "training processes"),
+    (_shape(2, nnodes=2, rank=1), True, 2, None),
+    (_shape(2, nnodes=2, master="localhost"), True, 2, "2 local nodes × nproc_per_node 2"),
+    # A PyTorchJob pod: the other nodes are other machines; this one counts its own processes.
+    (_shape(2, nnodes=4, master="job-master-0"), True, 2, None),
+    (_shape(4, nnodes=4, rank=3, master="job-master-0"), True, 2, "nproc_per_node 4 (--nproc-per-node) starts 4"),
+]
+
+
+@pytest.mark.parametrize(("dist", "use_cpu", "cores", "expected"), OVERSUBSCRIPTION)
+def test_more_cpu_processes_than_cores_is_questioned_not_refused(dist: Distributed, use_cpu: bool, cores: int,
+                                                                 expected: str | None) -> None:
+    from bgeflow.steps.training.local import oversubscription
+
+    said = oversubscription(dist, use_cpu=use_cpu, cores=cores)
+    if expected is None:
+        assert said is None
+        return
+    assert said is not None and said.startswith(expected), said
+    assert "no more samples per second than 2 would" in said and "lower it to at most 2" in said  # why, what to do
+
+
+def test_the_cpu_oversubscription_warning_comes_before_launch_through_the_cli(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's case: ``bgeflow train ... --nproc_per_node 8`` on 2 cores, no GPU: warned, then launched."""
+    import bgeflow.steps.training.local as local
+    import bgeflow.steps.training.pod as pod
+
+    events: list[str] = []
+    # raising=False: where cpu_cores is missing (before the check existed) the assertions below say what is wrong.
+    monkeypatch.setattr(local, "cpu_cores", lambda: 2, raising=False)
+    monkeypatch.setattr(pod, "_cuda_devices", lambda: 0)
+    # torchrun "fails" once it is reached: the test needs the launch's place among the events, not a model.
+    monkeypatch.setattr(pod, "_run_child", lambda cmd, env=None: events.append("launched") or 1)
+    monkeypatch.setattr(pod.log, "warning", lambda msg, *a: events.append(msg % a if a else msg))
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"query": f"q{i}", "pos": [f"p{i}"], "neg": [f"n{i}-{j}" for j in range(3)]})
+                            + "\n" for i in range(32)), encoding="utf-8")
+    main(["train", "retriever", "--model", "bundled:minilm", "--train_data", str(data), "--output", str(tmp_path / "o"),
+          "--work-dir", str(tmp_path / "w"), "--nproc_per_node", "8", "--per_device_train_batch_size", "1",
+          "--train_group_size", "2"])
+    warned = [e for e in events if "training processes" in e]
+    assert len(warned) == 1 and events.index(warned[0]) < events.index("launched"), events
+    assert warned[0].startswith("nproc_per_node 8 (--nproc-per-node) starts 8 training processes on this machine's "
+                                "2 CPU core(s)")
+
+
+TORCHRUN_ENV = [
+    # (nproc, environ, expected): torchrun's OMP_NUM_THREADS banner never shows, and its value stays.
+    (1, {}, {}),  # one process: no banner; the libraries choose
+    (2, {}, {"OMP_NUM_THREADS": "1"}),  # torchrun's own value, said by bgeflow
+    (2, {"OMP_NUM_THREADS": "3"}, {}),  # the user's stays
+]
+
+
+@pytest.mark.parametrize(("nproc", "environ", "expected"), TORCHRUN_ENV)
+def test_torchrun_gets_its_thread_count_from_bgeflow(nproc: int, environ: dict[str, str],
+                                                     expected: dict[str, str]) -> None:
+    from bgeflow.steps.training.pod import torchrun_env
+
+    assert torchrun_env(_shape(nproc), environ) == expected
+
+
 def test_seed_fp16_on_cpu_fails_before_launch_through_the_cli(tmp_path: Path, toy_data: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     argv = seed_argv(SEED_RETRIEVER, out=str(tmp_path / "o"), model="bundled:minilm", data=str(toy_data))

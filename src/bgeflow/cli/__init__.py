@@ -34,6 +34,21 @@ PIPELINE_ORDER = ("ingest", "mine", "train", "evaluate", "publish", "run")
 
 log = logging.getLogger("bgeflow")
 
+#: What ``--log-level`` and ``$BGEFLOW_LOG_LEVEL`` take: logging's names (any other is a traceback in setLevel).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(text: str) -> str:
+    """``text`` as logging names the level, in any case (``debug`` too: logging knows upper case only).
+
+    Raises:
+        argparse.ArgumentTypeError: not a level, naming the closest (argparse says which option).
+    """
+    if text.upper() in LOG_LEVELS:
+        return text.upper()
+    hint = did_you_mean(text.upper(), LOG_LEVELS) or f" (one of {', '.join(LOG_LEVELS)})"
+    raise argparse.ArgumentTypeError(f"{text!r} is not a level{hint}")
+
 
 def _verb_modules() -> list[str]:
     found = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
@@ -52,7 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="S3-compatible endpoint (MinIO, Ceph, ...); default: $AWS_ENDPOINT_URL, else AWS.",
     )
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ERROR")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        type=log_level,
+        metavar="LEVEL",
+        help="DEBUG, INFO (default), WARNING, ERROR (any case); before the verb: bgeflow --log-level DEBUG ingest ...",
+    )
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for name in _verb_modules():
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
@@ -82,15 +103,20 @@ def chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser = sub.choices[name]
 
 
-def unrecognized(parser: argparse.ArgumentParser, tokens: Sequence[str], *, also: Iterable[str] = ()) -> str:
+def unrecognized(parser: argparse.ArgumentParser, tokens: Sequence[str], *, also: Iterable[str] = (),
+                 top: argparse.ArgumentParser | None = None) -> str:
     """One line naming the first of ``tokens`` that ``parser`` does not know, with the closest flags it does.
 
     ``also``: more flags a typo may have meant (FlagEmbedding's options, for ``train``).
+    ``top``: ``bgeflow``'s own parser, whose options (``--log-level``) go before the verb, not after it.
     """
     token = next((t for t in tokens if t.startswith("-")), tokens[0])
     name = token.split("=", 1)[0] if token.startswith("--") else token
     if not name.startswith("-"):
         return f"unrecognized argument {token!r} (see `{parser.prog} --help`)"
+    if top is not None and top is not parser and name in top._option_string_actions:
+        return (f"unrecognized argument {name}: an option of `{top.prog}` itself: put it before the verb "
+                f"(`{top.prog} {name} ... {parser.prog.removeprefix(top.prog).strip()} ...`)")
     # Each flag once, by its shown spelling: --negative_numbr suggests --negative-number, not also the
     # hidden --negative_number (the help's flags come first).
     shown: dict[str, str] = {}
@@ -107,6 +133,54 @@ def _flag_key(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
+def verb_index(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
+    """Where the verb is in ``argv``: after ``bgeflow``'s own options (``--log-level DEBUG``) and their values.
+
+    Checks those options first, so that a mistake among them is named as one. Left to argparse, an
+    unknown option before the verb is set aside and its value read as the verb: ``bgeflow --log-lev DEBUG
+    ingest`` said "invalid choice: 'DEBUG'" for a typo in an option name.
+
+    Raises:
+        SystemExit: ``EXIT_BAD_INPUT`` after naming an unknown option before the verb.
+    """
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "--":
+        token = argv[i]
+        name = token.split("=", 1)[0] if token.startswith("--") else token
+        action = parser._option_string_actions.get(name)
+        if action is None:
+            print(f"{parser.prog}: error: {_unknown_before_verb(parser, token)}", file=sys.stderr)
+            raise SystemExit(EXIT_BAD_INPUT)
+        if action.nargs != 0 and "=" not in token and i + 1 < len(argv) and not _takes(action, argv[i + 1]):
+            # `bgeflow --log-level ingest ...`: argparse names the bad value (not what follows it).
+            return i
+        # --log-level DEBUG takes the next word; --log-level=DEBUG, --version and --help do not.
+        i += 1 if action.nargs == 0 or "=" in token else 2
+    return min(i, len(argv))
+
+
+def _takes(action: argparse.Action, value: str) -> bool:
+    """Whether ``action`` (an option of ``bgeflow`` itself) accepts ``value``."""
+    try:
+        converted = action.type(value) if callable(action.type) else value
+    except (argparse.ArgumentTypeError, TypeError, ValueError):
+        return False
+    return action.choices is None or converted in action.choices
+
+
+def _unknown_before_verb(parser: argparse.ArgumentParser, token: str) -> str:
+    """The message for ``token``, an option ``bgeflow`` itself does not take, given before the verb."""
+    name = token.split("=", 1)[0]
+    # A verb's option given too early (`bgeflow --input x ingest`): where it goes, not a typo to guess at.
+    verbs = list(dict.fromkeys(p.prog.removeprefix(parser.prog).strip()
+                               for p in parsers(parser)[1:] if name in p._option_string_actions))
+    if verbs:
+        named = ", ".join(verbs[:4]) + (", ..." if len(verbs) > 4 else "")
+        return (f"unrecognized argument {name}: an option of {named}, not of {parser.prog} itself: "
+                f"put it after the verb (`{parser.prog} {verbs[0]} {name} ...`)")
+    return unrecognized(parser, [token])  # a typo of bgeflow's own options: the closest of them
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line as every verb sees it.
 
@@ -116,15 +190,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     from bgeflow.cli.train import kind_help
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    narrowed = kind_help(argv)  # `bgeflow train retriever --help`: that kind's settings only
+    parser = build_parser()
+    start = verb_index(parser, argv)
+    # `bgeflow [--log-level DEBUG] train retriever --help`: that kind's settings only.
+    narrowed = kind_help(argv[start:])
     if narrowed is not None:
         print(narrowed, end="")
         raise SystemExit(0)
-    parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    if not args.log_level and os.environ.get("BGEFLOW_LOG_LEVEL"):
+        # Checked here, not left to logging's setLevel: a traceback for a typo in an environment variable.
+        try:
+            args.log_level = log_level(os.environ["BGEFLOW_LOG_LEVEL"])
+        except argparse.ArgumentTypeError as exc:
+            print(f"{parser.prog}: error: BGEFLOW_LOG_LEVEL: {exc}", file=sys.stderr)
+            raise SystemExit(EXIT_BAD_INPUT) from None
     verb = chosen_parser(parser, args)
     if unknown and not getattr(args, "accepts_runner_flags", False):
-        print(f"{verb.prog}: error: {unrecognized(verb, unknown)}", file=sys.stderr)
+        print(f"{verb.prog}: error: {unrecognized(verb, unknown, top=parser)}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT)
     args.runner_flags = unknown
     args.verb_parser = verb  # what `train` names an unknown flag with (`train.build_spec`)

@@ -20,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="mine hard negatives with a retriever and faiss",
         description="Search a candidate pool with each query and take --negative-number negatives from a rank "
         "window of the hits; positives and the query never become negatives, short lists are filled with "
-        "random pool texts. Writes the mined JSONL (every input field kept, neg replaced) and "
-        "mine_report.json beside it.",
+        "random pool texts. Writes the mined JSONL (every input field kept, neg replaced) and, beside it, "
+        "mine_report.json and score_histogram.png (search scores: positives vs mined negatives and what each "
+        "filter removed; see the README).",
         allow_abbrev=False,
     )
     add_config_options(p)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -23,8 +25,33 @@ _PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: config (~150 lines); transformers its model configs; sentence-transformers every model it loads.
 DEBUG_ONLY = ("faiss.loader", "FlagEmbedding.abc.finetune", "FlagEmbedding.finetune", "transformers",
               "sentence_transformers")
-#: Chatty at INFO whatever the level (HTTP and file-lock traffic).
-_ALWAYS_QUIET = ("botocore", "boto3", "urllib3", "s3transfer", "filelock", "httpx")
+#: Chatty at INFO whatever the level (HTTP and file-lock traffic; matplotlib's font search, ~220 lines at
+#: DEBUG per mining run's histogram).
+_ALWAYS_QUIET = ("botocore", "boto3", "urllib3", "s3transfer", "filelock", "httpx", "matplotlib")
+#: Records libraries log as warnings that say nothing a bgeflow user acts on: (logger prefix, regex
+#: matched at the start of the message format), shown only at DEBUG. In the training workers:
+#: FlagEmbedding's runners log every process's device at WARNING ("Process rank: 0, device: cpu:0, ...";
+#: bgeflow's "node 0/1: N process(es)" line says it once); transformers says a head the base model lacks
+#: (a reranker's classifier on an embedding model) is "newly initialized ... You should probably TRAIN
+#: this model", which the worker is doing (a head whose shape did not match still shows).
+DEBUG_ONLY_RECORDS = (
+    ("FlagEmbedding.", r"Process rank: "),
+    ("transformers.modeling_utils", r"Some weights of \S+ were not initialized from the model checkpoint at .+ and "
+                                    r"are newly initialized: "),
+)
+#: Python warnings of the same kind (the start of the message, a regex as ``warnings.filterwarnings``
+#: takes it), shown only at DEBUG: transformers on FlagEmbedding's collators padding with a max_length
+#: (they truncate before, so it is moot); accelerate saying it chose the CPU threads of a lone training
+#: process itself.
+DEBUG_ONLY_WARNINGS = (r"`max_length` is ignored when `padding`=`True`", r"OMP_NUM_THREADS/MKL_NUM_THREADS unset")
+#: Libraries' own switches for output that does not go through logging, set (unless set already) below
+#: DEBUG. Environment variables, not calls: the training workers are started later and inherit them,
+#: and nothing has to import the libraries to set them. transformers' "advisory" warnings print through
+#: its own handler ("You're using a BertTokenizerFast tokenizer. Please note ... `pad` method": advice to
+#: FlagEmbedding's collators, not to the user); datasets draws a "Generating train split" bar as it
+#: converts the training JSONL (bgeflow logs the data's counts before training).
+DEBUG_ONLY_SWITCHES = {"TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+_SWITCHED: set[str] = set()  # the switches this process set (not the user)
 
 
 class RedactingFormatter(logging.Formatter):
@@ -50,6 +77,17 @@ class JsonFormatter(RedactingFormatter):
         from bgeflow.core.storage.base import redact
 
         return redact(json.dumps(payload, ensure_ascii=False, default=str))
+
+
+class _DebugOnlyRecords(logging.Filter):
+    """Drops the records of ``DEBUG_ONLY_RECORDS`` unless the root logs DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+            return True
+        text = str(record.msg)
+        return not any(record.name.startswith(prefix) and re.match(pattern, text)
+                       for prefix, pattern in DEBUG_ONLY_RECORDS)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -82,6 +120,8 @@ def setup_logging(level: str | int | None = None) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(RedactingFormatter(_PLAIN_FORMAT, "%H:%M:%S"))
+    # On the handler, not on the libraries' loggers: a logger's filter misses its children's records.
+    handler.addFilter(_DebugOnlyRecords())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -100,6 +140,33 @@ def quiet_libraries() -> None:
     debug = wanted == "DEBUG" or logging.getLogger().getEffectiveLevel() <= logging.DEBUG
     for name in DEBUG_ONLY:
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+    # The switches are undone at DEBUG (a second setup in one process, as in tests); one the user set is
+    # theirs. The warnings' filters stay: a process that logged below DEBUG once has seen them filtered.
+    for name in _SWITCHED & set(DEBUG_ONLY_SWITCHES):
+        os.environ.pop(name, None)
+    _SWITCHED.clear()
+    if debug:
+        return
+    for pattern in DEBUG_ONLY_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name, value in DEBUG_ONLY_SWITCHES.items():
+        if name not in os.environ:
+            os.environ[name] = value
+            _SWITCHED.add(name)
+
+
+def route_transformers_logging() -> None:
+    """transformers' records through bgeflow's handler, not the one of its own; call after importing it.
+
+    transformers prints through a handler on its own logger that bypasses the root's: its lines lack
+    bgeflow's format (and ``BGEFLOW_LOG_FORMAT=json``), and ``DEBUG_ONLY_RECORDS`` cannot see them.
+    Its import also set its logger's level over ``DEBUG_ONLY``'s: set again here.
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
+    quiet_libraries()
 
 
 def interactive() -> bool:

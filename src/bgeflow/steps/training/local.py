@@ -9,6 +9,7 @@ stopped and its exit code is returned.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO
 
 from bgeflow.core.errors import ConfigError
-from bgeflow.steps.training.distributed import operator_env
+from bgeflow.steps.training.distributed import Distributed, operator_env
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,51 @@ def shared_cores_env(processes: int, environ: Mapping[str, str] | None = None) -
     if "OMP_NUM_THREADS" in (os.environ if environ is None else environ):
         return {}
     return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(processes, 1)))}
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on: its affinity (taskset, a container's cpuset), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
+def _all_nodes_here(dist: Distributed) -> bool:
+    """Whether every node of the job runs on this machine: a master on loopback is reachable from here only."""
+    if dist.master_addr == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(dist.master_addr).is_loopback
+    except ValueError:  # a host name (a PyTorchJob's master service)
+        return False
+
+
+def oversubscription(dist: Distributed, *, use_cpu: bool, cores: int | None = None) -> str | None:
+    """The warning for more CPU training processes on this machine than it has cores; None when they fit.
+
+    Not refused: oversubscribing is legal (a test of a multi-process setup on a laptop). But on CPU a
+    process per core is the most that adds compute, so more only cost time and memory, and nothing else
+    says so before minutes of slow training. With a GPU the processes are checked against the GPUs
+    (``pod.check_launch``). Local pods (``--local-nodes``; master on loopback) share this machine's
+    cores: their node 0 counts them all, and the others say nothing.
+    """
+    if not use_cpu:
+        return None
+    nodes = dist.nnodes if dist.nnodes > 1 and _all_nodes_here(dist) else 1
+    if nodes > 1 and dist.node_rank != 0:
+        return None
+    processes, cores = nodes * dist.nproc_per_node, cores or cpu_cores()
+    if processes <= cores:
+        return None
+    # The setting by its flag: a pod may have it from the operator's PET_NPROC_PER_NODE, which bgeflow set
+    # from that flag (or a run spec's training.nproc_per_node).
+    shape = (f"{nodes} local nodes × nproc_per_node {dist.nproc_per_node} (--local-nodes, --nproc-per-node) start"
+             if nodes > 1 else f"nproc_per_node {dist.nproc_per_node} (--nproc-per-node) starts")
+    return (f"{shape} {processes} training processes on this machine's {cores} CPU core(s) (no GPU in use): "
+            f"they take turns on the cores, so they train no more samples per second than {cores} would, every step "
+            f"waits for the slowest, and memory holds {processes} copies of the model. Allowed; lower it to at most "
+            f"{cores} process(es) unless the oversubscription is meant")
 
 
 def _pump(stream: IO[bytes], prefix: str, lock: threading.Lock) -> None:

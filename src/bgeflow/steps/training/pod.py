@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from bgeflow.steps.training import checkpoints, tracking, validation
 from bgeflow.steps.training.distributed import Distributed, resolve, torchrun_command
 from bgeflow.steps.training.export import export_model, instruction_prefix
 from bgeflow.steps.training.handoff import FAILURE_PREFIX, HISTORY_FILE
-from bgeflow.steps.training.local import run_local_pods, shared_cores_env
+from bgeflow.steps.training.local import oversubscription, run_local_pods, shared_cores_env
 from bgeflow.steps.training.runners import Runner, check_names, runner_options, typed
 from bgeflow.steps.training.spec import MANAGED, TrainSpec
 
@@ -337,12 +338,27 @@ def _validation_file(spec: TrainSpec, runner_args: dict[str, Any], work: Path, m
     return path
 
 
-def _run_child(cmd: list[str]) -> int:
+def torchrun_env(dist: Distributed, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``OMP_NUM_THREADS=1`` for torchrun's processes when it is unset and they are several.
+
+    torchrun sets that same 1 itself, with a five-line banner at every launch; said here, the banner goes
+    and nothing else changes. Not the cores divided among the processes, as ``--local-nodes`` does on this
+    machine: in a cluster's pod ``os.cpu_count()`` counts the node's cores, not the pod's CPU limit, and
+    that many threads a process would be throttled. A lone process keeps the libraries' own choice.
+    """
+    env = os.environ if environ is None else environ
+    if dist.nproc_per_node <= 1 or "OMP_NUM_THREADS" in env:
+        return {}
+    return {"OMP_NUM_THREADS": "1"}
+
+
+def _run_child(cmd: list[str], env: dict[str, str] | None = None) -> int:
     """Run torchrun as a child, passing SIGTERM/SIGINT on (kubelet signals only the pod's PID 1).
 
     Its stdout joins stderr: Trainer prints its loss dicts to stdout, which is the verb's JSON result.
+    ``env``: variables added to this process's for the child.
     """
-    proc = subprocess.Popen(cmd, stdout=2)
+    proc = subprocess.Popen(cmd, stdout=2, env={**os.environ, **env} if env else None)
 
     def forward(signum: int, _frame: Any) -> None:
         if proc.poll() is None:
@@ -421,6 +437,12 @@ def _train_pod(spec: TrainSpec) -> TrainResult:
     options = resolved_options(spec, runner, model_path)
     dist = resolve(spec.distributed, gpu_count=_cuda_devices)
     use_cpu = check_launch(options, dist, _cuda_devices())
+    # Here, the one place every local path passes (`bgeflow train`, each of --local-nodes' pods, `bgeflow
+    # launch --backend local|container`, `bgeflow run`), before the data is fetched and torchrun starts its
+    # processes. Not in check_launch: --local-nodes runs that before its pods too, and would warn twice.
+    warning = oversubscription(dist, use_cpu=use_cpu)
+    if warning:
+        log.warning(warning)
     output = open_store(spec.output)
     # Node 0 writes the output (checkpoints, model, summary): one job at a time, from the start.
     lock = output_lock(output, owner=f"bgeflow train {spec.kind} node 0") if dist.node_rank == 0 else None
@@ -517,7 +539,7 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
         worker_args.append("--no-inbatch-neg")
     cmd = torchrun_command(dist, WORKER_MODULE, worker_args)
     log.info("launching: %s", " ".join(cmd))
-    code = _run_child(cmd)
+    code = _run_child(cmd, torchrun_env(dist))
     trained = time.time()
     if code != 0:
         raise failure_error(dist.node_rank, code, work, spec.output)

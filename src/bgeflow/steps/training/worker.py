@@ -180,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(ns: argparse.Namespace) -> int:
     from transformers import HfArgumentParser
 
+    from bgeflow.core.log import route_transformers_logging
+
+    # Before FlagEmbedding loads the model: transformers' warnings then pass bgeflow's handler (its format,
+    # its DEBUG-only records), as the worker's other libraries' do.
+    route_transformers_logging()
     from bgeflow.steps.training.runners import RUNNERS, register_layerwise_config, runner_for
 
     chosen = RUNNERS[ns.runner] if ns.runner else runner_for(ns.kind)
