@@ -6,6 +6,7 @@ from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from bgeflow.platform.kfp_docs import docstring
 from bgeflow.platform.run_spec import EvaluateSettings, run_defaults
+from bgeflow.steps.evaluation.spec import INGEST_SPLIT_DIR
 from components import exec_executor
 from components.images import GPU_IMAGE
 
@@ -40,7 +41,8 @@ evaluate.__doc__ = docstring(
         "dataset": "ingest's output (eval/ holds corpus.jsonl and queries.jsonl)",
         "retriever_model": "the fine-tuned retriever",
         "reranker_model": "the fine-tuned reranker (not trained: only the retriever is evaluated)",
-        "metrics": "<column>.<metric> for the columns base, finetuned and champion",
+        "metrics": f"<column>.<metric> for the columns base, finetuned and champion; {INGEST_SPLIT_DIR}.<column>."
+                   "<metric> for ingest's split when it is scored beside the run's eval_data",
         "report": "report.md with the deltas plot inlined",
         "evaluation": "the output folder (metadata: uri, gate_passed, metrics); metrics.json holds the verdict "
                       "of each model's own rules",
@@ -48,7 +50,8 @@ evaluate.__doc__ = docstring(
         "retriever": "the run's retriever block (base model, encoding, registry name)",
         "reranker": "the run's reranker block (base model, pair budget, registry name)",
         "eval_data": "the run's own eval set (folder or prefix, bgeflow's or BEIR's layout): the gate judges on "
-                     "it; ingest's split, when it has queries, is scored beside it (empty: ingest's split only)",
+                     "it; ingest's split, when it has queries, is scored beside it by the same evaluation (its "
+                     f"ingest_split: under {INGEST_SPLIT_DIR}/, never gated) (empty: ingest's split only)",
         "registry": "where champions are looked up (empty: <work_uri>/registry, if any)",
         "work_uri": "s3://bucket/prefix the step writes under (empty: the artifact's folder)",
         "run_id": "the pipeline run's id",

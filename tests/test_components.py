@@ -17,6 +17,7 @@ from kfp import dsl, local
 
 from bgeflow.core.errors import ConfigError, NotFoundError
 from conftest import REPO
+from test_evaluate import write_eval_dir
 
 sys.path.insert(0, str(REPO))
 
@@ -134,6 +135,46 @@ def test_evaluate_body_metrics_report_and_gate(ingested: dsl.Dataset, tmp_path: 
     assert "data:image/png;base64," in text or "deltas.png" not in text
     document = json.loads(Path(evaluation.metadata["metrics"]).read_text())
     assert document["gate"]["passed"] is False
+
+
+def test_evaluate_body_scores_ingests_split_beside_the_runs_eval_set(
+    ingested: dsl.Dataset, tmp_path: Path, minilm_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's eval_data is judged, ingest's split scored beside it by the same evaluate call (the step's
+    own ``ingest_split``), its metrics logged under the names KFP runs have always had."""
+    import bgeflow.steps.evaluation as evaluation_package
+    calls = []
+    original = evaluation_package.evaluate
+
+    def counted(spec: object) -> object:
+        calls.append(spec)
+        return original(spec)
+
+    monkeypatch.setattr(evaluation_package, "evaluate", counted)
+    own = write_eval_dir(tmp_path / "own-eval")
+    metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"))
+    evaluation = artifact(dsl.Artifact, tmp_path / "evaluation")
+    passed = evaluate.python_func(
+        dataset=ingested, retriever_model=artifact(dsl.Model, tmp_path / "r", uri=minilm_path, trained=True),
+        reranker_model=artifact(dsl.Model, tmp_path / "rr", uri="bundled:minilm", trained=False), metrics=metrics,
+        report=artifact(dsl.Markdown, tmp_path / "report"), evaluation=evaluation, eval_data=str(own),
+        settings={"gate": "ndcg@10>=base"}, retriever={"model": "bundled:minilm", "query_max_len": 32,
+                                                       "passage_max_len": 64},
+        reranker={"model": "bundled:minilm"})
+    assert passed is True and len(calls) == 1
+    (spec,) = calls
+    assert (spec.eval_data, spec.ingest_split) == (str(own), ingested.metadata["eval"])
+    split_file = Path(evaluation.metadata["split_metrics"])
+    assert split_file == Path(evaluation.metadata["uri"], "ingest-split", "metrics.json")
+    assert evaluation.metadata["eval_set"] == str(own)
+    beside = json.loads(split_file.read_text())
+    assert beside["eval_set"]["queries"] == ingested.metadata["eval_queries"] and beside["gate"] is None
+    for column in ("base", "finetuned"):
+        for name, value in beside["metrics"][column].items():
+            assert metrics.metadata[f"ingest-split.{column}.{name}"] == value
+    judged = json.loads(Path(evaluation.metadata["metrics"]).read_text())
+    assert judged["eval_set"]["queries"] == 6 and metrics.metadata["finetuned.ndcg@10"] == \
+        judged["metrics"]["finetuned"]["ndcg@10"]
 
 
 def test_publish_body_publishes_and_skips_untrained(tmp_path: Path, minilm_path: str) -> None:

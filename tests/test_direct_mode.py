@@ -241,7 +241,7 @@ def test_no_held_out_split_no_validation(tmp_path: Path) -> None:
 #: Runs whose evaluate and publish differ: each built as the pipeline's tasks build them.
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
-    "own eval set": {"eval_data": "s3://bkt/eval/"},  # judged on it; ingest's split is not scored beside it
+    "own eval set": {"eval_data": "s3://bkt/eval/"},  # judged on it; ingest's split scored beside it
     "own eval set only": {"eval_data": "s3://bkt/eval/", "ingest": {"eval_fraction": 0}},
     "own registry": {"registry": "s3://models/registry"},
     "base reranker": {"reranker": {"train": False}},
@@ -260,6 +260,26 @@ def test_evaluate_and_publish_are_what_the_pipeline_builds(variant: str) -> None
         if getattr(run, kind).train:
             assert plan[f"publish-{kind}"] == kfp_publish(run, kind)
     assert list(plan) == [step for step in STEPS if step in plan]  # in stage order
+
+
+#: variant → (the set the gate judges, the set scored beside it): ingest's split is scored beside the run's own
+#: eval set exactly when both exist, by the one evaluate Job (as the pipeline's one evaluate task).
+BESIDE: dict[str, tuple[dict[str, Any], str, str | None]] = {
+    "ingest's split only": ({}, f"{ROOT}/ingest/eval", None),  # the split is the judged set: nothing beside it
+    "own eval set and the split": ({"eval_data": "s3://bkt/eval/"}, "s3://bkt/eval/", f"{ROOT}/ingest/eval"),
+    "own eval set, no split": ({"eval_data": "s3://bkt/eval/", "ingest": {"eval_fraction": 0}}, "s3://bkt/eval/",
+                               None),
+}
+
+
+@pytest.mark.parametrize("variant", BESIDE)
+def test_the_evaluate_job_scores_ingests_split_beside_the_runs_eval_set(variant: str, tmp_path: Path) -> None:
+    overrides, judged, beside = BESIDE[variant]
+    code, output = write_step_spec(tmp_path, "evaluate", {**RETRAIN, **overrides})
+    assert code == 0
+    spec = read_back(["evaluate", "--config", str(output)])  # what `bgeflow evaluate --config` runs with
+    assert (spec.eval_data, spec.ingest_split) == (judged, beside)
+    assert ("ingest_split" in yaml.safe_load(output.read_text())) is (beside is not None)
 
 
 def test_a_base_reranker_is_not_evaluated_nor_published() -> None:

@@ -356,3 +356,72 @@ def test_an_eval_set_too_small_for_the_gate_is_named(queries: int, gate: str, wa
         assert warning is None
     else:
         assert warning is not None and warned in warning
+
+
+def _write_mismatched_eval_dir(root: Path) -> Path:
+    """``QUERIES`` judged against the next topic's passages: an eval set MiniLM scores badly on."""
+    write_eval_dir(root)
+    topics = list(TOPICS)
+    with open(root / "queries.jsonl", "w") as fh:
+        for n, (query_id, text, relevant) in enumerate(QUERIES):
+            other = topics[(n + 1) % len(topics)]
+            fh.write(json.dumps({"id": f"split-{query_id}", "text": text,
+                                 "relevant": {f"{other}-{doc.rpartition('-')[2]}": g for doc, g in relevant.items()}})
+                     + "\n")
+    return root
+
+
+#: (how it is run, the gate, the reranker or not): the gate passes on the judged set only.
+BESIDE_CASES = {
+    "library, retriever": ("library", "ndcg@10>=0.6, ndcg@10>=champion", False),
+    "bgeflow evaluate by hand, with a reranker": ("cli", "ndcg@10>=0.6, recall@10>=base", True),
+}
+
+
+@pytest.mark.parametrize("case", BESIDE_CASES)
+def test_ingest_split_is_scored_beside_and_never_gated(case: str, minilm_path: str, tiny_reranker: str,
+                                                       eval_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from bgeflow.steps.evaluation.gate import check_gate
+    via, gate, with_reranker = BESIDE_CASES[case]
+    split = _write_mismatched_eval_dir(tmp_path / "split")
+    out = tmp_path / "out"
+    beside_dir = out / "ingest-split"  # the name KFP runs' metrics carry (ingest-split.<column>.<metric>)
+    settings = {"output": str(out), "eval_data": str(eval_dir), "ingest_split": str(split), "gate": gate,
+                "retriever": minilm_path, "base_retriever": "bundled:minilm", "champion": minilm_path,
+                "rerank_top_k": 3, "fail_on_gate": True, **FAST,
+                **({"reranker": tiny_reranker} if with_reranker else {})}
+    if via == "cli":
+        config = tmp_path / "evaluate.yaml"
+        config.write_text(json.dumps(settings))
+        assert main(["evaluate", "--config", str(config)]) == 0, capsys.readouterr().err  # --fail-on-gate: passed
+        doc = json.loads((out / "metrics.json").read_text())
+        assert json.loads(capsys.readouterr().out)["outputs"]["ingest_split"] == str(beside_dir / "metrics.json")
+    else:
+        result = evaluate(EvaluateSpec.of(**settings))
+        doc = json.loads((out / "metrics.json").read_text())
+        assert doc == json.loads(json.dumps(result.metrics)) and result.gate_passed
+        assert result.outputs["ingest_split"] == str(beside_dir / "metrics.json")
+
+    beside = json.loads((beside_dir / "metrics.json").read_text())
+    # The same models, the same columns, on the other set; no champion there, and no verdict.
+    assert beside["eval_set"]["uris"]["queries"] == str(split / "queries.jsonl")
+    assert beside["eval_set"]["queries"] == 6 and beside["gate"] is None
+    columns = ["base", "finetuned", *(["retriever"] if with_reranker else [])]
+    assert list(beside["metrics"]) == columns and list(doc["metrics"]) == [*columns[:2], "champion", *columns[2:]]
+    assert set(beside["metrics"]["finetuned"]) == set(doc["metrics"]["finetuned"])
+    assert "champion" not in beside["models"] and "finetuned-champion" not in beside["deltas"]
+    assert doc["ingest_split"]["metrics"] == beside["metrics"]
+    assert {p.name for p in (beside_dir / "runs").iterdir()} == {
+        f"{c}.trec" for c in ("base", "finetuned", *(["finetuned_reranker"] if with_reranker else []))}
+    # The gate judged the eval set alone: on the split's numbers it would have failed.
+    assert doc["gate"]["passed"] is True and doc["gate"]["expression"] == gate
+    assert beside["metrics"]["finetuned"]["ndcg@10"] < 0.6 <= doc["metrics"]["finetuned"]["ndcg@10"]
+    assert check_gate(parse_gate(gate), beside["metrics"])["passed"] is False
+    # The main report shows both, the split's section saying it is not gated.
+    report = (out / "report.md").read_text()
+    section = report[report.index("## Ingest's split"):]
+    assert "not gated" in section and "ingest-split/metrics.json" in section
+    assert f"| `ndcg@10` | {beside['metrics']['base']['ndcg@10']:.4f} | " \
+           f"{beside['metrics']['finetuned']['ndcg@10']:.4f} |" in section
+    assert "Not gated" in (beside_dir / "report.md").read_text()

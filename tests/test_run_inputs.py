@@ -90,10 +90,10 @@ def test_run_spec_declares_corpus_and_eval_data_once(tmp_path: Path) -> None:
 def test_run_without_a_reranker_is_not_judged_on_reranker_rules() -> None:
     run = blocks.RunSpec.build({"data": "d.jsonl"})
     assert run.evaluate.gate == "ndcg@10>=base+0.01, rerank.ndcg@10>=retriever"
-    alone = blocks.evaluate_spec(run.evaluate, run.retriever, run.reranker, eval_data="e", output="o",
+    alone = blocks.evaluate_spec(run.evaluate, run.retriever, run.reranker, eval_data="e", split="", output="o",
                                  finetuned_retriever="r", finetuned_reranker=None, registry="")
     assert alone.gate == "ndcg@10>=base+0.01"
-    both = blocks.evaluate_spec(run.evaluate, run.retriever, run.reranker, eval_data="e", output="o",
+    both = blocks.evaluate_spec(run.evaluate, run.retriever, run.reranker, eval_data="e", split="", output="o",
                                 finetuned_retriever="r", finetuned_reranker="k", registry="")
     assert both.gate == run.evaluate.gate
 

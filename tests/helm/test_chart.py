@@ -341,12 +341,29 @@ def test_direct_jobs_run_the_retrain_spec(tmp_path: Path) -> None:
     evaluate = specs["evaluate"]
     assert (evaluate.eval_data, evaluate.registry) == (f"{root}/ingest/eval",
                                                        "s3://bgeflow-data/bgeflow/registry")
+    assert evaluate.ingest_split is None  # the split is the judged set: nothing beside it
     assert (evaluate.retriever, evaluate.reranker) == (f"{specs['train-retriever'].output}/model",
                                                        f"{specs['train-reranker'].output}/model")
     for model in ("retriever", "reranker"):
         publish = specs[f"publish-{model}"]
         assert (publish.model, publish.registry) == (specs[f"train-{model}"].output, evaluate.registry)
         assert publish.metrics == f"{evaluate.output}/metrics.json" and not publish.publish_if_gate_failed
+
+
+def test_direct_evaluate_job_scores_ingests_split_beside_the_runs_eval_set(tmp_path: Path) -> None:
+    """With the run's own eval_data, the one evaluate Job judges on it and scores ingest's split beside it:
+    the Job runs `bgeflow evaluate --config` on the plan's spec, which says both."""
+    from helm.steps import step_spec_of
+
+    objs = render("direct-values", "--set-json", 'retrain.ingest={"eval_fraction": 0.2}',
+                  "--set", "retrain.eval_data=s3://bgeflow-data/eval/")
+    (job,) = [o for o in objs if o["kind"] == "Job" and not is_test_hook(o) and _stage(o) == "evaluate"]
+    init = next(c for c in job["spec"]["template"]["spec"]["initContainers"] if c["name"] == "step-spec")
+    root = init["args"][init["args"].index("--root") + 1]
+    spec = step_spec_of(objs, job, tmp_path)
+    assert (spec.eval_data, spec.ingest_split) == ("s3://bgeflow-data/eval/", f"{root}/ingest/eval")
+    assert (tmp_path / "step-spec" / "evaluate.yaml").is_file()
+    assert "ingest_split:" in (tmp_path / "step-spec" / "evaluate.yaml").read_text()
 
 
 def test_direct_extra_args_still_win(tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="metrics of base vs fine-tuned (vs champion) models, and the quality gate",
         description="Encode the eval corpus and queries with each retriever (the encoder mining uses), search "
         "with faiss, rerank the fine-tuned retriever's top candidates with each reranker, and write "
-        "metrics.json, report.md and deltas.png under --output.",
+        "metrics.json, report.md and deltas.png under --output. --ingest-split scores a second eval set the "
+        "same way, into --output's ingest-split/, reported and never gated.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,

@@ -154,10 +154,11 @@ def direct_plan(run: RunSpec, *, root: str) -> dict[str, Spec]:
     blocks.check_hyperparameters(run, models_elsewhere=True)
     blocks.check_negatives(run)
     # As kfp_steps.evaluate_step: a model not trained in the run is its base model for the retriever,
-    # and no reranker column at all for the reranker (its gate rules dropped).
+    # and no reranker column at all for the reranker (its gate rules dropped); with both the run's eval_data
+    # and ingest's split, the spec scores the split beside it (ingest_split), so this one Job does both.
     registry = registry_uri(run.registry, run.work_uri)
     plan["evaluate"] = blocks.evaluate_spec(
-        run.evaluate, run.retriever, run.reranker, eval_data=blocks.eval_set(run.eval_data, split),
+        run.evaluate, run.retriever, run.reranker, eval_data=run.eval_data, split=split,
         output=layout.evaluation, registry=registry,
         finetuned_retriever=layout.trained_model("retriever") if run.retriever.train else run.retriever.model,
         finetuned_reranker=layout.trained_model("reranker") if run.reranker.train else None)

@@ -16,6 +16,7 @@ from bgeflow.core.log import quiet_libraries
 from bgeflow.core.storage import join_uri, open_store
 from bgeflow.platform import run_spec as blocks
 from bgeflow.platform.kfp_io import ArtifactLike, artifact_uri, record, registry_uri, step_output
+from bgeflow.steps.evaluation.spec import INGEST_SPLIT_DIR
 
 # A component runs under kfp's executor, which sets up logging itself: the libraries' dumps (faiss's
 # "Could not load library", FlagEmbedding's argument dumps) still stay out of the step's log.
@@ -90,7 +91,8 @@ def evaluate_step(*, dataset: ArtifactLike, retriever_model: ArtifactLike, reran
                   metrics: Any, report: ArtifactLike, evaluation: ArtifactLike, work_uri: str, run_id: str,
                   eval_data: str = "") -> bool:
     """Score the run's eval set (its own ``eval_data``, else ingest's split) and apply the gate there;
-    with both, ingest's split is scored too, under ``ingest-split/`` (reported, not gated).
+    with both, ingest's split is scored too by the same call (the step's ``ingest_split``), under
+    ``ingest-split/`` (reported, not gated), its metrics logged as ``ingest-split.<column>.<metric>``.
 
     Raises:
         ConfigError: neither an eval set of the run's nor any held-out query from ingest.
@@ -101,29 +103,20 @@ def evaluate_step(*, dataset: ArtifactLike, retriever_model: ArtifactLike, reran
     output = step_output(evaluation, work_uri, run_id, "evaluate")
     with_reranker = bool(reranker_model.metadata.get("trained", True))
     split = str(dataset.metadata.get("eval")) if dataset.metadata.get("eval_queries", 1) else ""
-    judged_on = blocks.eval_set(eval_data, split)
-    block, models = _block("evaluate", settings), {
-        "retriever": _block("retriever", retriever), "reranker": _block("reranker", reranker),
-        "finetuned_retriever": artifact_uri(retriever_model),
-        "finetuned_reranker": artifact_uri(reranker_model) if with_reranker else None}
     spec = blocks.evaluate_spec(
-        block, models["retriever"], models["reranker"], eval_data=judged_on, output=output,
-        finetuned_retriever=models["finetuned_retriever"], finetuned_reranker=models["finetuned_reranker"],
+        _block("evaluate", settings), _block("retriever", retriever), _block("reranker", reranker),
+        eval_data=eval_data, split=split, output=output, finetuned_retriever=artifact_uri(retriever_model),
+        finetuned_reranker=artifact_uri(reranker_model) if with_reranker else None,
         registry=registry_uri(registry, work_uri))  # the champion lives there, if one was published
     result = evaluate(spec)
     for column, values in result.metrics["metrics"].items():
         for name, value in values.items():
             metrics.log_metric(f"{column}.{name}", value)
     metrics.log_metric("gate_passed", float(result.gate_passed))
-    beside = None
-    if eval_data and split:  # ingest's split as well: reported, never gated, no champion fetched
-        beside = evaluate(blocks.evaluate_spec(
-            block.model_copy(update={"gate": ""}), models["retriever"], models["reranker"], eval_data=split,
-            output=join_uri(output, "ingest-split"), finetuned_retriever=models["finetuned_retriever"],
-            finetuned_reranker=models["finetuned_reranker"], registry=""))
-        for column, values in beside.metrics["metrics"].items():
-            for name, value in values.items():
-                metrics.log_metric(f"ingest-split.{column}.{name}", value)
+    beside = result.metrics.get("ingest_split") or {}
+    for column, values in (beside.get("metrics") or {}).items():
+        for name, value in values.items():
+            metrics.log_metric(f"{INGEST_SPLIT_DIR}.{column}.{name}", value)
     store = open_store(output)
     text = store.read_text("report.md")
     if store.exists("deltas.png"):  # inline the plot: the UI shows this artifact alone, not its directory
@@ -132,7 +125,7 @@ def evaluate_step(*, dataset: ArtifactLike, retriever_model: ArtifactLike, reran
     with open(report.path, "w", encoding="utf-8") as fh:
         fh.write(text)
     record(evaluation, output, started, gate_passed=result.gate_passed, metrics=result.outputs.get("metrics"),
-           eval_set=judged_on, split_metrics=beside.outputs.get("metrics") if beside else None)
+           eval_set=spec.eval_data, split_metrics=result.outputs.get("ingest_split"))
     return result.gate_passed
 
 

@@ -164,7 +164,8 @@ def preflight(config: LocalRunSpec) -> Path:
     options = blocks.check_hyperparameters(config)  # what the launcher and the pods will check, before any step
     _check_batches(config, sources, options)
     blocks.check_negatives(config)
-    blocks.evaluate_spec(config.evaluate, config.retriever, config.reranker, eval_data=scratch, output=scratch,
+    blocks.evaluate_spec(config.evaluate, config.retriever, config.reranker, eval_data=config.eval_data,
+                         split=scratch if config.ingest.eval_fraction > 0 else "", output=scratch,
                          finetuned_retriever=config.retriever.model,
                          finetuned_reranker=config.reranker.model if config.reranker.train else None,
                          registry=config.registry)

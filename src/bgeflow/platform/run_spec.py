@@ -24,7 +24,7 @@ from bgeflow.core.storage import SAFE_NAME_PATTERN
 from bgeflow.platform.launcher.submit import LauncherBackend
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
 from bgeflow.steps.evaluation.gate import without_reranker
-from bgeflow.steps.evaluation.spec import DEFAULT_GATE, EvaluateSettings, EvaluateSpec
+from bgeflow.steps.evaluation.spec import DEFAULT_GATE, INGEST_SPLIT_DIR, EvaluateSettings, EvaluateSpec
 from bgeflow.steps.ingest.spec import IngestSettings, IngestSpec
 from bgeflow.steps.mining.spec import MineSettings, MineSpec
 from bgeflow.steps.publish.spec import PublishSettings, PublishSpec
@@ -106,8 +106,9 @@ class RunSpec(Spec):
     eval_data: str = setting("", "your own held-out eval set: a folder or prefix with corpus.jsonl and queries.jsonl "
                              "(bgeflow's {id, text} / {id, text, relevant}, or BEIR's layout: corpus.jsonl with "
                              "_id/title/text, queries.jsonl with _id/text, qrels/test.tsv); the gate judges on it. "
-                             "ingest's split is still scored beside it while ingest.eval_fraction > 0; set that to 0 "
-                             "to train on every record instead", metavar="URI")
+                             "While ingest.eval_fraction > 0, the evaluate step also scores ingest's split "
+                             "(its ingest_split: reported under evaluate's " + INGEST_SPLIT_DIR + "/, never gated); "
+                             "set that to 0 to train on every record instead", metavar="URI")
     work_uri: str = setting("", "s3://bucket/prefix under which every step writes (needed on a cluster: the "
                             "training pods write there); empty: the steps' local artifact folders", metavar="URI")
     registry: str = setting("", "registry root (s3:// or a folder); empty: <work_uri>/registry", metavar="URI")
@@ -244,17 +245,37 @@ def train_spec(kind: str, block: RetrieverRun | RerankerRun, *, train_data: str,
 
 
 def evaluate_spec(evaluate: EvaluateSettings, retriever: RetrieverRun, reranker: RerankerRun, *, eval_data: str,
-                  output: str, finetuned_retriever: str, finetuned_reranker: str | None, registry: str) -> EvaluateSpec:
+                  split: str, output: str, finetuned_retriever: str, finetuned_reranker: str | None,
+                  registry: str) -> EvaluateSpec:
     """The evaluation step of a run: base vs fine-tuned (vs the registry's champions).
+
+    The gate judges the run's own ``eval_data``, else ingest's ``split`` (``eval_set``). With both,
+    the split is the step's ``ingest_split``: scored in the same call, reported, never gated. So
+    every runner (the KFP task, ``bgeflow run``, direct mode's one evaluate Job) scores it alike.
 
     Without a reranker to evaluate, the gate's ``rerank.`` rules (the default gate has one) do not apply:
     they judge a model this run does not produce.
+
+    Args:
+        evaluate: the run's ``evaluate`` block.
+        retriever: the run's ``retriever`` block (base model, encoding, registry name).
+        reranker: the run's ``reranker`` block (base model, pair budget, registry name).
+        eval_data: the run's own eval set ("" when it names none).
+        split: ingest's held-out split ("" when ingest holds no query out).
+        output: where the step writes.
+        finetuned_retriever: the fine-tuned retriever (the base model when the run does not train it).
+        finetuned_reranker: the fine-tuned reranker; None: no reranker is evaluated.
+        registry: where champions are looked up ("" for none).
+
+    Raises:
+        ConfigError: neither ``eval_data`` nor ``split``, or a setting the step refuses.
     """
     settings = evaluate.to_dict()
     if not finetuned_reranker:
         settings["gate"] = without_reranker(evaluate.gate)
     document: dict[str, Any] = {
-        **settings, "output": output, "eval_data": eval_data, "retriever": finetuned_retriever,
+        **settings, "output": output, "eval_data": eval_set(eval_data, split),
+        "ingest_split": split if eval_data and split else None, "retriever": finetuned_retriever,
         "base_retriever": retriever.model, "encoding": {**_encoding(retriever)},
         "rerank": {"max_len": reranker.max_len, "batch_size": reranker.batch_size},
     }

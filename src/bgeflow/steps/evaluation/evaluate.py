@@ -17,7 +17,14 @@ ranking of every query as a TREC run file: ``base``, ``finetuned``, ``champion``
 last so that its presence means the others are complete, ``metrics.json``::
 
     {"models": {column: {...}}, "metrics": {column: {metric: value}}, "deltas": {...},
-     "gate": {...}, "eval_set": {...}, "rerank_top_k": k, "seconds": {...}, "bgeflow_version": ...}
+     "gate": {...}, "ingest_split": null | {"uri", "output", "eval_set", "metrics", "deltas"},
+     "eval_set": {...}, "rerank_top_k": k, "seconds": {...}, "bgeflow_version": ...}
+
+A second eval set (``ingest_split``: in a run, ingest's held-out split beside the run's own
+``eval_data``) is scored by the same models, in the same columns but ``champion``, into
+``ingest-split/`` under ``output`` with the same files (its ``metrics.json`` has ``"gate": null``),
+before the main ``metrics.json``; the main report gives it a section. It is reported only: the gate
+judges the first set alone, and no champion is scored on the second.
 
 Columns are ``base``, ``finetuned`` and ``champion``; reranker metrics sit in the same columns
 prefixed ``rerank.`` (``rerank.ndcg@10``), so one gate expression covers both. With a reranker, the
@@ -38,14 +45,14 @@ from typing import TYPE_CHECKING, Any
 
 from bgeflow import __version__
 from bgeflow.core.errors import ConfigError
-from bgeflow.core.storage import open_store
+from bgeflow.core.storage import Store, open_store
 from bgeflow.core.weights import require_safetensors
 from bgeflow.data.records import query_prompt
 from bgeflow.steps.evaluation import families
 from bgeflow.steps.evaluation.evalset import EvalSet, load_eval_set, resolve_eval_uris
 from bgeflow.steps.evaluation.gate import RERANK_PREFIX, RETRIEVER_REFERENCE, GateRule, check_gate
 from bgeflow.steps.evaluation.metrics import compute_metrics, parse_metric
-from bgeflow.steps.evaluation.spec import EvaluateSpec
+from bgeflow.steps.evaluation.spec import INGEST_SPLIT_DIR, EvaluateSpec
 
 if TYPE_CHECKING:  # numpy comes with the train extra; publish imports this package without it
     import numpy as np
@@ -289,14 +296,138 @@ def few_queries(queries: int, rules: list[GateRule]) -> str | None:
             f"at least {math.ceil(1 / margin)} queries (ingest.eval_fraction, or your own eval_data)")
 
 
-def evaluate(config: EvaluateSpec) -> EvalResult:
-    """Evaluate the configured models, apply the gate, and write metrics.json, report.md, deltas.png."""
+def _score(run: _Run, retrievers: list[_Model], rerankers: list[_Model]) -> dict[str, dict[str, float]]:
+    """Every column's metrics on ``run``'s eval set, in report order (``COLUMNS``, then ``retriever``).
+
+    Args:
+        run: the eval set, with the caches that encode each distinct model once.
+        retrievers: the retrievers to score; the ``finetuned`` one's candidates are what rerankers reorder.
+        rerankers: the rerankers to score; one whose ``skipped`` says why not is left out.
+    """
+    evalset = run.evalset
+    columns: dict[str, dict[str, float]] = {}
+    candidates: np.ndarray | None = None
+    for model in retrievers:
+        ids = run.retrieve(model)
+        columns.setdefault(model.column, {}).update(
+            compute_metrics(run.rankings(ids), evalset.qrels, run.metric_names))
+        # A family's other scores (bge-m3: sparse, ColBERT, their mix) re-rank the dense candidates.
+        columns[model.column].update(families.family_metrics(
+            model.path, query_ids=[q.id for q in evalset.queries], corpus_ids=evalset.corpus_ids,
+            queries=families.format_queries(model.path, run.query_texts()), passages=evalset.corpus_texts,
+            candidates=ids, qrels=evalset.qrels, metric_names=run.metric_names, encoding=run.config.encoding))
+        if model.column == "finetuned":
+            candidates = ids[:, : run.config.rerank_top_k]
+    if rerankers:
+        assert candidates is not None
+        for model in rerankers:
+            if not model.skipped:
+                columns.setdefault(model.column, {}).update(run.rerank(model, candidates))
+        # Not reranking at all: the retriever's order of the same candidates, the same queries.
+        columns[RETRIEVER_REFERENCE] = {RERANK_PREFIX + m: v for m, v in compute_metrics(
+            run.rankings(candidates), evalset.qrels, run.metric_names).items()}
+    return {c: columns[c] for c in (*COLUMNS, RETRIEVER_REFERENCE) if c in columns}
+
+
+def _document(run: _Run, uris: dict[str, str], models: list[_Model], columns: dict[str, dict[str, float]], *,
+              gate: dict[str, Any] | None, warnings: list[str], reranked: bool,
+              ingest_split: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``metrics.json`` document of one scored eval set (``gate`` None: an ungated one; ``ingest_split``:
+    what was scored beside it)."""
+    config = run.config
+    return {
+        "bgeflow_version": __version__,
+        "eval_set": {"uris": uris, **run.evalset.sizes()},
+        "warnings": warnings,
+        "models": {
+            (m.column if m.role == "retriever" else f"{m.column}_reranker"): {
+                "role": m.role, "model": m.ref, **({"pooling": m.pooling} if m.pooling else {}),
+                **({"normalize": m.normalize} if m.normalize is not None else {}),
+                **({"precision": m.precision} if m.precision else {}),
+                **({"skipped": m.skipped} if m.skipped else {}),
+                **({"registry_version": m.registry_version} if m.registry_version else {}),
+            }
+            for m in models
+        },
+        "metrics": columns,
+        "deltas": _deltas(columns),
+        "gate": gate,
+        "ingest_split": ingest_split,
+        "settings": {
+            "pooling": config.encoding.pooling, "normalize": config.encoding.normalize,
+            "precision": config.encoding.precision, "query_instruction": config.encoding.query_instruction,
+            "query_max_len": config.encoding.query_max_len, "passage_max_len": config.encoding.passage_max_len,
+            "rerank_max_len": config.rerank.max_len, "retrieval_k": run.retrieval_k,
+        },
+        "rerank_top_k": config.rerank_top_k if reranked else None,
+        "seconds": run.seconds,
+    }
+
+
+def _write(out: Store, stage: Path, document: dict[str, Any], runs: dict[str, dict[str, list[tuple[str, float]]]],
+           ) -> dict[str, str]:
+    """``report.md``, ``deltas.png`` and ``runs/<column>.trec`` of one scored eval set into ``out``, then
+    ``metrics.json``, last: a reader that sees it sees the others of the same run.
+
+    Args:
+        out: where the files go.
+        stage: a local folder, not there yet, where they are made first.
+        document: the ``metrics.json`` document (``_document``).
+        runs: column → each query's ranked (doc id, score).
+
+    Returns:
+        ``metrics``, ``report`` and ``plot`` → their URLs.
+
+    Raises:
+        DataError: an id with whitespace (``trec_run``).
+        StorageError: ``out`` cannot be written.
+    """
     from bgeflow.steps.evaluation.report import plot_deltas, render_report
 
+    stage.mkdir()
+    (stage / REPORT_FILE).write_text(render_report(document), encoding="utf-8")
+    plot_deltas(document, stage / PLOT_FILE)
+    for key in (REPORT_FILE, PLOT_FILE):
+        out.put_file(stage / key, key)
+    for column, ranked in runs.items():  # per query, to diff two models or two evaluations
+        (stage / f"{column}.trec").write_text(trec_run(ranked, column), encoding="utf-8")
+        out.put_file(stage / f"{column}.trec", f"{RUNS_DIR}/{column}.trec")
+    out.write_text(METRICS_FILE, json.dumps(document, ensure_ascii=False, indent=2))
+    return {"metrics": out.url(METRICS_FILE), "report": out.url(REPORT_FILE), "plot": out.url(PLOT_FILE)}
+
+
+def evaluate(config: EvaluateSpec) -> EvalResult:
+    """Evaluate the configured models, apply the gate, and write metrics.json, report.md, deltas.png.
+
+    With ``ingest_split``, that set is scored too, by the same models (each resolved once), into
+    ``<output>/ingest-split/`` (``INGEST_SPLIT_DIR``: its own ``metrics.json``, ``report.md``,
+    ``deltas.png``, ``runs/``), under ``ingest_split`` in the main ``metrics.json`` and in a section of
+    the main ``report.md``. Those numbers are reported only: the gate never reads them and no champion
+    is scored on that set.
+
+    Args:
+        config: the eval sets, the models, the gate and where the results go.
+
+    Returns:
+        The main ``metrics.json`` document, the gate's verdict, and the outputs' URLs (``metrics``,
+        ``report``, ``plot``, and ``ingest_split``: that set's ``metrics.json``, with ``ingest_split``).
+
+    Raises:
+        DataError: an eval set that cannot be read (named by file and line).
+        NotFoundError: an eval set, model or champion that is not there.
+        ConfigError: a champion of the wrong kind.
+        StorageError: the output cannot be written.
+    """
     started = time.monotonic()
     uris = resolve_eval_uris(config.eval_data, config.corpus, config.queries, config.qrels)
     evalset = load_eval_set(uris)
     log.info("eval set: %d passages, %d queries", len(evalset.corpus_ids), len(evalset.queries))
+    # Read before any model is: a bad second set fails here, not after the first is scored.
+    split_uris = resolve_eval_uris(config.ingest_split, None, None, None) if config.ingest_split else None
+    split_set = load_eval_set(split_uris) if split_uris else None
+    if split_set is not None:
+        log.info("%s (scored beside, not gated): %d passages, %d queries", INGEST_SPLIT_DIR,
+                 len(split_set.corpus_ids), len(split_set.queries))
     warnings = [w for w in (few_queries(len(evalset.queries), config.rules),) if w]
     for warning in warnings:
         log.warning("evaluate: %s", warning)
@@ -314,74 +445,36 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
             _resolve("finetuned", "reranker", config.reranker, workdir),
             _resolve_champion("reranker", config.champion_reranker_ref, workdir),
         ) if m is not None]
+        for model in rerankers:
+            if model.column == "base" and (reason := _untrained_base(model)):
+                model.skipped = reason
+                log.warning("base reranker %s: %s", model.ref, reason)
 
-        columns: dict[str, dict[str, float]] = {}
-        candidates: np.ndarray | None = None
-        for model in retrievers:
-            ids = run.retrieve(model)
-            columns.setdefault(model.column, {}).update(
-                compute_metrics(run.rankings(ids), evalset.qrels, run.metric_names))
-            # A family's other scores (bge-m3: sparse, ColBERT, their mix) re-rank the dense candidates.
-            columns[model.column].update(families.family_metrics(
-                model.path, query_ids=[q.id for q in evalset.queries], corpus_ids=evalset.corpus_ids,
-                queries=families.format_queries(model.path, run.query_texts()), passages=evalset.corpus_texts,
-                candidates=ids, qrels=evalset.qrels, metric_names=run.metric_names, encoding=config.encoding))
-            if model.column == "finetuned":
-                candidates = ids[:, : config.rerank_top_k]
-        if rerankers:
-            assert candidates is not None
-            for model in rerankers:
-                if model.column == "base" and (reason := _untrained_base(model)):
-                    model.skipped = reason
-                    log.warning("base reranker %s: %s", model.ref, reason)
-                    continue
-                columns.setdefault(model.column, {}).update(run.rerank(model, candidates))
-            # Not reranking at all: the retriever's order of the same candidates, the same queries.
-            columns[RETRIEVER_REFERENCE] = {RERANK_PREFIX + m: v for m, v in compute_metrics(
-                run.rankings(candidates), evalset.qrels, run.metric_names).items()}
-
-        ordered = {c: columns[c] for c in (*COLUMNS, RETRIEVER_REFERENCE) if c in columns}
+        ordered = _score(run, retrievers, rerankers)
         gate = check_gate(config.rules, ordered, config.gate)
+        beside: dict[str, Any] | None = None
+        beside_outputs: dict[str, str] = {}
+        if split_set is not None:
+            assert split_uris is not None
+            # Never against a champion: that comparison is the gate's, on the judged set alone.
+            models = [m for m in (*retrievers, *rerankers) if m.column != "champion"]
+            split_started = time.monotonic()
+            split_run = _Run(config, split_set, workdir)
+            columns = _score(split_run, [m for m in models if m.role == "retriever"],
+                             [m for m in models if m.role == "reranker"])
+            split_run.seconds["total"] = round(time.monotonic() - split_started, 3)
+            split_document = _document(split_run, split_uris, models, columns, gate=None, warnings=[],
+                                       reranked=any(m.role == "reranker" for m in models))
+            # Before the main metrics.json: its presence says this set's outputs are complete too.
+            beside_outputs = _write(out.child(INGEST_SPLIT_DIR), workdir / "split-out", split_document,
+                                    split_run.runs)
+            beside = {"uri": config.ingest_split, "output": out.url(INGEST_SPLIT_DIR),
+                      "eval_set": split_document["eval_set"], "metrics": columns, "deltas": split_document["deltas"]}
         run.seconds["total"] = round(time.monotonic() - started, 3)
-        document: dict[str, Any] = {
-            "bgeflow_version": __version__,
-            "eval_set": {"uris": uris, **evalset.sizes()},
-            "warnings": warnings,
-            "models": {
-                (m.column if m.role == "retriever" else f"{m.column}_reranker"): {
-                    "role": m.role, "model": m.ref, **({"pooling": m.pooling} if m.pooling else {}),
-                    **({"normalize": m.normalize} if m.normalize is not None else {}),
-                    **({"precision": m.precision} if m.precision else {}),
-                    **({"skipped": m.skipped} if m.skipped else {}),
-                    **({"registry_version": m.registry_version} if m.registry_version else {}),
-                }
-                for m in [*retrievers, *rerankers]
-            },
-            "metrics": ordered,
-            "deltas": _deltas(ordered),
-            "gate": gate,
-            "settings": {
-                "pooling": config.encoding.pooling, "normalize": config.encoding.normalize,
-                "precision": config.encoding.precision, "query_instruction": config.encoding.query_instruction,
-                "query_max_len": config.encoding.query_max_len, "passage_max_len": config.encoding.passage_max_len,
-                "rerank_max_len": config.rerank.max_len, "retrieval_k": run.retrieval_k,
-            },
-            "rerank_top_k": config.rerank_top_k if rerankers else None,
-            "seconds": run.seconds,
-        }
-        stage = workdir / "out"
-        stage.mkdir()
-        (stage / REPORT_FILE).write_text(render_report(document), encoding="utf-8")
-        plot_deltas(document, stage / PLOT_FILE)
-        for key in (REPORT_FILE, PLOT_FILE):
-            out.put_file(stage / key, key)
-        for column, ranked in run.runs.items():  # per query, to diff two models or two evaluations
-            (stage / f"{column}.trec").write_text(trec_run(ranked, column), encoding="utf-8")
-            out.put_file(stage / f"{column}.trec", f"{RUNS_DIR}/{column}.trec")
-        # Last: a reader that sees metrics.json sees the report and plot of the same run.
-        out.write_text(METRICS_FILE, json.dumps(document, ensure_ascii=False, indent=2))
-    log.info("gate %s; metrics at %s", "passed" if gate["passed"] else "FAILED", out.url(METRICS_FILE))
-    return EvalResult(
-        metrics=document, gate_passed=bool(gate["passed"]), output_uri=config.output,
-        outputs={"metrics": out.url(METRICS_FILE), "report": out.url(REPORT_FILE), "plot": out.url(PLOT_FILE)},
-    )
+        document = _document(run, uris, [*retrievers, *rerankers], ordered, gate=gate, warnings=warnings,
+                             reranked=bool(rerankers), ingest_split=beside)
+        outputs = _write(out, workdir / "out", document, run.runs)
+    if beside_outputs:
+        outputs["ingest_split"] = beside_outputs["metrics"]
+    log.info("gate %s; metrics at %s", "passed" if gate["passed"] else "FAILED", outputs["metrics"])
+    return EvalResult(metrics=document, gate_passed=bool(gate["passed"]), output_uri=config.output, outputs=outputs)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bgeflow.steps.evaluation.spec import INGEST_SPLIT_DIR
+
 _LABELS = {"base": "base", "finetuned": "fine-tuned", "champion": "champion", "retriever": "not reranked"}
 _SHOWN = ("base", "finetuned", "champion", "retriever")
 
@@ -63,11 +65,39 @@ def gate_lines(gate: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _sizes(eval_set: dict[str, Any]) -> str:
+    return (f"{eval_set.get('queries', '?')} queries, {eval_set.get('corpus', '?')} passages, "
+            f"{eval_set.get('judgements', '?')} judgements")
+
+
+def split_section(split: dict[str, Any]) -> list[str]:
+    """The main report's lines on the set scored beside the judged one (``metrics.json``'s ``ingest_split``).
+
+    Args:
+        split: ``{"uri", "output", "eval_set", "metrics", "deltas"}`` as ``evaluate`` records it.
+
+    Returns:
+        Markdown lines: a heading that says it is not gated, the set, where its files are, its metrics table.
+    """
+    eval_set = split.get("eval_set") or {}
+    where = split.get("uri") or (eval_set.get("uris") or {}).get("queries", "?")
+    return ["## Ingest's split (ingest_split): reported, not gated", "",
+            f"Also scored with the same models: `{where}` ({_sizes(eval_set)}). The gate never reads these "
+            f"numbers and no champion is scored on them. Its files: `{INGEST_SPLIT_DIR}/metrics.json`, "
+            f"`{INGEST_SPLIT_DIR}/report.md`, `{INGEST_SPLIT_DIR}/runs/`.", "",
+            metrics_table(split)]
+
+
 def render_report(document: dict[str, Any]) -> str:
+    """``report.md`` of an evaluation: the eval set, the models, the metrics table, the gate's verdict (or
+    that this set is not gated), the set scored beside it, and the deltas plot.
+
+    Args:
+        document: the ``metrics.json`` document ``evaluate`` writes.
+    """
     sizes = document.get("eval_set", {})
     lines = ["# Evaluation report", ""]
-    lines += [f"Eval set: {sizes.get('queries', '?')} queries, {sizes.get('corpus', '?')} passages, "
-              f"{sizes.get('judgements', '?')} judgements.", ""]
+    lines += [f"Eval set: {_sizes(sizes)}.", ""]
     lines += [f"> **Warning:** {w}" for w in document.get("warnings", [])] + ([""] if document.get("warnings") else [])
     lines += ["## Models", "", "| column | role | model | pooling | normalised | precision |",
               "|---|---|---|---|---|---|"]
@@ -87,8 +117,14 @@ def render_report(document: dict[str, Any]) -> str:
                   "candidates; relevant documents outside them count as not retrieved. *not reranked*: the "
                   "retriever's own order of those candidates.", ""]
     lines += [metrics_table(document), "## Quality gate", ""]
-    lines += gate_lines(document.get("gate", {}))
+    if document.get("gate", {}) is None:  # a set scored beside the judged one (ingest_split)
+        lines += ["Not gated: this set is scored beside the eval set the gate judges (`../metrics.json`), and "
+                  "no champion is scored on it."]
+    else:
+        lines += gate_lines(document.get("gate", {}))
     lines += ["", "![metric deltas](deltas.png)", ""]
+    if document.get("ingest_split"):  # after the plot, which shows the judged set's deltas
+        lines += [*split_section(document["ingest_split"]), ""]
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,9 @@ from bgeflow.steps.evaluation.metrics import DEFAULT_METRICS
 #: The gate a pipeline run applies unless told otherwise: the fine-tuned retriever beats its base, and
 #: reranking its candidates with the fine-tuned reranker does not rank worse than the retriever alone.
 DEFAULT_GATE = "ndcg@10>=base+0.01, rerank.ndcg@10>=retriever"
+#: Where ``EvaluateSpec.ingest_split``'s results go under ``output`` (the setting's name as a path), and
+#: the prefix of their metric names in a KFP run (``ingest-split.finetuned.ndcg@10``): named here only.
+INGEST_SPLIT_DIR = "ingest-split"
 
 
 class EvaluateSettings(Spec):
@@ -49,8 +52,15 @@ class EvaluateSpec(EvaluateSettings):
     """What ``bgeflow evaluate`` does: the settings, the eval set, the models and where results go."""
 
     output: str = setting(help="where metrics.json, report.md and deltas.png go", metavar="URI", min_length=1)
-    eval_data: str | None = setting(None, "directory/prefix with corpus.jsonl and queries.jsonl (ingest's eval/)",
-                                    metavar="URI")
+    eval_data: str | None = setting(None, "directory/prefix with corpus.jsonl and queries.jsonl (ingest's eval/, or "
+                                    "your own set): the gate judges on it", metavar="URI")
+    # A run with its own eval_data still shows how the models do on the data they were trained from
+    # (ingest's split); declared here, once, so every runner (KFP, bgeflow run, direct mode's one
+    # evaluate Job, a hand-run evaluate) scores it the same way, in the same call.
+    ingest_split: str | None = setting(
+        None, "a second eval set of the same layout (in a run: ingest's held-out split, beside the run's own "
+        "eval_data), scored with the same models and columns, written under <output>/" + INGEST_SPLIT_DIR +
+        "/ and in report.md; reported only: never gated, no champion", metavar="URI")
     corpus: str | None = setting(None, 'corpus JSONL {"id", "text"} (instead of --eval-data)', metavar="URI")
     queries: str | None = setting(None, 'queries JSONL {"id", "text", "relevant": {doc_id: grade}} (instead of '
                                   "--eval-data)", metavar="URI")
