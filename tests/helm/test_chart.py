@@ -434,9 +434,12 @@ def test_direct_training_launcher_has_the_memory_bgeflow_launch_needs() -> None:
 
     from kubernetes.utils import parse_quantity
 
-    probe = ("import resource\nfrom bgeflow.steps.training.runners import runner_for\n"
+    # The peak from /proc (VmHWM), not ru_maxrss: a child's ru_maxrss starts at its parent's peak on
+    # Linux, so a pytest process grown large by earlier tests would be measured instead.
+    probe = ("from bgeflow.steps.training.runners import runner_for\n"
              "runner_for('retriever').classes()\nimport bgeflow.platform.launcher.submit\n"
-             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+             "peak = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+             "print(int(peak.split()[1]) * 1024)")
     footprint = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                                    check=True).stdout.split()[-1])
     launchers = [o for o in render("direct-values") if o["kind"] == "Job" and not is_test_hook(o)
