@@ -47,6 +47,9 @@ def test_two_pod_pytorchjob_trains_minilm_from_minio(cluster: Cluster, s3: S3, t
         "image": cluster.gpu_image, "namespace": cluster.namespace, "s3_secret": s3.secret,
         "cpu": "500m", "memory": "3Gi", "shm_size": "256Mi", "backoff_limit": 0, "restart_policy": "Never",
         "ttl_seconds_after_finished": 3600,
+        # Both pods stay to be inspected: under the default (Running) the operator deletes a Worker still
+        # exiting when the Master has succeeded, a race this test lost once in a full e2e run.
+        "clean_pod_policy": "None",
     }))
     output = f"s3://{s3.bucket}/{prefix}/out"
     owner = f"e2e/{prefix}"
