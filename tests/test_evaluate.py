@@ -340,6 +340,38 @@ def test_compare_two_evaluations_query_by_query(eval_dir: Path, minilm_path: str
     assert json.loads(capsys.readouterr().out)["per_query"]["queries"] == 6
 
 
+def _evaluation_output(folder: Path, queries: dict[str, str], column: str = "finetuned") -> str:
+    """A bgeflow evaluate output by hand: an eval set of ``queries`` (id → relevant doc), its metrics.json
+    and a run file ranking each query's relevant document first."""
+    (folder / "eval").mkdir(parents=True)
+    docs = sorted(set(queries.values()))
+    (folder / "eval" / "corpus.jsonl").write_text("".join(json.dumps({"id": d, "text": d}) + "\n" for d in docs))
+    (folder / "eval" / "queries.jsonl").write_text("".join(
+        json.dumps({"id": q, "text": f"query {q}", "relevant": [d]}) + "\n" for q, d in queries.items()))
+    uris = {"corpus": str(folder / "eval" / "corpus.jsonl"), "queries": str(folder / "eval" / "queries.jsonl")}
+    (folder / "runs").mkdir()
+    (folder / "runs" / f"{column}.trec").write_text("".join(f"{q} Q0 {d} 1 1.0 {column}\n" for q, d in queries.items()))
+    (folder / "metrics.json").write_text(json.dumps({"eval_set": {"uris": uris}, "metrics": {column: {"ndcg@10": 1.0}}}))
+    return str(folder)
+
+
+def test_compare_on_different_eval_sets_warns_and_counts_alike_both_ways(tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Two evaluations with no query in common: 3 + 2 queries are in one run only, whichever comes first
+    (A's judgements alone gave 3 one way and 2 the other), and the user is told the sets differ."""
+    from bgeflow.steps.evaluation.compare import compare
+
+    a = _evaluation_output(tmp_path / "a", {"q1": "d1", "q2": "d2", "q3": "d3"})
+    b = _evaluation_output(tmp_path / "b", {"x1": "e1", "x2": "e2"})
+    with caplog.at_level("WARNING", logger="bgeflow.steps.evaluation.compare"):
+        both = [compare(a, b), compare(b, a)]
+    assert [d["per_query"]["only_in_one_run"] for d in both] == [5, 5]
+    assert [d["per_query"]["queries"] for d in both] == [0, 0] and not any(d["same_eval_set"] for d in both)
+    assert sum("different eval sets" in r.getMessage() for r in caplog.records) == 2
+    caplog.clear()
+    assert compare(a, a)["same_eval_set"] and not caplog.records
+
+
 @pytest.mark.parametrize(("queries", "gate", "warned"), [
     (1, "ndcg@10>=base+0.01", "the eval set has 1 query: one query moves a mean metric by up to 1, more than the "
                               "gate's margin 0.01, so one query decides the verdict; hold out at least 100 queries"),

@@ -9,6 +9,7 @@ and their query texts: where a new model wins and loses, which a mean hides.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ from bgeflow.steps.evaluation.metrics import parse_metric, query_metric
 
 METRICS_FILE = "metrics.json"
 RUNS_DIR = "runs"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,9 @@ def compare(a_uri: str, b_uri: str, *, column: str = "finetuned", metric: str = 
             top: int = 10) -> dict[str, Any]:
     """Every metric of ``column`` in both evaluations, and ``metric`` per query (B minus A).
 
-    Judgements and query texts come from A's eval set; queries only one run holds are counted apart.
+    Judgements and query texts come from A's eval set; queries only one run holds are counted apart
+    (``only_in_one_run``, the same whichever is A). Two evaluations on different eval sets are compared
+    all the same, with a warning: their means are over different queries.
 
     Raises:
         NotFoundError: an evaluation or run file is missing.
@@ -69,6 +74,12 @@ def compare(a_uri: str, b_uri: str, *, column: str = "finetuned", metric: str = 
     """
     parse_metric(metric)
     a, b = Evaluation.read(a_uri), Evaluation.read(b_uri)
+    sets = [e.document.get("eval_set", {}).get("uris") for e in (a, b)]
+    same_eval_set = sets[0] == sets[1]
+    if not same_eval_set:
+        log.warning("%s and %s were evaluated on different eval sets (%s vs %s): the metrics' deltas compare "
+                    "means over different queries, and only queries both runs hold are compared one by one",
+                    a.uri, b.uri, (sets[0] or {}).get("queries"), (sets[1] or {}).get("queries"))
     a_metrics = (a.document.get("metrics") or {}).get(column) or {}
     b_metrics = (b.document.get("metrics") or {}).get(column) or {}
     table = {name: {"a": a_metrics.get(name), "b": b_metrics.get(name),
@@ -87,10 +98,12 @@ def compare(a_uri: str, b_uri: str, *, column: str = "finetuned", metric: str = 
 
     return {
         "a": a.uri, "b": b.uri, "column": column, "metrics": table,
-        "same_eval_set": a.document.get("eval_set", {}).get("uris") == b.document.get("eval_set", {}).get("uris"),
+        "same_eval_set": same_eval_set,
         "per_query": {
             "metric": metric, "queries": len(shared),
-            "only_in_one_run": len((set(run_a) ^ set(run_b)) & set(qrels)),
+            # Over both runs' queries, not A's judgements alone: B's own queries are not in A's eval set,
+            # and restricting to it made the count depend on which evaluation came first.
+            "only_in_one_run": len(set(run_a) ^ set(run_b)),
             "better": sum(1 for d, _ in changes if d > 1e-9), "worse": sum(1 for d, _ in changes if d < -1e-9),
             "same": sum(1 for d, _ in changes if abs(d) <= 1e-9),
             "most_improved": listed([c for c in reversed(changes) if c[0] > 1e-9][:top]),
