@@ -173,3 +173,17 @@ def test_the_cards_gate_and_table_are_the_published_models_own(tmp_path: Path, c
     assert {metric for values in table.values() for metric in values} == (
         {"rerank.ndcg@10"} if kind == "reranker" else {"ndcg@10"})
     assert ("retriever" in table) is (kind == "reranker")  # "not reranked" is the reranker's reference
+
+
+def test_the_cards_settings_table_shows_whole_numbers_as_given(tmp_path: Path) -> None:
+    """Numbers through KFP's Struct arrive as floats, and logging_steps/save_steps are float fields: the card
+    said `logging_steps` `2.0`; fractions and strings stay as they are."""
+    from bgeflow.steps.publish.card import _config_summary
+
+    (tmp_path / "train_config.yaml").write_text(
+        "hyperparameters:\n  logging_steps: 2.0\n  save_steps: 100000.0\n  learning_rate: 5.0e-05\n  warmup_ratio: 0.1\n"
+        "  report_to: none\n")
+    table = _config_summary(tmp_path)
+    assert {"| `hyperparameters.logging_steps` | `2` |", "| `hyperparameters.save_steps` | `100000` |",
+            "| `hyperparameters.learning_rate` | `5e-05` |", "| `hyperparameters.warmup_ratio` | `0.1` |",
+            "| `hyperparameters.report_to` | `none` |"} <= set(table)

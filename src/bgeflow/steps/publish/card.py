@@ -156,7 +156,10 @@ def _config_summary(configs_dir: Path) -> list[str]:
 
     walk("", loaded)
     lines = ["| setting | value |", "|---|---|"]
-    lines += [f"| `{k}` | `{v}` |" for k, v in list(flat.items())[:40]]
+    # A whole float as a whole number: JSON through KFP (a protobuf Struct) turns every number into a float,
+    # and TrainingArguments declares logging_steps/save_steps float (a ratio below 1), so `2` arrives as 2.0.
+    lines += [f"| `{k}` | `{int(v) if isinstance(v, float) and v.is_integer() else v}` |"
+              for k, v in list(flat.items())[:40]]
     if len(flat) > 40:
         lines.append(f"| … | {len(flat) - 40} more in `configs/train_config.yaml` of the registry version |")
     return lines
