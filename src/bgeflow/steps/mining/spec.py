@@ -58,7 +58,8 @@ class MineSettings(Spec):
     negative_number: int = setting(15, "negatives per record", ge=1)
     use_gpu: bool = setting(False, "search with a faiss GPU index (needs faiss-gpu and a CUDA GPU)",
                             aliases=("--use-gpu-for-searching",))
-    seed: int = setting(42, "seed of the negative sampling: same seed, same output")
+    seed: int = setting(42, "seed of the negative sampling: same seed, data, model and settings, same output "
+                        "(chunk_size included when the encoding precision is bf16/fp16, see chunk_size)")
     max_score_ratio: float | None = setting(None, "drop candidates scoring above R x the query-positive score "
                                             "(NV-Retriever TopK-PercPos: 0.95)", gt=0, metavar="R")
     max_score: float | None = setting(None, "drop candidates scoring above this")
@@ -74,7 +75,11 @@ class MineSettings(Spec):
                                    "success; an explicit one is kept, so reruns skip encoding", metavar="DIR")
     embedding_dtype: EmbeddingDtype = setting("float32", "on-disk type of the pool encodings (float16 halves "
                                               "disk and I/O)")
-    chunk_size: int = setting(8192, "passages per resumable encoding chunk", gt=0)
+    # Why the caveat: a reduced-precision encoding of a text varies with the other texts of its batch
+    # (padding length, kernel choice), and a chunk bounds the batches; fp32 is stable to the last digits.
+    chunk_size: int = setting(8192, "passages per resumable encoding chunk; with a bf16/fp16 encoding (precision "
+                              "auto picks bf16 on CPUs that have it) another chunk size moves scores slightly, "
+                              "and so which negatives are drawn", gt=0)
     query_batch_size: int = setting(4096, "queries per faiss search call", gt=0)
 
     @field_validator("range_for_sampling")
