@@ -202,3 +202,23 @@ def test_mlflow_registration_follows_publish_and_promote(tmp_path: Path, capsys:
                                    version="v3"))
     assert third.created and third.mlflow is None
     assert "MLflow registration of" in caplog.text and "mlflow is down" in caplog.text
+
+
+def test_promoting_a_version_that_failed_its_gate_is_allowed_and_said(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A user promoted a gate-FAILED version and nothing said so; a passed one promotes quietly."""
+    from bgeflow.steps.publish import pointers
+
+    reg = str(tmp_path / "registry")
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg, version="v1",
+                           metrics=str(write_metrics(tmp_path / "ok.json", True)), champion="never"))
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "b", seed=1)), name="m", registry=reg,
+                           version="v2", metrics=str(write_metrics(tmp_path / "bad.json", False)),
+                           champion="never", publish_if_gate_failed=True))
+    caplog.clear()
+    said = lambda: [r.getMessage() for r in caplog.records if r.name == pointers.log.name]  # noqa: E731
+    with caplog.at_level("WARNING", logger=pointers.log.name):
+        pointers.promote(reg, "m", "v1")
+        assert not said()
+        assert pointers.promote(reg, "m", "v2").to_dict()["champion"] == "v2"
+    assert said() == [f"{reg}/m/v2 failed its own gate rules (ndcg@10>=base) when it was published; promoting it all the same"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -11,6 +12,8 @@ from bgeflow.core.storage import Store
 from bgeflow.steps.publish.registry import MANIFEST, VersionInfo, read_manifest, read_pointer
 from bgeflow.steps.publish.spec import PublishSpec
 from bgeflow.steps.publish.verdict import model_verdict
+
+log = logging.getLogger(__name__)
 
 
 def write_pointer(store: Store, pointer: str, version: str, manifest_sha256: str) -> None:
@@ -93,6 +96,11 @@ def promote(registry: str, name: str, ref: str) -> Promotion:
     if problems:
         raise RegistryError(f"{info.uri} cannot be promoted: {problems[0]}"
                             + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+    if info.manifest.get("gate_passed") is False:
+        # Allowed (a person may know better than the rule), but said: a publish never makes such a version the
+        # champion by itself, and readers of `champion` get this model from now on.
+        log.warning("%s failed its own gate rules (%s) when it was published; promoting it all the same",
+                    info.uri, ", ".join(info.manifest.get("gate_rules") or []) or "rules not recorded")
     store = name_store(registry, name)
     previous = read_pointer(registry, name, "champion")
     if previous != info.version:
