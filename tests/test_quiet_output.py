@@ -265,3 +265,20 @@ def test_bgeflow_train_at_the_default_level_shows_bgeflows_lines_and_the_trainer
     other = [piece for line in done.stderr.splitlines() for piece in line.split("\r")
              if piece.strip() and not ours.match(piece) and not trainer.match(piece)]
     assert other == [], done.stderr
+
+
+@pytest.mark.parametrize(("unit", "items", "line"), [
+    ("chunk", 4, "encode: 4 chunks in"),
+    ("batch", 26, "encode: 26 batches in"),
+    ("batch", 1, "encode: 1 batch in"),
+    ("shard", 0, "encode: 0 shards in"),
+])
+def test_progress_lines_count_in_words(unit: str, items: int, line: str, monkeypatch: pytest.MonkeyPatch,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A user read "4 chunk" and "26 batch" in the logs."""
+    from bgeflow.core import log as bgeflow_log
+
+    monkeypatch.setattr(bgeflow_log, "interactive", lambda: False)
+    with caplog.at_level("INFO", logger="bgeflow.progress"):
+        assert list(bgeflow_log.progress(range(items), desc="encode", unit=unit)) == list(range(items))
+    assert caplog.records[-1].getMessage().startswith(line)

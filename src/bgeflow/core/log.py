@@ -198,5 +198,12 @@ def progress(
             last = now
             rate = count / max(now - start, 1e-9)
             done = f"{count}/{total}" if total else str(count)
-            log.info("%s: %s %s (%.0f %s/s)", desc, done, unit, rate, unit)
-    log.info("%s: %d %s in %.1fs", desc, count, unit, time.monotonic() - start)
+            log.info("%s: %s %s (%.0f %s/s)", desc, done, _plural(unit, total or count), rate, unit)
+    log.info("%s: %d %s in %.1fs", desc, count, _plural(unit, count), time.monotonic() - start)
+
+
+def _plural(unit: str, count: int) -> str:
+    """``unit`` as a count of ``count`` reads in a log line ("4 chunks", "1 batch", "26 batches")."""
+    if count == 1 or unit == "it":  # tqdm's "it" stays as tqdm writes it
+        return unit
+    return unit + ("es" if unit.endswith(("ch", "sh", "s", "x")) else "s")
