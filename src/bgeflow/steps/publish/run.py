@@ -80,7 +80,8 @@ def publish(config: PublishSpec) -> PublishResult:
     # Before the model is gathered: a held-back model is never downloaded.
     failed = refusal(read_metrics(config), model_kind(config)) if config.metrics else None
     if failed and not config.publish_if_gate_failed:
-        log.info("publish: %s not published: %s", config.name, failed)
+        log.info("publish: %s not published: %s (--publish-if-gate-failed, publish_if_gate_failed in a spec, "
+                 "publishes it anyway)", config.name, failed)
         return PublishResult.held_back(config.name, failed)
     if failed:
         log.warning("publish: %s: publishing although %s (publish_if_gate_failed)", config.name, failed)
