@@ -64,6 +64,24 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def check_line(uri: str, line_no: int, raw: bytes | Overlong) -> tuple[TrainRecord | None, list[Problem]]:
+    """Ingest's validation of one input line: ``(record, [])``, ``(None, problems)``, or ``(None, [])`` when blank.
+
+    The one line validator: ingest's pass and ``bgeflow run``'s pre-flight both call it, so the
+    pre-flight refuses exactly the lines ingest would (``min_negatives`` is checked by ingest after
+    duplicates merge, not per line). ``raw`` is as ``iter_lines(..., overlong="mark")`` yields it.
+    """
+    if isinstance(raw, Overlong):
+        return None, [Problem(f"{uri}:{line_no}", "line_too_long", "", str(raw))]
+    record = parse_clean(raw)  # the fast path of a clean line; None for anything it does not vouch for
+    if record is not None:
+        return record, []
+    if not raw or raw.isspace():
+        return None, []
+    record, problems = parse_line(raw.rstrip(b"\r\n"), f"{uri}:{line_no}", min_negatives=0)
+    return (None, problems) if problems else (record, [])
+
+
 def _ingest(config: IngestSpec) -> IngestResult:
     started = time.monotonic()
     # The tokenizer first: a reference that cannot work fails before the whole input is read.
@@ -87,19 +105,13 @@ def _ingest(config: IngestSpec) -> IngestResult:
         "ingest", unit="lines", logger=log,
     ):
         lines += 1
-        if isinstance(raw, Overlong):
-            tally.add([Problem(f"{source.uri}:{line_no}", "line_too_long", "", str(raw))])
-            continue
-        record = parse_clean(raw)
+        record, problems = check_line(source.uri, line_no, raw)
         if record is None:
-            if not raw or raw.isspace():
-                blank += 1
-                continue
-            record, problems = parse_line(raw.rstrip(b"\r\n"), f"{source.uri}:{line_no}", min_negatives=0)
             if problems:
                 tally.add(problems)
-                continue
-            assert record is not None
+            else:
+                blank += 1
+            continue
         # Most records' texts are all distinct, and one set says so; only the others (and merged
         # ones) can hold a repeated passage or a negative equal to a positive.
         distinct = len(record.pos) + len(record.neg) == len({*record.pos, *record.neg})
