@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -46,7 +47,8 @@ class IngestResult:
 
 
 def ingest(config: IngestSpec) -> IngestResult:
-    """Run the ingest step. Raises DataError (nothing written) when the data fails under ``fail``."""
+    """Run the ingest step. Raises DataError when the data fails under ``fail``: then only the report is
+    written, and an earlier run's data files in the output folder are removed (``_write_failure``)."""
     with _collector_paused():
         return _ingest(config)
 
@@ -205,19 +207,41 @@ def _ingest(config: IngestSpec) -> IngestResult:
     return IngestResult(report, outputs)
 
 
-def _write_failure(config: IngestSpec, report: dict[str, Any]) -> dict[str, str]:
-    """The report of a failed run: ``report.json`` (status failed) and ``report.md``, nothing else.
+#: The data outputs of a successful run: a failed run leaves none of them in its folder.
+DATA_FILES = (TRAIN_FILE, EVAL_CORPUS_FILE, EVAL_QUERIES_FILE)
 
-    The data files of an earlier run are left alone, but its ``report.json`` (their completion
-    marker) is replaced: a reader that checks the status never takes them for this run's output.
+
+def _write_failure(config: IngestSpec, report: dict[str, Any]) -> dict[str, str]:
+    """The report of a failed run: ``report.json`` (status failed) and ``report.md``, and no data.
+
+    An earlier run's data files in the folder are removed (logged): readers such as ``bgeflow mine
+    --input <folder>/train.jsonl`` take a file, not the report beside it, so stale data left next to
+    a failed report would be used as if this run had made it. The old ``report.json`` (their
+    completion marker) goes first, so no marker vouches for a half-removed set.
     """
     store = open_store(config.output)
     store.delete(REPORT_FILE)  # first: the old marker must not vouch for anything while this runs
+    stale = [key for key in DATA_FILES if store.exists(key)]
+    for key in stale:
+        store.delete(key)
+    if stale:
+        log.warning("ingest: removed %s of an earlier run from %s: this run failed and wrote no data",
+                    ", ".join(stale), store.url())
+        _drop_empty_folder(store, "eval")
     store.write_text("report.md", render_markdown(report))
     outputs = {"report": store.url(REPORT_FILE)}
     report["outputs"] = outputs
     store.write_text(REPORT_FILE, json.dumps(report, ensure_ascii=False, indent=2))
     return outputs
+
+
+def _drop_empty_folder(store: Any, key: str) -> None:
+    """A local folder left empty by the deletes goes too (object stores have no folders to leave)."""
+    root = getattr(store, "root", None)
+    if isinstance(root, Path):
+        # Absent, or holding files this step did not write: left as it is.
+        with contextlib.suppress(OSError):
+            (root / key).rmdir()
 
 
 def _write_outputs(
