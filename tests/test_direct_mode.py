@@ -288,6 +288,19 @@ def test_a_base_reranker_is_not_evaluated_nor_published() -> None:
     assert evaluate.reranker is None and evaluate.base_reranker is None and evaluate.reranker_name is None
     assert evaluate.gate == "ndcg@10>=base+0.02"  # the reranker's rule judges a model this run does not produce
     assert "publish-reranker" not in plan and "publish-retriever" in plan
+    # ... and the evaluate report says which rule went and why (it becomes one of its warnings).
+    assert evaluate.gate_note == ("gate rule(s) rerank.ndcg@10>=retriever left out: this run trains no reranker "
+                                  "(reranker.train false), so none is evaluated")
+    assert direct_plan(_run(RETRAIN), root=ROOT)["evaluate"].gate_note is None
+
+
+def test_the_reranker_train_help_says_what_false_does() -> None:
+    """``bgeflow run --help`` on reranker.train: what a run does without one, not a base model it never evaluates."""
+    from bgeflow.platform.run_spec import RerankerRun
+
+    text = RerankerRun.model_fields["train"].description or ""
+    assert "no reranker is trained, evaluated or published" in text and "rerank.* rules are left out" in text
+    assert "base reranker is evaluated" not in text
 
 
 def _metrics(path: Path, reranker_ndcg: float) -> Path:

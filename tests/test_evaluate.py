@@ -109,6 +109,13 @@ def test_evaluate_retrievers_and_rerankers(
     queries = small.metrics["eval_set"]["queries"]
     assert queries < 100 and small.metrics["warnings"] == [few_queries(queries, parse_gate("ndcg@10>=base+0.01"))]
     assert f"> **Warning:** the eval set has {queries} queries" in (tmp_path / "small" / "report.md").read_text()
+    # Rules a run left out of the gate: the report showing the shorter gate says which and why.
+    noted = evaluate(EvaluateSpec.of(output=str(tmp_path / "noted"), eval_data=str(eval_dir),
+                                     base_retriever="bundled:minilm", retriever=minilm_path, gate="recall@3>=0",
+                                     gate_note="gate rule(s) rerank.ndcg@10>=retriever left out: why", **FAST))
+    assert "gate rule(s) rerank.ndcg@10>=retriever left out: why" in noted.metrics["warnings"]
+    assert "> **Warning:** gate rule(s) rerank.ndcg@10>=retriever left out" in (
+        tmp_path / "noted" / "report.md").read_text()
     assert "no champion" in doc["gate"]["rules"][3]["reason"]
     assert doc["eval_set"]["corpus"] == 18 and doc["eval_set"]["queries"] == 6
     assert list(doc["metrics"]) == ["base", "finetuned", "retriever"]

@@ -278,3 +278,21 @@ def test_cli_reads_and_writes_s3_through_the_endpoint_flag(tmp_path: Path, s3_bu
     assert code == 0
     assert json.loads(open_store(f"s3://{s3_bucket}/out").read_text("train.jsonl")) == GOOD
     s3_client.cache_clear()
+
+
+def test_a_failed_ingest_leaves_no_earlier_data_beside_its_report(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder an earlier run filled: after a failed run only the failed report is there, no stale data."""
+    out = tmp_path / "out"
+    good = _write(tmp_path / "good.jsonl", [json.dumps({"query": f"q{i}", "pos": [f"p{i}"]}) for i in range(20)])
+    ingest(IngestSpec.of(inputs=[str(good)], output=str(out), eval_fraction=0.2))
+    assert (out / "train.jsonl").exists() and (out / "eval" / "queries.jsonl").exists()
+    (out / "notes.txt").write_text("the user's own")  # not ingest's: left alone
+    data = _write(tmp_path / "bad.jsonl", DEFECTIVE_LINES)
+    capsys.readouterr()
+    code = main(["ingest", "--input", str(data), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "report.json", "report.md"]
+    assert json.loads((out / "report.json").read_text())["status"] == "failed"
+    assert "removed train.jsonl, eval/corpus.jsonl, eval/queries.jsonl of an earlier run" in err

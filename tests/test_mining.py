@@ -535,6 +535,26 @@ def test_every_file_mine_writes_is_documented_with_its_outputs(place: Any, minil
     assert [name for name in written if name not in text] == [], text
 
 
+def test_two_outputs_in_one_folder_keep_their_own_reports(minilm_path: str, tmp_path: Path,
+                                                          records: list[dict[str, Any]]) -> None:
+    """The seed recipe's a_minedHN.jsonl and b_minedHN.jsonl in one folder: neither report replaces the other's,
+    and each names its own output; ``mined.jsonl`` keeps ``mine_report.json`` (the pipeline's completion marker)."""
+    out = tmp_path / "out"
+    data = _write(tmp_path / "in.jsonl", records[:12])
+    for name, number in (("a_minedHN.jsonl", 2), ("b_minedHN.jsonl", 3), ("mined.jsonl", 1)):
+        result = _mine(minilm_path, data, out / name, tmp_path / "work", range_for_sampling="0-10",
+                       negative_number=number)
+        assert result.report_uri == str(out / ("mine_report.json" if name == "mined.jsonl" else
+                                               f"{name.removesuffix('.jsonl')}.mine_report.json"))
+    for stem, number in (("a_minedHN", 2), ("b_minedHN", 3)):
+        report = json.loads((out / f"{stem}.mine_report.json").read_text())
+        assert report["output"] == str(out / f"{stem}.jsonl") and report["negatives_per_row"]["max"] == number
+        assert (out / f"{stem}.score_histogram.png").exists()
+    assert json.loads((out / "mine_report.json").read_text())["output"] == str(out / "mined.jsonl")
+    assert (out / "score_histogram.png").exists()
+    assert MineSpec.of(model="m", inputs=["x"], output="s3://b/p/x.jsonl.gz").report_uri == "s3://b/p/x.mine_report.json"
+
+
 def test_the_readme_explains_the_score_histogram_as_it_is_drawn() -> None:
     """Its axes, its bins and every series it can draw (the filters' removals too), as the plot names them."""
     from bgeflow.steps.mining.histogram import _LABELS, BINS

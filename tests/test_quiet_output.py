@@ -84,17 +84,20 @@ def test_bgeflow_run_failure_names_the_steps_log(tmp_path: Path, capsys: pytest.
     from bgeflow.cli import main
 
     data = tmp_path / "data.jsonl"
-    # Valid for the preflight, which reads sizes only; ingest then refuses every record of it.
-    data.write_text("".join(json.dumps({"query": f"q{i}", "pos": [""]}) + "\n" for i in range(60)))
+    # Every line valid for the preflight (min_negatives is checked after duplicates merge, by ingest
+    # alone); ingest then refuses every record of it.
+    data.write_text("".join(json.dumps({"query": f"q{i}", "pos": ["p"], "neg": ["n"]}) + "\n" for i in range(60)))
     monkeypatch.setenv("BGEFLOW_LOG_LEVEL", "INFO")
-    code = main(["run", "--data", str(data), "--output", str(tmp_path / "out"), "--max-records", "0"])
+    code = main(["run", "--data", str(data), "--output", str(tmp_path / "out"), "--max-records", "0",
+                 "--set", "ingest.min_negatives=2"])
     out, err = capsys.readouterr()
-    assert code != 0 and out == ""
+    assert code == 2 and out == ""  # bad input, as `bgeflow ingest` says of the same data
     assert "bgeflow run: ingest FAILED after" in err and "\x1b[" not in err and "Warning" not in err
     log = next((tmp_path / "out" / "runs").glob("*/logs/ingest.log"))
     assert f"full log: {log}" in err.strip().splitlines()[-1]
     # The step as the summary names it, and its own error, not KFP's traceback of the step's exit.
-    assert err.strip().splitlines()[-1].startswith("bgeflow run: failed: ingest failed: 60 of 60 lines failed")
+    assert err.strip().splitlines()[-1].startswith("bgeflow run: error: ingest failed: 60 of 60 lines failed")
+    assert "IngestFailed" not in err  # the step's message, not the Python class that carried it
     assert len(err.splitlines()) < 60, err
     assert "Cleaned up workspace" not in err and "Cleaned up workspace" in (log.parent / "kfp.log").read_text()
 
@@ -114,9 +117,9 @@ _KFP_TAIL = ["Traceback (most recent call last):", '  File "executor.py", line 4
     (["[pod-1] bgeflow train: error: no data", "[pod-0] bgeflow train: error: no data",
       "[pod-0] bgeflow train: error: no data", *_KFP_TAIL],
      ["[pod-1] bgeflow train: error: no data", "[pod-0] bgeflow train: error: no data"], "no data"),
-    # A step run in the component's own process: its typed error's traceback line.
+    # A step run in the component's own process: its typed error's message, without the class path.
     ([*_KFP_TAIL, "bgeflow.steps.ingest.report.IngestFailed: 3 of 3 lines failed validation"],
-     ["bgeflow.steps.ingest.report.IngestFailed: 3 of 3 lines failed validation"], "3 of 3 lines failed validation"),
+     ["3 of 3 lines failed validation"], "3 of 3 lines failed validation"),
     # Nothing of bgeflow's: the log's tail, as before.
     ([f"line {i}" for i in range(40)], [f"line {i}" for i in range(15, 40)], None),
 ])
@@ -131,6 +134,20 @@ def test_a_failed_step_shows_its_own_error_not_the_wrappers_traceback(
     assert lines[0].startswith("bgeflow run: train retriever FAILED after 0m07.0s (exit code 1)")
     assert lines[1:] == [f"    {line}" for line in shown]
     assert reporter.causes["train retriever"][:1] == ([cause] if cause else [])
+
+
+@pytest.mark.parametrize(("line", "refused"), [
+    ("[pod-0] bgeflow train: error: 8 records fill no batch", "BgeflowError"),  # a verb's exit-2 line
+    ("bgeflow.steps.ingest.report.IngestFailed: 3 of 10 lines failed validation", "DataError"),
+    ("[pod-1] bgeflow.core.errors.ConfigError: retriever.x: unknown", "ConfigError"),
+    ("bgeflow.core.errors.StepFailed: train: a pod exited with code 1", None),  # failed, not refused
+    ("bgeflow.storage.nothing.Here: gone", None),  # no such class here: no claim about it
+])
+def test_a_step_refusing_its_input_is_known_as_bad_input(line: str, refused: str | None) -> None:
+    from bgeflow.platform.run_progress import refusal
+
+    found = refusal(line)
+    assert (found.__name__ if found else None) == refused
 
 
 def test_task_name_and_last_lines(tmp_path: Path) -> None:

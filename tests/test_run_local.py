@@ -126,6 +126,44 @@ def test_a_batch_no_training_split_can_fill_is_refused_before_the_run(
         assert code == 2 and refused in err and len(err.strip().splitlines()) == 1, err
 
 
+def _bad_data(path: Path, bad: list[int], count: int = 10) -> str:
+    lines = [json.dumps({"query": f"q{i}", "pos": [f"p{i}"], "neg": [f"n{i}"]}) for i in range(count)]
+    for i in bad:
+        lines[i] = ["{not json", json.dumps({"query": f"q{i}", "pos": []}), json.dumps([1])][i % 3]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_the_check_validates_every_line_as_ingest_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """3 malformed lines of 10: ``--check`` refuses them with exit 2 naming file:line, as ingest would."""
+    data = _bad_data(tmp_path / "bad.jsonl", [2, 5, 7])
+    code, _, err = run_cli(["--data", data, "--output", str(tmp_path / "out"), "--check",
+                            "--set", "retriever.per_device_train_batch_size=1"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "3 of 10 records failed validation" in err
+    assert all(f"{data}:{n}" in err for n in (3, 6, 8)), err
+    # Skipped by ingest under on_error skip: nothing to refuse.
+    code, _, err = run_cli(["--data", data, "--output", str(tmp_path / "out"), "--check",
+                            "--set", "retriever.per_device_train_batch_size=1", "--set", "ingest.on_error=skip"],
+                           capsys)
+    assert code == 0, err
+
+
+def test_the_check_judges_only_the_lines_max_records_keeps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bgeflow.platform.local_run import _sampled
+
+    kept = set(_sampled(40, 20, 42) or [])
+    outside = next(i for i in range(40) if i not in kept)
+    inside = next(i for i in range(40) if i in kept)
+    args = ["--output", str(tmp_path / "out"), "--check", "--max-records", "20",
+            "--set", "retriever.per_device_train_batch_size=1", "--set", "reranker.per_device_train_batch_size=1"]
+    code, _, err = run_cli(["--data", _bad_data(tmp_path / "a.jsonl", [outside], 40), *args], capsys)
+    assert code == 0, err  # the sample never holds it: ingest would not see it
+    data = _bad_data(tmp_path / "b.jsonl", [inside], 40)
+    code, _, err = run_cli(["--data", data, *args], capsys)
+    assert code == 2 and f"{data}:{inside + 1}" in err, err
+
+
 def test_config_file_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"training": {"nproc_per_node": 1}, "evaluate": {"gate": "mrr@10>base"},

@@ -144,7 +144,7 @@ def test_mine_without_pooling_uses_the_models_own(minilm_path: str, tmp_path: Pa
     assert main(["mine", "--model", "bundled:minilm", "--input", str(data), "--output", str(tmp_path / "o.jsonl"),
                  "--negative-number", "1", "--range-for-sampling", "0-5", "--query-max-len", "16",
                  "--passage-max-len", "16"]) == 0
-    report = json.loads((tmp_path / "mine_report.json").read_text())
+    report = json.loads((tmp_path / "o.mine_report.json").read_text())  # named after its output
     assert report["encoding"]["pooling"] == "mean"
 
 

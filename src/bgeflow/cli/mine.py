@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "window of the hits; positives and the query never become negatives, short lists are filled with "
         "random pool texts. Writes the mined JSONL (every input field kept, neg replaced) and, beside it, "
         "mine_report.json and score_histogram.png (search scores: positives vs mined negatives and what each "
-        "filter removed; see the README).",
+        "filter removed; see the README), each prefixed with the output's stem when it is not mined.jsonl "
+        "(a_minedHN.jsonl: a_minedHN.mine_report.json).",
         allow_abbrev=False,
     )
     add_config_options(p)

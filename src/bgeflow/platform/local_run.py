@@ -85,7 +85,62 @@ def _check_model(name: str, limits: dict[str, int]) -> None:
 COUNT_BYTES = 64 * 1024 * 1024
 
 
-def _check_batches(config: LocalRunSpec, sources: list[Any], options: dict[str, dict[str, Any]]) -> None:
+#: Invalid lines named (``file:line``) in the pre-flight's one-line error.
+SHOWN_PROBLEMS = 3
+
+
+def _sampled(total: int, max_records: int, seed: int) -> list[int] | None:
+    """Indexes (among the non-blank lines) of the records ``sample_data`` keeps; None: all of them.
+
+    The one definition of the sample, so the pre-flight judges exactly the lines the run's ingest reads.
+    """
+    import random
+
+    if not max_records or total <= max_records:
+        return None
+    return sorted(random.Random(seed).sample(range(total), max_records))
+
+
+def _read_data(config: LocalRunSpec, sources: list[Any]) -> int | None:
+    """Validate every line ingest will read, as ingest does; returns the count of non-blank lines.
+
+    One pass serves both checks that need the data's lines: this one and ``_check_batches``'s
+    bound. Remote or large data (over ``COUNT_BYTES``) is not read here (None): ingest validates it.
+    With ``ingest.on_error: skip`` bad lines are ingest's to drop, so only the count is kept.
+
+    Raises:
+        DataError: under ``on_error: fail``, an invalid line among those the run's ingest reads (after
+            ``max_records`` sampling), naming the first few as ``file:line``.
+    """
+    from bgeflow.core.storage import is_remote, iter_lines
+    from bgeflow.steps.ingest import check_line
+
+    if any(is_remote(s.uri) for s in sources) or sum(s.size for s in sources) > COUNT_BYTES:
+        return None
+    lines = 0
+    bad: list[tuple[int, list[Any]]] = []  # (index among non-blank lines, its problems)
+    for source, line_no, raw in iter_lines(sources, max_line_bytes=config.ingest.max_line_bytes, overlong="mark"):
+        record, problems = check_line(source.uri, line_no, raw)
+        if record is None and not problems:
+            continue  # blank: neither a record nor a problem, as in ingest
+        if problems:
+            bad.append((lines, problems))
+        lines += 1
+    if bad and config.ingest.on_error == "fail":
+        kept = _sampled(lines, config.max_records, config.ingest.seed)
+        if kept is not None:
+            chosen = set(kept)
+            bad = [(index, problems) for index, problems in bad if index in chosen]
+        read = len(kept) if kept is not None else lines
+        if bad:
+            shown = "; ".join(str(problems[0]) for _, problems in bad[:SHOWN_PROBLEMS])
+            more = f"; +{len(bad) - SHOWN_PROBLEMS} more" if len(bad) > SHOWN_PROBLEMS else ""
+            raise DataError(f"data: {len(bad)} of {read} records failed validation (ingest.on_error fail): "
+                            f"{shown}{more} (`bgeflow ingest` reports every problem)")
+    return lines
+
+
+def _check_batches(config: LocalRunSpec, lines: int | None, options: dict[str, dict[str, Any]]) -> None:
     """Refuse a batch no training split of this data can fill, when the data is local and small.
 
     With ``dataloader_drop_last`` a pod refuses fewer records than one batch over every process
@@ -98,12 +153,10 @@ def _check_batches(config: LocalRunSpec, sources: list[Any], options: dict[str, 
         ConfigError: naming the run-spec key and the most records the training split can have.
     """
     from bgeflow.core.errors import ConfigError
-    from bgeflow.core.storage import is_remote, iter_lines
     from bgeflow.steps.ingest.split import held_out_count
 
-    if not options or any(is_remote(s.uri) for s in sources) or sum(s.size for s in sources) > COUNT_BYTES:
+    if not options or lines is None:  # ``lines``: ``_read_data``'s count, None when the data was not read
         return
-    lines = sum(1 for _, _, raw in iter_lines(sources) if raw.strip())
     records = min(lines, config.max_records) if config.max_records else lines
     held = held_out_count(records, config.ingest.eval_fraction)
     train = records - held
@@ -161,8 +214,9 @@ def preflight(config: LocalRunSpec) -> Path:
             _check_model(config.ingest.tokenizer, {})
         except BgeflowError as exc:
             raise type(exc)(f"ingest.tokenizer: {exc}") from exc
+    lines = _read_data(config, sources)  # bad lines fail here, not minutes later in ingest
     options = blocks.check_hyperparameters(config)  # what the launcher and the pods will check, before any step
-    _check_batches(config, sources, options)
+    _check_batches(config, lines, options)
     blocks.check_negatives(config)
     blocks.evaluate_spec(config.evaluate, config.retriever, config.reranker, eval_data=config.eval_data,
                          split=scratch if config.ingest.eval_fraction > 0 else "", output=scratch,
@@ -233,8 +287,6 @@ def local_variant(pipeline_yaml: str) -> str:
 def sample_data(config: LocalRunSpec, work: Path) -> tuple[str, int, int]:
     """``(uri, kept, total)``: ``config.max_records`` lines of the data, a seeded sample in file order
     (the pipeline's ingest validates them as it would the whole); the data itself when it is no larger."""
-    import random
-
     from bgeflow.core.storage import iter_lines, resolve_sources
 
     data = ",".join(config.data)
@@ -244,7 +296,7 @@ def sample_data(config: LocalRunSpec, work: Path) -> tuple[str, int, int]:
     if len(lines) <= config.max_records:
         return data, len(lines), len(lines)
     seed = config.ingest.seed
-    keep = sorted(random.Random(seed).sample(range(len(lines)), config.max_records))
+    keep = _sampled(len(lines), config.max_records, seed) or []
     path = work / f"sample-{config.max_records}-seed{seed}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"".join(lines[i] + b"\n" for i in keep))
@@ -303,6 +355,8 @@ def run(config: LocalRunSpec, pipeline: Path, reporter: StepReporter | None = No
             step, log_file = reporter.failed[0]
             causes = reporter.causes.get(step) or []
             said = f"{step} failed" + (f": {causes[0]}" if causes else "")
+            if step in reporter.refused:  # the step refused its input: exit 2, as its own verb does
+                raise reporter.refused[step](f"{said}; full log: {log_file} (task outputs under {root})") from None
             raise StepFailed(f"{said}; full log: {log_file} (task outputs under {root})") from None
         plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
         raise StepFailed(f"{plain}; kfp.local's log: {logs / KFP_LOG} (task outputs under {root})") from None

@@ -27,7 +27,10 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from bgeflow.core.errors import BgeflowError
 
 LOGS_DIR = "logs"
 KFP_LOG = "kfp.log"
@@ -101,6 +104,34 @@ def cause_of(line: str) -> str:
     return line
 
 
+def refusal(line: str) -> type[BgeflowError] | None:
+    """The bad-input error an error line (``error_lines``) reports, or None when the step failed otherwise.
+
+    A verb writes ``bgeflow <verb>: error:`` only for bad input (``failed:`` otherwise): ``BgeflowError``.
+    A traceback's last line names the error's class: bad input when it is one of bgeflow's
+    ``BgeflowError``, given as its class in ``core.errors`` (``IngestFailed`` is a ``DataError``), a
+    class any caller can raise with a message. ``bgeflow run`` then exits as the step's own verb would.
+    """
+    import importlib
+
+    from bgeflow.core import errors
+
+    line = line.strip()
+    if _ERROR_LINE.match(line):
+        return errors.BgeflowError
+    if not _RAISED_LINE.match(line):
+        return None
+    path = line[len(_prefix(line)):].split(": ", 1)[0]
+    module, _, name = path.rpartition(".")
+    try:
+        raised = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):  # not a class of this bgeflow: say nothing of it
+        return None
+    if not (isinstance(raised, type) and issubclass(raised, errors.BgeflowError)):
+        return None
+    return next(c for c in raised.__mro__ if c.__module__ == errors.__name__ and issubclass(c, errors.BgeflowError))
+
+
 @dataclass
 class StepReporter:
     """Prints each step's start, end (with its time) and, on failure, its log's tail to ``out``."""
@@ -112,6 +143,8 @@ class StepReporter:
     failed: list[tuple[str, Path]] = field(default_factory=list)
     #: step → the messages of its own error lines (``error_lines``), for each failed step
     causes: dict[str, list[str]] = field(default_factory=dict)
+    #: step → the bad-input error of its first error line (``refusal``): the run exits 2 as the verb would
+    refused: dict[str, type[BgeflowError]] = field(default_factory=dict)
     _status_shown: bool = False
 
     def __post_init__(self) -> None:
@@ -143,10 +176,13 @@ class StepReporter:
         self.failed.append((self.step(task), log))
         errors = error_lines(log)
         self.causes[self.step(task)] = [cause_of(line) for line in errors]
+        if errors and (refused := refusal(errors[0])):
+            self.refused[self.step(task)] = refused
         if errors:  # the step's own error: what the user must change, not the KFP wrapper's traceback
             self._print(f"bgeflow run: {self.step(task)} FAILED after {_clock(elapsed)} (exit code {code}); "
                         f"its error (full log: {log}):")
-            shown = errors
+            # A traceback's line without its class path: the message is what the user acts on.
+            shown = [line if _ERROR_LINE.match(line) else _prefix(line) + cause_of(line) for line in errors]
         else:
             self._print(f"bgeflow run: {self.step(task)} FAILED after {_clock(elapsed)} (exit code {code}); "
                         f"the last lines of {log}:")
@@ -162,6 +198,12 @@ class StepReporter:
         # Not print(): kfp.local replaces builtins.print while a task runs (to indent its output).
         self.out.write(line + "\n")
         self.out.flush()
+
+
+def _prefix(line: str) -> str:
+    """A pod's ``[pod-N] `` prefix of a log line, or ``""``."""
+    match = re.match(r"^\[[\w.-]+\]\s*", line.strip())
+    return match.group(0) if match else ""
 
 
 def _clock(seconds: float) -> str:

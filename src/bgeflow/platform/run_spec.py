@@ -71,7 +71,8 @@ class RerankerRun(ScoringSettings, RunnerSettings):
 
     model: str = setting("BAAI/bge-reranker-base", "base reranker (a cross-encoder)", min_length=1)
     name: str = setting("bge-reranker", "its name in the registry", pattern=SAFE_NAME_PATTERN)
-    train: bool = setting(True, "fine-tune it (false: the base reranker is evaluated)")
+    train: bool = setting(True, "fine-tune it (false: no reranker is trained, evaluated or published, and the "
+                          "gate's rerank.* rules are left out, as the evaluate report says)")
     hyperparameters: dict[str, Any] = setting(
         default_factory=dict, help="FlagEmbedding/TrainingArguments options over the seed recipe; the pair "
         "budget is max_len of this block")
@@ -254,7 +255,8 @@ def evaluate_spec(evaluate: EvaluateSettings, retriever: RetrieverRun, reranker:
     every runner (the KFP task, ``bgeflow run``, direct mode's one evaluate Job) scores it alike.
 
     Without a reranker to evaluate, the gate's ``rerank.`` rules (the default gate has one) do not apply:
-    they judge a model this run does not produce.
+    they judge a model this run does not produce. The spec's ``gate_note`` names them and why, so the
+    evaluate report (and the run's summary, which shows its warnings) says so.
 
     Args:
         evaluate: the run's ``evaluate`` block.
@@ -273,6 +275,10 @@ def evaluate_spec(evaluate: EvaluateSettings, retriever: RetrieverRun, reranker:
     settings = evaluate.to_dict()
     if not finetuned_reranker:
         settings["gate"] = without_reranker(evaluate.gate)
+        if dropped := [rule.text for rule in evaluate.rules if rule.is_rerank]:
+            # Said in the evaluate report (and so the run's summary), which shows the gate without them.
+            settings["gate_note"] = (f"gate rule(s) {', '.join(dropped)} left out: this run trains no reranker "
+                                     "(reranker.train false), so none is evaluated")
     document: dict[str, Any] = {
         **settings, "output": output, "eval_data": eval_set(eval_data, split),
         "ingest_split": split if eval_data and split else None, "retriever": finetuned_retriever,

@@ -428,7 +428,7 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
     if split_set is not None:
         log.info("%s (scored beside, not gated): %d passages, %d queries", INGEST_SPLIT_DIR,
                  len(split_set.corpus_ids), len(split_set.queries))
-    warnings = [w for w in (few_queries(len(evalset.queries), config.rules),) if w]
+    warnings = [w for w in (few_queries(len(evalset.queries), config.rules), config.gate_note) if w]
     for warning in warnings:
         log.warning("evaluate: %s", warning)
     out = open_store(config.output)

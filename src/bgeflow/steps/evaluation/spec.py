@@ -82,6 +82,10 @@ class EvaluateSpec(EvaluateSettings):
                                pattern=SAFE_NAME_PATTERN)
     reranker_name: str | None = setting(None, "registry name of the reranker", pattern=SAFE_NAME_PATTERN)
     fail_on_gate: bool = setting(False, "exit 3 when the gate fails")
+    # A run that evaluates no reranker drops its gate's rerank.* rules (run_spec.evaluate_spec): the
+    # reason travels here so the report that shows the shorter gate also says why.
+    gate_note: str | None = setting(None, "why rules were left out of the gate, reported as a warning in "
+                                    "metrics.json and report.md", metavar="TEXT")
     encoding: EncodingSettings = nested(EncodingSettings, "encoding")
     rerank: ScoringSettings = nested(ScoringSettings, "reranking", prefix="rerank-")
 

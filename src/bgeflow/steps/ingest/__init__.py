@@ -17,7 +17,7 @@ failed, every count) and ``report.md``.
 from __future__ import annotations
 
 from bgeflow.steps.ingest.report import IngestFailed, render_markdown
-from bgeflow.steps.ingest.run import IngestResult, ingest
+from bgeflow.steps.ingest.run import IngestResult, check_line, ingest
 from bgeflow.steps.ingest.spec import (
     EVAL_CORPUS_FILE,
     EVAL_QUERIES_FILE,
@@ -40,6 +40,7 @@ __all__ = [
     "IngestSpec",
     "OnError",
     "build_eval_set",
+    "check_line",
     "ingest",
     "render_markdown",
     "split_eval",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -46,7 +47,8 @@ class IngestResult:
 
 
 def ingest(config: IngestSpec) -> IngestResult:
-    """Run the ingest step. Raises DataError (nothing written) when the data fails under ``fail``."""
+    """Run the ingest step. Raises DataError when the data fails under ``fail``: then only the report is
+    written, and an earlier run's data files in the output folder are removed (``_write_failure``)."""
     with _collector_paused():
         return _ingest(config)
 
@@ -62,6 +64,24 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def check_line(uri: str, line_no: int, raw: bytes | Overlong) -> tuple[TrainRecord | None, list[Problem]]:
+    """Ingest's validation of one input line: ``(record, [])``, ``(None, problems)``, or ``(None, [])`` when blank.
+
+    The one line validator: ingest's pass and ``bgeflow run``'s pre-flight both call it, so the
+    pre-flight refuses exactly the lines ingest would (``min_negatives`` is checked by ingest after
+    duplicates merge, not per line). ``raw`` is as ``iter_lines(..., overlong="mark")`` yields it.
+    """
+    if isinstance(raw, Overlong):
+        return None, [Problem(f"{uri}:{line_no}", "line_too_long", "", str(raw))]
+    record = parse_clean(raw)  # the fast path of a clean line; None for anything it does not vouch for
+    if record is not None:
+        return record, []
+    if not raw or raw.isspace():
+        return None, []
+    record, problems = parse_line(raw.rstrip(b"\r\n"), f"{uri}:{line_no}", min_negatives=0)
+    return (None, problems) if problems else (record, [])
 
 
 def _ingest(config: IngestSpec) -> IngestResult:
@@ -87,19 +107,13 @@ def _ingest(config: IngestSpec) -> IngestResult:
         "ingest", unit="lines", logger=log,
     ):
         lines += 1
-        if isinstance(raw, Overlong):
-            tally.add([Problem(f"{source.uri}:{line_no}", "line_too_long", "", str(raw))])
-            continue
-        record = parse_clean(raw)
+        record, problems = check_line(source.uri, line_no, raw)
         if record is None:
-            if not raw or raw.isspace():
-                blank += 1
-                continue
-            record, problems = parse_line(raw.rstrip(b"\r\n"), f"{source.uri}:{line_no}", min_negatives=0)
             if problems:
                 tally.add(problems)
-                continue
-            assert record is not None
+            else:
+                blank += 1
+            continue
         # Most records' texts are all distinct, and one set says so; only the others (and merged
         # ones) can hold a repeated passage or a negative equal to a positive.
         distinct = len(record.pos) + len(record.neg) == len({*record.pos, *record.neg})
@@ -193,19 +207,41 @@ def _ingest(config: IngestSpec) -> IngestResult:
     return IngestResult(report, outputs)
 
 
-def _write_failure(config: IngestSpec, report: dict[str, Any]) -> dict[str, str]:
-    """The report of a failed run: ``report.json`` (status failed) and ``report.md``, nothing else.
+#: The data outputs of a successful run: a failed run leaves none of them in its folder.
+DATA_FILES = (TRAIN_FILE, EVAL_CORPUS_FILE, EVAL_QUERIES_FILE)
 
-    The data files of an earlier run are left alone, but its ``report.json`` (their completion
-    marker) is replaced: a reader that checks the status never takes them for this run's output.
+
+def _write_failure(config: IngestSpec, report: dict[str, Any]) -> dict[str, str]:
+    """The report of a failed run: ``report.json`` (status failed) and ``report.md``, and no data.
+
+    An earlier run's data files in the folder are removed (logged): readers such as ``bgeflow mine
+    --input <folder>/train.jsonl`` take a file, not the report beside it, so stale data left next to
+    a failed report would be used as if this run had made it. The old ``report.json`` (their
+    completion marker) goes first, so no marker vouches for a half-removed set.
     """
     store = open_store(config.output)
     store.delete(REPORT_FILE)  # first: the old marker must not vouch for anything while this runs
+    stale = [key for key in DATA_FILES if store.exists(key)]
+    for key in stale:
+        store.delete(key)
+    if stale:
+        log.warning("ingest: removed %s of an earlier run from %s: this run failed and wrote no data",
+                    ", ".join(stale), store.url())
+        _drop_empty_folder(store, "eval")
     store.write_text("report.md", render_markdown(report))
     outputs = {"report": store.url(REPORT_FILE)}
     report["outputs"] = outputs
     store.write_text(REPORT_FILE, json.dumps(report, ensure_ascii=False, indent=2))
     return outputs
+
+
+def _drop_empty_folder(store: Any, key: str) -> None:
+    """A local folder left empty by the deletes goes too (object stores have no folders to leave)."""
+    root = getattr(store, "root", None)
+    if isinstance(root, Path):
+        # Absent, or holding files this step did not write: left as it is.
+        with contextlib.suppress(OSError):
+            (root / key).rmdir()
 
 
 def _write_outputs(

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-PLOT_FILE = "score_histogram.png"
 BINS = 60
 _LABELS = {"positive": "positives", "mined_negative": "mined negatives",
            "max_score_ratio": "removed: max_score_ratio", "max_score": "removed: max_score",

@@ -25,10 +25,10 @@ from bgeflow.data import (
     query_prompt,
     read_train_records,
 )
-from bgeflow.steps.mining.histogram import PLOT_FILE, ScoreHistograms
+from bgeflow.steps.mining.histogram import ScoreHistograms
 from bgeflow.steps.mining.pool import TextPool, text_hash
 from bgeflow.steps.mining.select import RULES, choose
-from bgeflow.steps.mining.spec import REPORT_FILE, MineSpec
+from bgeflow.steps.mining.spec import MineSpec
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +213,17 @@ def _mine(config: MineSpec, work_dir: Path) -> MineResult:
     }
     # The report is the output's completion marker: removed before the new output lands, written
     # after it. Killed in between, no report vouches for a half-written or mismatched output.
-    parent, _ = _split_uri(config.report_uri)
-    open_store(parent).delete(REPORT_FILE)
+    # Report and plot are named after the output (``MineSpec.report_uri``): another output in the same
+    # folder has its own, and never replaces this one's.
+    parent, report_name = _split_uri(config.report_uri)
+    _, plot_name = _split_uri(config.plot_uri)
+    open_store(parent).delete(report_name)
     _write_output(records, config.output)
     with staged_file(suffix=".png") as plot:
         histograms.plot(plot, f"Search scores of {len(records)} rows: positives vs mined negatives")
-        open_store(parent).put_file(plot, PLOT_FILE)
+        open_store(parent).put_file(plot, plot_name)
     timings["write_s"] = time.monotonic() - clock
-    open_store(parent).write_text(REPORT_FILE, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    open_store(parent).write_text(report_name, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     pool.close()
     if not config.work_dir:
         shutil.rmtree(work_dir, ignore_errors=True)

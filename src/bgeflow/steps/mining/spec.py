@@ -17,6 +17,25 @@ from bgeflow.steps.mining.window import Filters, RankWindow
 
 EmbeddingDtype = Literal["float16", "float32"]
 REPORT_FILE = "mine_report.json"
+PLOT_FILE = "score_histogram.png"
+#: The output names whose report and plot keep the plain names above: the pipeline's and direct mode's
+#: ``<folder>/mined.jsonl``, whose ``<folder>/mine_report.json`` later steps wait for as its completion marker.
+DEFAULT_OUTPUTS = ("mined.jsonl", "mined.jsonl.gz")
+
+
+def beside_output(output: str, name: str) -> str:
+    """Where ``name`` (the report or the plot) goes for ``output``: ``<folder>/<name>`` for a default
+    output name, else ``<folder>/<stem>.<name>`` (``a_minedHN.jsonl`` → ``a_minedHN.mine_report.json``).
+
+    Named after its output, so runs writing other files into one folder (the seed recipe's
+    ``a_minedHN.jsonl`` and ``b_minedHN.jsonl``) each keep their own report: the completion marker
+    of one output can never be another's.
+    """
+    parent, _, file = output.rpartition("/")
+    if file not in DEFAULT_OUTPUTS:
+        stem = file.removesuffix(".gz").removesuffix(".jsonl")
+        name = f"{stem}.{name}"
+    return f"{parent}/{name}" if parent else name
 
 _RANKS_HELP = (
     "rank window A-B to sample negatives from. Ranks are 0-based positions in the query's search hits, "
@@ -123,7 +142,8 @@ class MineSpec(MineSettings):
     inputs: UriList = setting(help="training JSONL: a file or a prefix/directory (s3:// or local); repeatable",
                               flag="--input", aliases=("--input-file",), metavar="URI", min_length=1)
     output: str = setting(help="the mined JSONL to write (…/mined.jsonl or .jsonl.gz); mine_report.json goes "
-                          "beside it", aliases=("--output-file",), metavar="URI")
+                          "beside it (<stem>.mine_report.json for another name than mined.jsonl)",
+                          aliases=("--output-file",), metavar="URI")
     candidate_pool: UriList | None = setting(None, "corpus JSONL with a 'text' field per line to mine from "
                                              "(repeatable); default: every pos and neg text of the input",
                                              metavar="URI")
@@ -145,8 +165,13 @@ class MineSpec(MineSettings):
 
     @property
     def report_uri(self) -> str:
-        parent, _, _ = self.output.rpartition("/")
-        return f"{parent}/{REPORT_FILE}" if parent else REPORT_FILE
+        """The output's report and completion marker (``beside_output``)."""
+        return beside_output(self.output, REPORT_FILE)
+
+    @property
+    def plot_uri(self) -> str:
+        """The output's score histogram (``beside_output``)."""
+        return beside_output(self.output, PLOT_FILE)
 
     def default_work_dir(self) -> Path:
         """Keyed by model, pool and encoder settings, so a rerun of the same job finds its chunks."""
