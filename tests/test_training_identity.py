@@ -202,3 +202,43 @@ def test_same_output_string_from_two_folders_trains_two_models(tmp_path: Path, m
         models.append((tmp_path / folder / "out" / "model" / "model.safetensors").read_bytes())
         assert not any(work.iterdir()), list(work.rglob("*"))[:5]  # scratch removed after success
     assert models[0] != models[1]
+
+
+def test_a_rerun_of_a_finished_run_trains_nothing_and_keeps_its_record(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's case: the same `bgeflow train` twice resumed at the last step, trained nothing and
+    wrote `train_loss 0.0, losses []` over the first run's summary."""
+    data = write_data(tmp_path / "train.jsonl", 3)
+    out = tmp_path / "out"
+    spec = _spec(tmp_path, data, str(out), hyperparameters={"train_group_size": 2})
+    seen: list[str] = []
+
+    def learn_identity(cmd: list[str], env: dict[str, str] | None = None) -> int:
+        seen.append(cmd[cmd.index("--run-identity") + 1])
+        return 1
+
+    monkeypatch.setattr(pod, "_run_child", learn_identity)
+    with pytest.raises(StepFailed):
+        pod.train(spec)
+    # The finished first run's output, as _publish_outputs leaves it.
+    record = {"run_identity": seen[0], "global_step": 3, "train_loss": 0.106, "losses": [{"step": 1, "loss": 0.2}],
+              "train_runtime_s": 4.2, "resumed_from": None, "world_size": 1, "model_uri": str(out / "model")}
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "model.safetensors").write_bytes(b"weights")
+    (out / "train_summary.json").write_text(json.dumps(record))
+
+    def never(cmd: list[str], env: dict[str, str] | None = None) -> int:
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(pod, "_run_child", never)
+    result = pod.train(spec)
+    assert result.already_complete and result.train_loss == 0.106 and result.global_step == 3
+    assert result.loss_history == [{"step": 1, "loss": 0.2}]
+    assert json.loads((out / "train_summary.json").read_text()) == record
+    assert (out / "model" / "model.safetensors").read_bytes() == b"weights"
+    assert [p for p in (tmp_path / "work").rglob("*") if p.is_file()] == []  # no scratch left behind
+    # Another run (other settings) into that output is not "complete": it goes on to train.
+    monkeypatch.setattr(pod, "_run_child", learn_identity)
+    with pytest.raises(StepFailed):
+        pod.train(_spec(tmp_path, data, str(out), hyperparameters={"train_group_size": 2, "learning_rate": 1e-3}))
+    assert seen[-1] != seen[0]

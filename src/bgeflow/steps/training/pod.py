@@ -77,6 +77,8 @@ class TrainResult:
     seconds: float = 0.0
     world_size: int = 1
     summary: dict[str, Any] = field(default_factory=dict)
+    #: The output already held this run, finished: nothing was trained or written (``completed_run``).
+    already_complete: bool = False
 
 
 @dataclass
@@ -468,6 +470,9 @@ def _train_locked(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist
         check_data(spec, options, stats, dist)
         identity = run_identity(spec, options, data_sha256=stats.sha256, model_path=base.path, pooling=base.pooling,
                                 dist=dist)
+        done = completed_run(spec, output, identity, started)
+        if done is not None:
+            return done
         work = work_dir(spec, dist.node_rank, identity)
         (work / "data").mkdir(parents=True, exist_ok=True)
         stats.path = work / "data" / "train.jsonl"
@@ -493,6 +498,32 @@ def _train_locked(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist
     # The model is in the output: the scratch (data, checkpoints, export; ~2 model sizes) is not needed.
     _remove_scratch(work)
     return result
+
+
+def completed_run(spec: TrainSpec, output: Any, identity: str, started: float) -> TrainResult | None:
+    """This run's result when the output already holds it finished (its summary names this identity).
+
+    A rerun of a finished run would otherwise resume from its last checkpoint, train no step and
+    write a summary of that empty resume (train loss 0.0, no losses, a runtime of milliseconds) over
+    the real one, and export the same weights again. The summary is written last (``_publish_outputs``),
+    so one naming this identity means its model is complete: nothing to do, and nothing is touched.
+    A summary of another run (other data or settings) is not this run's: training goes on, and
+    ``checkpoints.plan_resume`` decides about the checkpoints.
+    """
+    try:
+        summary = json.loads(output.read_text(SUMMARY_FILE)) if output.exists(SUMMARY_FILE) else None
+    except ValueError:
+        return None  # unreadable: not a record of anything; this run writes its own
+    if not isinstance(summary, dict) or summary.get("run_identity") != identity:
+        return None
+    log.info("%s already holds this run, complete at step %s (run %s): nothing to train; the model and "
+             "train_summary.json are left as they are (write to another output, or delete %s, to train again)",
+             output.uri, summary.get("global_step"), identity[:16], output.uri)
+    return TrainResult(model_uri=str(summary.get("model_uri") or join_uri(spec.output, MODEL_DIR)),
+                       output_uri=spec.output, global_step=int(summary.get("global_step") or 0),
+                       resumed_from=summary.get("resumed_from"), train_loss=summary.get("train_loss"),
+                       loss_history=list(summary.get("losses") or []), seconds=time.time() - started,
+                       world_size=int(summary.get("world_size") or 1), summary=summary, already_complete=True)
 
 
 def _remove_scratch(work: Path) -> None:
