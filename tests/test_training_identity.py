@@ -8,13 +8,17 @@ lock keeps two jobs off one output; a rerun that fails leaves a good output's su
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bgeflow.core.errors import BgeflowError, ConflictError, StepFailed
+from bgeflow.core.errors import EXIT_INTERRUPTED, BgeflowError, ConflictError, Interrupted, StepFailed
 from bgeflow.core.storage import open_store
 from bgeflow.steps.training import checkpoints, pod
 from bgeflow.steps.training.spec import TrainSpec
@@ -242,3 +246,62 @@ def test_a_rerun_of_a_finished_run_trains_nothing_and_keeps_its_record(tmp_path:
     with pytest.raises(StepFailed):
         pod.train(_spec(tmp_path, data, str(out), hyperparameters={"train_group_size": 2, "learning_rate": 1e-3}))
     assert seen[-1] != seen[0]
+
+
+def _fake_torchrun(ready: Path, on_signal_exit: int) -> list[str]:
+    """A child that behaves as torchrun on SIGINT/SIGTERM: it stops with ``on_signal_exit``."""
+    script = ("import pathlib, signal, sys, time\n"
+              f"signal.signal(signal.SIGINT, lambda *a: sys.exit({on_signal_exit}))\n"
+              f"signal.signal(signal.SIGTERM, lambda *a: sys.exit({on_signal_exit}))\n"
+              f"pathlib.Path({str(ready)!r}).write_text('up')\n"
+              "time.sleep(60)\n")
+    return [sys.executable, "-c", script]
+
+
+def _signal_self_when(ready: Path, signum: int) -> threading.Thread:
+    def send() -> None:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signum)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_bgeflow_is_an_interruption_not_a_failure_of_the_child(tmp_path: Path, signum: int) -> None:
+    ready = tmp_path / "ready"
+    sender = _signal_self_when(ready, signum)
+    with pytest.raises(Interrupted, match=f"training stopped by {signal.Signals(signum).name}"):
+        pod._run_child(_fake_torchrun(ready, 1))
+    sender.join(10)
+    # Without a signal to bgeflow, the child's status is its own: a failure stays one.
+    assert pod._run_child([sys.executable, "-c", "raise SystemExit(3)"]) == 3
+    # A child that finished anyway as the signal came: its result stands.
+    ready.unlink()
+    sender = _signal_self_when(ready, signum)
+    assert pod._run_child(_fake_torchrun(ready, 0)) == 0
+    sender.join(10)
+
+
+def test_ctrl_c_during_train_says_interrupted_once_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The user's case: Ctrl-C ended with `bgeflow train: failed: ... torchrun exited with 1`, exit 1."""
+    from bgeflow.cli import main
+
+    data = write_data(tmp_path / "train.jsonl", 3)
+    ready = tmp_path / "ready"
+    monkeypatch.setattr(pod, "torchrun_command", lambda dist, module, args: _fake_torchrun(ready, 1))
+    sender = _signal_self_when(ready, signal.SIGINT)
+    code = main(["train", "retriever", "--model", "bundled:minilm", "--train-data", str(data),
+                 "--output", str(tmp_path / "out"), "--train-group-size", "2", "--work-dir", str(tmp_path / "work")])
+    sender.join(10)
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert code == EXIT_INTERRUPTED
+    assert last.startswith("bgeflow train: interrupted; training stopped by SIGINT; rerun the same command to resume "
+                           "from the newest complete checkpoint in "), err
+    assert "failed" not in err
+    assert list(tmp_path.rglob(".bgeflow-lock.json")) == []  # the output is free for the rerun

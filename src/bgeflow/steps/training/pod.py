@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from bgeflow.core.errors import EXIT_BAD_INPUT, ConfigError, DataError, StepFailed
+from bgeflow.core.errors import EXIT_BAD_INPUT, ConfigError, DataError, Interrupted, StepFailed
 from bgeflow.core.models import check_token_limits, inspectable_model, resolve_model
 from bgeflow.core.storage import LocalStore, join_uri, open_store, output_lock
 from bgeflow.data import check_record, iter_json, query_prompt
@@ -359,10 +359,20 @@ def _run_child(cmd: list[str], env: dict[str, str] | None = None) -> int:
 
     Its stdout joins stderr: Trainer prints its loss dicts to stdout, which is the verb's JSON result.
     ``env``: variables added to this process's for the child.
+
+    Raises:
+        Interrupted: this process got SIGINT/SIGTERM and the child then exited non-zero (the
+            message names the signal). Its exit status is the signal's doing, not a failure:
+            torchrun raises SignalException (its traceback, and the workers' KeyboardInterrupt ones
+            on a terminal's Ctrl-C, are printed by those processes; bgeflow cannot quiet them short of
+            moving them off the terminal's process group, which would let them outlive a killed
+            group), so only the verb's own last line says what happened.
     """
     proc = subprocess.Popen(cmd, stdout=2, env={**os.environ, **env} if env else None)
+    received: list[int] = []
 
     def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
         if proc.poll() is None:
             proc.send_signal(signum)
 
@@ -370,10 +380,14 @@ def _run_child(cmd: list[str], env: dict[str, str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
     try:
-        return proc.wait()
+        code = proc.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    # A child that finished anyway (the signal came as it exited 0) finished: its result stands.
+    if received and code != 0:
+        raise Interrupted(f"training stopped by {signal.Signals(received[0]).name}")
+    return code
 
 
 #: Exceptions of a training process that come from its settings, data or model: the same run fails
@@ -570,7 +584,12 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
         worker_args.append("--no-inbatch-neg")
     cmd = torchrun_command(dist, WORKER_MODULE, worker_args)
     log.info("launching: %s", " ".join(cmd))
-    code = _run_child(cmd, torchrun_env(dist))
+    try:
+        code = _run_child(cmd, torchrun_env(dist))
+    except Interrupted as exc:
+        # Said here, where the output is known: what the user does next, on the verb's one last line.
+        raise Interrupted(f"{exc}; rerun the same command to resume from the newest complete checkpoint in "
+                          f"{join_uri(spec.output, checkpoints.CHECKPOINTS_PREFIX)}") from None
     trained = time.time()
     if code != 0:
         raise failure_error(dist.node_rank, code, work, spec.output)
