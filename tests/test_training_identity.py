@@ -305,3 +305,42 @@ def test_ctrl_c_during_train_says_interrupted_once_and_exits_130(tmp_path: Path,
                            "from the newest complete checkpoint in "), err
     assert "failed" not in err
     assert list(tmp_path.rglob(".bgeflow-lock.json")) == []  # the output is free for the rerun
+
+
+def test_the_refusal_of_another_runs_checkpoints_names_what_differs(tmp_path: Path) -> None:
+    """The user's case: `--max_steps 5` into an output of a `--max_steps 3` run was refused naming no setting."""
+    out = open_store(str(tmp_path / "out")).child(checkpoints.CHECKPOINTS_PREFIX)
+    theirs = {"kind": "retriever", "data_sha256": "aaa", "base_model": {"ref": "/m", "files": {"w": 1}},
+              "options": {"max_steps": 3, "learning_rate": 1e-05, "fp16": False}, "nnodes": 1}
+    checkpoints.publish(_fake_checkpoint(tmp_path / "a", 3), 3, out, run="run-A", inputs=theirs)
+    ours = {**theirs, "options": {**theirs["options"], "max_steps": 5}}
+    with pytest.raises(ConflictError, match=r"this run is run-B: they differ in max_steps 3 → 5\)\. Resuming"):
+        checkpoints.plan_resume(tmp_path / "node", out, use_local=True, run="run-B", inputs=ours)
+    # The data and the model's files by what they are, every difference once; the options first.
+    ours = {**theirs, "data_sha256": "bbb", "base_model": {"ref": "/m", "files": {"w": 2, "x": 1}}, "nnodes": 2,
+            "options": {**theirs["options"], "learning_rate": 2e-05}}
+    with pytest.raises(ConflictError, match=r"they differ in learning_rate 1e-05 → 2e-05, base model files, "
+                                            r"training data, nnodes 1 → 2\)"):
+        checkpoints.plan_resume(tmp_path / "node", out, use_local=True, run="run-B", inputs=ours)
+    # A marker of a bgeflow that kept only the hash: the groups it covers, and that it does not say which.
+    legacy = open_store(str(tmp_path / "legacy")).child(checkpoints.CHECKPOINTS_PREFIX)
+    checkpoints.publish(_fake_checkpoint(tmp_path / "b", 3), 3, legacy, run="run-A")
+    with pytest.raises(ConflictError, match=r"other data, base model or settings \(its checkpoints do not record"):
+        checkpoints.plan_resume(tmp_path / "node2", legacy, use_local=True, run="run-B", inputs=ours)
+
+
+def test_a_run_with_other_max_steps_is_told_max_steps_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_data(tmp_path / "train.jsonl", 3)
+    out = tmp_path / "out"
+    # The first run's worker stamps its checkpoint with what the pod handed it, as worker._callback does.
+    def first_run(cmd: list[str], env: dict[str, str] | None = None) -> int:
+        inputs = json.loads(Path(cmd[cmd.index("--run-inputs") + 1]).read_text())
+        checkpoints.publish(_fake_checkpoint(tmp_path / "a", 3), 3, open_store(str(out)).child("checkpoints"),
+                            run=cmd[cmd.index("--run-identity") + 1], inputs=inputs)
+        return 1
+
+    monkeypatch.setattr(pod, "_run_child", first_run)
+    with pytest.raises(StepFailed):
+        pod.train(_spec(tmp_path, data, str(out), hyperparameters={"train_group_size": 2, "max_steps": 3}))
+    with pytest.raises(ConflictError, match=r"they differ in max_steps 3 → 5\)"):
+        pod.train(_spec(tmp_path, data, str(out), hyperparameters={"train_group_size": 2, "max_steps": 5}))

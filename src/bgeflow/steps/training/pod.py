@@ -62,6 +62,8 @@ CONFIG_FILE = "train_config.yaml"
 SUMMARY_FILE = "train_summary.json"
 WORKER_MODULE = "bgeflow.steps.training.worker"
 RUNNER_ARGS_FILE = "runner_args.json"
+#: ``<scratch>/run_inputs.json``: the run identity's inputs, for the worker to keep in checkpoint markers.
+RUN_INPUTS_FILE = "run_inputs.json"
 #: ``<scratch>/events``: the trackers' local files (TensorBoard's), uploaded to ``<output>/logs/``.
 EVENTS_DIR = "events"
 
@@ -276,14 +278,15 @@ def model_fingerprint(model_path: str) -> dict[str, Any]:
                                          for p in sorted(path.rglob("*")) if p.is_file()}}
 
 
-def run_identity(spec: TrainSpec, options: dict[str, Any], *, data_sha256: str, model_path: str, pooling: str,
-                 dist: Distributed) -> str:
-    """The run's identity: a sha256 over everything that decides which model it trains.
+def identity_inputs(spec: TrainSpec, options: dict[str, Any], *, data_sha256: str, model_path: str, pooling: str,
+                    dist: Distributed) -> dict[str, Any]:
+    """Everything that decides which model a run trains, as JSON (what ``run_identity`` hashes).
 
     The fetched data's digest, the base model (reference and files), the resolved runner options,
     the spec's own training settings and the job's shape (world size changes the batches). Not the
-    output, the scratch or a pod's place in the job: every pod of a job, and every retry, computes
-    the same identity.
+    output, the scratch or a pod's place in the job: every pod of a job, and every retry, gets the
+    same. Kept in every checkpoint's marker beside the hash, so that a run refused another run's
+    checkpoints is told which of these differ (``checkpoints.plan_resume``).
     """
     document = {
         "kind": spec.kind, "model": spec.model, "base_model": model_fingerprint(model_path),
@@ -291,7 +294,20 @@ def run_identity(spec: TrainSpec, options: dict[str, Any], *, data_sha256: str, 
         "use_inbatch_neg": spec.use_inbatch_neg, "allow_repeated_negatives": spec.allow_repeated_negatives,
         "nnodes": dist.nnodes, "nproc_per_node": dist.nproc_per_node,
     }
-    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+    # As a marker gives it back (values JSON cannot hold as text): compared with one read from a marker.
+    return json.loads(json.dumps(document, sort_keys=True, default=str))
+
+
+def identity_of(inputs: dict[str, Any]) -> str:
+    """The run identity: a sha256 over its ``identity_inputs``."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def run_identity(spec: TrainSpec, options: dict[str, Any], *, data_sha256: str, model_path: str, pooling: str,
+                 dist: Distributed) -> str:
+    """The run's identity: a sha256 over everything that decides which model it trains (``identity_inputs``)."""
+    return identity_of(identity_inputs(spec, options, data_sha256=data_sha256, model_path=model_path,
+                                       pooling=pooling, dist=dist))
 
 
 def work_dir(spec: TrainSpec, node_rank: int, identity: str) -> Path:
@@ -482,8 +498,9 @@ def _train_locked(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist
     try:
         stats = fetch_train_data(spec, options, incoming / "train.jsonl", instruction=base.instruction)
         check_data(spec, options, stats, dist)
-        identity = run_identity(spec, options, data_sha256=stats.sha256, model_path=base.path, pooling=base.pooling,
-                                dist=dist)
+        inputs = identity_inputs(spec, options, data_sha256=stats.sha256, model_path=base.path,
+                                 pooling=base.pooling, dist=dist)
+        identity = identity_of(inputs)
         done = completed_run(spec, output, identity, started)
         if done is not None:
             return done
@@ -500,7 +517,7 @@ def _train_locked(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist
         # Two processes of one node never share a scratch (a second copy of this job on this machine).
         with output_lock(LocalStore(work), owner=f"bgeflow train node {dist.node_rank}"):
             result = _train_in(spec, runner, options, dist, use_cpu, output, started, stats, base, identity, work,
-                               run_dir)
+                               run_dir, inputs)
     except BaseException:
         # Why the scratch is kept at all after a failure: a rerun of the same run finds it again (same
         # identity) and resumes from its complete local checkpoints. Without one there is nothing to
@@ -548,7 +565,7 @@ def _remove_scratch(work: Path) -> None:
 
 def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Distributed, use_cpu: bool, output: Any,
               started: float, stats: DataStats, base: BaseModel, identity: str, work: Path,
-              run_dir: Path) -> TrainResult:
+              run_dir: Path, inputs: dict[str, Any]) -> TrainResult:
     deepspeed = None
     if options.get("deepspeed"):
         deepspeed = str(work / "deepspeed.json")
@@ -556,7 +573,7 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
     fetched = time.time()
 
     plan = checkpoints.plan_resume(run_dir, output.child(checkpoints.CHECKPOINTS_PREFIX),
-                                   use_local=dist.nnodes == 1, run=identity)
+                                   use_local=dist.nnodes == 1, run=identity, inputs=inputs)
     for ignored in plan.ignored:
         log.warning("ignoring incomplete checkpoint %s (no completion marker matching its files)", ignored)
     if plan.local_dir is None:
@@ -574,8 +591,10 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
         stale.unlink()  # a previous attempt's; this one's decide the message below
     args_file = work / RUNNER_ARGS_FILE
     args_file.write_text(json.dumps(runner_args, indent=1, ensure_ascii=False), encoding="utf-8")
+    inputs_file = work / RUN_INPUTS_FILE
+    inputs_file.write_text(json.dumps(inputs, ensure_ascii=False), encoding="utf-8")
     worker_args = ["--kind", spec.kind, "--runner", runner.name, "--publish-to", spec.output,
-                   "--runner-args", str(args_file), "--run-identity", identity]
+                   "--runner-args", str(args_file), "--run-identity", identity, "--run-inputs", str(inputs_file)]
     if spec.validation.enabled:
         worker_args += ["--validate", str(_validation_file(spec, runner_args, work, base.path, pooling))]
     if options.get("save_total_limit"):
