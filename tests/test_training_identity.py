@@ -344,3 +344,27 @@ def test_a_run_with_other_max_steps_is_told_max_steps_differs(tmp_path: Path, mo
         pod.train(_spec(tmp_path, data, str(out), hyperparameters={"train_group_size": 2, "max_steps": 3}))
     with pytest.raises(ConflictError, match=r"they differ in max_steps 3 → 5\)"):
         pod.train(_spec(tmp_path, data, str(out), hyperparameters={"train_group_size": 2, "max_steps": 5}))
+
+
+@pytest.mark.parametrize(("start_step", "train_loss"), [(0, 4.0), (2, 8.0), (4, None)])
+def test_a_resumed_runs_summary_has_the_loss_of_the_steps_it_trained_and_every_logged_loss(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_step: int, train_loss: float | None) -> None:
+    """After a resume from step 2 of 4 transformers reports half the loss (the loss of steps 3-4 over
+    all 4 steps), and 0.0 after a resume at the last step; the summary said so as the run's loss."""
+    data = write_data(tmp_path / "train.jsonl", 3)
+    logged = [{"step": step, "loss": 9.0} for step in (1, 2, 3, 4)]  # restored from the checkpoint, then new
+    reported = 8.0 * (4 - start_step) / 4 if start_step else 4.0  # what transformers' Trainer computes
+
+    def worker(cmd: list[str], env: dict[str, str] | None = None) -> int:
+        run_dir = Path(json.loads(Path(cmd[cmd.index("--runner-args") + 1]).read_text())["output_dir"])
+        (run_dir / "bgeflow-history.json").write_text(json.dumps({
+            "global_step": 4, "start_step": start_step,
+            "log_history": [*logged, {"step": 4, "train_loss": reported, "train_runtime": 1.0}]}))
+        return 0
+
+    published: list[dict[str, Any]] = []
+    monkeypatch.setattr(pod, "_run_child", worker)
+    monkeypatch.setattr(pod, "_publish_outputs", lambda *args: published.append(args[-2]))
+    result = pod.train(_spec(tmp_path, data, str(tmp_path / "out"), hyperparameters={"train_group_size": 2}))
+    assert published[0]["train_loss"] == result.train_loss == train_loss
+    assert published[0]["losses"] == logged

@@ -626,7 +626,9 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
         "epoch": history.get("epoch"), "resumed_from": plan.source, "ignored_checkpoints": plan.ignored,
         "world_size": dist.world_size, "nnodes": dist.nnodes, "nproc_per_node": dist.nproc_per_node,
         "device": "cpu" if use_cpu else "cuda", "records": stats.records, "pooling": pooling or None,
-        "train_loss": end.get("train_loss"), "losses": losses, "validation": history.get("validation"),
+        "train_loss": trained_loss(end.get("train_loss"), start_step=history.get("start_step", 0),
+                                   global_step=history.get("global_step", 0)),
+        "losses": losses, "validation": history.get("validation"),
         "train_runtime_s": end.get("train_runtime"),
         "seconds": {"fetch": round(fetched - started, 3), "train": round(trained - fetched, 3)},
     }
@@ -635,6 +637,23 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
     return TrainResult(model_uri=model_uri, output_uri=spec.output, global_step=summary["global_step"],
                        resumed_from=plan.source, train_loss=summary["train_loss"], loss_history=losses,
                        seconds=time.time() - started, world_size=dist.world_size, summary=summary)
+
+
+def trained_loss(reported: float | None, *, start_step: int, global_step: int) -> float | None:
+    """The mean training loss of the steps this process trained (``start_step``+1 .. ``global_step``).
+
+    transformers' ``train_loss`` sums the loss of the steps trained since the process started but
+    divides by ``global_step``, every step of the run: after a resume from step s of n it is that
+    mean times (n - s) / n (half the real loss when resumed half-way), and 0.0 when resumed at the
+    last step, where nothing was trained. Rescaled here; None when no step was trained, rather than a
+    loss of 0.0 that never was. The loss log (``losses``) keeps every step's loss across resumes:
+    Trainer restores it from the checkpoint.
+    """
+    if reported is None or start_step <= 0:
+        return reported
+    if global_step <= start_step:
+        return None
+    return reported * global_step / (global_step - start_step)
 
 
 def resolved_spec(spec: TrainSpec, runner_args: dict[str, Any], dist: Distributed, pooling: str,
