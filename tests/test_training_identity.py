@@ -8,13 +8,17 @@ lock keeps two jobs off one output; a rerun that fails leaves a good output's su
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bgeflow.core.errors import BgeflowError, ConflictError, StepFailed
+from bgeflow.core.errors import EXIT_INTERRUPTED, BgeflowError, ConflictError, Interrupted, StepFailed
 from bgeflow.core.storage import open_store
 from bgeflow.steps.training import checkpoints, pod
 from bgeflow.steps.training.spec import TrainSpec
@@ -202,3 +206,165 @@ def test_same_output_string_from_two_folders_trains_two_models(tmp_path: Path, m
         models.append((tmp_path / folder / "out" / "model" / "model.safetensors").read_bytes())
         assert not any(work.iterdir()), list(work.rglob("*"))[:5]  # scratch removed after success
     assert models[0] != models[1]
+
+
+def test_a_rerun_of_a_finished_run_trains_nothing_and_keeps_its_record(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's case: the same `bgeflow train` twice resumed at the last step, trained nothing and
+    wrote `train_loss 0.0, losses []` over the first run's summary."""
+    data = write_data(tmp_path / "train.jsonl", 3)
+    out = tmp_path / "out"
+    spec = _spec(tmp_path, data, str(out), hyperparameters={"train_group_size": 2})
+    seen: list[str] = []
+
+    def learn_identity(cmd: list[str], env: dict[str, str] | None = None) -> int:
+        seen.append(cmd[cmd.index("--run-identity") + 1])
+        return 1
+
+    monkeypatch.setattr(pod, "_run_child", learn_identity)
+    with pytest.raises(StepFailed):
+        pod.train(spec)
+    # The finished first run's output, as _publish_outputs leaves it.
+    record = {"run_identity": seen[0], "global_step": 3, "train_loss": 0.106, "losses": [{"step": 1, "loss": 0.2}],
+              "train_runtime_s": 4.2, "resumed_from": None, "world_size": 1, "model_uri": str(out / "model")}
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "model.safetensors").write_bytes(b"weights")
+    (out / "train_summary.json").write_text(json.dumps(record))
+
+    def never(cmd: list[str], env: dict[str, str] | None = None) -> int:
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(pod, "_run_child", never)
+    result = pod.train(spec)
+    assert result.already_complete and result.train_loss == 0.106 and result.global_step == 3
+    assert result.loss_history == [{"step": 1, "loss": 0.2}]
+    assert json.loads((out / "train_summary.json").read_text()) == record
+    assert (out / "model" / "model.safetensors").read_bytes() == b"weights"
+    assert [p for p in (tmp_path / "work").rglob("*") if p.is_file()] == []  # no scratch left behind
+    # Another run (other settings) into that output is not "complete": it goes on to train.
+    monkeypatch.setattr(pod, "_run_child", learn_identity)
+    with pytest.raises(StepFailed):
+        pod.train(_spec(tmp_path, data, str(out), hyperparameters={"train_group_size": 2, "learning_rate": 1e-3}))
+    assert seen[-1] != seen[0]
+
+
+def _fake_torchrun(ready: Path, on_signal_exit: int) -> list[str]:
+    """A child that behaves as torchrun on SIGINT/SIGTERM: it stops with ``on_signal_exit``."""
+    script = ("import pathlib, signal, sys, time\n"
+              f"signal.signal(signal.SIGINT, lambda *a: sys.exit({on_signal_exit}))\n"
+              f"signal.signal(signal.SIGTERM, lambda *a: sys.exit({on_signal_exit}))\n"
+              f"pathlib.Path({str(ready)!r}).write_text('up')\n"
+              "time.sleep(60)\n")
+    return [sys.executable, "-c", script]
+
+
+def _signal_self_when(ready: Path, signum: int) -> threading.Thread:
+    def send() -> None:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signum)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_bgeflow_is_an_interruption_not_a_failure_of_the_child(tmp_path: Path, signum: int) -> None:
+    ready = tmp_path / "ready"
+    sender = _signal_self_when(ready, signum)
+    with pytest.raises(Interrupted, match=f"training stopped by {signal.Signals(signum).name}"):
+        pod._run_child(_fake_torchrun(ready, 1))
+    sender.join(10)
+    # Without a signal to bgeflow, the child's status is its own: a failure stays one.
+    assert pod._run_child([sys.executable, "-c", "raise SystemExit(3)"]) == 3
+    # A child that finished anyway as the signal came: its result stands.
+    ready.unlink()
+    sender = _signal_self_when(ready, signum)
+    assert pod._run_child(_fake_torchrun(ready, 0)) == 0
+    sender.join(10)
+
+
+def test_ctrl_c_during_train_says_interrupted_once_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The user's case: Ctrl-C ended with `bgeflow train: failed: ... torchrun exited with 1`, exit 1."""
+    from bgeflow.cli import main
+
+    data = write_data(tmp_path / "train.jsonl", 3)
+    ready = tmp_path / "ready"
+    monkeypatch.setattr(pod, "torchrun_command", lambda dist, module, args: _fake_torchrun(ready, 1))
+    sender = _signal_self_when(ready, signal.SIGINT)
+    code = main(["train", "retriever", "--model", "bundled:minilm", "--train-data", str(data),
+                 "--output", str(tmp_path / "out"), "--train-group-size", "2", "--work-dir", str(tmp_path / "work")])
+    sender.join(10)
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert code == EXIT_INTERRUPTED
+    assert last.startswith("bgeflow train: interrupted; training stopped by SIGINT; rerun the same command to resume "
+                           "from the newest complete checkpoint in "), err
+    assert "failed" not in err
+    assert list(tmp_path.rglob(".bgeflow-lock.json")) == []  # the output is free for the rerun
+
+
+def test_the_refusal_of_another_runs_checkpoints_names_what_differs(tmp_path: Path) -> None:
+    """The user's case: `--max_steps 5` into an output of a `--max_steps 3` run was refused naming no setting."""
+    out = open_store(str(tmp_path / "out")).child(checkpoints.CHECKPOINTS_PREFIX)
+    theirs = {"kind": "retriever", "data_sha256": "aaa", "base_model": {"ref": "/m", "files": {"w": 1}},
+              "options": {"max_steps": 3, "learning_rate": 1e-05, "fp16": False}, "nnodes": 1}
+    checkpoints.publish(_fake_checkpoint(tmp_path / "a", 3), 3, out, run="run-A", inputs=theirs)
+    ours = {**theirs, "options": {**theirs["options"], "max_steps": 5}}
+    with pytest.raises(ConflictError, match=r"this run is run-B: they differ in max_steps 3 → 5\)\. Resuming"):
+        checkpoints.plan_resume(tmp_path / "node", out, use_local=True, run="run-B", inputs=ours)
+    # The data and the model's files by what they are, every difference once; the options first.
+    ours = {**theirs, "data_sha256": "bbb", "base_model": {"ref": "/m", "files": {"w": 2, "x": 1}}, "nnodes": 2,
+            "options": {**theirs["options"], "learning_rate": 2e-05}}
+    with pytest.raises(ConflictError, match=r"they differ in learning_rate 1e-05 → 2e-05, base model files, "
+                                            r"training data, nnodes 1 → 2\)"):
+        checkpoints.plan_resume(tmp_path / "node", out, use_local=True, run="run-B", inputs=ours)
+    # A marker of a bgeflow that kept only the hash: the groups it covers, and that it does not say which.
+    legacy = open_store(str(tmp_path / "legacy")).child(checkpoints.CHECKPOINTS_PREFIX)
+    checkpoints.publish(_fake_checkpoint(tmp_path / "b", 3), 3, legacy, run="run-A")
+    with pytest.raises(ConflictError, match=r"other data, base model or settings \(its checkpoints do not record"):
+        checkpoints.plan_resume(tmp_path / "node2", legacy, use_local=True, run="run-B", inputs=ours)
+
+
+def test_a_run_with_other_max_steps_is_told_max_steps_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_data(tmp_path / "train.jsonl", 3)
+    out = tmp_path / "out"
+    # The first run's worker stamps its checkpoint with what the pod handed it, as worker._callback does.
+    def first_run(cmd: list[str], env: dict[str, str] | None = None) -> int:
+        inputs = json.loads(Path(cmd[cmd.index("--run-inputs") + 1]).read_text())
+        checkpoints.publish(_fake_checkpoint(tmp_path / "a", 3), 3, open_store(str(out)).child("checkpoints"),
+                            run=cmd[cmd.index("--run-identity") + 1], inputs=inputs)
+        return 1
+
+    monkeypatch.setattr(pod, "_run_child", first_run)
+    with pytest.raises(StepFailed):
+        pod.train(_spec(tmp_path, data, str(out), hyperparameters={"train_group_size": 2, "max_steps": 3}))
+    with pytest.raises(ConflictError, match=r"they differ in max_steps 3 → 5\)"):
+        pod.train(_spec(tmp_path, data, str(out), hyperparameters={"train_group_size": 2, "max_steps": 5}))
+
+
+@pytest.mark.parametrize(("start_step", "train_loss"), [(0, 4.0), (2, 8.0), (4, None)])
+def test_a_resumed_runs_summary_has_the_loss_of_the_steps_it_trained_and_every_logged_loss(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_step: int, train_loss: float | None) -> None:
+    """After a resume from step 2 of 4 transformers reports half the loss (the loss of steps 3-4 over
+    all 4 steps), and 0.0 after a resume at the last step; the summary said so as the run's loss."""
+    data = write_data(tmp_path / "train.jsonl", 3)
+    logged = [{"step": step, "loss": 9.0} for step in (1, 2, 3, 4)]  # restored from the checkpoint, then new
+    reported = 8.0 * (4 - start_step) / 4 if start_step else 4.0  # what transformers' Trainer computes
+
+    def worker(cmd: list[str], env: dict[str, str] | None = None) -> int:
+        run_dir = Path(json.loads(Path(cmd[cmd.index("--runner-args") + 1]).read_text())["output_dir"])
+        (run_dir / "bgeflow-history.json").write_text(json.dumps({
+            "global_step": 4, "start_step": start_step,
+            "log_history": [*logged, {"step": 4, "train_loss": reported, "train_runtime": 1.0}]}))
+        return 0
+
+    published: list[dict[str, Any]] = []
+    monkeypatch.setattr(pod, "_run_child", worker)
+    monkeypatch.setattr(pod, "_publish_outputs", lambda *args: published.append(args[-2]))
+    result = pod.train(_spec(tmp_path, data, str(tmp_path / "out"), hyperparameters={"train_group_size": 2}))
+    assert published[0]["train_loss"] == result.train_loss == train_loss
+    assert published[0]["losses"] == logged

@@ -274,8 +274,9 @@ def _main(argv: Sequence[str] | None) -> int:
         os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint_url
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"bgeflow {args.verb}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # An Interrupted carries what a rerun does (training: resumes from its last checkpoint).
+        print(redact(f"bgeflow {args.verb}: interrupted" + (f"; {exc}" if str(exc) else "")), file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         if not _stdout_gone():  # another pipe than stdout's: handled as any unexpected error below

@@ -55,6 +55,15 @@ class StepFailed(RuntimeError):
     """The work stopped for a reason outside the input; the message says what and where."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """The user (Ctrl-C) or the system (SIGTERM) stopped the work; the message says what a rerun does.
+
+    A ``KeyboardInterrupt``: every caller that handles Ctrl-C handles it unchanged, and the CLI says
+    ``bgeflow <verb>: interrupted; <message>`` and exits ``EXIT_INTERRUPTED``, not "failed". For work
+    done by child processes (torchrun), whose own exit status after the signal is no failure.
+    """
+
+
 def did_you_mean(word: str, known: Iterable[str], *, show: Callable[[str], str] | None = None, limit: int = 3) -> str:
     """``"; did you mean a, b?"`` naming the known names closest to ``word``, or ``""`` when none is close.
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from bgeflow.core.errors import EXIT_BAD_INPUT, ConfigError, DataError, StepFailed
+from bgeflow.core.errors import EXIT_BAD_INPUT, ConfigError, DataError, Interrupted, StepFailed
 from bgeflow.core.models import check_token_limits, inspectable_model, resolve_model
 from bgeflow.core.storage import LocalStore, join_uri, open_store, output_lock
 from bgeflow.data import check_record, iter_json, query_prompt
@@ -62,6 +62,8 @@ CONFIG_FILE = "train_config.yaml"
 SUMMARY_FILE = "train_summary.json"
 WORKER_MODULE = "bgeflow.steps.training.worker"
 RUNNER_ARGS_FILE = "runner_args.json"
+#: ``<scratch>/run_inputs.json``: the run identity's inputs, for the worker to keep in checkpoint markers.
+RUN_INPUTS_FILE = "run_inputs.json"
 #: ``<scratch>/events``: the trackers' local files (TensorBoard's), uploaded to ``<output>/logs/``.
 EVENTS_DIR = "events"
 
@@ -77,6 +79,8 @@ class TrainResult:
     seconds: float = 0.0
     world_size: int = 1
     summary: dict[str, Any] = field(default_factory=dict)
+    #: The output already held this run, finished: nothing was trained or written (``completed_run``).
+    already_complete: bool = False
 
 
 @dataclass
@@ -274,14 +278,15 @@ def model_fingerprint(model_path: str) -> dict[str, Any]:
                                          for p in sorted(path.rglob("*")) if p.is_file()}}
 
 
-def run_identity(spec: TrainSpec, options: dict[str, Any], *, data_sha256: str, model_path: str, pooling: str,
-                 dist: Distributed) -> str:
-    """The run's identity: a sha256 over everything that decides which model it trains.
+def identity_inputs(spec: TrainSpec, options: dict[str, Any], *, data_sha256: str, model_path: str, pooling: str,
+                    dist: Distributed) -> dict[str, Any]:
+    """Everything that decides which model a run trains, as JSON (what ``run_identity`` hashes).
 
     The fetched data's digest, the base model (reference and files), the resolved runner options,
     the spec's own training settings and the job's shape (world size changes the batches). Not the
-    output, the scratch or a pod's place in the job: every pod of a job, and every retry, computes
-    the same identity.
+    output, the scratch or a pod's place in the job: every pod of a job, and every retry, gets the
+    same. Kept in every checkpoint's marker beside the hash, so that a run refused another run's
+    checkpoints is told which of these differ (``checkpoints.plan_resume``).
     """
     document = {
         "kind": spec.kind, "model": spec.model, "base_model": model_fingerprint(model_path),
@@ -289,7 +294,20 @@ def run_identity(spec: TrainSpec, options: dict[str, Any], *, data_sha256: str, 
         "use_inbatch_neg": spec.use_inbatch_neg, "allow_repeated_negatives": spec.allow_repeated_negatives,
         "nnodes": dist.nnodes, "nproc_per_node": dist.nproc_per_node,
     }
-    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+    # As a marker gives it back (values JSON cannot hold as text): compared with one read from a marker.
+    return json.loads(json.dumps(document, sort_keys=True, default=str))
+
+
+def identity_of(inputs: dict[str, Any]) -> str:
+    """The run identity: a sha256 over its ``identity_inputs``."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def run_identity(spec: TrainSpec, options: dict[str, Any], *, data_sha256: str, model_path: str, pooling: str,
+                 dist: Distributed) -> str:
+    """The run's identity: a sha256 over everything that decides which model it trains (``identity_inputs``)."""
+    return identity_of(identity_inputs(spec, options, data_sha256=data_sha256, model_path=model_path,
+                                       pooling=pooling, dist=dist))
 
 
 def work_dir(spec: TrainSpec, node_rank: int, identity: str) -> Path:
@@ -357,10 +375,20 @@ def _run_child(cmd: list[str], env: dict[str, str] | None = None) -> int:
 
     Its stdout joins stderr: Trainer prints its loss dicts to stdout, which is the verb's JSON result.
     ``env``: variables added to this process's for the child.
+
+    Raises:
+        Interrupted: this process got SIGINT/SIGTERM and the child then exited non-zero (the
+            message names the signal). Its exit status is the signal's doing, not a failure:
+            torchrun raises SignalException (its traceback, and the workers' KeyboardInterrupt ones
+            on a terminal's Ctrl-C, are printed by those processes; bgeflow cannot quiet them short of
+            moving them off the terminal's process group, which would let them outlive a killed
+            group), so only the verb's own last line says what happened.
     """
     proc = subprocess.Popen(cmd, stdout=2, env={**os.environ, **env} if env else None)
+    received: list[int] = []
 
     def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
         if proc.poll() is None:
             proc.send_signal(signum)
 
@@ -368,10 +396,14 @@ def _run_child(cmd: list[str], env: dict[str, str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
     try:
-        return proc.wait()
+        code = proc.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    # A child that finished anyway (the signal came as it exited 0) finished: its result stands.
+    if received and code != 0:
+        raise Interrupted(f"training stopped by {signal.Signals(received[0]).name}")
+    return code
 
 
 #: Exceptions of a training process that come from its settings, data or model: the same run fails
@@ -466,8 +498,12 @@ def _train_locked(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist
     try:
         stats = fetch_train_data(spec, options, incoming / "train.jsonl", instruction=base.instruction)
         check_data(spec, options, stats, dist)
-        identity = run_identity(spec, options, data_sha256=stats.sha256, model_path=base.path, pooling=base.pooling,
-                                dist=dist)
+        inputs = identity_inputs(spec, options, data_sha256=stats.sha256, model_path=base.path,
+                                 pooling=base.pooling, dist=dist)
+        identity = identity_of(inputs)
+        done = completed_run(spec, output, identity, started)
+        if done is not None:
+            return done
         work = work_dir(spec, dist.node_rank, identity)
         (work / "data").mkdir(parents=True, exist_ok=True)
         stats.path = work / "data" / "train.jsonl"
@@ -481,7 +517,7 @@ def _train_locked(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist
         # Two processes of one node never share a scratch (a second copy of this job on this machine).
         with output_lock(LocalStore(work), owner=f"bgeflow train node {dist.node_rank}"):
             result = _train_in(spec, runner, options, dist, use_cpu, output, started, stats, base, identity, work,
-                               run_dir)
+                               run_dir, inputs)
     except BaseException:
         # Why the scratch is kept at all after a failure: a rerun of the same run finds it again (same
         # identity) and resumes from its complete local checkpoints. Without one there is nothing to
@@ -495,6 +531,32 @@ def _train_locked(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist
     return result
 
 
+def completed_run(spec: TrainSpec, output: Any, identity: str, started: float) -> TrainResult | None:
+    """This run's result when the output already holds it finished (its summary names this identity).
+
+    A rerun of a finished run would otherwise resume from its last checkpoint, train no step and
+    write a summary of that empty resume (train loss 0.0, no losses, a runtime of milliseconds) over
+    the real one, and export the same weights again. The summary is written last (``_publish_outputs``),
+    so one naming this identity means its model is complete: nothing to do, and nothing is touched.
+    A summary of another run (other data or settings) is not this run's: training goes on, and
+    ``checkpoints.plan_resume`` decides about the checkpoints.
+    """
+    try:
+        summary = json.loads(output.read_text(SUMMARY_FILE)) if output.exists(SUMMARY_FILE) else None
+    except ValueError:
+        return None  # unreadable: not a record of anything; this run writes its own
+    if not isinstance(summary, dict) or summary.get("run_identity") != identity:
+        return None
+    log.info("%s already holds this run, complete at step %s (run %s): nothing to train; the model and "
+             "train_summary.json are left as they are (write to another output, or delete %s, to train again)",
+             output.uri, summary.get("global_step"), identity[:16], output.uri)
+    return TrainResult(model_uri=str(summary.get("model_uri") or join_uri(spec.output, MODEL_DIR)),
+                       output_uri=spec.output, global_step=int(summary.get("global_step") or 0),
+                       resumed_from=summary.get("resumed_from"), train_loss=summary.get("train_loss"),
+                       loss_history=list(summary.get("losses") or []), seconds=time.time() - started,
+                       world_size=int(summary.get("world_size") or 1), summary=summary, already_complete=True)
+
+
 def _remove_scratch(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
     with contextlib.suppress(OSError):
@@ -503,7 +565,7 @@ def _remove_scratch(work: Path) -> None:
 
 def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Distributed, use_cpu: bool, output: Any,
               started: float, stats: DataStats, base: BaseModel, identity: str, work: Path,
-              run_dir: Path) -> TrainResult:
+              run_dir: Path, inputs: dict[str, Any]) -> TrainResult:
     deepspeed = None
     if options.get("deepspeed"):
         deepspeed = str(work / "deepspeed.json")
@@ -511,7 +573,7 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
     fetched = time.time()
 
     plan = checkpoints.plan_resume(run_dir, output.child(checkpoints.CHECKPOINTS_PREFIX),
-                                   use_local=dist.nnodes == 1, run=identity)
+                                   use_local=dist.nnodes == 1, run=identity, inputs=inputs)
     for ignored in plan.ignored:
         log.warning("ignoring incomplete checkpoint %s (no completion marker matching its files)", ignored)
     if plan.local_dir is None:
@@ -529,8 +591,10 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
         stale.unlink()  # a previous attempt's; this one's decide the message below
     args_file = work / RUNNER_ARGS_FILE
     args_file.write_text(json.dumps(runner_args, indent=1, ensure_ascii=False), encoding="utf-8")
+    inputs_file = work / RUN_INPUTS_FILE
+    inputs_file.write_text(json.dumps(inputs, ensure_ascii=False), encoding="utf-8")
     worker_args = ["--kind", spec.kind, "--runner", runner.name, "--publish-to", spec.output,
-                   "--runner-args", str(args_file), "--run-identity", identity]
+                   "--runner-args", str(args_file), "--run-identity", identity, "--run-inputs", str(inputs_file)]
     if spec.validation.enabled:
         worker_args += ["--validate", str(_validation_file(spec, runner_args, work, base.path, pooling))]
     if options.get("save_total_limit"):
@@ -539,7 +603,12 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
         worker_args.append("--no-inbatch-neg")
     cmd = torchrun_command(dist, WORKER_MODULE, worker_args)
     log.info("launching: %s", " ".join(cmd))
-    code = _run_child(cmd, torchrun_env(dist))
+    try:
+        code = _run_child(cmd, torchrun_env(dist))
+    except Interrupted as exc:
+        # Said here, where the output is known: what the user does next, on the verb's one last line.
+        raise Interrupted(f"{exc}; rerun the same command to resume from the newest complete checkpoint in "
+                          f"{join_uri(spec.output, checkpoints.CHECKPOINTS_PREFIX)}") from None
     trained = time.time()
     if code != 0:
         raise failure_error(dist.node_rank, code, work, spec.output)
@@ -557,7 +626,9 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
         "epoch": history.get("epoch"), "resumed_from": plan.source, "ignored_checkpoints": plan.ignored,
         "world_size": dist.world_size, "nnodes": dist.nnodes, "nproc_per_node": dist.nproc_per_node,
         "device": "cpu" if use_cpu else "cuda", "records": stats.records, "pooling": pooling or None,
-        "train_loss": end.get("train_loss"), "losses": losses, "validation": history.get("validation"),
+        "train_loss": trained_loss(end.get("train_loss"), start_step=history.get("start_step", 0),
+                                   global_step=history.get("global_step", 0)),
+        "losses": losses, "validation": history.get("validation"),
         "train_runtime_s": end.get("train_runtime"),
         "seconds": {"fetch": round(fetched - started, 3), "train": round(trained - fetched, 3)},
     }
@@ -566,6 +637,23 @@ def _train_in(spec: TrainSpec, runner: Runner, options: dict[str, Any], dist: Di
     return TrainResult(model_uri=model_uri, output_uri=spec.output, global_step=summary["global_step"],
                        resumed_from=plan.source, train_loss=summary["train_loss"], loss_history=losses,
                        seconds=time.time() - started, world_size=dist.world_size, summary=summary)
+
+
+def trained_loss(reported: float | None, *, start_step: int, global_step: int) -> float | None:
+    """The mean training loss of the steps this process trained (``start_step``+1 .. ``global_step``).
+
+    transformers' ``train_loss`` sums the loss of the steps trained since the process started but
+    divides by ``global_step``, every step of the run: after a resume from step s of n it is that
+    mean times (n - s) / n (half the real loss when resumed half-way), and 0.0 when resumed at the
+    last step, where nothing was trained. Rescaled here; None when no step was trained, rather than a
+    loss of 0.0 that never was. The loss log (``losses``) keeps every step's loss across resumes:
+    Trainer restores it from the checkpoint.
+    """
+    if reported is None or start_step <= 0:
+        return reported
+    if global_step <= start_step:
+        return None
+    return reported * global_step / (global_step - start_step)
 
 
 def resolved_spec(spec: TrainSpec, runner_args: dict[str, Any], dist: Distributed, pooling: str,

@@ -48,7 +48,8 @@ def record_failure(directory: Path, exc: BaseException) -> Path:
     return path
 
 
-def _callback(publish_to: str | None, keep: int | None, run: str | None = None) -> Any:
+def _callback(publish_to: str | None, keep: int | None, run: str | None = None,
+              inputs: dict[str, Any] | None = None) -> Any:
     import torch.distributed as dist
     from transformers import TrainerCallback
 
@@ -70,7 +71,7 @@ def _callback(publish_to: str | None, keep: int | None, run: str | None = None) 
             if state.is_world_process_zero:
                 ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 store = open_store(publish_to).child(checkpoints.CHECKPOINTS_PREFIX) if publish_to else None
-                checkpoints.publish(ckpt, state.global_step, store, run)
+                checkpoints.publish(ckpt, state.global_step, store, run, inputs)
                 if store is not None and keep:
                     checkpoints.prune(store, keep)
             if dist.is_available() and dist.is_initialized():
@@ -163,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-checkpoints", type=int, default=None)
     parser.add_argument("--no-inbatch-neg", action="store_true")
     parser.add_argument("--run-identity", default=None, help="stamped into every checkpoint's marker")
+    parser.add_argument("--run-inputs", default=None,
+                        help="JSON file: what the run identity hashes, kept in every checkpoint's marker")
     parser.add_argument("--validate", default=None, help="JSON file: the validation set and how to score it")
     ns = parser.parse_args(argv)
     from bgeflow.core.log import setup_logging
@@ -198,7 +201,8 @@ def _run(ns: argparse.Namespace) -> int:
         # the export merges instead, once, for every LoRA runner.
         log.info("save_merged_lora_model: the merged model is written by bgeflow's export (model/)")
         model_args.save_merged_lora_model = False
-    publisher = _callback(ns.publish_to, ns.keep_checkpoints, ns.run_identity)
+    inputs = json.loads(Path(ns.run_inputs).read_text(encoding="utf-8")) if ns.run_inputs else None
+    publisher = _callback(ns.publish_to, ns.keep_checkpoints, ns.run_identity, inputs)
     validator = _validation(ns.validate, Path(training_args.output_dir)) if ns.validate else None
     if training_args.use_cpu:
         _accept_indexed_cpu_locations()
