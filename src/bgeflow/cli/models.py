@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bgeflow.core.errors import ConfigError, NotFoundError, StepFailed
+from bgeflow.core.spec import not_a_folder
 
 _REF_HELP = ("<registry>/<name>[@<version|latest|champion>] (or --registry/--name/--version); "
              "the registry: a directory or s3://bucket/prefix")
@@ -186,6 +187,10 @@ def run(args: argparse.Namespace) -> int:
         doc = show_model(target(args))
         _emit(args, doc, _show_lines(doc))
     elif args.action == "download":
+        # The destination is a plain argument, not a spec setting: the specs' folder check, called here.
+        problem = not_a_folder(args.dest)
+        if problem:
+            raise ConfigError(f"destination (DIR): {problem}")
         t = target(args)
         info = _chosen(t)
         path = registry.download_model(t.registry, t.name, info.version, args.dest)
