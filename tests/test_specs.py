@@ -418,3 +418,22 @@ def test_a_folder_output_that_is_a_file_is_bad_input(argv: list[str], expected: 
 @pytest.mark.parametrize("output", ["s3://bucket/notes.txt", "new/sub", "."])
 def test_a_folder_output_not_there_yet_or_remote_is_accepted(output: str) -> None:
     assert IngestSpec.of(inputs=["d.jsonl"], output=output).output == output
+
+
+# A mistyped verb (or a verb's action) is named with the closest one, as a mistyped flag is.
+UNKNOWN_VERBS = [
+    (["ingets"], "bgeflow: error: unknown verb 'ingets'; did you mean ingest"),
+    (["--log-level", "DEBUG", "evalute", "--output", "o"], "bgeflow: error: unknown verb 'evalute'; did you mean evaluate?"),
+    (["models", "lst", "reg"], "bgeflow models: error: unknown action 'lst'; did you mean list?"),
+    (["zzz"], "bgeflow: error: unknown verb 'zzz' (one of ingest, mine, train,"),
+    # train's kind is a word, not a sub-parser: it said "kind (--kind): Field required".
+    (["train", "retreiver", "--model", "m", "--train-data", "d", "--output", "o"],
+     "bgeflow train: error: unknown kind 'retreiver'; did you mean retriever?"),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), UNKNOWN_VERBS, ids=[" ".join(a) for a, _ in UNKNOWN_VERBS])
+def test_an_unknown_verb_is_named_with_the_closest_one(argv: list[str], expected: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _cli(argv, capsys)
+    assert code == 2 and err.strip().splitlines()[-1].startswith(expected), err
