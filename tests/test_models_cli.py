@@ -202,3 +202,27 @@ def test_mlflow_registration_follows_publish_and_promote(tmp_path: Path, capsys:
                                    version="v3"))
     assert third.created and third.mlflow is None
     assert "MLflow registration of" in caplog.text and "mlflow is down" in caplog.text
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    # A local registry root that is not there is a typo to name, not an empty registry.
+    (["models", "list", "{tmp}/noreg", "--json"], "registry {tmp}/noreg: no such folder"),
+    (["models", "list", "--registry", "{tmp}/noreg", "--name", "m", "--json"], "registry {tmp}/noreg: no such folder"),
+    (["models", "gc", "{tmp}/noreg"], "registry {tmp}/noreg: no such folder"),
+    (["models", "list", "{tmp}/notes.txt", "--json"], "registry {tmp}/notes.txt: a file, not a registry folder"),
+])
+def test_a_local_registry_that_is_not_there_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     argv: list[str], message: str) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_an_empty_registry_lists_no_models(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    reg = _registry(kind, tmp_path, request)
+    if kind == "local":
+        Path(reg).mkdir()  # an existing empty folder; an S3 prefix without objects is the same
+    assert _json(capsys, ["models", "list", reg, "--json"])["models"] == []

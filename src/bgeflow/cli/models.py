@@ -135,9 +135,10 @@ def _version_row(info: Any, pointers: dict[str, str | None]) -> dict[str, Any]:
 
 def list_models(registry: str, name: str | None = None) -> dict[str, Any]:
     """``{"registry", "models": [{"name", "latest", "champion", "versions": [...]}]}`` (oldest version first)."""
-    from bgeflow.steps.publish.maintenance import registry_names
+    from bgeflow.steps.publish.maintenance import registry_names, registry_store
     from bgeflow.steps.publish.registry import POINTERS, find_version, list_versions
 
+    registry_store(registry)  # with --name too: a registry that is not there is named, not listed empty
     models = []
     for model in [name] if name else registry_names(registry):
         versions = list_versions(registry, model)
