@@ -173,3 +173,15 @@ def test_the_cards_gate_and_table_are_the_published_models_own(tmp_path: Path, c
     assert {metric for values in table.values() for metric in values} == (
         {"rerank.ndcg@10"} if kind == "reranker" else {"ndcg@10"})
     assert ("retriever" in table) is (kind == "reranker")  # "not reranked" is the reranker's reference
+
+
+def test_a_relative_registry_is_published_and_carded_absolute(minilm_path: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bgeflow publish --registry reg`: the card's registry and download command work from any folder."""
+    monkeypatch.chdir(tmp_path)
+    spec = PublishSpec.of(model=minilm_path, name="plain", registry="reg", base_model=str(tmp_path))
+    assert spec.registry == str(tmp_path / "reg")
+    result = publish(spec)
+    text = (tmp_path / "reg" / "plain" / result.version / "model" / "README.md").read_text()
+    assert f"bgeflow models download {tmp_path}/reg/plain@{result.version}" in text
+    assert f"- registry: `{tmp_path}/reg/plain`" in text

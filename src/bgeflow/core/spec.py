@@ -16,6 +16,7 @@ deeply: a mapping given for a nested block changes only the keys it names (``dee
 
 from __future__ import annotations
 
+import os
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -70,6 +71,19 @@ def not_a_folder(value: str) -> str | None:
                 return None
             return f"{value if candidate == path else f'{candidate} (in {value})'} is a file, not a folder"
     return None
+
+
+def absolute_local(value: str) -> str:
+    """A local path (or ``file://`` URI) made absolute against the current folder; remote URIs and "" unchanged.
+
+    For paths that outlive the command line's folder: a registry root written into model cards and
+    run summaries (``bgeflow models download demo-output/registry/...`` worked only from one folder),
+    or handed to steps that run elsewhere (kfp.local's tasks).
+    """
+    if not value or ("://" in value and not value.startswith("file://")):
+        return value
+    scheme = "file://" if value.startswith("file://") else ""
+    return scheme + os.path.abspath(os.path.expanduser(value.removeprefix("file://")))
 
 
 def _folder(value: str) -> str:

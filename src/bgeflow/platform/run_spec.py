@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import field_validator, model_validator
 
 from bgeflow.core.errors import ConfigError
-from bgeflow.core.spec import FolderUri, KeyPath, Spec, UriList, deep_merge, nested, setting
+from bgeflow.core.spec import FolderUri, KeyPath, Spec, UriList, absolute_local, deep_merge, nested, setting
 from bgeflow.core.storage import SAFE_NAME_PATTERN
 from bgeflow.platform.launcher.submit import LauncherBackend
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
@@ -168,7 +168,10 @@ class LocalRunSpec(RunSpec):
     def pipeline_arguments(self) -> dict[str, Any]:
         """The run's blocks without the keys only this machine uses; the registry defaults to <output>/registry."""
         arguments = {k: v for k, v in self.blocks().items() if k not in ("output", "max_records", "pipeline")}
-        arguments["registry"] = self.registry or str(Path(self.output.removeprefix("file://")) / "registry")
+        # Absolute: the registry is written into model cards, the run summary and `models download` commands,
+        # and kfp.local's tasks need not run in this folder.
+        arguments["registry"] = absolute_local(self.registry or str(Path(self.output.removeprefix("file://"))
+                                                                     / "registry"))
         return arguments
 
 

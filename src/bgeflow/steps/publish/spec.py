@@ -6,7 +6,7 @@ from typing import Literal, get_args
 
 from pydantic import field_validator, model_validator
 
-from bgeflow.core.spec import FolderUri, Spec, UriList, setting
+from bgeflow.core.spec import FolderUri, Spec, UriList, absolute_local, setting
 from bgeflow.steps.publish.registry import check_name
 
 ChampionPolicy = Literal["never", "always", "if-gate-passed"]
@@ -45,6 +45,13 @@ class PublishSpec(PublishSettings):
                                            "written, latest stays, the reason is printed and the exit status is 0)")
     report: str | None = setting(None, "also write what this publish did as JSON here (the version, or published: "
                                  "false and why not)", metavar="URI")
+
+    @field_validator("registry")
+    @classmethod
+    def _absolute_registry(cls, value: str) -> str:
+        # The model card names the registry and how to download from it: a relative path there works only
+        # from the folder publish ran in.
+        return absolute_local(value)
 
     @field_validator("name")
     @classmethod
