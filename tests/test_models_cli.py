@@ -83,11 +83,13 @@ def test_download_promote_verify(two_versions: tuple[str, str, str], tmp_path: P
     assert registry.get_version(reg, "m", "champion").version == latest
     assert not _json(capsys, ["models", "promote", f"{reg}/m/{latest}"])["changed"]  # the path form, again
 
-    assert _json(capsys, ["models", "verify", f"{reg}/m"]) == {"versions": {champion: [], latest: []}}
+    assert _json(capsys, ["models", "verify", f"{reg}/m"]) == {"status": "ok", "ok": True,
+                                                              "versions": {champion: [], latest: []}}
     open_store(f"{reg}/m").write_text(f"{champion}/model/vocab.txt", "tampered")
     assert main(["models", "verify", f"{reg}/m"]) == 1
     out, err = capsys.readouterr()
     assert json.loads(out)["versions"][latest] == [] and "differ from their manifest" in err
+    assert json.loads(out)["status"] == "failed" and json.loads(out)["ok"] is False
     # A version whose files changed size is never made the champion.
     assert main(["models", "promote", f"{reg}/m@{champion}"]) == 1
     assert "cannot be promoted" in capsys.readouterr().err
@@ -135,7 +137,7 @@ def test_terminal_output_is_a_table(two_versions: tuple[str, str, str], capsys: 
 def test_registry_is_the_same_verb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     reg = str(tmp_path / "registry")
     publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg, version="v1"))
-    assert _json(capsys, ["registry", "verify", "--registry", reg, "--name", "m"]) == {"versions": {"v1": []}}
+    assert _json(capsys, ["registry", "verify", "--registry", reg, "--name", "m"])["versions"] == {"v1": []}
     assert _json(capsys, ["registry", "gc", "--registry", reg])["orphans"] == []
     assert _json(capsys, ["models", "gc", reg])["orphans"] == []
 
@@ -222,3 +224,48 @@ def test_promoting_a_version_that_failed_its_gate_is_allowed_and_said(tmp_path: 
         assert not said()
         assert pointers.promote(reg, "m", "v2").to_dict()["champion"] == "v2"
     assert said() == [f"{reg}/m/v2 failed its own gate rules (ndcg@10>=base) when it was published; promoting it all the same"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    # A local registry root that is not there is a typo to name, not an empty registry.
+    (["models", "list", "{tmp}/noreg", "--json"], "registry {tmp}/noreg: no such folder"),
+    (["models", "list", "--registry", "{tmp}/noreg", "--name", "m", "--json"], "registry {tmp}/noreg: no such folder"),
+    (["models", "gc", "{tmp}/noreg"], "registry {tmp}/noreg: no such folder"),
+    (["models", "list", "{tmp}/notes.txt", "--json"], "registry {tmp}/notes.txt: a file, not a registry folder"),
+])
+def test_a_local_registry_that_is_not_there_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     argv: list[str], message: str) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_an_empty_registry_lists_no_models(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    reg = _registry(kind, tmp_path, request)
+    if kind == "local":
+        Path(reg).mkdir()  # an existing empty folder; an S3 prefix without objects is the same
+    assert _json(capsys, ["models", "list", reg, "--json"])["models"] == []
+
+
+@pytest.mark.parametrize(("ref", "message"), [
+    # A registry root is named as one, with what verify takes (it was called "a model folder").
+    ("{reg}", "{reg}: a registry root (models: m), not a model reference; models verify takes "
+              "<registry>/<name>[@version], e.g. {reg}/m"),
+    ("{rel}", "{rel}: a registry root (models: m), not a model reference; models verify takes "
+              "<registry>/<name>[@version], e.g. {rel}/m"),
+    ("{tmp}/a", "{tmp}/a: a model folder, not a registry reference"),
+])
+def test_verify_names_what_a_non_reference_is(ref: str, message: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = tmp_path / "reg"
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=str(reg), version="v1"))
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)  # "reg": a registry root without a "/", which parses as no reference at all
+    fill = {"reg": str(reg), "rel": "reg", "tmp": str(tmp_path)}
+    assert main(["models", "verify", ref.format(**fill)]) == 2
+    err = capsys.readouterr().err
+    assert message.format(**fill) in err and len(err.strip().splitlines()) == 1, err

@@ -157,7 +157,7 @@ def test_gc_cli_lists_then_reclaims_staging_and_temp_folders(tmp_path: Path, cap
     assert not leftover.exists() and not (reg / "m" / ".staging").exists()
 
     assert main(["registry", "verify", "--registry", str(reg), "--name", "m"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"versions": {"v1": []}}
+    assert json.loads(capsys.readouterr().out) == {"status": "ok", "ok": True, "versions": {"v1": []}}
     (reg / "m" / "v1" / "model" / "vocab.txt").write_text("tampered")
     assert main(["registry", "verify", "--registry", str(reg), "--name", "m"]) == 1
     assert "differ from their manifest" in capsys.readouterr().err

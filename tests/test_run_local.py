@@ -396,3 +396,18 @@ def test_a_parameter_containing_python3_reaches_the_step_unchanged(tmp_path: Pat
     second = "C:/Python311/python3.exe --flag python3"  # a second value of the kind: python3 as words
     with faithful_arguments():
         assert echo(value=second).output == second
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    # The default <output>/registry and a given local registry: absolute, against the folder run ran in.
+    (["--output", "demo-output"], "{cwd}/demo-output/registry"),
+    (["--output", "demo-output", "--registry", "reg"], "{cwd}/reg"),
+    (["--registry", "file://reg"], "file://{cwd}/reg"),
+    (["--registry", "s3://bucket/reg"], "s3://bucket/reg"),
+])
+def test_the_runs_registry_is_absolute(argv: list[str], expected: str, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # It reached the run summary and the model card relative ("demo-output/registry/..."), while every
+    # other path was absolute, and `bgeflow models download` from the card worked only from that folder.
+    monkeypatch.chdir(tmp_path)
+    assert spec_of(*argv).pipeline_arguments()["registry"] == expected.format(cwd=tmp_path)

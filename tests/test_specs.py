@@ -386,3 +386,54 @@ def test_a_broken_pipe_that_is_not_stdouts_is_still_a_bug(monkeypatch: pytest.Mo
     monkeypatch.setattr(models, "list_models", broken)
     code, err = _cli(["models", "list", "reg"], capsys)
     assert code == 1 and "bgeflow models: internal error" in err and "BrokenPipeError" in err
+
+
+# Every verb whose output (or registry) is a folder: a path that is a file, or lies under one, is bad input
+# named by its flag (it was a FileExistsError / NotADirectoryError traceback, "internal error (a bug)").
+FOLDER_OUTPUTS = [
+    (["ingest", "--input", "d.jsonl", "--output", "{f}"], "output (--output): {f} is a file, not a folder"),
+    (["train", "retriever", "--model", "bundled:minilm", "--train_data", "d.jsonl", "--output_dir", "{f}"],
+     "output (--output): {f} is a file, not a folder"),
+    (["evaluate", "--eval-data", "e", "--retriever", "bundled:minilm", "--output", "{f}"],
+     "output (--output): {f} is a file, not a folder"),
+    (["publish", "--model", "m", "--name", "n", "--registry", "{f}"], "registry (--registry): {f} is a file, not a folder"),
+    (["publish", "--model", "m", "--name", "n", "--registry", "{f}/reg"],
+     "registry (--registry): {f} (in {f}/reg) is a file, not a folder"),
+    (["run", "--output", "{f}"], "output (--output): {f} is a file, not a folder"),
+    (["run", "--registry", "file://{f}"], "registry (--registry): file://{f} is a file, not a folder"),
+    (["models", "download", "reg/m@v1", "{f}"], "destination (DIR): {f} is a file, not a folder"),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), FOLDER_OUTPUTS, ids=[" ".join(a[:1] + a[-2:-1]) for a, _ in FOLDER_OUTPUTS])
+def test_a_folder_output_that_is_a_file_is_bad_input(argv: list[str], expected: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    occupied = tmp_path / "notes.txt"
+    occupied.write_text("x")
+    code, err = _cli([a.format(f=occupied) for a in argv], capsys)
+    assert code == 2 and expected.format(f=occupied) in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("output", ["s3://bucket/notes.txt", "new/sub", "."])
+def test_a_folder_output_not_there_yet_or_remote_is_accepted(output: str) -> None:
+    assert IngestSpec.of(inputs=["d.jsonl"], output=output).output == output
+
+
+# A mistyped verb (or a verb's action) is named with the closest one, as a mistyped flag is.
+UNKNOWN_VERBS = [
+    (["ingets"], "bgeflow: error: unknown verb 'ingets'; did you mean ingest"),
+    (["--log-level", "DEBUG", "evalute", "--output", "o"], "bgeflow: error: unknown verb 'evalute'; did you mean evaluate?"),
+    (["models", "lst", "reg"], "bgeflow models: error: unknown action 'lst'; did you mean list?"),
+    (["zzz"], "bgeflow: error: unknown verb 'zzz' (one of ingest, mine, train,"),
+    # train's kind is a word, not a sub-parser: it said "kind (--kind): Field required".
+    (["train", "retreiver", "--model", "m", "--train-data", "d", "--output", "o"],
+     "bgeflow train: error: unknown kind 'retreiver'; did you mean retriever?"),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), UNKNOWN_VERBS, ids=[" ".join(a) for a, _ in UNKNOWN_VERBS])
+def test_an_unknown_verb_is_named_with_the_closest_one(argv: list[str], expected: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _cli(argv, capsys)
+    assert code == 2 and err.strip().splitlines()[-1].startswith(expected), err

@@ -15,6 +15,7 @@ import pkgutil
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from bgeflow import __version__
 from bgeflow.core.errors import (
@@ -55,8 +56,26 @@ def _verb_modules() -> list[str]:
     return [v for v in PIPELINE_ORDER if v in found] + sorted(found - set(PIPELINE_ORDER))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, naming a mistyped verb (or a verb's action, a kind) with the closest one.
+
+    argparse's own message ("argument VERB: invalid choice: 'ingets' (choose from ...)") lists every
+    verb and guesses none; flags get ``did_you_mean``, so verbs get it too. Sub-parsers inherit this
+    class (``add_subparsers`` makes its parsers of the parent's type), so ``models lst`` is named as well.
+    """
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if isinstance(action, argparse._SubParsersAction) and action.choices is not None \
+                and value not in action.choices:
+            what = str(action.metavar or action.dest or "choice").lower()
+            names = list(action.choices)
+            hint = did_you_mean(str(value), names) or f" (one of {', '.join(names)})"
+            raise argparse.ArgumentError(None, f"unknown {what} {value!r}{hint}")
+        super()._check_value(action, value)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="bgeflow",
         allow_abbrev=False,
         description="Fine-tune BGE retrievers and rerankers: ingest → mine → train → evaluate → publish.",

@@ -18,7 +18,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from bgeflow.core.errors import ConfigError, NotFoundError, StepFailed
+from bgeflow.core.errors import BgeflowError, ConfigError, NotFoundError, StepFailed
+from bgeflow.core.spec import not_a_folder
 
 _REF_HELP = ("<registry>/<name>[@<version|latest|champion>] (or --registry/--name/--version); "
              "the registry: a directory or s3://bucket/prefix")
@@ -87,7 +88,7 @@ def target(args: argparse.Namespace, *, need_version: bool = False) -> Target:
     if args.ref:
         parsed = parse_ref(args.ref, default="")
         if parsed is None:
-            raise ConfigError(f"{args.ref}: a model folder, not a registry reference ({_REF_HELP})")
+            raise ConfigError(_not_a_ref(args.ref, args.action))
         registry, name, version = parsed
         if args.version:
             if version:
@@ -101,6 +102,38 @@ def target(args: argparse.Namespace, *, need_version: bool = False) -> Target:
     if need_version and not version:
         raise ConfigError(f"{registry}/{name}: name the version (<registry>/<name>@<version>, or --version)")
     return Target(registry.rstrip("/"), name, version)
+
+
+def _not_a_ref(ref: str, action: str) -> str:
+    """Why ``ref`` names no model: what it is instead (a registry root, a model folder) and what the action takes.
+
+    Every non-reference was called "a model folder": a registry root given to ``models verify reg``
+    read as if it were a model. Only called once ``ref`` failed to parse (it may list the folder).
+    """
+    from bgeflow.steps.publish.registry import is_model_location
+
+    names = registry_root_names(ref)
+    if names:
+        return (f"{ref}: a registry root (models: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}), "
+                f"not a model reference; models {action} takes <registry>/<name>[@version], e.g. "
+                f"{ref.rstrip('/')}/{names[0]}")
+    if is_model_location(ref):
+        return f"{ref}: a model folder, not a registry reference ({_REF_HELP})"
+    return f"{ref}: not a registry reference ({_REF_HELP})"
+
+
+def registry_root_names(uri: str) -> list[str]:
+    """The model names under ``uri`` when it is a registry root (it holds <name>/<version>/manifest.json or
+    <name>/<pointer>.json), else []."""
+    from bgeflow.core.storage import open_store
+    from bgeflow.steps.publish.registry import MANIFEST, POINTERS
+
+    pointer_files = {f"{p}.json" for p in POINTERS}
+    try:
+        keys = [info.key.split("/") for info in open_store(uri).list()]
+    except (OSError, BgeflowError, StepFailed):  # not a listable place: no registry root either
+        return []
+    return sorted({k[0] for k in keys if (len(k) == 3 and k[2] == MANIFEST) or (len(k) == 2 and k[1] in pointer_files)})
 
 
 def _registry(args: argparse.Namespace) -> str:
@@ -134,9 +167,10 @@ def _version_row(info: Any, pointers: dict[str, str | None]) -> dict[str, Any]:
 
 def list_models(registry: str, name: str | None = None) -> dict[str, Any]:
     """``{"registry", "models": [{"name", "latest", "champion", "versions": [...]}]}`` (oldest version first)."""
-    from bgeflow.steps.publish.maintenance import registry_names
+    from bgeflow.steps.publish.maintenance import registry_names, registry_store
     from bgeflow.steps.publish.registry import POINTERS, find_version, list_versions
 
+    registry_store(registry)  # with --name too: a registry that is not there is named, not listed empty
     models = []
     for model in [name] if name else registry_names(registry):
         versions = list_versions(registry, model)
@@ -186,6 +220,10 @@ def run(args: argparse.Namespace) -> int:
         doc = show_model(target(args))
         _emit(args, doc, _show_lines(doc))
     elif args.action == "download":
+        # The destination is a plain argument, not a spec setting: the specs' folder check, called here.
+        problem = not_a_folder(args.dest)
+        if problem:
+            raise ConfigError(f"destination (DIR): {problem}")
         t = target(args)
         info = _chosen(t)
         path = registry.download_model(t.registry, t.name, info.version, args.dest)
@@ -200,9 +238,16 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "verify":
         t = target(args)
         problems = maintenance.verify_versions(t.registry, t.name, t.version or None, checksums=args.checksums)
-        _emit(args, {"versions": problems},
-              [f"{v}: {'intact' if not p else '; '.join(p)}" for v, p in problems.items()] or ["no versions"])
+        if not problems:
+            # `verify /abs/reg` parses as name "reg" of registry "/abs": nothing to verify, and no hint why.
+            names = registry_root_names(f"{t.registry}/{t.name}")
+            if names:
+                raise ConfigError(_not_a_ref(f"{t.registry}/{t.name}", args.action))
         bad = {v: p for v, p in problems.items() if p}
+        # Said plainly, beside the per-version problems (empty lists read as nothing at all).
+        status = "failed" if bad else ("ok" if problems else "no versions")
+        _emit(args, {"status": status, "ok": not bad and bool(problems), "versions": problems},
+              [f"{v}: {'intact' if not p else '; '.join(p)}" for v, p in problems.items()] or ["no versions"])
         if bad:
             first_version, first = next(iter(bad.items()))
             raise StepFailed(f"{len(bad)} version(s) differ from their manifest; first: {first_version}: {first[0]}")

@@ -92,6 +92,12 @@ def build_spec(args: argparse.Namespace) -> Any:
     # The kind as the seed writes it, a word before the options. Not an argparse positional: with
     # options argparse does not know, an optional positional would swallow their values.
     kind = {"kind": tokens.pop(0)} if tokens and tokens[0] in KINDS else {}
+    if not kind and tokens and not tokens[0].startswith("-"):
+        # A mistyped kind (`train retreiver`) was reported as "kind: Field required": name the word instead.
+        from bgeflow.core.errors import did_you_mean
+
+        hint = did_you_mean(tokens[0], KINDS) or f" (one of {', '.join(KINDS)})"
+        raise ConfigError(f"unknown kind {tokens[0]!r}{hint}")
     try:
         spec = spec_from_args(TrainSpec, args, extra=kind, where="")
     except ConfigError:

@@ -16,13 +16,23 @@ deeply: a mapping given for a nested block changes only the keys it names (``dee
 
 from __future__ import annotations
 
+import os
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from typing_extensions import Self
@@ -41,6 +51,50 @@ def _uri_list(value: Any) -> Any:
 #: One or more URIs: a list, or one string holding them comma-separated (how KFP passes a list).
 UriList = Annotated[list[str], BeforeValidator(_uri_list), WithJsonSchema({
     "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})]
+
+
+def not_a_folder(value: str) -> str | None:
+    """Why the folder-valued output ``value`` cannot be written, or None: it is, or lies under, a file.
+
+    Left to the writer, such a path fails deep inside a step (FileExistsError from the output lock,
+    NotADirectoryError writing a report) and reads as a bug; checked up front it is bad input naming
+    the setting. Remote URIs (s3://, ...) have no files in the way of a prefix; a path not there yet is made.
+    """
+    # storage.base.is_remote's rule, inlined: importing the storage package here would load boto3.
+    if not value or ("://" in value and not value.startswith("file://")):
+        return None
+    path = Path(value.removeprefix("file://")).expanduser()
+    # The nearest existing ancestor must be a folder too: occupied/notes.txt/run fails just the same.
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if candidate.is_dir():
+                return None
+            return f"{value if candidate == path else f'{candidate} (in {value})'} is a file, not a folder"
+    return None
+
+
+def absolute_local(value: str) -> str:
+    """A local path (or ``file://`` URI) made absolute against the current folder; remote URIs and "" unchanged.
+
+    For paths that outlive the command line's folder: a registry root written into model cards and
+    run summaries (``bgeflow models download demo-output/registry/...`` worked only from one folder),
+    or handed to steps that run elsewhere (kfp.local's tasks).
+    """
+    if not value or ("://" in value and not value.startswith("file://")):
+        return value
+    scheme = "file://" if value.startswith("file://") else ""
+    return scheme + os.path.abspath(os.path.expanduser(value.removeprefix("file://")))
+
+
+def _folder(value: str) -> str:
+    problem = not_a_folder(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+#: A local folder or a remote prefix that a step writes into (an output, a registry root).
+FolderUri = Annotated[str, AfterValidator(_folder)]
 
 
 @dataclass(frozen=True)

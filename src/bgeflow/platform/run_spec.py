@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import field_validator, model_validator
 
 from bgeflow.core.errors import ConfigError
-from bgeflow.core.spec import KeyPath, Spec, UriList, deep_merge, nested, setting
+from bgeflow.core.spec import FolderUri, KeyPath, Spec, UriList, absolute_local, deep_merge, nested, setting
 from bgeflow.core.storage import SAFE_NAME_PATTERN
 from bgeflow.platform.launcher.submit import LauncherBackend
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
@@ -112,7 +112,7 @@ class RunSpec(Spec):
                              "set that to 0 to train on every record instead", metavar="URI")
     work_uri: str = setting("", "s3://bucket/prefix under which every step writes (needed on a cluster: the "
                             "training pods write there); empty: the steps' local artifact folders", metavar="URI")
-    registry: str = setting("", "registry root (s3:// or a folder); empty: <work_uri>/registry", metavar="URI")
+    registry: FolderUri = setting("", "registry root (s3:// or a folder); empty: <work_uri>/registry", metavar="URI")
     retriever: RetrieverRun = nested(RetrieverRun, "the retriever", prefix="retriever-")
     reranker: RerankerRun = nested(RerankerRun, "the reranker", prefix="reranker-")
     ingest: IngestSettings = nested(IngestSettings, "ingest", prefix="ingest-")
@@ -153,7 +153,7 @@ class RunSpec(Spec):
 class LocalRunSpec(RunSpec):
     """``bgeflow run``: a ``RunSpec`` plus where this machine keeps the run."""
 
-    output: str = setting("bgeflow-output", "local folder of the run (outputs, logs, a registry by default)",
+    output: FolderUri = setting("bgeflow-output", "local folder of the run (outputs, logs, a registry by default)",
                           metavar="DIR", min_length=1)
     max_records: int = setting(600, "records sampled (seeded) from data before the pipeline runs; 0: all", ge=0)
     pipeline: str = setting("", "the compiled pipeline YAML; empty: this checkout's or the installed package's",
@@ -169,7 +169,10 @@ class LocalRunSpec(RunSpec):
     def pipeline_arguments(self) -> dict[str, Any]:
         """The run's blocks without the keys only this machine uses; the registry defaults to <output>/registry."""
         arguments = {k: v for k, v in self.blocks().items() if k not in ("output", "max_records", "pipeline")}
-        arguments["registry"] = self.registry or str(Path(self.output.removeprefix("file://")) / "registry")
+        # Absolute: the registry is written into model cards, the run summary and `models download` commands,
+        # and kfp.local's tasks need not run in this folder.
+        arguments["registry"] = absolute_local(self.registry or str(Path(self.output.removeprefix("file://"))
+                                                                     / "registry"))
         return arguments
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import field_validator, model_validator
 
-from bgeflow.core.spec import Spec, nested, setting
+from bgeflow.core.spec import FolderUri, Spec, nested, setting
 from bgeflow.core.storage import SAFE_NAME_PATTERN, join_uri
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
 from bgeflow.steps.evaluation.gate import RERANK_PREFIX, GateRule, parse_gate
@@ -51,7 +51,7 @@ class EvaluateSettings(Spec):
 class EvaluateSpec(EvaluateSettings):
     """What ``bgeflow evaluate`` does: the settings, the eval set, the models and where results go."""
 
-    output: str = setting(help="where metrics.json, report.md and deltas.png go", metavar="URI", min_length=1)
+    output: FolderUri = setting(help="where metrics.json, report.md and deltas.png go", metavar="URI", min_length=1)
     eval_data: str | None = setting(None, "directory/prefix with corpus.jsonl and queries.jsonl (ingest's eval/, or "
                                     "your own set): the gate judges on it", metavar="URI")
     # A run with its own eval_data still shows how the models do on the data they were trained from

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from bgeflow.core.spec import Spec, UriList, nested, setting
+from bgeflow.core.spec import FolderUri, Spec, UriList, nested, setting
 from bgeflow.core.storage import DEFAULT_WORKERS, MAX_LINE_BYTES
 from bgeflow.retrieval.spec import TokenLimits
 
@@ -40,6 +40,6 @@ class IngestSpec(IngestSettings):
 
     inputs: UriList = setting(help="a JSONL file or a prefix/directory of .jsonl/.json files, gzipped or not "
                               "(s3:// or local); repeatable", flag="--input", metavar="URI", min_length=1)
-    output: str = setting(help="where train.jsonl, eval/ and the reports go (s3:// or local)", metavar="URI",
+    output: FolderUri = setting(help="where train.jsonl, eval/ and the reports go (s3:// or local)", metavar="URI",
                           min_length=1)
     limits: TokenLimits = nested(TokenLimits, "token limits the truncation report measures against")

@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bgeflow.core.storage import ObjectInfo, Store, join_uri, open_store
+from bgeflow.core.errors import ConfigError, NotFoundError
+from bgeflow.core.storage import LocalStore, ObjectInfo, Store, join_uri, open_store
 from bgeflow.steps.publish.registry import CLAIMS, MANIFEST, POINTERS, STAGING, list_versions, verify
 
 #: A publish that wrote nothing for this long is taken for dead (the pipeline's publish timeout is 2 h).
@@ -46,10 +47,30 @@ class Orphan:
                 "age_s": None if self.age_s is None else round(self.age_s)}
 
 
+def registry_store(registry: str) -> Store:
+    """The store of a registry root that is read (listed, collected), refusing a local root that is not there.
+
+    A local folder that does not exist listed as no objects: a typo (``models list ./noreg``) looked
+    like an empty registry. An existing empty folder stays an empty registry; so does an S3 prefix
+    with no objects (a prefix exists only through its objects, so "not there" and "empty" are one).
+
+    Raises:
+        NotFoundError: a local root that does not exist.
+        ConfigError: a local root that is a file.
+    """
+    store = open_store(registry)
+    if isinstance(store, LocalStore):
+        if not store.root.exists():
+            raise NotFoundError(f"registry {registry}: no such folder")
+        if not store.root.is_dir():
+            raise ConfigError(f"registry {registry}: a file, not a registry folder")
+    return store
+
+
 def registry_names(registry: str) -> list[str]:
     """Every model name in a registry (a folder holding versions or pointers)."""
     names = set()
-    for info in open_store(registry).list():
+    for info in registry_store(registry).list():
         parts = info.key.split("/")
         if len(parts) >= 2:
             names.add(parts[0])

@@ -6,7 +6,7 @@ from typing import Literal, get_args
 
 from pydantic import field_validator, model_validator
 
-from bgeflow.core.spec import Spec, UriList, setting
+from bgeflow.core.spec import FolderUri, Spec, UriList, absolute_local, setting
 from bgeflow.steps.publish.registry import check_name
 
 ChampionPolicy = Literal["never", "always", "if-gate-passed"]
@@ -29,7 +29,7 @@ class PublishSpec(PublishSettings):
 
     model: str = setting(help="a model directory or a training output holding model/", metavar="URI", min_length=1)
     name: str = setting(help="the model's name in the registry", min_length=1)
-    registry: str = setting(help="registry root: s3://bucket/prefix or a directory", metavar="URI", min_length=1)
+    registry: FolderUri = setting(help="registry root: s3://bucket/prefix or a directory", metavar="URI", min_length=1)
     version: str | None = setting(None, "version name (default: UTC timestamp + 8 hex of the content hash)")
     metrics: str | None = setting(None, "metrics.json from bgeflow evaluate", metavar="URI")
     configs: UriList = setting(default_factory=list, help="a resolved config to keep with the model (repeatable; "
@@ -45,6 +45,13 @@ class PublishSpec(PublishSettings):
                                            "written, latest stays, the reason is printed and the exit status is 0)")
     report: str | None = setting(None, "also write what this publish did as JSON here (the version, or published: "
                                  "false and why not)", metavar="URI")
+
+    @field_validator("registry")
+    @classmethod
+    def _absolute_registry(cls, value: str) -> str:
+        # The model card names the registry and how to download from it: a relative path there works only
+        # from the folder publish ran in.
+        return absolute_local(value)
 
     @field_validator("name")
     @classmethod

@@ -15,7 +15,7 @@ from pydantic import field_validator, model_validator
 
 from bgeflow.core.errors import ConfigError
 from bgeflow.core.models import inspectable_model
-from bgeflow.core.spec import KeyPath, Spec, UriList, nested, setting
+from bgeflow.core.spec import FolderUri, KeyPath, Spec, UriList, nested, setting
 from bgeflow.retrieval.pooling import Pooling
 from bgeflow.steps.training import recipes
 from bgeflow.steps.training.runners import RUNNERS, Runner, RunnerChoice, select_runner
@@ -74,7 +74,7 @@ class TrainSpec(RunnerSettings):
                          aliases=("--model-name-or-path",), metavar="MODEL", min_length=1)
     train_data: UriList = setting(help="training JSONL (files, or prefixes of .jsonl/.json files, gzipped or not; "
                                   "s3:// or local); fetched to each node", metavar="URI", min_length=1)
-    output: str = setting(help="where model/, checkpoints/ and the summary go (s3:// or local)",
+    output: FolderUri = setting(help="where model/, checkpoints/ and the summary go (s3:// or local)",
                           aliases=("--output-dir",), metavar="URI", min_length=1)
     pooling: Pooling = setting("auto", "retriever: sentence pooling; auto: the base model's sentence-transformers "
                                "config, else its family's convention", aliases=("--sentence-pooling-method",))
