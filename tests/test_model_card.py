@@ -175,7 +175,6 @@ def test_the_cards_gate_and_table_are_the_published_models_own(tmp_path: Path, c
     assert ("retriever" in table) is (kind == "reranker")  # "not reranked" is the reranker's reference
 
 
-<<<<<<< HEAD
 def test_the_cards_settings_table_shows_whole_numbers_as_given(tmp_path: Path) -> None:
     """Numbers through KFP's Struct arrive as floats, and logging_steps/save_steps are float fields: the card
     said `logging_steps` `2.0`; fractions and strings stay as they are."""
@@ -188,7 +187,8 @@ def test_the_cards_settings_table_shows_whole_numbers_as_given(tmp_path: Path) -
     assert {"| `hyperparameters.logging_steps` | `2` |", "| `hyperparameters.save_steps` | `100000` |",
             "| `hyperparameters.learning_rate` | `5e-05` |", "| `hyperparameters.warmup_ratio` | `0.1` |",
             "| `hyperparameters.report_to` | `none` |"} <= set(table)
-=======
+
+
 def test_a_relative_registry_is_published_and_carded_absolute(minilm_path: str, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """`bgeflow publish --registry reg`: the card's registry and download command work from any folder."""
@@ -199,4 +199,3 @@ def test_a_relative_registry_is_published_and_carded_absolute(minilm_path: str, 
     text = (tmp_path / "reg" / "plain" / result.version / "model" / "README.md").read_text()
     assert f"bgeflow models download {tmp_path}/reg/plain@{result.version}" in text
     assert f"- registry: `{tmp_path}/reg/plain`" in text
->>>>>>> fa
