@@ -276,7 +276,7 @@ def test_filter_removes_planted_near_duplicate(minilm_path: str, tmp_path: Path)
     mined = sum(len(r["neg"]) for r in _read(tmp_path / "filtered.jsonl")) - filtered.report["random_fill_negatives"]
     assert sum(histograms["counts"]["mined_negative"]) == mined
     assert len(histograms["edges"]) == len(histograms["counts"]["positive"]) + 1
-    assert (tmp_path / "score_histogram.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "filtered.score_histogram.png").read_bytes()[:4] == b"\x89PNG"  # named after its output
 
     absolute = _mine(minilm_path, inputs, tmp_path / "abs.jsonl", tmp_path / "w", range_for_sampling="0-10",
                      negative_number=2, max_score=0.5, min_score=0.0)
