@@ -431,10 +431,12 @@ def test_teacher_scores_and_flagembedding_dataset(minilm_path: str, tiny_reranke
     from bgeflow.retrieval.encoder import CrossEncoderScorer
 
     out = tmp_path / "mined.jsonl"
+    # fp32 on both sides: in bf16 (what "auto" picks on CPUs that have it) a pair's score moves by one bf16
+    # step (~2e-4 here) with the other pairs of its batch, and mining batches all pairs where this scores a row.
     _mine(minilm_path, _write(tmp_path / "in.jsonl", records[:6]), out, tmp_path / "w", negative_number=3,
-          teacher_reranker=tiny_reranker, teacher_max_len=64)
+          teacher_reranker=tiny_reranker, teacher_max_len=64, precision="fp32")
     mined = _read(out)
-    scorer = CrossEncoderScorer(tiny_reranker, max_len=64)
+    scorer = CrossEncoderScorer(tiny_reranker, max_len=64, precision="fp32")
     for row in mined:
         assert len(row["pos_scores"]) == len(row["pos"]) and len(row["neg_scores"]) == len(row["neg"]) == 3
         expected = scorer.score([(row["query"], t) for t in row["pos"] + row["neg"]])
