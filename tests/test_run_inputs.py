@@ -147,7 +147,9 @@ def test_summary_says_which_model_was_held_back_and_why() -> None:
                          skipped={"reranker": reason}, eval_queries=40,
                          warnings=["the eval set has 40 queries: one query moves a mean metric by up to 0.025"])
     text = format_summary(summary)
-    assert any(line.startswith("  metric ") and line.endswith("(40 eval queries)") for line in text.splitlines())
+    assert "  eval set: 40 queries (the gate judges these)" in text.splitlines()
+    assert next(line for line in text.splitlines() if line.startswith("  metric ")).split() == [
+        "metric", "base", "fine-tuned", "delta", "not", "reranked"]  # nothing else beside the column headers
     assert "  WARNING: the eval set has 40 queries: one query moves a mean metric by up to 0.025" in text
     assert f"NOT published: {reason}" in text
     assert text.splitlines()[1] == "  step logs: r/logs"  # where each step's full log is

@@ -119,10 +119,14 @@ def _records(path: Path, count: int) -> str:
 def test_a_batch_no_training_split_can_fill_is_refused_before_the_run(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], records: int, args: list[str], refused: str | None) -> None:
     data = _records(tmp_path / "toy.jsonl", records)
-    code, _, err = run_cli(["--data", data, "--output", str(tmp_path / "out"), "--check", *args], capsys)
+    code, out, err = run_cli(["--data", data, "--output", str(tmp_path / "out"), "--check", *args], capsys)
     if refused is None:
         assert code == 0, err
+        # Piped, stdout is one JSON document, as after a run: a script can tell a passed check from output.
+        checked = json.loads(out)
+        assert checked["status"] == "ok" and checked["checked"] is True and checked["output"] == str(tmp_path / "out")
     else:
+        assert out == ""
         assert code == 2 and refused in err and len(err.strip().splitlines()) == 1, err
 
 
@@ -322,7 +326,10 @@ def test_bgeflow_run_end_to_end_mini(tmp_path: Path, capsys: pytest.CaptureFixtu
     negatives = [n for line in (mined.parent / "mined.jsonl").read_text().splitlines() for n in json.loads(line)["neg"]]
     assert negatives and set(negatives) <= corpus
     assert summary["data"]["records"] == 120 and summary["data"]["of"] > 120
-    assert "gate ndcg@10>=0, rerank.ndcg@10>=retriever: FAILED" in out and "time per step" in out
+    assert "gate ndcg@10>=0, rerank.ndcg@10>=retriever: FAILED" in out and "time per step (wall)" in out
+    # Each step's time is the one its progress line showed while it ran.
+    for step, seconds in summary["steps"].items():
+        assert f"bgeflow run: {step} done in {int(seconds // 60)}m{seconds % 60:04.1f}s" in err, (step, err)
 
 
 @pytest.mark.slow

@@ -307,6 +307,25 @@ def test_ctrl_c_during_train_says_interrupted_once_and_exits_130(tmp_path: Path,
     assert list(tmp_path.rglob(".bgeflow-lock.json")) == []  # the output is free for the rerun
 
 
+def test_ctrl_c_during_local_pods_says_how_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The user's case: Ctrl-C on `bgeflow train --local-nodes 2` said only `interrupted`, not what a rerun does
+    (the pods run in their own sessions, so the interruption reaches bgeflow as a KeyboardInterrupt)."""
+    from bgeflow.cli import main
+
+    def interrupted(*_args: object, **_kw: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pod, "run_local_pods", interrupted)
+    data = write_data(tmp_path / "train.jsonl", 3)
+    code = main(["train", "retriever", "--model", "bundled:minilm", "--train-data", str(data), "--local-nodes", "2",
+                 "--output", str(tmp_path / "out"), "--train-group-size", "2", "--work-dir", str(tmp_path / "work")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == EXIT_INTERRUPTED
+    assert last == ("bgeflow train: interrupted; training stopped by SIGINT; rerun the same command to resume from "
+                    f"the newest complete checkpoint in {tmp_path / 'out' / 'checkpoints'}"), last
+
+
 def test_the_refusal_of_another_runs_checkpoints_names_what_differs(tmp_path: Path) -> None:
     """The user's case: `--max_steps 5` into an output of a `--max_steps 3` run was refused naming no setting."""
     out = open_store(str(tmp_path / "out")).child(checkpoints.CHECKPOINTS_PREFIX)

@@ -98,6 +98,21 @@ def test_resume_downloads_the_newest_complete_remote_checkpoint(tmp_path: Path) 
     assert [c.step for c in complete] == [5] and [c.step for c in partial_left] == [9]
 
 
+def test_resume_from_a_step_both_hold_reads_scratch_and_names_the_output_copy(tmp_path: Path) -> None:
+    """The newest step on this node and in the output: read from scratch (no download), reported as the
+    output's copy (the durable one; the scratch path means nothing on another machine)."""
+    out = open_store(str(tmp_path / "out")).child(checkpoints.CHECKPOINTS_PREFIX)
+    checkpoints.publish(fake_checkpoint(tmp_path / "a", 5, complete=False), 5, out)
+    node = tmp_path / "run"
+    fake_checkpoint(node, 5, complete=True)
+    plan = checkpoints.plan_resume(node, out, use_local=True)
+    assert plan.step == 5 and plan.local_dir == node / "checkpoint-5"
+    assert plan.source == out.url("checkpoint-5")
+    assert not (node / ".download-checkpoint-5").exists()
+    fake_checkpoint(node, 6, complete=True)  # only on this node: its scratch path is all there is
+    assert checkpoints.plan_resume(node, out, use_local=True).source == str(node / "checkpoint-6")
+
+
 def test_nothing_to_resume(tmp_path: Path) -> None:
     plan = checkpoints.plan_resume(tmp_path / "run", open_store(str(tmp_path / "out")), use_local=True)
     assert plan.local_dir is None and plan.step == 0 and plan.ignored == []

@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     pipeline = local_run.preflight(spec)  # type: ignore[arg-type]
     print(f"bgeflow run: checks passed; pipeline {pipeline}", file=sys.stderr)
     if args.check:
+        if not sys.stdout.isatty():  # piped, stdout is one JSON document, as after a run
+            print(json.dumps({"status": "ok", "checked": True, "pipeline": str(pipeline), "output": spec.output}))
         return 0
     summary = local_run.run(spec, pipeline)  # type: ignore[arg-type]
     text = local_run.format_summary(summary)

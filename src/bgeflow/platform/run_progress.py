@@ -145,6 +145,8 @@ class StepReporter:
     causes: dict[str, list[str]] = field(default_factory=dict)
     #: step → the bad-input error of its first error line (``refusal``): the run exits 2 as the verb would
     refused: dict[str, type[BgeflowError]] = field(default_factory=dict)
+    #: step → seconds from its process's start to its exit: the time its ``done in`` line showed
+    seconds: dict[str, float] = field(default_factory=dict)
     _status_shown: bool = False
 
     def __post_init__(self) -> None:
@@ -170,6 +172,7 @@ class StepReporter:
             self._print(f"  {self.step(task)} {_clock(elapsed)}: {latest[0][:160]}")
 
     def finished(self, task: str, log: Path, code: int, elapsed: float) -> None:
+        self.seconds[self.step(task)] = round(elapsed, 1)
         if code == 0:
             self._print(f"bgeflow run: {self.step(task)} done in {_clock(elapsed)}")
             return

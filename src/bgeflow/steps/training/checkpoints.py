@@ -206,7 +206,10 @@ def plan_resume(run_dir: Path, store: Store, *, use_local: bool, run: str | None
             raise StepFailed(f"checkpoint {newest.where} changed while it was downloaded; rerun to retry")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
-    plan.local_dir, plan.step, plan.source = target, newest.step, newest.where
+    # Said as the output's copy when it has this step too: the scratch copy is only the faster read, and a
+    # user (or the summary's reader on another machine) finds the output's, not this node's temp dir.
+    durable = next((c for c in remote_complete if c.step == newest.step), newest)
+    plan.local_dir, plan.step, plan.source = target, newest.step, durable.where
     return plan
 
 

@@ -763,15 +763,21 @@ def _train_local_pods(spec: TrainSpec) -> TrainResult:
     spec_uri = write_spec(pod_spec)
     env = shared_cores_env(nnodes * nproc)
     command = pod_command(spec_uri, program=[sys.executable, "-m", "bgeflow"])
-    code = run_local_pods(command, nnodes=nnodes, nproc_per_node=nproc, env=env,
-                          master_port=spec.distributed.master_port)
+    resume = f"rerun the same command to resume from the newest complete checkpoint in " \
+             f"{join_uri(spec.output, checkpoints.CHECKPOINTS_PREFIX)}"
+    try:
+        code = run_local_pods(command, nnodes=nnodes, nproc_per_node=nproc, env=env,
+                              master_port=spec.distributed.master_port)
+    except KeyboardInterrupt:
+        # The pods run in their own sessions (Ctrl-C reaches only this process; run_local_pods stops them):
+        # what a rerun does is said here, as a single-pod run says it.
+        raise Interrupted(f"training stopped by SIGINT; {resume}") from None
     if code == EXIT_BAD_INPUT:
         # A pod refused its input (the message is in its output above): a rerun would refuse it again.
         raise ConfigError(f"a local pod refused the training input (exit code {code}; its error is above): "
                           "fix it, then rerun")
     if code != 0:
-        raise StepFailed(f"a local pod failed with exit code {code}; rerun the same command to resume from the "
-                         f"newest complete checkpoint in {join_uri(spec.output, checkpoints.CHECKPOINTS_PREFIX)}")
+        raise StepFailed(f"a local pod failed with exit code {code}; {resume}")
     summary = json.loads(open_store(spec.output).read_text(SUMMARY_FILE))
     return TrainResult(model_uri=summary["model_uri"], output_uri=spec.output, global_step=summary["global_step"],
                        resumed_from=summary["resumed_from"], train_loss=summary["train_loss"],
