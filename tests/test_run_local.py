@@ -16,6 +16,7 @@ import yaml
 
 from bgeflow.cli import main
 from bgeflow.cli.run import build_spec
+from bgeflow.core.errors import EXIT_INTERRUPTED
 from bgeflow.platform.local_run import find_pipeline, local_variant
 from bgeflow.platform.run_spec import LocalRunSpec
 from conftest import EXAMPLE_DATA
@@ -418,3 +419,24 @@ def test_the_runs_registry_is_absolute(argv: list[str], expected: str, tmp_path:
     # other path was absolute, and `bgeflow models download` from the card worked only from that folder.
     monkeypatch.chdir(tmp_path)
     assert spec_of(*argv).pipeline_arguments()["registry"] == expected.format(cwd=tmp_path)
+
+
+def test_ctrl_c_says_what_a_rerun_does_and_where_the_run_is(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's case: Ctrl-C during `bgeflow run`, then a rerun silently started over from ingest."""
+    import kfp.components
+
+    def interrupted_pipeline(_text: str) -> object:
+        def component(**_arguments: object) -> None:
+            raise KeyboardInterrupt
+
+        return component
+
+    monkeypatch.setattr(kfp.components, "load_component_from_text", interrupted_pipeline)
+    code, out, err = run_cli(["--data", _records(tmp_path / "toy.jsonl", 40), "--output", str(tmp_path / "out")],
+                             capsys)
+    root = next((tmp_path / "out" / "runs").iterdir())
+    assert code == EXIT_INTERRUPTED and out == ""
+    assert err.strip().splitlines()[-1] == (
+        "bgeflow run: interrupted; a rerun starts a new run from ingest (kfp.local keeps no step cache); this run's "
+        f"logs and finished steps' outputs: {root}")

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bgeflow.core.errors import BgeflowError, DataError, NotFoundError, StepFailed
+from bgeflow.core.errors import BgeflowError, DataError, Interrupted, NotFoundError, StepFailed
 from bgeflow.core.storage import open_store
 from bgeflow.platform.run_progress import KFP_LOG, LOGS_DIR, StepReporter, quiet_tasks
 from bgeflow.platform.run_spec import LocalRunSpec
@@ -350,6 +350,11 @@ def run(config: LocalRunSpec, pipeline: Path, reporter: StepReporter | None = No
     try:
         with faithful_arguments(), quiet_tasks(root, reporter) as logs:
             component(**{**config.pipeline_arguments(), "data": data})
+    except KeyboardInterrupt:
+        # Said plainly: kfp.local has no step cache, so a rerun is a new run from ingest (each finished
+        # step's outputs stay here); resuming training alone is `bgeflow train`'s, on its step's output.
+        raise Interrupted(f"a rerun starts a new run from ingest (kfp.local keeps no step cache); this run's "
+                          f"logs and finished steps' outputs: {root}") from None
     except RuntimeError as exc:  # the reporter has shown the failing step's error or last log lines
         if reporter.failed:  # the step as the summary names it, and its own error when it wrote one
             step, log_file = reporter.failed[0]
