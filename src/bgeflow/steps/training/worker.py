@@ -235,7 +235,23 @@ def _run(ns: argparse.Namespace) -> int:
             history["validation"] = _keep_best(validator, Path(training_args.output_dir), trainer.state.global_step)
         path = Path(training_args.output_dir) / HISTORY_FILE
         path.write_text(json.dumps(history, indent=1, default=str), encoding="utf-8")
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Every rank leaves the process group together, then tears it down.
+
+    Without this each process exits on its own: rank 0 (which hosts the rendezvous store) could be gone
+    while another rank's gloo threads still ran, and that rank aborted at exit ("terminate called without
+    an active exception", exit -6) after a finished training, failing the pod. PyTorch asks for
+    ``destroy_process_group`` before exit for the same reason.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
