@@ -348,6 +348,8 @@ def test_bgeflow_run_defaults_beat_the_base_within_ten_minutes(tmp_path: Path, c
     # The demo's reranker (MiniLM with a fresh head, a few steps) is published only if it reranks no worse.
     reranked, plain = tuned["rerank.ndcg@10"], summary["metrics"]["retriever"]["rerank.ndcg@10"]
     assert ("reranker" in summary["published"]) == (reranked >= plain - 1e-9), (reranked, plain)
+    # The main command does not warn about its own settings (an eval set too small for its gate's margin).
+    assert summary["warnings"] == [] and summary["eval_queries"] >= 100, summary["warnings"]
     assert wall <= 600, f"took {wall:.0f}s"
 
 
