@@ -10,6 +10,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -182,13 +183,14 @@ def test_config_file_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_a_partial_block_merges_over_the_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A 2-key retriever block changes those two keys: every other CPU default stays (group size 2, 12 steps)."""
+    """A 2-key retriever block changes those two keys: every other CPU default stays (group size 2, 12 steps;
+    epochs lift the steps: test_the_demo_size_gives_way_to_the_users_own_data_and_epochs)."""
     config = tmp_path / "run.yaml"
-    config.write_text("retriever:\n  learning_rate: 2.0e-5\n  num_train_epochs: 2\n")
+    config.write_text("retriever:\n  learning_rate: 2.0e-5\n  warmup_ratio: 0.1\n")
     spec = spec_of("--config", str(config))
     defaults = spec_of()
     assert spec.retriever.hyperparameters == {**defaults.retriever.hyperparameters, "learning_rate": 2e-5,
-                                              "num_train_epochs": 2}
+                                              "warmup_ratio": 0.1}
     assert spec.retriever.hyperparameters["max_steps"] == 12 and spec.retriever.model == "bundled:minilm"
     assert spec.reranker == defaults.reranker and spec.mine == defaults.mine
     code, _, err = run_cli(["--config", str(config), "--output", str(tmp_path / "out"), "--check"], capsys)
@@ -351,6 +353,43 @@ def test_bgeflow_run_defaults_beat_the_base_within_ten_minutes(tmp_path: Path, c
     # The main command does not warn about its own settings (an eval set too small for its gate's margin).
     assert summary["warnings"] == [] and summary["eval_queries"] >= 100, summary["warnings"]
     assert wall <= 600, f"took {wall:.0f}s"
+
+
+@pytest.mark.parametrize(("argv", "config", "expected"), [
+    # (max_records, retriever max_steps, reranker max_steps, retriever epochs) after the user's settings
+    ([], None, (700, 12, 8, None)),
+    # The user's case: the README's config trained 12 steps (12 epochs of 8 records) for num_train_epochs 1.
+    ([], {"retriever": {"hyperparameters": {"num_train_epochs": 1}}}, (700, None, 8, 1)),
+    (["--set", "reranker.num_train_epochs=2"], None, (700, 12, None, None)),
+    (["--set", "retriever.max_steps=30"], None, (700, 30, 8, None)),
+    (["--data", "{data}"], None, (0, 12, 8, None)),  # the user's data whole
+    (["--data", "{data}", "--max-records", "50"], None, (50, 12, 8, None)),
+    ([], {"data": "{data}", "retriever": {"num_train_epochs": 2}}, (0, None, 8, 2)),
+])
+def test_the_demo_size_gives_way_to_the_users_own_data_and_epochs(
+        tmp_path: Path, argv: list[str], config: dict[str, Any] | None,
+        expected: tuple[int, int | None, int | None, int | None]) -> None:
+    data = _records(tmp_path / "mine.jsonl", 40)
+    argv = [a.replace("{data}", data) for a in argv]
+    if config is not None:
+        text = json.dumps(config).replace("{data}", data)
+        (tmp_path / "run.yaml").write_text(text)
+        argv += ["--config", str(tmp_path / "run.yaml")]
+    spec = spec_of(*argv)
+    retriever, reranker = spec.retriever.hyperparameters, spec.reranker.hyperparameters
+    assert (spec.max_records, retriever.get("max_steps"), reranker.get("max_steps"),
+            retriever.get("num_train_epochs")) == expected
+
+
+def test_the_check_names_the_demo_limits_still_in_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["--output", str(tmp_path / "out"), "--check", "--set", "retriever.num_train_epochs=1"],
+                           capsys)
+    assert code == 0, err
+    assert ("bgeflow run: demo limits in force (the CPU profile): max_records 700, reranker.max_steps 8; your own "
+            "data lifts max_records, a model's num_train_epochs (or max_steps) its max_steps") in err.splitlines()
+    code, _, err = run_cli(["--output", str(tmp_path / "out"), "--check", "--data", _records(tmp_path / "d.jsonl", 40),
+                            "--set", "retriever.num_train_epochs=1", "--set", "reranker.num_train_epochs=1"], capsys)
+    assert code == 0 and "demo limits" not in err, err
 
 
 def test_a_partial_block_keeps_the_runs_own_defaults() -> None:

@@ -6,7 +6,8 @@ operator's env. Settings: the run spec (the pipeline's parameters; ``--config FI
 per setting, ``--<block>-<name>``), over defaults sized for a 2-core CPU (the shipped example
 data, the bundled MiniLM as base of both models; with internet and a GPU you would use
 BAAI/bge-base-en-v1.5 and BAAI/bge-reranker-base). A partial block in a config file merges over
-those defaults. Progress is one line per step on stderr (each step's full log in the run's logs/
+those defaults; the profile's demo size gives way to yours (your data is used whole unless you set
+max_records; a model given num_train_epochs trains that long, not the profile's max_steps). Progress is one line per step on stderr (each step's full log in the run's logs/
 folder); the summary goes to stdout on a terminal, and piped, stdout is the summary as one JSON document.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from bgeflow.cli._options import add_config_options, add_spec_options, spec_from_args
@@ -44,11 +46,61 @@ def _defaults() -> list[dict[str, Any]]:
                                                           where=str(CPU_PROFILE))]
 
 
-def build_spec(args: argparse.Namespace) -> object:
-    """The run's spec: the example data, the CPU profile, then files, ``--set`` and flags."""
+#: The CPU profile's settings that size the demo rather than choose a recipe, each with the user settings that
+#: lift it: given their own data, every record is used; given a model's num_train_epochs, it trains that long
+#: (transformers lets max_steps win over epochs, so the profile's 12 steps would silently cap the user's epochs).
+DEMO_SIZE: dict[tuple[str, ...], tuple[tuple[str, ...], ...]] = {
+    ("max_records",): (("data",), ("max_records",)),
+    **{(kind, "hyperparameters", "max_steps"): ((kind, "hyperparameters", "num_train_epochs"),
+                                               (kind, "hyperparameters", "max_steps"))
+       for kind in ("retriever", "reranker")},
+}
+
+
+def _lookup(mapping: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        if not isinstance(mapping, dict) or name not in mapping:
+            return None
+        mapping = mapping[name]
+    return mapping
+
+
+def demo_limits(profile: dict[str, Any], user: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(the profile less the demo-size settings the user's layers lift, the limits still in force)``.
+
+    ``profile``: the CPU profile as one canonical mapping; ``user``: the user's canonical layers (config
+    files, ``--set``, flags). A limit in force is keyed by its dotted name (``retriever.max_steps``).
+    """
+    import copy
+
+    kept = copy.deepcopy(profile)
+    in_force: dict[str, Any] = {}
+    for path, lifted_by in DEMO_SIZE.items():
+        value = _lookup(kept, path)
+        if value is None:
+            continue
+        if any(_lookup(layer, other) is not None for layer in user for other in lifted_by):
+            del _lookup(kept, path[:-1])[path[-1]]
+        else:
+            in_force[".".join(p for p in path if p != "hyperparameters")] = value
+    return kept, in_force
+
+
+def _user_layers(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from bgeflow.cli._options import config_layers, given
     from bgeflow.platform.run_spec import LocalRunSpec
 
-    return spec_from_args(LocalRunSpec, args, base=_defaults(), where="")
+    return [LocalRunSpec.canonical(mapping, where=source) for source, mapping in config_layers(args)] + [given(args)]
+
+
+def build_spec(args: argparse.Namespace) -> object:
+    """The run's spec: the example data, the CPU profile (less the demo limits the user lifts), then files,
+    ``--set`` and flags."""
+    from bgeflow.platform.run_spec import LocalRunSpec
+
+    example, profile = _defaults()
+    profile, _ = demo_limits(profile, _user_layers(args))
+    return spec_from_args(LocalRunSpec, args, base=[example, profile], where="")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,9 +109,16 @@ def run(args: argparse.Namespace) -> int:
     spec = build_spec(args)
     pipeline = local_run.preflight(spec)  # type: ignore[arg-type]
     print(f"bgeflow run: checks passed; pipeline {pipeline}", file=sys.stderr)
+    _, in_force = demo_limits(_defaults()[1], _user_layers(args))
+    if in_force:  # said before minutes of work: a user's own recipe must not meet the demo's size unawares
+        print("bgeflow run: demo limits in force (the CPU profile): "
+              + ", ".join(f"{name} {value}" for name, value in in_force.items())
+              + "; your own data lifts max_records, a model's num_train_epochs (or max_steps) its max_steps",
+              file=sys.stderr)
     if args.check:
         if not sys.stdout.isatty():  # piped, stdout is one JSON document, as after a run
-            print(json.dumps({"status": "ok", "checked": True, "pipeline": str(pipeline), "output": spec.output}))
+            output = str(Path(spec.output.removeprefix("file://")).resolve())
+            print(json.dumps({"status": "ok", "checked": True, "pipeline": str(pipeline), "output": output}))
         return 0
     summary = local_run.run(spec, pipeline)  # type: ignore[arg-type]
     text = local_run.format_summary(summary)

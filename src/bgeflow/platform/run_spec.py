@@ -155,7 +155,8 @@ class LocalRunSpec(RunSpec):
 
     output: FolderUri = setting("bgeflow-output", "local folder of the run (outputs, logs, a registry by default)",
                           metavar="DIR", min_length=1)
-    max_records: int = setting(600, "records sampled (seeded) from data before the pipeline runs; 0: all", ge=0)
+    max_records: int = setting(0, "records sampled (seeded) from data before the pipeline runs; 0: all (the CPU "
+                               "profile samples the demo's example data)", ge=0)
     pipeline: str = setting("", "the compiled pipeline YAML; empty: this checkout's or the installed package's",
                             metavar="FILE")
 
