@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -387,3 +388,27 @@ def test_a_resumed_runs_summary_has_the_loss_of_the_steps_it_trained_and_every_l
     result = pod.train(_spec(tmp_path, data, str(tmp_path / "out"), hyperparameters={"train_group_size": 2}))
     assert published[0]["train_loss"] == result.train_loss == train_loss
     assert published[0]["losses"] == logged
+
+
+def test_a_run_from_step_0_replaces_the_outputs_logs(tmp_path: Path) -> None:
+    """The user's case: after deleting checkpoints/ to start an output over (as the refusal advises), the new
+    run's TensorBoard events landed beside the old run's in <output>/logs, drawn as one series."""
+    pytest.importorskip("tensorboard")
+    from bgeflow.cli import main
+
+    data = write_data(tmp_path / "train.jsonl", 3)
+    out = tmp_path / "out"
+
+    def train(learning_rate: str) -> list[str]:
+        assert main(["train", "retriever", "--model", "bundled:minilm", "--train-data", str(data), "--output", str(out),
+                     "--per-device-train-batch-size", "4", "--max-steps", "2", "--save-steps", "2",
+                     "--train-group-size", "3", "--query-max-len", "16", "--passage-max-len", "16",
+                     "--learning-rate", learning_rate, "--work-dir", str(tmp_path / "work")]) == 0
+        return sorted(str(p.relative_to(out)) for p in (out / "logs").rglob("*") if p.is_file())
+
+    first = train("5e-5")
+    assert first and all("tfevents" in name for name in first)
+    shutil.rmtree(out / "checkpoints")  # what the refusal of another run's checkpoints tells the user to do
+    second = train("1e-4")
+    assert second and not set(first) & set(second), (first, second)
+    assert summary_of(str(out))["resumed_from"] is None

@@ -685,13 +685,17 @@ def _publish_outputs(spec: TrainSpec, runner: Runner, runner_args: dict[str, Any
     # The summary is the output's completion marker: gone before the first file of this run's model
     # lands, back only after the last. Killed in between, the output has no summary.
     output.delete(SUMMARY_FILE)
-    written = set(output.upload_dir(exported, MODEL_DIR))
-    for stale in output.child(MODEL_DIR).list():  # an earlier run's files this model does not have
-        if f"{MODEL_DIR}/{stale.key}" not in written:
-            output.delete(f"{MODEL_DIR}/{stale.key}")
+    _upload_replacing(output, exported, MODEL_DIR)
     events = work / EVENTS_DIR
-    if events.is_dir() and any(p.is_file() for p in events.rglob("*")):
+    has_events = events.is_dir() and any(p.is_file() for p in events.rglob("*"))
+    if summary.get("resumed_from") is None:
+        # From step 0 the output's logs are this run's alone: an earlier run's event files (another run's, kept
+        # after its checkpoints were deleted to start over) would draw as one series with this run's in
+        # TensorBoard. A resumed run adds to them: its scratch may hold only the events since the resume.
+        _upload_replacing(output, events if has_events else None, tracking.EVENTS_PREFIX)
+    elif has_events:
         output.upload_dir(events, tracking.EVENTS_PREFIX)
+    if has_events:
         summary["events"] = join_uri(spec.output, tracking.EVENTS_PREFIX)
     if (summary.get("validation") or {}).get("curve"):
         plot = work / validation.CURVE_PLOT
@@ -704,6 +708,15 @@ def _publish_outputs(spec: TrainSpec, runner: Runner, runner_args: dict[str, Any
     output.write_text(SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False))
     log.info("model: %s (step %d, train loss %s)", join_uri(spec.output, MODEL_DIR), summary["global_step"],
              summary["train_loss"])
+
+
+def _upload_replacing(output: Any, local: Path | None, prefix: str) -> None:
+    """Make ``<output>/<prefix>/`` hold exactly ``local``'s files (none when ``local`` is None): upload them,
+    then delete what an earlier run left there that this upload did not write."""
+    written = set(output.upload_dir(local, prefix)) if local is not None else set()
+    for stale in output.child(prefix).list():
+        if f"{prefix}/{stale.key}" not in written:
+            output.delete(f"{prefix}/{stale.key}")
 
 
 # --------------------------------------------------------------------------- the job as a document
