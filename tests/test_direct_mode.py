@@ -382,6 +382,9 @@ def _with(path: str, value: Any) -> dict[str, Any]:
     ("ingest", "retriever.learning_rat", 3.0e-4, "did you mean learning_rate"),
     ("ingest", "retriever.hyperparameters.learning_rat", 3.0e-4, "did you mean learning_rate"),
     ("train-retriever", "reranker.hyperparameters.warmup_ratoi", 0.1, "warmup_ratoi"),
+    # The user's case: ingest's spec failed with publish's "registry: String should have at least 1 character".
+    ("ingest", "work_uri", "", "registry: a run that trains a model publishes it, so it needs a registry: set "
+                               "registry (a URI), or work_uri"),
 ])
 def test_a_bad_retrain_spec_fails_naming_the_key(step: str, path: str, value: Any, named: str, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:

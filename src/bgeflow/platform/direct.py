@@ -131,11 +131,17 @@ def direct_plan(run: RunSpec, *, root: str) -> dict[str, Spec]:
         Step name (``STEPS``) → its spec, in stage order.
 
     Raises:
-        ConfigError: a setting a step refuses, a trained model's hyperparameter its runner does not
-            know (``run_spec.check_hyperparameters``), a ``train_group_size`` that
-            needs more negatives than mining gives (``run_spec.check_negatives``), or nothing to
-            evaluate on (``run_spec.eval_set``).
+        ConfigError: no registry (nor work_uri) for a run that trains, a setting a step refuses, a
+            trained model's hyperparameter its runner does not know (``run_spec.check_hyperparameters``),
+            a ``train_group_size`` that needs more negatives than mining gives (``run_spec.check_negatives``),
+            or nothing to evaluate on (``run_spec.eval_set``).
     """
+    registry = registry_uri(run.registry, run.work_uri)
+    if not registry and (run.retriever.train or run.reranker.train):
+        # Checked first, by its own name: planned whole, a run without one failed any stage's spec (ingest's
+        # too) with the publish spec's "registry: String should have at least 1 character".
+        raise ConfigError("registry: a run that trains a model publishes it, so it needs a registry: set registry "
+                          "(a URI), or work_uri (whose <work_uri>/registry is then the registry)")
     layout = DirectLayout(root)
     plan: dict[str, Spec] = {
         "ingest": blocks.ingest_spec(run.ingest, run.retriever, inputs=run.data, output=layout.ingest),
@@ -156,7 +162,6 @@ def direct_plan(run: RunSpec, *, root: str) -> dict[str, Spec]:
     # As kfp_steps.evaluate_step: a model not trained in the run is its base model for the retriever,
     # and no reranker column at all for the reranker (its gate rules dropped); with both the run's eval_data
     # and ingest's split, the spec scores the split beside it (ingest_split), so this one Job does both.
-    registry = registry_uri(run.registry, run.work_uri)
     plan["evaluate"] = blocks.evaluate_spec(
         run.evaluate, run.retriever, run.reranker, eval_data=run.eval_data, split=split,
         output=layout.evaluation, registry=registry,
