@@ -144,10 +144,11 @@ def test_summary_says_which_model_was_held_back_and_why() -> None:
                          models={"retriever": {"trained": True, "uri": "m1", "base_model": "b"},
                                  "reranker": {"trained": True, "uri": "m2", "base_model": "b"}},
                          published={"retriever": {"uri": "reg/bge-retriever/v1", "champion": True}},
-                         skipped={"reranker": reason}, eval_queries=40,
+                         skipped={"reranker": reason}, eval_queries=40, rerank_top_k=5,
                          warnings=["the eval set has 40 queries: one query moves a mean metric by up to 0.025"])
     text = format_summary(summary)
     assert "  eval set: 40 queries (the gate judges these)" in text.splitlines()
+    assert "  rerank.* reorder the retriever's top 5: at k >= 5 they count those 5 only" in text.splitlines()
     assert next(line for line in text.splitlines() if line.startswith("  metric ")).split() == [
         "metric", "base", "fine-tuned", "delta", "not", "reranked"]  # nothing else beside the column headers
     assert "  WARNING: the eval set has 40 queries: one query moves a mean metric by up to 0.025" in text

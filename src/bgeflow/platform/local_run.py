@@ -319,6 +319,7 @@ class RunSummary:
     eval_set: str = ""  # where the gate's metrics come from
     split_metrics: dict[str, Any] = field(default_factory=dict)  # ingest's split, scored beside eval_data
     eval_queries: int | None = None  # the gate's eval set size
+    rerank_top_k: int | None = None  # how many of the retriever's hits the reranker reorders
     warnings: list[str] = field(default_factory=list)  # evaluate's (e.g. an eval set too small to judge on)
 
     def to_dict(self) -> dict[str, Any]:
@@ -395,6 +396,7 @@ def collect(root: Path, seconds: float) -> RunSummary:
             summary.gate = document.get("gate", {})
             summary.eval_set = str(meta["evaluation"].get("eval_set") or "")
             summary.eval_queries = (document.get("eval_set") or {}).get("queries")
+            summary.rerank_top_k = document.get("rerank_top_k")
             summary.warnings = list(document.get("warnings") or [])
             if meta["evaluation"].get("split_metrics"):
                 split = json.loads(open_store(meta["evaluation"]["split_metrics"]).read_text())
@@ -441,6 +443,9 @@ def format_summary(summary: RunSummary) -> str:
             shown = f"{before:.4f}" if before is not None else "-"
             plain = f"{unranked[name]:>14.4f}" if name in unranked else ""
             lines.append(f"  {name:<18}{shown:>10}{value:>12.4f}{delta:>10}{plain}")
+        if unranked and summary.rerank_top_k:  # rerank.recall@100 over 5 reranked hits reads as a recall loss
+            top = summary.rerank_top_k
+            lines.append(f"  rerank.* reorder the retriever's top {top}: at k >= {top} they count those {top} only")
     if summary.split_metrics:
         base_split, tuned_split = summary.split_metrics.get("base", {}), summary.split_metrics.get("finetuned", {})
         lines += ["", f"  metrics above: your eval set {summary.eval_set}; ingest's held-out split (not gated): "
