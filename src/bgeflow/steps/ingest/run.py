@@ -24,6 +24,7 @@ from bgeflow.steps.ingest.spec import (
     EVAL_CORPUS_FILE,
     EVAL_QUERIES_FILE,
     REPORT_FILE,
+    REPORT_MD_FILE,
     TRAIN_FILE,
     IngestSpec,
 )
@@ -228,7 +229,7 @@ def _write_failure(config: IngestSpec, report: dict[str, Any]) -> dict[str, str]
         log.warning("ingest: removed %s of an earlier run from %s: this run failed and wrote no data",
                     ", ".join(stale), store.url())
         _drop_empty_folder(store, "eval")
-    store.write_text("report.md", render_markdown(report))
+    store.write_text(REPORT_MD_FILE, render_markdown(report))
     outputs = {"report": store.url(REPORT_FILE)}
     report["outputs"] = outputs
     store.write_text(REPORT_FILE, json.dumps(report, ensure_ascii=False, indent=2))
@@ -274,8 +275,8 @@ def _write_outputs(
         write_jsonl(stage / EVAL_CORPUS_FILE, corpus)
         write_jsonl(stage / EVAL_QUERIES_FILE, queries)
         report["counts"]["eval_corpus"] = len(corpus)
-        (stage / "report.md").write_text(render_markdown(report), encoding="utf-8")
-        for key in (TRAIN_FILE, EVAL_CORPUS_FILE, EVAL_QUERIES_FILE, "report.md"):
+        (stage / REPORT_MD_FILE).write_text(render_markdown(report), encoding="utf-8")
+        for key in (TRAIN_FILE, EVAL_CORPUS_FILE, EVAL_QUERIES_FILE, REPORT_MD_FILE):
             store.put_file(stage / key, key)
         outputs = {
             "train": store.url(TRAIN_FILE),
