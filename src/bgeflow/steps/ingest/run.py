@@ -105,13 +105,13 @@ def _ingest(config: IngestSpec) -> IngestResult:
     lines = blank = duplicates = 0
     for source, line_no, raw in progress(
         iter_lines(sources, workers=config.workers, max_line_bytes=config.max_line_bytes, overlong="mark"),
-        "ingest", unit="lines", logger=log,
+        "ingest", unit="line", logger=log,
     ):
         lines += 1
         record, problems = check_line(source.uri, line_no, raw)
         if record is None:
             if problems:
-                tally.add(problems)
+                tally.add(problems, at=(source_index[id(source)], line_no))
             else:
                 blank += 1
             continue
@@ -156,7 +156,7 @@ def _ingest(config: IngestSpec) -> IngestResult:
                 where = f"{sources[index].uri}:{line_no}" + (f" (+{merged} duplicate line(s) merged)" if merged else "")
                 tally.add([Problem(where, "too_few_negatives", "neg",
                                    f"{len(record.neg)} negatives, at least {config.min_negatives} required")],
-                          lines=1 + merged)
+                          at=(index, line_no), lines=1 + merged)
                 duplicates -= merged
                 del records[query]
                 raw_lines.pop(query, None)
@@ -187,7 +187,8 @@ def _ingest(config: IngestSpec) -> IngestResult:
     failed = bool(tally.counts) and config.on_error == "fail"
     if failed or not records:
         report["status"] = "failed"
-        first = next((examples[0] for examples in tally.examples.values() if examples), None)
+        offenders = tally.in_order()
+        first = offenders[0] if offenders else None
         summary = (
             f"{tally.bad_lines} of {lines} lines failed validation "
             f"({', '.join(f'{r}={n}' for r, n in sorted(tally.counts.items()))}); first: {first}"
@@ -196,7 +197,7 @@ def _ingest(config: IngestSpec) -> IngestResult:
         )
         report["seconds"] = round(time.monotonic() - started, 3)
         report["outputs"] = _write_failure(config, report)
-        raise IngestFailed(f"{summary}; report: {report['outputs']['report']}", report)
+        raise IngestFailed(f"{summary}; report: {report['outputs']['report']}", report, offenders)
 
     report["status"] = "ok" if not tally.counts else "ok_with_skipped_lines"
     outputs = _write_outputs(config, train, held_out, raw_lines, report)
