@@ -34,10 +34,12 @@ pipeline to the YAML files beside them.
 import inspect
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from components.evaluate import evaluate as evaluate_component
 from components.images import GPU_IMAGE
 from components.ingest import ingest as ingest_component
@@ -239,6 +241,33 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
     return dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])(bge_finetune)
 
 
+#: A line of kfp's header naming an input with a dict default: ``#    training: dict [Default: {...}]``.
+_DICT_DEFAULT = re.compile(r"^(?P<head>#    (?P<name>[^:\s]+): dict \[Default: ).*\]$")
+
+
+def _compile(component: Any, path: Path) -> None:
+    """Compile ``component`` (a component or the pipeline) to ``path``, byte for byte the same every time.
+
+    kfp writes a comment header above the IR that prints each input's default with ``str()``. A dict
+    default comes out of a protobuf Struct whose key order follows upb's hash seed, new in every process
+    (PYTHONHASHSEED does not fix it): every ``make pipelines`` reordered the header, while the IR below
+    it, dumped with sorted keys, stayed the same. Such a line is printed again from the IR's own value,
+    whose keys are sorted.
+    """
+    compiler.Compiler().compile(component, str(path))
+    text = path.read_text(encoding="utf-8")
+    ir = next(yaml.safe_load_all(text))
+    parameters = ((ir.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if not line.startswith("#"):
+            break  # the header ends where the IR begins
+        match = _DICT_DEFAULT.match(line.rstrip("\n"))
+        if match and "defaultValue" in parameters.get(match["name"], {}):
+            lines[i] = f"{match['head']}{parameters[match['name']]['defaultValue']}]\n"
+    path.write_text("".join(lines), encoding="utf-8")
+
+
 def compile_all(options: PipelineOptions | None = None, out_dir: Path | None = None) -> list[Path]:
     """Compile each component next to its module and the pipeline to ``bge_finetune.yaml``."""
     from components import evaluate as evaluate_module
@@ -255,11 +284,11 @@ def compile_all(options: PipelineOptions | None = None, out_dir: Path | None = N
         if out_dir is not None:
             path = out_dir / "components" / path.name
         path.parent.mkdir(parents=True, exist_ok=True)
-        compiler.Compiler().compile(component, str(path))
+        _compile(component, path)
         written.append(path)
     package = PACKAGE if out_dir is None else out_dir / "pipelines" / PACKAGE.name
     package.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(options), str(package))
+    _compile(build_pipeline(options), package)
     written.append(package)
     return written
 

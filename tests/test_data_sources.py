@@ -108,3 +108,53 @@ def test_a_file_named_explicitly_is_read_whatever_its_name(tmp_path: Path) -> No
     path = tmp_path / "train.txt"
     path.write_text(_lines(_records("x", 2)))
     assert len(list(read_train_records(str(path)))) == 2
+
+
+def _own_reports() -> list[str]:
+    """What the steps write beside their data, by the steps' own constants (and mining's naming rule)."""
+    from bgeflow.platform.local_run import SUMMARY_FILE as RUN_SUMMARY
+    from bgeflow.steps.evaluation.evaluate import METRICS_FILE, PLOT_FILE, REPORT_FILE
+    from bgeflow.steps.ingest.spec import REPORT_FILE as INGEST_REPORT
+    from bgeflow.steps.ingest.spec import REPORT_MD_FILE
+    from bgeflow.steps.mining.spec import PLOT_FILE as MINE_PLOT
+    from bgeflow.steps.mining.spec import REPORT_FILE as MINE_REPORT
+    from bgeflow.steps.mining.spec import beside_output
+    from bgeflow.steps.training.pod import SUMMARY_FILE as TRAIN_SUMMARY
+
+    return list(dict.fromkeys([INGEST_REPORT, REPORT_MD_FILE, MINE_REPORT, MINE_PLOT, METRICS_FILE, REPORT_FILE,
+                               PLOT_FILE, TRAIN_SUMMARY, RUN_SUMMARY, beside_output("a_minedHN.jsonl", MINE_REPORT),
+                               beside_output("a_minedHN.jsonl.gz", MINE_PLOT), f"ingest-split/{METRICS_FILE}"]))
+
+
+@pytest.mark.parametrize("report", _own_reports())
+def test_own_reports_below_a_prefix_are_not_data(report: str, two_parts: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A user gave `mine --output W/mdir/mined.jsonl`'s folder to ingest: its mine_report.json was read as
+    290 lines of data (invalid_json=276). A report is named once at INFO, never warned about, never read."""
+    (two_parts / report).parent.mkdir(parents=True, exist_ok=True)
+    (two_parts / report).write_text(json.dumps({"status": "ok", "rows": 5}, indent=2) + "\n")
+    with caplog.at_level(logging.INFO, logger="bgeflow.core.storage.sources"):
+        sources = resolve_sources([str(two_parts)])
+    assert [s.key for s in sources] == ["part1.jsonl", "part2.json"]
+    named = [r for r in caplog.records if report in r.getMessage()]
+    assert [r.levelno for r in named] == [logging.INFO] and "own report" in named[0].getMessage()
+
+
+def test_a_report_named_explicitly_is_read_as_given(two_parts: Path) -> None:
+    (two_parts / "report.json").write_text(_lines(_records("r", 2)))
+    assert [s.uri for s in resolve_sources([str(two_parts / "report.json")])] == [str(two_parts / "report.json")]
+
+
+def test_mine_output_folder_is_read_back_by_its_prefix(two_parts: Path, tmp_path: Path) -> None:
+    """The user's commands: mine into a folder (two outputs, each with its report and plot), ingest the folder."""
+    from bgeflow.steps.ingest import IngestSpec, ingest
+    from bgeflow.steps.mining import MineSpec, mine
+
+    mdir = tmp_path / "mdir"
+    for name in ("mined.jsonl", "a_minedHN.jsonl"):
+        mine(MineSpec.of(model="bundled:minilm", inputs=[str(two_parts)], output=str(mdir / name), negative_number=2,
+                         range_for_sampling="0-10", query_max_len=16, passage_max_len=16))
+    assert {"mine_report.json", "a_minedHN.mine_report.json"} <= {p.name for p in mdir.iterdir()}
+    result = ingest(IngestSpec.of(inputs=[str(mdir)], output=str(tmp_path / "out"), eval_fraction=0.0))
+    assert [i["uri"].rsplit("/", 1)[-1] for i in result.report["inputs"]] == ["a_minedHN.jsonl", "mined.jsonl"]
+    assert result.report["counts"]["invalid_lines"] == 0 and result.report["counts"]["records"] == 10

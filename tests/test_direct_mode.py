@@ -440,6 +440,19 @@ def _launch_args(*extra: str) -> argparse.Namespace:
     return parse_args(["launch", "retriever", "--config", "unused.yaml", *extra])
 
 
+@pytest.mark.parametrize("flags", [
+    ["--nproc_per_node", "2", "--nnodes", "3"],  # torchrun's spelling, as `bgeflow train` takes it (README)
+    ["--nproc-per-node", "2", "--nnodes", "3"],
+    ["--nproc-per-node=2", "--nnodes=3"],
+])
+def test_launch_takes_the_job_shape_as_train_spells_it(flags: list[str]) -> None:
+    """A user's `launch retriever --dry-run --nproc_per_node 2` was read as a FlagEmbedding option and refused."""
+    args = _launch_args(*flags)
+    assert args.runner_flags == ["retriever"]  # the kind; no flag left for FlagEmbedding's parser
+    shape = _job_shape(args)
+    assert (shape.nnodes, shape.nproc_per_node) == (3, 2)
+
+
 def test_launch_takes_the_job_shape_from_the_retrain_spec(tmp_path: Path) -> None:
     spec_file = tmp_path / "retrain.yaml"
     spec_file.write_text(yaml.safe_dump(RETRAIN), encoding="utf-8")

@@ -144,6 +144,18 @@ def test_cli_dry_run_prints_the_run_name(tmp_path: Path, package: Path, capsys: 
     assert json.loads(capsys.readouterr().out)["run_name"] == run_name(_spec(), pipeline_version="0.1.0")
 
 
+def test_cli_dry_run_without_the_package_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Outside the ops image the default --package is absent: a traceback ("internal error") until then."""
+    from bgeflow.cli import main
+
+    spec_file = tmp_path / "retrain.yaml"
+    spec_file.write_text(yaml.safe_dump({**BASE, "enabled": True}))
+    rc = main(["pipeline", "trigger", "--dry-run", "--spec", str(spec_file), "--experiment", "e",
+               "--package", str(tmp_path / "absent.yaml")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "absent.yaml not found: give --package" in err, err
+
+
 def test_cli_wait_times_out_naming_the_missing_uri(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from bgeflow.cli import main
 

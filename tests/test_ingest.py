@@ -70,6 +70,32 @@ def test_cli_fails_with_a_summary_and_lists_each_line(tmp_path: Path, capsys: py
     assert not (tmp_path / "out" / "train.jsonl").exists()
 
 
+def test_cli_lists_failures_in_file_then_line_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user read `:3, :7, :5, :8`: the failures grouped by rule, and too_few_negatives (found after merging) last."""
+    bare = json.dumps({"query": "no negatives", "pos": ["p"]})
+    first = _write(tmp_path / "a.jsonl", [json.dumps(GOOD), DEFECTIVE_LINES[1], DEFECTIVE_LINES[4], bare])
+    second = _write(tmp_path / "b.jsonl", [DEFECTIVE_LINES[3], json.dumps({**GOOD, "query": "other"}),
+                                           DEFECTIVE_LINES[1]])
+    code = main(["ingest", "--input", str(first), "--input", str(second), "--output", str(tmp_path / "out"),
+                 "--min-negatives", "1"])
+    err = capsys.readouterr().err
+    listed = re.findall(r"^  \S*/([ab])\.jsonl:(\d+)", err, re.MULTILINE)
+    assert code == 2 and listed == [("a", "2"), ("a", "3"), ("a", "4"), ("b", "1"), ("b", "3")], err
+    assert "; first: " + str(first) + ":2" in err
+
+
+def test_progress_counts_lines_in_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A user read `ingest: 10 lineses in 0.0s`."""
+    from bgeflow.core import log as bgeflow_log
+
+    monkeypatch.setattr(bgeflow_log, "interactive", lambda: False)
+    data = _write(tmp_path / "d.jsonl", [json.dumps({**GOOD, "query": f"q{i}"}) for i in range(10)])
+    with caplog.at_level("INFO", logger="bgeflow.steps.ingest.run"):
+        ingest(IngestSpec.of(inputs=[str(data)], output=str(tmp_path / "out"), eval_fraction=0))
+    assert any(r.getMessage().startswith("ingest: 10 lines in ") for r in caplog.records), caplog.text
+
+
 def test_skip_writes_the_clean_rows_and_counts(tmp_path: Path) -> None:
     data = _write(tmp_path / "bad.jsonl", DEFECTIVE_LINES)
     result = ingest(IngestSpec.of(inputs=[str(data)], output=str(tmp_path / "out"), on_error="skip", eval_fraction=0))

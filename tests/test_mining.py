@@ -511,6 +511,34 @@ def test_bad_input_names_file_and_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 2 and f"{bad}:2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("inputs", "pool", "output", "flag"), [
+    (["d/train.jsonl"], None, "d/train.jsonl", "--input"),
+    (["d/train.jsonl"], None, "./d/../d/train.jsonl", "--input"),  # another spelling of the same path
+    (["d/train.jsonl"], None, "file://{tmp}/d/train.jsonl", "--input"),
+    (["d/train.jsonl"], None, "link.jsonl", "--input"),  # a symlink to the input
+    (["d/other.jsonl", "d"], None, "d/train.jsonl", "--input"),  # a file of an input prefix
+    (["d/other.jsonl"], ["d/train.jsonl"], "d/train.jsonl", "--candidate-pool"),
+])
+def test_output_that_is_an_input_is_refused_before_any_work(
+        inputs: list[str], pool: list[str] | None, output: str, flag: str, tmp_path: Path,
+        records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user's `mine --output` named one of its `--input` files: the source data was overwritten without a word."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    source = _write(tmp_path / "d" / "train.jsonl", records[:3])
+    _write(tmp_path / "d" / "other.jsonl", records[3:6])
+    (tmp_path / "link.jsonl").symlink_to(source)
+    before = source.read_bytes()
+    # A model that does not exist proves the check comes before any loading or encoding.
+    argv = ["mine", "--model", "/nonexistent/model", "--output", output.format(tmp=tmp_path)]
+    argv += [a for uri in inputs for a in ("--input", uri)] + [a for uri in pool or [] for a in ("--candidate-pool", uri)]
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"is the {flag} file " in err and "train.jsonl" in err and "give --output another file" in err
+    assert source.read_bytes() == before
+
+
 def _readme_mine_outputs() -> str:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     start = readme.index("**What `mine` writes**")

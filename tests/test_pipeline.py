@@ -53,6 +53,25 @@ def test_committed_yaml_is_not_stale(compiled: Path) -> None:
             yaml.safe_load_all(fresh.read_text())), f"{path} is stale: run `make pipelines` and commit it"
 
 
+def test_compiles_are_byte_identical(tmp_path: Path) -> None:
+    """Three `make pipelines` gave three md5s: kfp's header printed dict defaults in a per-process order.
+
+    Two processes, as two `make pipelines` runs are: within one process the order repeats.
+    """
+    import subprocess
+
+    script = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+              "from pipelines.bge_finetune import compile_all; compile_all(out_dir=Path(sys.argv[2]))")
+    for name in ("a", "b"):
+        done = subprocess.run([sys.executable, "-c", script, str(REPO), str(tmp_path / name)], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    first = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.yaml"))
+    assert first == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.yaml")) and first
+    for rel in first:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
 def test_dag_shape_and_gate(ir: tuple[dict, dict]) -> None:
     spec, _ = ir
     tasks = spec["root"]["dag"]["tasks"]

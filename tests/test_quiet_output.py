@@ -284,11 +284,32 @@ def test_bgeflow_train_at_the_default_level_shows_bgeflows_lines_and_the_trainer
     assert other == [], done.stderr
 
 
+def test_every_progress_unit_is_singular() -> None:
+    """``progress`` makes the plural, tqdm writes ``unit/s``: a caller's "lines" read "10 lineses" (ingest)."""
+    import ast
+
+    src = Path(__file__).resolve().parents[1] / "src" / "bgeflow"
+    plural = []
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "progress":
+                for keyword in node.keywords:
+                    unit = keyword.value.value if isinstance(keyword.value, ast.Constant) else ""
+                    if keyword.arg == "unit" and unit.endswith("s") and not unit.endswith("ss"):
+                        plural.append(f"{path.relative_to(src)}:{node.lineno}: unit={unit!r}")
+    assert not plural, plural
+
+
 @pytest.mark.parametrize(("unit", "items", "line"), [
     ("chunk", 4, "encode: 4 chunks in"),
     ("batch", 26, "encode: 26 batches in"),
     ("batch", 1, "encode: 1 batch in"),
     ("shard", 0, "encode: 0 shards in"),
+    ("line", 10, "encode: 10 lines in"),
+    ("lines", 10, "encode: 10 lines in"),  # a plural unit: once "10 lineses"
+    ("tokens", 3, "encode: 3 tokens in"),
+    ("pass", 2, "encode: 2 passes in"),
+    ("box", 2, "encode: 2 boxes in"),
 ])
 def test_progress_lines_count_in_words(unit: str, items: int, line: str, monkeypatch: pytest.MonkeyPatch,
                                        caplog: pytest.LogCaptureFixture) -> None:

@@ -99,7 +99,8 @@ def test_the_chart_schema_validates_what_the_spec_validates() -> None:
     jsonschema.validate(good, schema)
     RetrainSpec.build(good)
     for bad in ({"mine": {"negative_numbr": 7}}, {"enabled": True}, {"training": {"backend": "slurm"}},
-                {"retriever": {"query_max_len": 0}}):
+                {"retriever": {"query_max_len": 0}}, {"enabled": True, "data": ""},
+                {"enabled": True, "data": " , "}, {"enabled": True, "data": []}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
         with pytest.raises(ConfigError):

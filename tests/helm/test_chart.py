@@ -84,6 +84,22 @@ def test_schema_rejects(bad: list[str]) -> None:
     assert proc.returncode != 0 and "values don't meet the specifications" in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize(("values", "renders"), [
+    ([], False),                                           # values.yaml's own `data: ""`
+    (["--set-string", "retrain.data= \\, "], False),       # " , ": no URI once split at commas (UriList)
+    (["--set-string", "retrain.data=s3://bkt/raw/"], True),
+    (["--set", "retrain.data={s3://bkt/a/,s3://bkt/b/}"], True),
+])
+def test_retrain_enabled_needs_data(values: list[str], renders: bool) -> None:
+    """values.yaml says retrain.data is "required when enabled"; a user's `--set retrain.enabled=true` rendered."""
+    proc = helm("template", RELEASE, str(CHART), "--set", "s3.bucket=bkt", "--set", "retrain.enabled=true", *values)
+    if renders:
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert proc.returncode != 0 and "values don't meet the specifications" in proc.stderr, proc.stderr
+        assert "/retrain/data" in proc.stderr, proc.stderr
+
+
 def test_schema_forbids_additional_properties_everywhere() -> None:
     import json
 

@@ -111,16 +111,26 @@ def add_spec_options(parser: argparse.ArgumentParser | Any, cls: type[Spec], *, 
             kwargs.update(action="append", type=detail)
         else:
             kwargs["type"] = detail
-        target.add_argument(*opt.flags, **kwargs)
-        hidden = [s for s in opt.spellings if s not in opt.flags]
-        if hidden:  # FlagEmbedding's underscore spellings work, without doubling every help line
-            target.add_argument(*hidden, **{**kwargs, "help": argparse.SUPPRESS})
+        add_option_flags(target, opt, **kwargs)
         if kind == "bool":
             negative = "--no-" + opt.flag.removeprefix("--")
             target.add_argument(negative, dest=DEST + opt.name, action="store_const", const=False,
                                 default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         added.append(opt)
     return added
+
+
+def add_option_flags(target: argparse.ArgumentParser | Any, opt: Option, **kwargs: Any) -> None:
+    """Add every spelling of ``opt`` to ``target`` with ``kwargs``: its flags shown, the rest hidden.
+
+    ``opt.spellings`` are what the setting answers to everywhere (``--nproc-per-node`` and FlagEmbedding's
+    or torchrun's ``--nproc_per_node``); a verb that declares a setting's flag itself (``launch``'s job
+    shape, ``dest`` of its own) takes them from here so it accepts what ``add_spec_options`` gives others.
+    """
+    target.add_argument(*opt.flags, **kwargs)
+    hidden = [s for s in opt.spellings if s not in opt.flags]
+    if hidden:  # FlagEmbedding's underscore spellings work, without doubling every help line
+        target.add_argument(*hidden, **{**kwargs, "help": argparse.SUPPRESS})
 
 
 def add_config_options(parser: argparse.ArgumentParser, *, example: str | None = None) -> None:

@@ -25,17 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bgeflow.data import Problem
     from bgeflow.steps.ingest import IngestFailed, IngestSpec, ingest
 
     spec = spec_from_args(IngestSpec, args, where="")
     try:
         result = ingest(spec)
     except IngestFailed as exc:
+        for problem in exc.problems:  # in file then line order, as every reader's DataError writes one
+            print(f"  {problem}", file=sys.stderr)
         for rule, info in exc.report["failures"].items():
-            for example in info["examples"]:  # as every reader's DataError writes a problem
-                print(f"  {Problem(**{k: example[k] for k in ('where', 'rule', 'field', 'message')})}",
-                      file=sys.stderr)
             if info.get("more"):
                 print(f"  +{info['more']} more ({rule})", file=sys.stderr)
         raise

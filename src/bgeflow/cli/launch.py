@@ -20,7 +20,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from bgeflow.cli._options import add_config_options, add_spec_options
+from bgeflow.cli._options import add_config_options, add_option_flags, add_spec_options
 from bgeflow.cli.train import kind_is_a_word
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from bgeflow.core.spec import options
     from bgeflow.platform.launcher.submit import BACKENDS
     from bgeflow.steps.training.spec import TrainSpec
 
@@ -39,8 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         allow_abbrev=False,
     )
     add_config_options(p, example="hyperparameters.learning_rate=2e-5")
-    add_spec_options(p, TrainSpec, exclude={*(f"distributed.{n}" for n in (
-        "nnodes", "node_rank", "nproc_per_node", "master_addr", "master_port", "local_nodes"))})
+    # The pods' distributed settings are the job's to give (the operator's env), not the spec's: the job's
+    # shape is the two flags below, spelled as `bgeflow train`'s (--nproc_per_node as well).
+    distributed = {opt.name: opt for opt in options(TrainSpec) if opt.path[0] == "distributed"}
+    add_spec_options(p, TrainSpec, exclude=set(distributed))
     kind_is_a_word(p, "launch")
     job = p.add_argument_group("the job")
     # The run spec's training.backend, without local (processes: `bgeflow train --local-nodes`) and
@@ -57,10 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     job.add_argument("--namespace", default=None, help="namespace (default: the pod settings', else the current)")
     job.add_argument("--gpus-per-node", type=int, default=None)
     # Unset: from --retrain-spec's training block, else that block's defaults (one declaration).
-    job.add_argument("--nnodes", type=int, default=None,
+    add_option_flags(job, distributed["distributed.nnodes"], dest="nnodes", type=int, default=None,
                      help="pods (PyTorchJob: one Master plus nnodes-1 Workers; default: --retrain-spec's "
                      "training.nnodes, else 1)")
-    job.add_argument("--nproc-per-node", type=int, default=None,
+    add_option_flags(job, distributed["distributed.nproc_per_node"], dest="nproc_per_node", type=int, default=None,
                      help="processes per pod, usually its GPUs (default: --retrain-spec's training.nproc_per_node, "
                      "else 1)")
     job.add_argument("--owner", default=None, help="identity the job name derives from (default: cli/<output>)")

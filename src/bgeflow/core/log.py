@@ -181,7 +181,10 @@ def progress(
     every_s: float = 30.0,
     logger: logging.Logger | None = None,
 ) -> Iterator[T]:
-    """Iterate with a tqdm bar on a terminal, or a log line every ``every_s`` seconds elsewhere."""
+    """Iterate with a tqdm bar on a terminal, or a log line every ``every_s`` seconds elsewhere.
+
+    ``unit``: what one item is, singular as tqdm's (``"line"``: ``10 lines in 0.3s``, ``120 line/s``).
+    """
     if interactive():
         from tqdm.auto import tqdm
 
@@ -203,7 +206,13 @@ def progress(
 
 
 def _plural(unit: str, count: int) -> str:
-    """``unit`` as a count of ``count`` reads in a log line ("4 chunks", "1 batch", "26 batches")."""
+    """``unit`` as a count of ``count`` reads in a log line ("4 chunks", "1 batch", "26 batches").
+
+    A unit that is already a plural ("lines", "tokens": a word ending in one ``s``) is kept as it is: the
+    rule that gives "passes" once gave "lineses". Only "ss" takes "es" among words ending in ``s``.
+    """
     if count == 1 or unit == "it":  # tqdm's "it" stays as tqdm writes it
         return unit
-    return unit + ("es" if unit.endswith(("ch", "sh", "s", "x")) else "s")
+    if unit.endswith("s") and not unit.endswith("ss"):
+        return unit
+    return unit + ("es" if unit.endswith(("ch", "sh", "ss", "x")) else "s")

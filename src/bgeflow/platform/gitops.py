@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from bgeflow.core.config_file import load_mapping
-from bgeflow.core.errors import ConfigError
+from bgeflow.core.errors import ConfigError, NotFoundError
 from bgeflow.core.spec import setting
 from bgeflow.platform.run_spec import RunSpec
 
@@ -92,8 +92,18 @@ def run_name(spec: RetrainSpec, *, pipeline_version: str = "", schedule_id: str 
 
 
 def pipeline_inputs(package_path: str | Path) -> set[str]:
-    """Input parameter names declared by a compiled KFP pipeline (IR YAML)."""
-    docs = list(yaml.safe_load_all(Path(package_path).read_text(encoding="utf-8")))
+    """Input parameter names declared by a compiled KFP pipeline (IR YAML).
+
+    Raises:
+        NotFoundError: no file at ``package_path`` (``--package``'s default is the ops image's path).
+        ConfigError: not a compiled KFP pipeline.
+    """
+    try:
+        text = Path(package_path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFoundError(f"compiled pipeline {package_path} not found: give --package (in a checkout, "
+                            "`make pipelines` writes pipelines/bge_finetune.yaml)") from None
+    docs = list(yaml.safe_load_all(text))
     root = next((d for d in docs if isinstance(d, dict) and "root" in d), None)
     if root is None:
         raise ConfigError(f"{package_path}: not a compiled KFP pipeline (no 'root')")

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bgeflow.core import reports
 from bgeflow.core.errors import BgeflowError, DataError, Interrupted, NotFoundError, StepFailed
 from bgeflow.core.storage import open_store
 from bgeflow.platform.run_progress import KFP_LOG, LOGS_DIR, StepReporter, quiet_tasks
@@ -48,7 +49,7 @@ PIPELINE_FILE = "bge_finetune.yaml"
 IMAGE_PIPELINE = Path("/opt/bgeflow/pipelines") / PIPELINE_FILE
 #: Where ``pip install bgeflow`` puts it, under ``sys.prefix`` (pyproject's data-files).
 INSTALLED_PIPELINE_DIR = Path("share/bgeflow/pipelines")
-SUMMARY_FILE = "run_summary.json"
+SUMMARY_FILE = reports.RUN_SUMMARY
 STEP_NAMES = {
     "ingest": "ingest", "mine": "mine", "train-launcher": "train retriever", "train-launcher-2": "train reranker",
     "evaluate": "evaluate", "publish": "publish retriever", "publish-2": "publish reranker",

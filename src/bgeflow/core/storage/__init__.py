@@ -55,6 +55,7 @@ __all__ = [
     "Source",
     "StorageError",
     "Store",
+    "canonical_uri",
     "file_mode",
     "file_sha256",
     "is_remote",
@@ -92,3 +93,17 @@ def open_store(uri: str, *, endpoint_url: str | None = None) -> Store:
 
         return FsspecStore(uri)
     return LocalStore(Path(uri.removeprefix("file://")))
+
+
+def canonical_uri(uri: str) -> str:
+    """One spelling of the object or prefix ``uri`` names, so that two URIs can be compared.
+
+    A local path or ``file://`` URI becomes absolute with its symlinks resolved: ``./d/x.jsonl``,
+    ``file:///w/d/x.jsonl`` and a link to that file are one file. Any other URI is spelled as its store
+    spells it (``s3://bkt/d/`` is ``s3://bkt/d``). Nothing is read.
+
+    Raises:
+        ConfigError: as ``open_store``.
+    """
+    store = open_store(uri)
+    return str(store.root.resolve()) if isinstance(store, LocalStore) else store.uri

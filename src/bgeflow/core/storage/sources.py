@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Literal, overload
 
 from bgeflow.core.errors import BgeflowError, DataError
+from bgeflow.core.reports import is_report
 from bgeflow.core.storage.base import (
     _BATCH_BYTES,
     _READ_CHUNK,
@@ -52,7 +53,10 @@ def resolve_sources(uris: Iterable[str], suffixes: tuple[str, ...] = DATA_SUFFIX
 
     A URI naming one object is read whatever its name. Below a prefix, the objects ending in one of
     ``suffixes`` are read and every other (non-hidden) object is named in a warning, so a file that
-    would be silently left out of ingest, mining, training or evaluation is visible.
+    would be silently left out of ingest, mining, training or evaluation is visible. bgeflow's own
+    reports below a prefix (``core.reports``: ``mine_report.json``, ``report.json``, ``metrics.json``,
+    ...) are never data: they are left out and named in one INFO line, so a step's output folder can be
+    read back by its prefix.
 
     Raises:
         ObjectNotFound: a URI that is neither an object nor a prefix holding any such object.
@@ -63,11 +67,15 @@ def resolve_sources(uris: Iterable[str], suffixes: tuple[str, ...] = DATA_SUFFIX
 
         store = open_store(uri)
         listed = store.list()
+        reports = [info.key for info in listed if is_report(info.key)]
+        listed = [info for info in listed if not is_report(info.key)]
         found = [info for info in listed if info.key.endswith(suffixes)]
         skipped = [info.key for info in listed if not info.key.endswith(suffixes)]
+        if reports:
+            log.info("%s: skipping bgeflow's own report file(s), not data: %s", uri, _shown(reports))
         if skipped and (found or store.stat("") is None):
-            shown = ", ".join(skipped[:5]) + (f" (+{len(skipped) - 5} more)" if len(skipped) > 5 else "")
-            log.warning("%s: skipping %d file(s) that are not %s: %s", uri, len(skipped), "/".join(suffixes), shown)
+            log.warning("%s: skipping %d file(s) that are not %s: %s", uri, len(skipped), "/".join(suffixes),
+                        _shown(skipped))
         if not found:
             own = store.stat("")
             if own is None:
@@ -75,6 +83,11 @@ def resolve_sources(uris: Iterable[str], suffixes: tuple[str, ...] = DATA_SUFFIX
             found = [own]
         sources.extend(Source(store, info.key, info.size, info.etag) for info in found)
     return sources
+
+
+def _shown(keys: list[str], most: int = 5) -> str:
+    """The first ``most`` of ``keys``, comma-separated, and how many more there are."""
+    return ", ".join(keys[:most]) + (f" (+{len(keys) - most} more)" if len(keys) > most else "")
 
 
 def open_lines(source: Source) -> IO[bytes]:

@@ -13,12 +13,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from bgeflow.core import reports
 from bgeflow.core.errors import DataError, NotFoundError
 from bgeflow.core.storage import open_store
 from bgeflow.steps.evaluation.evalset import load_eval_set
 from bgeflow.steps.evaluation.metrics import parse_metric, query_metric
 
-METRICS_FILE = "metrics.json"
+METRICS_FILE = reports.METRICS
 RUNS_DIR = "runs"
 
 log = logging.getLogger(__name__)

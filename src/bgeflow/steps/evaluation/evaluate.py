@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bgeflow import __version__
+from bgeflow.core import reports
 from bgeflow.core.errors import ConfigError
 from bgeflow.core.storage import Store, open_store
 from bgeflow.core.weights import require_safetensors
@@ -60,9 +61,9 @@ if TYPE_CHECKING:  # numpy comes with the train extra; publish imports this pack
 log = logging.getLogger(__name__)
 
 COLUMNS = ("base", "finetuned", "champion")
-METRICS_FILE = "metrics.json"
-REPORT_FILE = "report.md"
-PLOT_FILE = "deltas.png"
+METRICS_FILE = reports.METRICS
+REPORT_FILE = reports.MARKDOWN_REPORT
+PLOT_FILE = reports.METRICS_PLOT
 #: ``runs/<column>.trec``: each model's ranking of every query, as a TREC run file.
 RUNS_DIR = "runs"
 

@@ -10,6 +10,9 @@ from bgeflow.data.lengths import Counter as LengthCounter
 from bgeflow.data.lengths import histogram, share_over, token_counter
 from bgeflow.steps.ingest.spec import IngestSpec
 
+#: Where a problem is in the input: (index of its source among the inputs, 1-based line number).
+Position = tuple[int, int]
+
 
 class ProblemTally:
     """Problems per rule, keeping the first few offenders of each."""
@@ -19,14 +22,25 @@ class ProblemTally:
         self.counts: Counter[str] = Counter()
         self.examples: dict[str, list[Problem]] = defaultdict(list)
         self.bad_lines = 0
+        self._kept: list[tuple[Position, Problem]] = []
 
-    def add(self, problems: list[Problem], lines: int = 1) -> None:
-        """Count the problems of ``lines`` input lines (several when merged duplicates fail together)."""
+    def add(self, problems: list[Problem], at: Position, lines: int = 1) -> None:
+        """Count the problems found at ``at`` on ``lines`` input lines (several when merged duplicates
+        fail together)."""
         self.bad_lines += lines
         for problem in problems:
             self.counts[problem.rule] += 1
             if len(self.examples[problem.rule]) < self.keep:
                 self.examples[problem.rule].append(problem)
+                self._kept.append((at, problem))
+
+    def in_order(self) -> list[Problem]:
+        """The kept offenders of every rule together, in file then line order.
+
+        What a reader scans for: grouped by rule they read ``:3, :7, :5, :8``; and the rules found after
+        reading (``too_few_negatives``, once duplicates are merged) are added late, whatever their lines.
+        """
+        return [problem for _, problem in sorted(self._kept, key=lambda kept: kept[0])]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,11 +56,13 @@ class ProblemTally:
 
 
 class IngestFailed(DataError):
-    """The data failed validation; ``report`` holds every problem found."""
+    """The data failed validation; ``report`` holds every problem found, ``problems`` the offenders it
+    names, in file then line order (``ProblemTally.in_order``)."""
 
-    def __init__(self, summary: str, report: dict[str, Any]) -> None:
+    def __init__(self, summary: str, report: dict[str, Any], problems: list[Problem] | None = None) -> None:
         super().__init__(summary)
         self.report = report
+        self.problems = problems or []
 
 
 def length_report(records: list[TrainRecord], config: IngestSpec,

@@ -24,6 +24,7 @@ from bgeflow.steps.ingest.spec import (
     EVAL_CORPUS_FILE,
     EVAL_QUERIES_FILE,
     REPORT_FILE,
+    REPORT_MD_FILE,
     TRAIN_FILE,
     IngestSpec,
 )
@@ -104,13 +105,13 @@ def _ingest(config: IngestSpec) -> IngestResult:
     lines = blank = duplicates = 0
     for source, line_no, raw in progress(
         iter_lines(sources, workers=config.workers, max_line_bytes=config.max_line_bytes, overlong="mark"),
-        "ingest", unit="lines", logger=log,
+        "ingest", unit="line", logger=log,
     ):
         lines += 1
         record, problems = check_line(source.uri, line_no, raw)
         if record is None:
             if problems:
-                tally.add(problems)
+                tally.add(problems, at=(source_index[id(source)], line_no))
             else:
                 blank += 1
             continue
@@ -155,7 +156,7 @@ def _ingest(config: IngestSpec) -> IngestResult:
                 where = f"{sources[index].uri}:{line_no}" + (f" (+{merged} duplicate line(s) merged)" if merged else "")
                 tally.add([Problem(where, "too_few_negatives", "neg",
                                    f"{len(record.neg)} negatives, at least {config.min_negatives} required")],
-                          lines=1 + merged)
+                          at=(index, line_no), lines=1 + merged)
                 duplicates -= merged
                 del records[query]
                 raw_lines.pop(query, None)
@@ -186,7 +187,8 @@ def _ingest(config: IngestSpec) -> IngestResult:
     failed = bool(tally.counts) and config.on_error == "fail"
     if failed or not records:
         report["status"] = "failed"
-        first = next((examples[0] for examples in tally.examples.values() if examples), None)
+        offenders = tally.in_order()
+        first = offenders[0] if offenders else None
         summary = (
             f"{tally.bad_lines} of {lines} lines failed validation "
             f"({', '.join(f'{r}={n}' for r, n in sorted(tally.counts.items()))}); first: {first}"
@@ -195,7 +197,7 @@ def _ingest(config: IngestSpec) -> IngestResult:
         )
         report["seconds"] = round(time.monotonic() - started, 3)
         report["outputs"] = _write_failure(config, report)
-        raise IngestFailed(f"{summary}; report: {report['outputs']['report']}", report)
+        raise IngestFailed(f"{summary}; report: {report['outputs']['report']}", report, offenders)
 
     report["status"] = "ok" if not tally.counts else "ok_with_skipped_lines"
     outputs = _write_outputs(config, train, held_out, raw_lines, report)
@@ -228,7 +230,7 @@ def _write_failure(config: IngestSpec, report: dict[str, Any]) -> dict[str, str]
         log.warning("ingest: removed %s of an earlier run from %s: this run failed and wrote no data",
                     ", ".join(stale), store.url())
         _drop_empty_folder(store, "eval")
-    store.write_text("report.md", render_markdown(report))
+    store.write_text(REPORT_MD_FILE, render_markdown(report))
     outputs = {"report": store.url(REPORT_FILE)}
     report["outputs"] = outputs
     store.write_text(REPORT_FILE, json.dumps(report, ensure_ascii=False, indent=2))
@@ -274,8 +276,8 @@ def _write_outputs(
         write_jsonl(stage / EVAL_CORPUS_FILE, corpus)
         write_jsonl(stage / EVAL_QUERIES_FILE, queries)
         report["counts"]["eval_corpus"] = len(corpus)
-        (stage / "report.md").write_text(render_markdown(report), encoding="utf-8")
-        for key in (TRAIN_FILE, EVAL_CORPUS_FILE, EVAL_QUERIES_FILE, "report.md"):
+        (stage / REPORT_MD_FILE).write_text(render_markdown(report), encoding="utf-8")
+        for key in (TRAIN_FILE, EVAL_CORPUS_FILE, EVAL_QUERIES_FILE, REPORT_MD_FILE):
             store.put_file(stage / key, key)
         outputs = {
             "train": store.url(TRAIN_FILE),

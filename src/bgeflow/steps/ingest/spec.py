@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from bgeflow.core import reports
 from bgeflow.core.spec import FolderUri, Spec, UriList, nested, setting
 from bgeflow.core.storage import DEFAULT_WORKERS, MAX_LINE_BYTES
 from bgeflow.retrieval.spec import TokenLimits
@@ -12,7 +13,8 @@ OnError = Literal["fail", "skip"]
 TRAIN_FILE = "train.jsonl"
 EVAL_CORPUS_FILE = "eval/corpus.jsonl"
 EVAL_QUERIES_FILE = "eval/queries.jsonl"
-REPORT_FILE = "report.json"
+REPORT_FILE = reports.INGEST_REPORT
+REPORT_MD_FILE = reports.MARKDOWN_REPORT
 
 
 class IngestSettings(Spec):

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from bgeflow.core.storage import open_store, staged_file
+from bgeflow.core.errors import ConfigError
+from bgeflow.core.storage import canonical_uri, open_store, resolve_sources, staged_file
 from bgeflow.data import (
     DataError,
     TrainRecord,
@@ -69,7 +70,13 @@ def _percentiles(values: list[float] | np.ndarray) -> dict[str, float] | None:
 
 
 def mine(config: MineSpec) -> MineResult:
-    """Mine hard negatives for ``config.inputs`` and write ``config.output`` plus its report."""
+    """Mine hard negatives for ``config.inputs`` and write ``config.output`` plus its report.
+
+    Raises:
+        ConfigError: ``config.output`` is one of the files mining reads (``check_output_is_not_an_input``).
+        DataError: an input line or candidate-pool line a later step could not use, naming ``uri:line``.
+    """
+    check_output_is_not_an_input(config)
     work_dir = Path(config.work_dir) if config.work_dir else config.default_work_dir()
     try:
         return _mine(config, work_dir)
@@ -80,6 +87,27 @@ def mine(config: MineSpec) -> MineResult:
         if not config.work_dir and not _encoded_chunks(work_dir, config):
             shutil.rmtree(work_dir, ignore_errors=True)
         raise
+
+
+def check_output_is_not_an_input(config: MineSpec) -> None:
+    """Refuse an output that is one of the files mining reads, before any work.
+
+    The output is written over whatever is there: given one of the ``--input`` files (or a file of the
+    ``--candidate-pool``), mining would replace the data it was given without a word. Compared as
+    ``canonical_uri`` spells them, so ``./d/x.jsonl`` and ``d/x.jsonl`` (or a link to it) are one file,
+    and with every file a prefix holds, so ``--input d --output d/mined.jsonl`` over an earlier run's
+    ``d/mined.jsonl`` is refused too.
+
+    Raises:
+        ConfigError: naming the output, the flag and the input file it would overwrite.
+        NotFoundError: an input that does not exist (as reading it would).
+    """
+    target = canonical_uri(config.output)
+    for flag, uris in (("--input", config.inputs), ("--candidate-pool", config.candidate_pool or [])):
+        for source in resolve_sources(uris):
+            if canonical_uri(source.uri) == target:
+                raise ConfigError(f"--output {config.output} is the {flag} file {source.uri}: mining would "
+                                  "overwrite the data it reads; give --output another file")
 
 
 def _encoded_chunks(work_dir: Path, config: MineSpec) -> int:

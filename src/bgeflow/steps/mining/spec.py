@@ -11,13 +11,14 @@ from typing import Literal
 
 from pydantic import field_validator, model_validator
 
+from bgeflow.core import reports
 from bgeflow.core.spec import Spec, UriList, nested, setting
 from bgeflow.retrieval.spec import EncodingSettings, ScoringSettings
 from bgeflow.steps.mining.window import Filters, RankWindow
 
 EmbeddingDtype = Literal["float16", "float32"]
-REPORT_FILE = "mine_report.json"
-PLOT_FILE = "score_histogram.png"
+REPORT_FILE = reports.MINE_REPORT
+PLOT_FILE = reports.MINE_PLOT
 #: The output names whose report and plot keep the plain names above: the pipeline's and direct mode's
 #: ``<folder>/mined.jsonl``, whose ``<folder>/mine_report.json`` later steps wait for as its completion marker.
 DEFAULT_OUTPUTS = ("mined.jsonl", "mined.jsonl.gz")

@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from bgeflow.core import reports
 from bgeflow.core.errors import EXIT_BAD_INPUT, ConfigError, DataError, Interrupted, StepFailed
 from bgeflow.core.models import check_token_limits, inspectable_model, resolve_model
 from bgeflow.core.storage import LocalStore, join_uri, open_store, output_lock
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 MODEL_DIR = "model"
 SPEC_FILE = "train_spec.yaml"
 CONFIG_FILE = "train_config.yaml"
-SUMMARY_FILE = "train_summary.json"
+SUMMARY_FILE = reports.TRAIN_SUMMARY
 WORKER_MODULE = "bgeflow.steps.training.worker"
 RUNNER_ARGS_FILE = "runner_args.json"
 #: ``<scratch>/run_inputs.json``: the run identity's inputs, for the worker to keep in checkpoint markers.
