@@ -115,7 +115,9 @@ def test_schema_forbids_additional_properties_everywhere() -> None:
 
 
 def test_required_settings_fail_clearly() -> None:
-    proc = helm("template", RELEASE, str(CHART), "--set", "retrain.enabled=true")
+    # retrain.data given: without it the schema fails first (test_retrain_enabled_needs_data).
+    proc = helm("template", RELEASE, str(CHART), "--set", "retrain.enabled=true", "--set-string",
+                "retrain.data=s3://bkt/raw/")
     assert proc.returncode != 0 and "s3.bucket is required" in proc.stderr
     proc = helm("template", RELEASE, str(CHART), "--set", "direct.enabled=true", "--set", "s3.bucket=bkt")
     assert proc.returncode != 0 and "retrain.data is required" in proc.stderr
