@@ -386,7 +386,12 @@ def test_compare_on_different_eval_sets_warns_and_counts_alike_both_ways(tmp_pat
     (100, "ndcg@10>=base+0.01", None),  # 1/100 is the margin itself: a rule can still need two queries to flip
     (30, "ndcg@10>=base+0.05, recall@10>=0.5", None),  # the smallest margin over a reference is 0.05 > 1/30
     (30, "ndcg@10>=base+0.1, rerank.ndcg@10>=retriever+0.02", "more than the gate's margin 0.02"),
-    (50, "ndcg@10>=0.5", "more than the gate's margin 0.01"),  # no margin over a reference: the default's 0.01
+    # No margin anywhere: the rules are named, no margin is made up.
+    (50, "ndcg@10>=0.5", "the gate rule ndcg@10>=0.5 has no margin, so one query can flip the verdict"),
+    (50, "ndcg@10>=base, rerank.ndcg@10>=retriever",
+     "the gate rules ndcg@10>=base, rerank.ndcg@10>=retriever have no margin"),
+    (100, "ndcg@10>=base", None),
+    (1, "", None),  # no gate: no verdict for one query to decide
     (0, "ndcg@10>=base+0.01", None),
 ])
 def test_an_eval_set_too_small_for_the_gate_is_named(queries: int, gate: str, warned: str | None) -> None:
@@ -395,6 +400,18 @@ def test_an_eval_set_too_small_for_the_gate_is_named(queries: int, gate: str, wa
         assert warning is None
     else:
         assert warning is not None and warned in warning
+        # A margin is quoted only where the gate has one.
+        assert ("margin 0.01" in warning) is ("+0.01" in gate)
+
+
+def test_evaluate_help_shows_the_gate_grammar_parse_gate_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    from bgeflow.steps.evaluation.gate import GRAMMAR
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    shown = capsys.readouterr().out
+    assert all(f"  {line}" in shown for line in GRAMMAR.splitlines())
+    assert '"retriever"' in GRAMMAR.splitlines()[-1] and parse_gate("rerank.ndcg@10>=retriever")
 
 
 def _write_mismatched_eval_dir(root: Path) -> Path:

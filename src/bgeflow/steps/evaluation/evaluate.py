@@ -272,28 +272,48 @@ def _deltas(columns: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]
     return out
 
 
+#: The swing of one query above which a gate with no margin at all is called one query's verdict: at
+#: fewer than 100 queries one query moves a mean by more than 0.01, the margin of ``DEFAULT_GATE``'s
+#: rule. Not a margin of the user's gate, and never quoted as one.
+NO_MARGIN_SWING = 0.01
+
+
 def few_queries(queries: int, rules: list[GateRule]) -> str | None:
     """A warning when the eval set is too small for the gate to mean anything; None otherwise.
 
     A mean metric in [0, 1] (nDCG, recall, MRR) over ``queries`` queries moves by up to ``1/queries``
     when one query's ranking changes. When that exceeds the smallest margin a gate rule asks over a
-    reference (``ndcg@10>=base+0.01``: 0.01), one query decides the verdict. Without such a margin,
-    0.01 stands in (the default gate's).
+    reference (``ndcg@10>=base+0.01``: 0.01), one query decides the verdict. A gate whose rules have
+    no margin (``ndcg@10>=base``, ``rerank.ndcg@10>=retriever``, ``mrr@10>=0.3``) can be flipped by
+    one query whatever the set's size; it is named when one query moves a mean by more than
+    ``NO_MARGIN_SWING``. No gate, no verdict to decide: no warning.
 
     Args:
         queries: the eval set's query count.
-        rules: the gate's rules.
+        rules: the gate's rules (empty: no gate).
 
     Returns:
-        One line naming the size, the swing of one query and what to do, or None.
+        One line naming the size, the swing of one query, the rules at stake and what to do, or None.
     """
-    margins = [abs(r.offset) for r in rules if r.reference is not None and r.offset]
-    margin = min(margins, default=0.01)
-    if not queries or 1 / queries <= margin:
+    if not queries or not rules:
         return None
-    return (f"the eval set has {queries} quer{'y' if queries == 1 else 'ies'}: one query moves a mean metric by up to "
-            f"{1 / queries:.3g}, more than the gate's margin {margin:g}, so one query decides the verdict; hold out "
-            f"at least {math.ceil(1 / margin)} queries (ingest.eval_fraction, or your own eval_data)")
+    swing = 1 / queries
+    size = f"the eval set has {queries} quer{'y' if queries == 1 else 'ies'}: one query moves a mean metric by up to " \
+           f"{swing:.3g}"
+    margins = [abs(r.offset) for r in rules if r.reference is not None and r.offset]
+    if margins:
+        margin = min(margins)
+        if swing <= margin:
+            return None
+        return (f"{size}, more than the gate's margin {margin:g}, so one query decides the verdict; hold out at least "
+                f"{math.ceil(1 / margin)} queries (ingest.eval_fraction, or your own eval_data)")
+    if swing <= NO_MARGIN_SWING:
+        return None
+    bare = ", ".join(r.text for r in rules)
+    return (f"{size}, and the gate rule{'s' if len(rules) > 1 else ''} {bare} {'have' if len(rules) > 1 else 'has'} "
+            "no margin, so one query can flip the verdict; hold out at least "
+            f"{math.ceil(1 / NO_MARGIN_SWING)} queries (ingest.eval_fraction, or your own eval_data), or give a rule "
+            "a margin over its reference (ndcg@10>=base+0.01)")
 
 
 def _score(run: _Run, retrievers: list[_Model], rerankers: list[_Model]) -> dict[str, dict[str, float]]:
