@@ -340,11 +340,35 @@ def test_compare_two_evaluations_query_by_query(eval_dir: Path, minilm_path: str
     assert all(e["delta"] < 0 and e["query"] for e in per_query["most_degraded"])
 
     assert main(["compare", a.output_uri, b.output_uri, "--column", "champion"]) == 2
-    assert "no such run file (columns with one: finetuned)" in capsys.readouterr().err
+    assert "--column champion: " in (err := capsys.readouterr().err) and "its columns: finetuned)" in err
     assert main(["compare", a.output_uri, str(tmp_path / "nothing")]) == 2
     assert "not a bgeflow evaluate output" in capsys.readouterr().err
     assert main(["compare", a.output_uri, b.output_uri, "--top", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["per_query"]["queries"] == 6
+
+
+def test_evaluating_again_into_an_output_leaves_none_of_the_earlier_files(
+        minilm_path: str, tiny_reranker: str, eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The user's case: base and reranker columns once, the retriever alone next; compare finds no stale run."""
+    from bgeflow.core.errors import ConfigError
+    from bgeflow.steps.evaluation.compare import compare
+
+    out = tmp_path / "ev"
+    evaluate(EvaluateSpec.of(output=str(out), eval_data=str(eval_dir), ingest_split=str(eval_dir),
+                             base_retriever="bundled:minilm", retriever=minilm_path, reranker=tiny_reranker,
+                             rerank_top_k=3, **FAST))
+    assert {p.name for p in (out / "runs").iterdir()} == {"base.trec", "finetuned.trec", "finetuned_reranker.trec"}
+    (out / "notes.txt").write_text("the user's own")  # not evaluate's: it stays
+    evaluate(EvaluateSpec.of(output=str(out), eval_data=str(eval_dir), retriever=minilm_path, **FAST))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "deltas.png", "metrics.json", "notes.txt", "report.md", "runs/finetuned.trec"]
+    # A column metrics.json does not list is refused, naming those it does (a stale file cannot answer).
+    (out / "runs" / "finetuned_reranker.trec").write_text("q1 Q0 panda-1 1 1.0 finetuned_reranker\n")
+    with pytest.raises(ConfigError, match=r"--column finetuned_reranker: .*ev/metrics.json lists no such column "
+                                          r"\(its columns: finetuned\)"):
+        compare(str(out), str(out), column="finetuned_reranker")
+    assert main(["compare", str(out), str(out), "--column", "finetuned_reranker"]) == 2
+    assert "lists no such column" in capsys.readouterr().err
 
 
 def _evaluation_output(folder: Path, queries: dict[str, str], column: str = "finetuned") -> str:

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from bgeflow.core.errors import DataError, NotFoundError
+from bgeflow.core.errors import ConfigError, DataError, NotFoundError
 from bgeflow.core.storage import open_store
 from bgeflow.steps.evaluation.evalset import load_eval_set
 from bgeflow.steps.evaluation.metrics import parse_metric, query_metric
@@ -39,6 +39,23 @@ class Evaluation:
             raise NotFoundError(f"{store.url(METRICS_FILE)}: no such file (not a bgeflow evaluate output, or "
                                 "one that did not finish)")
         return cls(store.uri, json.loads(store.read_text(METRICS_FILE)))
+
+    def require_column(self, column: str) -> None:
+        """Refuse a column this evaluation did not score: a run file of it can only be an older run's.
+
+        The columns are the models ``metrics.json`` lists (a skipped base reranker has no run); a
+        document without that list (written by hand) is left to ``run``.
+
+        Raises:
+            ConfigError: ``column`` is not one of them (naming those it lists, and ``--column``).
+        """
+        models = self.document.get("models")
+        if not isinstance(models, dict):
+            return
+        scored = [name for name, model in models.items() if not (isinstance(model, dict) and model.get("skipped"))]
+        if column not in scored:
+            raise ConfigError(f"--column {column}: {open_store(self.uri).url(METRICS_FILE)} lists no such column (its "
+                              f"columns: {', '.join(scored) or 'none'})")
 
     def run(self, column: str) -> dict[str, list[str]]:
         """Each query's ranked document ids from ``runs/<column>.trec``.
@@ -70,10 +87,12 @@ def compare(a_uri: str, b_uri: str, *, column: str = "finetuned", metric: str = 
 
     Raises:
         NotFoundError: an evaluation or run file is missing.
-        ConfigError: ``metric`` is not a metric name.
+        ConfigError: ``metric`` is not a metric name, or ``column`` is not one that both evaluations list.
     """
     parse_metric(metric)
     a, b = Evaluation.read(a_uri), Evaluation.read(b_uri)
+    for evaluation in (a, b):
+        evaluation.require_column(column)
     sets = [e.document.get("eval_set", {}).get("uris") for e in (a, b)]
     same_eval_set = sets[0] == sets[1]
     if not same_eval_set:

@@ -416,6 +416,25 @@ def _write(out: Store, stage: Path, document: dict[str, Any], runs: dict[str, di
     return {"metrics": out.url(METRICS_FILE), "report": out.url(REPORT_FILE), "plot": out.url(PLOT_FILE)}
 
 
+def _remove_previous(out: Store) -> None:
+    """Delete what an earlier evaluation wrote into ``out``: its files are never mixed with this one's.
+
+    A run file of a column this run does not score (``runs/base.trec`` of a run with a base model)
+    would otherwise sit beside the new ones and be read as current (``bgeflow compare``).
+    ``metrics.json`` goes first: from then on no reader takes the folder for a finished evaluation
+    until this one writes its own. Only evaluate's own names: anything else under ``out`` stays.
+
+    Raises:
+        StorageError: ``out`` cannot be listed or an object cannot be deleted.
+    """
+    for key in (METRICS_FILE, REPORT_FILE, PLOT_FILE):
+        out.delete(key)
+    for prefix in (RUNS_DIR, INGEST_SPLIT_DIR):
+        folder = out.child(prefix)
+        for obj in folder.list():
+            folder.delete(obj.key)
+
+
 def evaluate(config: EvaluateSpec) -> EvalResult:
     """Evaluate the configured models, apply the gate, and write metrics.json, report.md, deltas.png.
 
@@ -427,6 +446,9 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
 
     Args:
         config: the eval sets, the models, the gate and where the results go.
+
+    What an earlier evaluation wrote into ``output`` (``metrics.json``, ``report.md``, ``deltas.png``,
+    ``runs/``, ``ingest-split/``) is deleted once the models are scored, before the first new file.
 
     Returns:
         The main ``metrics.json`` document, the gate's verdict, and the outputs' URLs (``metrics``,
@@ -472,6 +494,8 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
 
         ordered = _score(run, retrievers, rerankers)
         gate = check_gate(config.rules, ordered, config.gate)
+        # After scoring, before the first write: a run that fails to score leaves the earlier results whole.
+        _remove_previous(out)
         beside: dict[str, Any] | None = None
         beside_outputs: dict[str, str] = {}
         if split_set is not None:
