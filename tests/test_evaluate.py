@@ -403,6 +403,54 @@ def test_compare_on_different_eval_sets_warns_and_counts_alike_both_ways(tmp_pat
     assert compare(a, a)["same_eval_set"] and not caplog.records
 
 
+def test_compare_judges_the_eval_set_by_its_files_not_by_how_the_path_is_spelled(
+        minilm_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The user's cases: the same files named relative then absolute are one set; other files written to
+    the same path are another; a different rerank_top_k makes rerank.* metrics incomparable."""
+    import hashlib
+
+    from bgeflow.steps.evaluation.compare import compare
+
+    def warned() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "bgeflow.steps.evaluation.compare"]
+
+    write_eval_dir(tmp_path / "eval")
+    monkeypatch.chdir(tmp_path)
+    relative = evaluate(EvaluateSpec.of(output="rel", eval_data="eval", retriever=minilm_path, **FAST))
+    absolute = evaluate(EvaluateSpec.of(output=str(tmp_path / "abs"), eval_data=str(tmp_path / "eval"),
+                                        retriever=minilm_path, **FAST))
+    recorded = relative.metrics["eval_set"]
+    assert recorded["uris"] == {"corpus": str(tmp_path / "eval" / "corpus.jsonl"),
+                                "queries": str(tmp_path / "eval" / "queries.jsonl")}
+    digest = hashlib.sha256(f"\t{hashlib.sha256((tmp_path / 'eval' / 'queries.jsonl').read_bytes()).hexdigest()}"
+                            .encode()).hexdigest()
+    assert recorded["sha256"]["queries"] == digest and set(recorded["sha256"]) == {"corpus", "queries"}
+    with caplog.at_level("WARNING", logger="bgeflow.steps.evaluation.compare"):
+        assert compare(str(tmp_path / "rel"), str(tmp_path / "abs"))["same_eval_set"]
+    assert warned() == []
+
+    # Another eval set written over the same path: the URIs are equal, the sets are not.
+    lines = (tmp_path / "eval" / "queries.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "eval" / "queries.jsonl").write_text("".join(lines[:4]))
+    rewritten = evaluate(EvaluateSpec.of(output=str(tmp_path / "new"), eval_data=str(tmp_path / "eval"),
+                                         retriever=minilm_path, **FAST))
+    assert rewritten.metrics["eval_set"]["uris"] == absolute.metrics["eval_set"]["uris"]
+    with caplog.at_level("WARNING", logger="bgeflow.steps.evaluation.compare"):
+        assert not compare(str(tmp_path / "abs"), str(tmp_path / "new"))["same_eval_set"]
+    assert len(warned()) == 1 and "were evaluated on different eval sets" in warned()[0]
+
+    # Reranked to different depths: said, since rerank.* metrics then measure different things.
+    caplog.clear()
+    for folder, k in (("rel", 3), ("abs", 100)):
+        document = json.loads((tmp_path / folder / "metrics.json").read_text())
+        (tmp_path / folder / "metrics.json").write_text(json.dumps({**document, "rerank_top_k": k}))
+    with caplog.at_level("WARNING", logger="bgeflow.steps.evaluation.compare"):
+        compare(str(tmp_path / "rel"), str(tmp_path / "abs"))
+    assert warned() == [
+        f"{tmp_path / 'rel'} reranked each query's top 3 candidates and {tmp_path / 'abs'} the top 100: their "
+        "rerank.* metrics (and reranker columns) are not comparable"]
+
+
 @pytest.mark.parametrize(("queries", "gate", "warned"), [
     (1, "ndcg@10>=base+0.01", "the eval set has 1 query: one query moves a mean metric by up to 1, more than the "
                               "gate's margin 0.01, so one query decides the verdict; hold out at least 100 queries"),

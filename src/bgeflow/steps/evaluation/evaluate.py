@@ -357,7 +357,7 @@ def _document(run: _Run, uris: dict[str, str], models: list[_Model], columns: di
     config = run.config
     return {
         "bgeflow_version": __version__,
-        "eval_set": {"uris": uris, **run.evalset.sizes()},
+        "eval_set": {"uris": uris, **run.evalset.sizes(), "sha256": run.evalset.sha256()},
         "warnings": warnings,
         "models": {
             (m.column if m.role == "retriever" else f"{m.column}_reranker"): {

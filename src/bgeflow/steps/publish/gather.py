@@ -15,6 +15,7 @@ from bgeflow.core.storage import (
     LocalStore,
     Store,
     file_sha256,
+    files_digest,
     iter_lines,
     open_store,
     resolve_sources,
@@ -52,8 +53,8 @@ def digest_file(local: Path, path: str) -> FileEntry:
 
 
 def content_hash(files: list[FileEntry]) -> str:
-    lines = sorted(f"{f.path}\t{f.sha256}" for f in files if f.path != CARD)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    """The version's content hash: ``files_digest`` of every file but the card (which names the version)."""
+    return files_digest({f.path: f.sha256 for f in files if f.path != CARD})
 
 
 def _model_root(uri: str) -> tuple[Store, str]:

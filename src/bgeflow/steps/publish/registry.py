@@ -37,10 +37,10 @@ from bgeflow.core.storage import (
     Store,
     is_remote,
     join_uri,
+    object_sha256,
     open_store,
     safe_join,
     safe_name,
-    stream_sha256,
 )
 
 log = logging.getLogger(__name__)
@@ -192,11 +192,6 @@ def get_version(registry: str, name: str, ref: str = "latest") -> VersionInfo:
     return info
 
 
-def sha256_of(store: Store, key: str) -> str:
-    with store.open_read(key) as fh:
-        return stream_sha256(fh)
-
-
 def verify(registry: str, name: str, ref: str = "latest", *, checksums: bool = True) -> list[str]:
     """Problems with a version's files (missing, wrong size, wrong sha256); empty when intact."""
     info = get_version(registry, name, ref)
@@ -208,7 +203,7 @@ def verify(registry: str, name: str, ref: str = "latest", *, checksums: bool = T
             problems.append(f"{store.url(entry['path'])}: missing")
         elif found.size != entry["size"]:
             problems.append(f"{store.url(entry['path'])}: {found.size} bytes, manifest says {entry['size']}")
-        elif checksums and sha256_of(store, entry["path"]) != entry["sha256"]:
+        elif checksums and object_sha256(store, entry["path"]) != entry["sha256"]:
             problems.append(f"{store.url(entry['path'])}: sha256 differs from the manifest")
     return problems
 
