@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -356,3 +357,82 @@ def test_cli_holds_back_a_model_whose_own_gate_failed_and_exits_0(tmp_path: Path
     assert main([*argv, "--only-if-gate-passed"]) == 2
     line = _one_error_line(capsys, "publish")
     assert "--only-if-gate-passed was removed" in line and "--champion if-gate-passed" in line
+
+
+def _evaluated(path: Path, column: str, **model: str) -> Path:
+    """A passed evaluation that lists ``model`` as its ``column`` (``finetuned`` or ``finetuned_reranker``)."""
+    document = json.loads(write_metrics(path, True).read_text())
+    document["models"][column] = {"role": "reranker" if column.endswith("reranker") else "retriever", **model}
+    path.write_text(json.dumps(document))
+    return path
+
+
+#: case → (the column the metrics list, how they name the model, published as a reranker?, refusal or None)
+EVALUATED_CASES = {
+    "this model's fingerprint": ("finetuned", "fingerprint:new", False, None),
+    "another model's fingerprint": ("finetuned", "fingerprint:other", False,
+                                    "describes the finetuned model {other}, not --model {new} (content fingerprint"),
+    "older metrics: this model's absolute path": ("finetuned", "path:new", False, None),
+    "older metrics: this model's relative path": ("finetuned", "relative:new", False, None),
+    "older metrics: its model/ folder": ("finetuned", "path:new/model", False, None),
+    "older metrics: another model's path": ("finetuned", "path:other", False,
+                                            "describes the finetuned model {other}, not --model {new} (compared by "
+                                            "path: that metrics.json predates model fingerprints)"),
+    "a reranker with a retriever's evaluation": ("finetuned", "fingerprint:new", True,
+                                                 "scored no fine-tuned reranker (no 'finetuned_reranker' column, only "
+                                                 "finetuned): --model {new} is published as a reranker"),
+    "a reranker with its own evaluation": ("finetuned_reranker", "fingerprint:new", True, None),
+}
+
+
+@pytest.mark.parametrize("case", EVALUATED_CASES)
+def test_metrics_of_another_model_are_refused(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--metrics must have scored --model: by its files' fingerprint, else (older metrics.json) by its folder."""
+    from bgeflow.core.errors import ConfigError
+    from bgeflow.core.weights import content_fingerprint
+
+    column, named, reranker, refusal = EVALUATED_CASES[case]
+    models = {"new": make_training_output(tmp_path / "new", reranker=reranker),
+              "other": make_training_output(tmp_path / "other", seed=1, reranker=reranker)}
+    how, _, which = named.partition(":")
+    folder = tmp_path / which
+    model = {"fingerprint": {"model": str(folder), "fingerprint": content_fingerprint(folder / "model")},
+             "path": {"model": str(folder)}, "relative": {"model": which}}[how]
+    monkeypatch.chdir(tmp_path)
+    spec = PublishSpec.of(model=str(models["new"]), name="m", registry=str(tmp_path / "reg"), champion="if-gate-passed",
+                          metrics=str(_evaluated(tmp_path / "metrics.json", column, **model)))
+    if refusal is None:
+        assert publish(spec).champion
+        return
+    with pytest.raises(ConfigError, match="^--metrics " + re.escape(
+            f"{tmp_path / 'metrics.json'} {refusal.format(new=models['new'], other=models['other'])}")):
+        publish(spec)
+    assert not (tmp_path / "reg").exists()  # nothing written
+
+
+def test_cli_refuses_to_publish_a_model_with_anothers_evaluation(minilm_path: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The user's case: ret1 evaluated, ret2 published with ret1's metrics. A copy of ret1 elsewhere (a KFP
+    run publishes another URI of the model it evaluated) is ret1 all the same."""
+    import shutil
+
+    from bgeflow.steps.evaluation import EvaluateSpec, evaluate
+    from test_evaluate import FAST, write_eval_dir
+
+    ret1, ret2, copy = (tmp_path / n for n in ("ret1", "ret2", "elsewhere"))
+    shutil.copytree(minilm_path, ret1)
+    shutil.copytree(minilm_path, ret2)
+    (ret2 / "config.json").write_text((ret2 / "config.json").read_text() + "\n")  # other bytes: another model
+    evaluate(EvaluateSpec.of(output=str(tmp_path / "ev1"), eval_data=str(write_eval_dir(tmp_path / "eval")),
+                             retriever=str(ret1), **FAST))
+    metrics = str(tmp_path / "ev1" / "metrics.json")
+    assert json.loads(Path(metrics).read_text())["models"]["finetuned"]["fingerprint"]
+    argv = ["publish", "--name", "toy-ret", "--registry", str(tmp_path / "reg"), "--metrics", metrics,
+            "--champion", "if-gate-passed"]
+    assert main([*argv, "--model", str(ret2)]) == 2
+    line = _one_error_line(capsys, "publish")
+    assert f"describes the finetuned model {ret1}, not --model {ret2}" in line
+    assert not (tmp_path / "reg").exists()
+    shutil.copytree(ret1, copy)
+    assert main([*argv, "--model", str(copy)]) == 0
+    assert json.loads(capsys.readouterr().out)["champion"] is True

@@ -26,6 +26,11 @@ A second eval set (``ingest_split``: in a run, ingest's held-out split beside th
 before the main ``metrics.json``; the main report gives it a section. It is reported only: the gate
 judges the first set alone, and no champion is scored on the second.
 
+Each model under ``models`` has its ``fingerprint`` (``core.weights.content_fingerprint``: a hash of
+its files' bytes), by which ``bgeflow publish`` checks that ``--metrics`` scored the model it publishes;
+``eval_set`` has each file role's absolute URI and ``sha256``, by which ``bgeflow compare`` tells
+whether two evaluations ran on the same set.
+
 Columns are ``base``, ``finetuned`` and ``champion``; reranker metrics sit in the same columns
 prefixed ``rerank.`` (``rerank.ndcg@10``), so one gate expression covers both. With a reranker, the
 column ``retriever`` holds the fine-tuned retriever's own order of the candidates the rerankers
@@ -46,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from bgeflow import __version__
 from bgeflow.core.errors import ConfigError
 from bgeflow.core.storage import Store, open_store
-from bgeflow.core.weights import require_safetensors
+from bgeflow.core.weights import content_fingerprint, require_safetensors
 from bgeflow.data.records import query_prompt
 from bgeflow.steps.evaluation import families
 from bgeflow.steps.evaluation.evalset import EvalSet, load_eval_set, resolve_eval_uris
@@ -86,6 +91,8 @@ class _Model:
     normalize: bool | None = None
     precision: str | None = None  # the arithmetic it was encoded in (bgeflow.retrieval.precision)
     skipped: str | None = None
+    #: ``core.weights.content_fingerprint`` of its files: what publish checks --metrics against
+    fingerprint: str | None = None
 
 
 @dataclass
@@ -366,6 +373,7 @@ def _document(run: _Run, uris: dict[str, str], models: list[_Model], columns: di
                 **({"precision": m.precision} if m.precision else {}),
                 **({"skipped": m.skipped} if m.skipped else {}),
                 **({"registry_version": m.registry_version} if m.registry_version else {}),
+                **({"fingerprint": m.fingerprint} if m.fingerprint else {}),
             }
             for m in models
         },
@@ -487,6 +495,10 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
             _resolve("finetuned", "reranker", config.reranker, workdir),
             _resolve_champion("reranker", config.champion_reranker_ref, workdir),
         ) if m is not None]
+        # Each distinct folder read once (base and fine-tuned may be one model): publish compares it with --model's.
+        fingerprints = {path: content_fingerprint(path) for path in {m.path for m in (*retrievers, *rerankers)}}
+        for model in (*retrievers, *rerankers):
+            model.fingerprint = fingerprints[model.path]
         for model in rerankers:
             if model.column == "base" and (reason := _untrained_base(model)):
                 model.skipped = reason
