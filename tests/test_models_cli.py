@@ -269,3 +269,19 @@ def test_verify_names_what_a_non_reference_is(ref: str, message: str, tmp_path: 
     assert main(["models", "verify", ref.format(**fill)]) == 2
     err = capsys.readouterr().err
     assert message.format(**fill) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_promote_refuses_a_version_of_another_kind_than_the_names_champion(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A name mixed before publish refused it: its reranker is not made the champion of its retrievers."""
+    reg = str(tmp_path / "registry")
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "ret")), name="toy-ret", registry=reg,
+                           version="v1", champion="always"))
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "rr", seed=1, reranker=True)), name="toy-rr",
+                           registry=reg, version="r1"))
+    (Path(reg) / "toy-rr" / "r1").rename(Path(reg) / "toy-ret" / "r1")
+    assert main(["models", "promote", f"{reg}/toy-ret@r1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{reg}/toy-ret is a retriever name (its champion v1 is a retriever), and version r1 is a reranker" in err
+    assert registry.get_version(reg, "toy-ret", "champion").version == "v1"
+    assert _json(capsys, ["models", "promote", f"{reg}/toy-ret@v1"])["changed"] is False  # its own kind: fine

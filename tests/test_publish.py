@@ -429,6 +429,7 @@ def test_cli_refuses_to_publish_a_model_with_anothers_evaluation(minilm_path: st
     assert json.loads(Path(metrics).read_text())["models"]["finetuned"]["fingerprint"]
     argv = ["publish", "--name", "toy-ret", "--registry", str(tmp_path / "reg"), "--metrics", metrics,
             "--champion", "if-gate-passed"]
+    capsys.readouterr()  # evaluate's log lines
     assert main([*argv, "--model", str(ret2)]) == 2
     line = _one_error_line(capsys, "publish")
     assert f"describes the finetuned model {ret1}, not --model {ret2}" in line
@@ -436,3 +437,59 @@ def test_cli_refuses_to_publish_a_model_with_anothers_evaluation(minilm_path: st
     shutil.copytree(ret1, copy)
     assert main([*argv, "--model", str(copy)]) == 0
     assert json.loads(capsys.readouterr().out)["champion"] is True
+
+
+#: case → (the kinds published under the name before, in order, which one is champion (index or None), the kind
+#: published now): the name's kind is its champion's, else its latest version's.
+KIND_CASES = {
+    "a reranker under a retriever's name": (["retriever"], 0, "reranker", "retriever"),
+    "a retriever under a reranker's name": (["reranker"], None, "retriever", "reranker"),
+    "the champion decides, not a newer version": (["retriever", "reranker"], 0, "reranker", "retriever"),
+    "a retriever under a retriever's name": (["retriever"], 0, "retriever", None),
+    "a new name": ([], None, "reranker", None),
+}
+
+
+@pytest.mark.parametrize("case", KIND_CASES)
+def test_a_name_keeps_one_kind(case: str, tmp_path: Path) -> None:
+    from bgeflow.core.errors import ConflictError
+    from bgeflow.steps.publish import pointers
+
+    before, champion, kind, refused_for = KIND_CASES[case]
+    reg = str(tmp_path / "reg")
+    (Path(reg) / "m").mkdir(parents=True)
+    for n, earlier in enumerate(before):
+        # As a registry from before this check could hold them (a mixed name): each version published under
+        # a name of its own, then moved under "m".
+        reranker = earlier == "reranker"
+        publish(PublishSpec.of(model=str(make_training_output(tmp_path / f"v{n}", seed=n, reranker=reranker)),
+                               name=f"k{n}", registry=reg, version=f"v{n}"))
+        (Path(reg) / f"k{n}" / f"v{n}").rename(Path(reg) / "m" / f"v{n}")
+        pointers.write_pointer(open_store(f"{reg}/m"), "latest", f"v{n}", "")
+    if champion is not None:
+        pointers.write_pointer(open_store(f"{reg}/m"), "champion", f"v{champion}", "")
+    spec = PublishSpec.of(model=str(make_training_output(tmp_path / "new", seed=9, reranker=kind == "reranker")),
+                          name="m", registry=reg, champion="always")
+    if refused_for is None:
+        assert publish(spec).champion
+        return
+    with pytest.raises(ConflictError, match=f"^{re.escape(reg)}/m is a {refused_for} name \\(its (champion|latest) "
+                                            f"v\\d is a {refused_for}\\), and --model {re.escape(spec.model)} is a "
+                                            f"{kind}: .* under a name of its own \\(--name\\)$"):
+        publish(spec)
+    assert len(registry.list_versions(reg, "m")) == len(before)
+
+
+def test_cli_refuses_a_reranker_as_a_retrievers_champion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The user's case: ``publish --model rr1 --name toy-ret --set-champion``, toy-ret's versions retrievers."""
+    reg = str(tmp_path / "reg")
+    first = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "ret1")), name="toy-ret", registry=reg,
+                                   champion="always"))
+    rr1 = make_training_output(tmp_path / "rr1", seed=1, reranker=True)
+    capsys.readouterr()  # the first publish's log lines
+    assert main(["publish", "--model", str(rr1), "--name", "toy-ret", "--registry", reg, "--set-champion"]) == 2
+    line = _one_error_line(capsys, "publish")
+    assert f"{reg}/toy-ret is a retriever name (its champion {first.version} is a retriever)" in line
+    assert f"--model {rr1} is a reranker" in line
+    assert [v.version for v in registry.list_versions(reg, "toy-ret")] == [first.version]
+    assert registry.get_version(reg, "toy-ret", "champion").version == first.version

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bgeflow.core.errors import ConfigError, NotFoundError, StepFailed
+from bgeflow.core.errors import ConfigError, ConflictError, NotFoundError, StepFailed
 from bgeflow.core.models import resolve_model
 from bgeflow.core.storage import (
     SAFE_NAME_PATTERN,
@@ -182,6 +182,33 @@ def find_version(registry: str, name: str, ref: str = "latest") -> VersionInfo |
                     registry, name, ref, target)
     versions = list_versions(registry, name)
     return versions[-1] if versions else None
+
+
+def require_kind(registry: str, name: str, kind: str, what: str) -> None:
+    """Refuse to give ``name`` a ``kind`` version when the name stands for the other kind.
+
+    A name is one kind: ``bgeflow evaluate`` scores its champion as the retriever or the reranker it
+    was asked for, and users load it as one. Its kind is its champion's, else its latest version's
+    (a name with nothing published takes any kind; versions from before manifests named a kind, none).
+
+    Args:
+        registry: the registry root.
+        name: the model's name in it.
+        kind: ``retriever`` or ``reranker``: what is about to be published or promoted.
+        what: that model, as the message names it (``--model <uri>``, ``version <v>``).
+
+    Raises:
+        ConflictError: naming the name, its kind (and the version that says so) and ``kind``.
+    """
+    for pointer in ("champion", "latest"):  # the champion first: what readers of the name load
+        current = find_version(registry, name, pointer)
+        if current is not None:
+            break
+    if current is None or not current.kind or current.kind == kind:
+        return
+    raise ConflictError(f"{join_uri(registry, name)} is a {current.kind} name (its {pointer} {current.version} is a "
+                        f"{current.kind}), and {what} is a {kind}: a name's versions are one kind, the one evaluate "
+                        f"and users load its champion as; publish the {kind} under a name of its own (--name)")
 
 
 def get_version(registry: str, name: str, ref: str = "latest") -> VersionInfo:
