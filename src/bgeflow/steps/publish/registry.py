@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,6 +241,11 @@ def verify(registry: str, name: str, ref: str = "latest", *, checksums: bool = T
 def download_model(registry: str, name: str, ref: str, dest: str | Path) -> Path:
     """Download a version's ``model/`` files into ``dest``, checking each sha256; returns ``dest``.
 
+    The files land in a hidden temporary sibling of ``dest`` first and reach ``dest`` only once every
+    one matched the manifest: a failed check leaves no ``dest`` (and an existing one as it was), never a
+    loadable folder holding a tampered file. A ``dest`` that does not exist (or is empty) is renamed
+    into place whole; into a folder with files, each file is moved over its namesake.
+
     Raises:
         UnsafePathError: a manifest entry that would land outside ``dest``.
         RegistryError: no model files, or a file whose sha256 differs from the manifest.
@@ -251,12 +259,32 @@ def download_model(registry: str, name: str, ref: str, dest: str | Path) -> Path
     entries = [e for e in info.files if isinstance(e.get("path"), str) and e["path"].startswith(prefix)]
     if not entries:
         raise RegistryError(f"{info.uri}: the manifest lists no {prefix} files")
+    rels = [e["path"][len(prefix):] for e in entries]
     # Every entry checked before the first download: a manifest naming model/../../x writes nothing.
-    targets = [safe_join(dest, e["path"][len(prefix):], what=f"manifest entry of {info.uri}") for e in entries]
-    for entry, target in zip(entries, targets, strict=True):
-        store.get_file(entry["path"], target)
-        if file_sha256(target) != entry["sha256"]:
-            raise RegistryError(f"{store.url(entry['path'])}: downloaded file's sha256 differs from the manifest")
+    for rel in rels:
+        safe_join(dest, rel, what=f"manifest entry of {info.uri}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # A sibling: on the same file system, so the moves below are renames. mkdir, not mkdtemp: the folder
+    # renamed into place gets the usual mode (0755 under umask 022), not mkdtemp's 0700.
+    staging = dest.parent / f".{dest.name}.bgeflow-download-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        for entry, rel in zip(entries, rels, strict=True):
+            target = staging / rel
+            store.get_file(entry["path"], target)
+            if file_sha256(target) != entry["sha256"]:
+                raise RegistryError(f"{store.url(entry['path'])}: downloaded file's sha256 differs from the manifest; "
+                                    f"nothing was written to {dest}")
+        try:
+            os.rename(staging, dest)  # absent or empty: the whole folder at once
+        except OSError:
+            if not dest.is_dir():
+                raise
+            for rel in rels:  # a folder with other files: each verified file over its namesake
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / rel, dest / rel)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     log.info("downloaded %s (%d files) to %s", info.uri, len(entries), dest)
     return dest
 
