@@ -340,11 +340,35 @@ def test_compare_two_evaluations_query_by_query(eval_dir: Path, minilm_path: str
     assert all(e["delta"] < 0 and e["query"] for e in per_query["most_degraded"])
 
     assert main(["compare", a.output_uri, b.output_uri, "--column", "champion"]) == 2
-    assert "no such run file (columns with one: finetuned)" in capsys.readouterr().err
+    assert "--column champion: " in (err := capsys.readouterr().err) and "its columns: finetuned)" in err
     assert main(["compare", a.output_uri, str(tmp_path / "nothing")]) == 2
     assert "not a bgeflow evaluate output" in capsys.readouterr().err
     assert main(["compare", a.output_uri, b.output_uri, "--top", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["per_query"]["queries"] == 6
+
+
+def test_evaluating_again_into_an_output_leaves_none_of_the_earlier_files(
+        minilm_path: str, tiny_reranker: str, eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The user's case: base and reranker columns once, the retriever alone next; compare finds no stale run."""
+    from bgeflow.core.errors import ConfigError
+    from bgeflow.steps.evaluation.compare import compare
+
+    out = tmp_path / "ev"
+    evaluate(EvaluateSpec.of(output=str(out), eval_data=str(eval_dir), ingest_split=str(eval_dir),
+                             base_retriever="bundled:minilm", retriever=minilm_path, reranker=tiny_reranker,
+                             rerank_top_k=3, **FAST))
+    assert {p.name for p in (out / "runs").iterdir()} == {"base.trec", "finetuned.trec", "finetuned_reranker.trec"}
+    (out / "notes.txt").write_text("the user's own")  # not evaluate's: it stays
+    evaluate(EvaluateSpec.of(output=str(out), eval_data=str(eval_dir), retriever=minilm_path, **FAST))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "deltas.png", "metrics.json", "notes.txt", "report.md", "runs/finetuned.trec"]
+    # A column metrics.json does not list is refused, naming those it does (a stale file cannot answer).
+    (out / "runs" / "finetuned_reranker.trec").write_text("q1 Q0 panda-1 1 1.0 finetuned_reranker\n")
+    with pytest.raises(ConfigError, match=r"--column finetuned_reranker: .*ev/metrics.json lists no such column "
+                                          r"\(its columns: finetuned\)"):
+        compare(str(out), str(out), column="finetuned_reranker")
+    assert main(["compare", str(out), str(out), "--column", "finetuned_reranker"]) == 2
+    assert "lists no such column" in capsys.readouterr().err
 
 
 def _evaluation_output(folder: Path, queries: dict[str, str], column: str = "finetuned") -> str:
@@ -379,6 +403,54 @@ def test_compare_on_different_eval_sets_warns_and_counts_alike_both_ways(tmp_pat
     assert compare(a, a)["same_eval_set"] and not caplog.records
 
 
+def test_compare_judges_the_eval_set_by_its_files_not_by_how_the_path_is_spelled(
+        minilm_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The user's cases: the same files named relative then absolute are one set; other files written to
+    the same path are another; a different rerank_top_k makes rerank.* metrics incomparable."""
+    import hashlib
+
+    from bgeflow.steps.evaluation.compare import compare
+
+    def warned() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "bgeflow.steps.evaluation.compare"]
+
+    write_eval_dir(tmp_path / "eval")
+    monkeypatch.chdir(tmp_path)
+    relative = evaluate(EvaluateSpec.of(output="rel", eval_data="eval", retriever=minilm_path, **FAST))
+    absolute = evaluate(EvaluateSpec.of(output=str(tmp_path / "abs"), eval_data=str(tmp_path / "eval"),
+                                        retriever=minilm_path, **FAST))
+    recorded = relative.metrics["eval_set"]
+    assert recorded["uris"] == {"corpus": str(tmp_path / "eval" / "corpus.jsonl"),
+                                "queries": str(tmp_path / "eval" / "queries.jsonl")}
+    digest = hashlib.sha256(f"\t{hashlib.sha256((tmp_path / 'eval' / 'queries.jsonl').read_bytes()).hexdigest()}"
+                            .encode()).hexdigest()
+    assert recorded["sha256"]["queries"] == digest and set(recorded["sha256"]) == {"corpus", "queries"}
+    with caplog.at_level("WARNING", logger="bgeflow.steps.evaluation.compare"):
+        assert compare(str(tmp_path / "rel"), str(tmp_path / "abs"))["same_eval_set"]
+    assert warned() == []
+
+    # Another eval set written over the same path: the URIs are equal, the sets are not.
+    lines = (tmp_path / "eval" / "queries.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "eval" / "queries.jsonl").write_text("".join(lines[:4]))
+    rewritten = evaluate(EvaluateSpec.of(output=str(tmp_path / "new"), eval_data=str(tmp_path / "eval"),
+                                         retriever=minilm_path, **FAST))
+    assert rewritten.metrics["eval_set"]["uris"] == absolute.metrics["eval_set"]["uris"]
+    with caplog.at_level("WARNING", logger="bgeflow.steps.evaluation.compare"):
+        assert not compare(str(tmp_path / "abs"), str(tmp_path / "new"))["same_eval_set"]
+    assert len(warned()) == 1 and "were evaluated on different eval sets" in warned()[0]
+
+    # Reranked to different depths: said, since rerank.* metrics then measure different things.
+    caplog.clear()
+    for folder, k in (("rel", 3), ("abs", 100)):
+        document = json.loads((tmp_path / folder / "metrics.json").read_text())
+        (tmp_path / folder / "metrics.json").write_text(json.dumps({**document, "rerank_top_k": k}))
+    with caplog.at_level("WARNING", logger="bgeflow.steps.evaluation.compare"):
+        compare(str(tmp_path / "rel"), str(tmp_path / "abs"))
+    assert warned() == [
+        f"{tmp_path / 'rel'} reranked each query's top 3 candidates and {tmp_path / 'abs'} the top 100: their "
+        "rerank.* metrics (and reranker columns) are not comparable"]
+
+
 @pytest.mark.parametrize(("queries", "gate", "warned"), [
     (1, "ndcg@10>=base+0.01", "the eval set has 1 query: one query moves a mean metric by up to 1, more than the "
                               "gate's margin 0.01, so one query decides the verdict; hold out at least 100 queries"),
@@ -386,7 +458,12 @@ def test_compare_on_different_eval_sets_warns_and_counts_alike_both_ways(tmp_pat
     (100, "ndcg@10>=base+0.01", None),  # 1/100 is the margin itself: a rule can still need two queries to flip
     (30, "ndcg@10>=base+0.05, recall@10>=0.5", None),  # the smallest margin over a reference is 0.05 > 1/30
     (30, "ndcg@10>=base+0.1, rerank.ndcg@10>=retriever+0.02", "more than the gate's margin 0.02"),
-    (50, "ndcg@10>=0.5", "more than the gate's margin 0.01"),  # no margin over a reference: the default's 0.01
+    # No margin anywhere: the rules are named, no margin is made up.
+    (50, "ndcg@10>=0.5", "the gate rule ndcg@10>=0.5 has no margin, so one query can flip the verdict"),
+    (50, "ndcg@10>=base, rerank.ndcg@10>=retriever",
+     "the gate rules ndcg@10>=base, rerank.ndcg@10>=retriever have no margin"),
+    (100, "ndcg@10>=base", None),
+    (1, "", None),  # no gate: no verdict for one query to decide
     (0, "ndcg@10>=base+0.01", None),
 ])
 def test_an_eval_set_too_small_for_the_gate_is_named(queries: int, gate: str, warned: str | None) -> None:
@@ -395,6 +472,18 @@ def test_an_eval_set_too_small_for_the_gate_is_named(queries: int, gate: str, wa
         assert warning is None
     else:
         assert warning is not None and warned in warning
+        # A margin is quoted only where the gate has one.
+        assert ("margin 0.01" in warning) is ("+0.01" in gate)
+
+
+def test_evaluate_help_shows_the_gate_grammar_parse_gate_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    from bgeflow.steps.evaluation.gate import GRAMMAR
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    shown = capsys.readouterr().out
+    assert all(f"  {line}" in shown for line in GRAMMAR.splitlines())
+    assert '"retriever"' in GRAMMAR.splitlines()[-1] and parse_gate("rerank.ndcg@10>=retriever")
 
 
 def _write_mismatched_eval_dir(root: Path) -> Path:

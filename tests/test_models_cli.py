@@ -269,3 +269,51 @@ def test_verify_names_what_a_non_reference_is(ref: str, message: str, tmp_path: 
     assert main(["models", "verify", ref.format(**fill)]) == 2
     err = capsys.readouterr().err
     assert message.format(**fill) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_promote_refuses_a_version_of_another_kind_than_the_names_champion(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A name mixed before publish refused it: its reranker is not made the champion of its retrievers."""
+    reg = str(tmp_path / "registry")
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "ret")), name="toy-ret", registry=reg,
+                           version="v1", champion="always"))
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "rr", seed=1, reranker=True)), name="toy-rr",
+                           registry=reg, version="r1"))
+    (Path(reg) / "toy-rr" / "r1").rename(Path(reg) / "toy-ret" / "r1")
+    assert main(["models", "promote", f"{reg}/toy-ret@r1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{reg}/toy-ret is a retriever name (its champion v1 is a retriever), and version r1 is a reranker" in err
+    assert registry.get_version(reg, "toy-ret", "champion").version == "v1"
+    assert _json(capsys, ["models", "promote", f"{reg}/toy-ret@v1"])["changed"] is False  # its own kind: fine
+
+
+@pytest.mark.parametrize("dest_before", ["absent", "empty", "another model's files"])
+def test_a_download_that_fails_its_check_leaves_nothing(dest_before: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The user's case: a tampered file made the download exit 1 and left a complete, loadable folder."""
+    reg = str(tmp_path / "registry")
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg, version="v1",
+                           champion="always"))
+    dest = tmp_path / "dl"
+    if dest_before != "absent":
+        dest.mkdir()
+    if dest_before == "another model's files":
+        (dest / "config.json").write_text("{}")
+        (dest / "notes.txt").write_text("mine")
+    before = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
+              and "registry" not in p.parts}
+    weights = Path(reg) / "m" / "v1" / "model" / "model.safetensors"
+    weights.write_bytes(bytes([weights.read_bytes()[0] ^ 0xFF]) + weights.read_bytes()[1:])  # same size
+    assert main(["models", "download", f"{reg}/m@champion", str(dest)]) == 1
+    assert "sha256 differs from the manifest; nothing was written to" in capsys.readouterr().err
+    after = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
+             and "registry" not in p.parts}
+    assert after == before  # no half folder, no staging sibling, an existing folder untouched
+    assert dest.exists() is (dest_before != "absent") and not list(tmp_path.glob(".dl*"))
+
+    weights.write_bytes(bytes([weights.read_bytes()[0] ^ 0xFF]) + weights.read_bytes()[1:])  # restored
+    assert _json(capsys, ["models", "download", f"{reg}/m@champion", str(dest)])["files"] == 6
+    assert (dest / "model.safetensors").read_bytes() == weights.read_bytes()
+    assert (dest / "notes.txt").exists() is (dest_before == "another model's files")  # others' files stay
+    (tmp_path / "fresh").mkdir()
+    assert dest.stat().st_mode == (tmp_path / "fresh").stat().st_mode  # any new folder's mode, not a temp dir's

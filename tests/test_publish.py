@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -356,3 +357,139 @@ def test_cli_holds_back_a_model_whose_own_gate_failed_and_exits_0(tmp_path: Path
     assert main([*argv, "--only-if-gate-passed"]) == 2
     line = _one_error_line(capsys, "publish")
     assert "--only-if-gate-passed was removed" in line and "--champion if-gate-passed" in line
+
+
+def _evaluated(path: Path, column: str, **model: str) -> Path:
+    """A passed evaluation that lists ``model`` as its ``column`` (``finetuned`` or ``finetuned_reranker``)."""
+    document = json.loads(write_metrics(path, True).read_text())
+    document["models"][column] = {"role": "reranker" if column.endswith("reranker") else "retriever", **model}
+    path.write_text(json.dumps(document))
+    return path
+
+
+#: case → (the column the metrics list, how they name the model, published as a reranker?, refusal or None)
+EVALUATED_CASES = {
+    "this model's fingerprint": ("finetuned", "fingerprint:new", False, None),
+    "another model's fingerprint": ("finetuned", "fingerprint:other", False,
+                                    "describes the finetuned model {other}, not --model {new} (content fingerprint"),
+    "older metrics: this model's absolute path": ("finetuned", "path:new", False, None),
+    "older metrics: this model's relative path": ("finetuned", "relative:new", False, None),
+    "older metrics: its model/ folder": ("finetuned", "path:new/model", False, None),
+    "older metrics: another model's path": ("finetuned", "path:other", False,
+                                            "describes the finetuned model {other}, not --model {new} (compared by "
+                                            "path: that metrics.json predates model fingerprints)"),
+    "a reranker with a retriever's evaluation": ("finetuned", "fingerprint:new", True,
+                                                 "scored no fine-tuned reranker (no 'finetuned_reranker' column, only "
+                                                 "finetuned): --model {new} is published as a reranker"),
+    "a reranker with its own evaluation": ("finetuned_reranker", "fingerprint:new", True, None),
+}
+
+
+@pytest.mark.parametrize("case", EVALUATED_CASES)
+def test_metrics_of_another_model_are_refused(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--metrics must have scored --model: by its files' fingerprint, else (older metrics.json) by its folder."""
+    from bgeflow.core.errors import ConfigError
+    from bgeflow.core.weights import content_fingerprint
+
+    column, named, reranker, refusal = EVALUATED_CASES[case]
+    models = {"new": make_training_output(tmp_path / "new", reranker=reranker),
+              "other": make_training_output(tmp_path / "other", seed=1, reranker=reranker)}
+    how, _, which = named.partition(":")
+    folder = tmp_path / which
+    model = {"fingerprint": {"model": str(folder), "fingerprint": content_fingerprint(folder / "model")},
+             "path": {"model": str(folder)}, "relative": {"model": which}}[how]
+    monkeypatch.chdir(tmp_path)
+    spec = PublishSpec.of(model=str(models["new"]), name="m", registry=str(tmp_path / "reg"), champion="if-gate-passed",
+                          metrics=str(_evaluated(tmp_path / "metrics.json", column, **model)))
+    if refusal is None:
+        assert publish(spec).champion
+        return
+    with pytest.raises(ConfigError, match="^--metrics " + re.escape(
+            f"{tmp_path / 'metrics.json'} {refusal.format(new=models['new'], other=models['other'])}")):
+        publish(spec)
+    assert not (tmp_path / "reg").exists()  # nothing written
+
+
+def test_cli_refuses_to_publish_a_model_with_anothers_evaluation(minilm_path: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The user's case: ret1 evaluated, ret2 published with ret1's metrics. A copy of ret1 elsewhere (a KFP
+    run publishes another URI of the model it evaluated) is ret1 all the same."""
+    import shutil
+
+    from bgeflow.steps.evaluation import EvaluateSpec, evaluate
+    from test_evaluate import FAST, write_eval_dir
+
+    ret1, ret2, copy = (tmp_path / n for n in ("ret1", "ret2", "elsewhere"))
+    shutil.copytree(minilm_path, ret1)
+    shutil.copytree(minilm_path, ret2)
+    (ret2 / "config.json").write_text((ret2 / "config.json").read_text() + "\n")  # other bytes: another model
+    evaluate(EvaluateSpec.of(output=str(tmp_path / "ev1"), eval_data=str(write_eval_dir(tmp_path / "eval")),
+                             retriever=str(ret1), **FAST))
+    metrics = str(tmp_path / "ev1" / "metrics.json")
+    assert json.loads(Path(metrics).read_text())["models"]["finetuned"]["fingerprint"]
+    argv = ["publish", "--name", "toy-ret", "--registry", str(tmp_path / "reg"), "--metrics", metrics,
+            "--champion", "if-gate-passed"]
+    capsys.readouterr()  # evaluate's log lines
+    assert main([*argv, "--model", str(ret2)]) == 2
+    line = _one_error_line(capsys, "publish")
+    assert f"describes the finetuned model {ret1}, not --model {ret2}" in line
+    assert not (tmp_path / "reg").exists()
+    shutil.copytree(ret1, copy)
+    assert main([*argv, "--model", str(copy)]) == 0
+    assert json.loads(capsys.readouterr().out)["champion"] is True
+
+
+#: case → (the kinds published under the name before, in order, which one is champion (index or None), the kind
+#: published now): the name's kind is its champion's, else its latest version's.
+KIND_CASES = {
+    "a reranker under a retriever's name": (["retriever"], 0, "reranker", "retriever"),
+    "a retriever under a reranker's name": (["reranker"], None, "retriever", "reranker"),
+    "the champion decides, not a newer version": (["retriever", "reranker"], 0, "reranker", "retriever"),
+    "a retriever under a retriever's name": (["retriever"], 0, "retriever", None),
+    "a new name": ([], None, "reranker", None),
+}
+
+
+@pytest.mark.parametrize("case", KIND_CASES)
+def test_a_name_keeps_one_kind(case: str, tmp_path: Path) -> None:
+    from bgeflow.core.errors import ConflictError
+    from bgeflow.steps.publish import pointers
+
+    before, champion, kind, refused_for = KIND_CASES[case]
+    reg = str(tmp_path / "reg")
+    (Path(reg) / "m").mkdir(parents=True)
+    for n, earlier in enumerate(before):
+        # As a registry from before this check could hold them (a mixed name): each version published under
+        # a name of its own, then moved under "m".
+        reranker = earlier == "reranker"
+        publish(PublishSpec.of(model=str(make_training_output(tmp_path / f"v{n}", seed=n, reranker=reranker)),
+                               name=f"k{n}", registry=reg, version=f"v{n}"))
+        (Path(reg) / f"k{n}" / f"v{n}").rename(Path(reg) / "m" / f"v{n}")
+        pointers.write_pointer(open_store(f"{reg}/m"), "latest", f"v{n}", "")
+    if champion is not None:
+        pointers.write_pointer(open_store(f"{reg}/m"), "champion", f"v{champion}", "")
+    spec = PublishSpec.of(model=str(make_training_output(tmp_path / "new", seed=9, reranker=kind == "reranker")),
+                          name="m", registry=reg, champion="always")
+    if refused_for is None:
+        assert publish(spec).champion
+        return
+    with pytest.raises(ConflictError, match=f"^{re.escape(reg)}/m is a {refused_for} name \\(its (champion|latest) "
+                                            f"v\\d is a {refused_for}\\), and --model {re.escape(spec.model)} is a "
+                                            f"{kind}: .* under a name of its own \\(--name\\)$"):
+        publish(spec)
+    assert len(registry.list_versions(reg, "m")) == len(before)
+
+
+def test_cli_refuses_a_reranker_as_a_retrievers_champion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The user's case: ``publish --model rr1 --name toy-ret --set-champion``, toy-ret's versions retrievers."""
+    reg = str(tmp_path / "reg")
+    first = publish(PublishSpec.of(model=str(make_training_output(tmp_path / "ret1")), name="toy-ret", registry=reg,
+                                   champion="always"))
+    rr1 = make_training_output(tmp_path / "rr1", seed=1, reranker=True)
+    capsys.readouterr()  # the first publish's log lines
+    assert main(["publish", "--model", str(rr1), "--name", "toy-ret", "--registry", reg, "--set-champion"]) == 2
+    line = _one_error_line(capsys, "publish")
+    assert f"{reg}/toy-ret is a retriever name (its champion {first.version} is a retriever)" in line
+    assert f"--model {rr1} is a reranker" in line
+    assert [v.version for v in registry.list_versions(reg, "toy-ret")] == [first.version]
+    assert registry.get_version(reg, "toy-ret", "champion").version == first.version

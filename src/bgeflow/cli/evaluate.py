@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 
 from bgeflow.cli._options import add_config_options, add_spec_options, spec_from_args
 from bgeflow.core.errors import EXIT_GATE_FAILED
@@ -15,13 +16,12 @@ metrics (means over queries; exact definitions in bgeflow.steps.evaluation.metri
   min(|relevant|, 100)); rerank.<metric>: the same on the reranked top --rerank-top-k.
 
 quality gate (--gate), a ',' or ';' separated list of rules:
-  rule      := METRIC OP REFERENCE
-  METRIC    := [rerank.]NAME@K         NAME: ndcg | mrr | recall | map
-  OP        := >= | > | <= | <
-  REFERENCE := NUMBER | base[+|-NUMBER] | champion[+|-NUMBER]
+{grammar}
   The left side is the fine-tuned model's value; base/champion are those models' values of the
-  same metric. A rule against champion passes when no champion is published (the reason says
-  so). Example: --gate "ndcg@10>=base+0.01; recall@100>=champion-0.005; rerank.ndcg@10>base"
+  same metric; retriever (rerank.<metric> only) is the fine-tuned retriever's own order of the
+  candidates the reranker reorders. A rule against champion passes when no champion is published
+  (the reason says so). Example:
+  --gate "ndcg@10>=base+0.01; recall@100>=champion-0.005; rerank.ndcg@10>=retriever"
   The verdict and the reason of every rule go into metrics.json under "gate".
 
 exit status: 0 whatever the verdict, unless --fail-on-gate (then 3 when the gate fails);
@@ -31,6 +31,7 @@ exit status: 0 whatever the verdict, unless --fail-on-gate (then 3 when the gate
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from bgeflow.steps.evaluation import EvaluateSpec
+    from bgeflow.steps.evaluation.gate import GRAMMAR
 
     p = subparsers.add_parser(
         "evaluate",
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with faiss, rerank the fine-tuned retriever's top candidates with each reranker, and write "
         "metrics.json, report.md and deltas.png under --output. --ingest-split scores a second eval set the "
         "same way, into --output's ingest-split/, reported and never gated.",
-        epilog=_EPILOG,
+        epilog=_EPILOG.format(grammar=textwrap.indent(GRAMMAR, "  ")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from bgeflow.core.errors import DataError
 
+#: A model's card, beside its ``config.json`` (a Hugging Face repo's README): publish writes each version's own
+#: over the one a model came with, so it is no part of what the model is (``content_fingerprint``).
+CARD_NAME = "README.md"
 #: ``torch.save``/pickle weight files (``pytorch_model.bin``, its shards, ``.pt``, ``.pth``, ``.ckpt``).
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
@@ -41,3 +44,27 @@ def require_safetensors(model_dir: str | Path, what: str = "model") -> None:
             "pickle can run code). Convert it once: load it with transformers and "
             "save_pretrained(<dir>, safe_serialization=True), or sentence-transformers' save(<dir>, "
             "safe_serialization=True)")
+
+
+def content_fingerprint(uri: str | Path) -> str:
+    """What identifies a model by its bytes: ``files_digest`` of each file's sha256 by its path below ``uri``.
+
+    The same model gives the same fingerprint wherever it lies (a training output's ``model/``, its S3
+    copy, a registry download) and a model retrained in place gives another, unlike a path or
+    ``retrieval.encoder.model_fingerprint`` (sizes and mtimes, for a cache). Hidden files (caches,
+    download markers) and the card (``CARD_NAME``) are left out, as publish leaves them out of a
+    version. Every file is read once (a 1 GB model: a few seconds).
+
+    Args:
+        uri: the model folder (a local path, or an ``s3://`` or other object-store prefix).
+
+    Returns:
+        64 hex characters.
+
+    Raises:
+        StorageError: a file cannot be read.
+    """
+    from bgeflow.core.storage import files_digest, object_sha256, open_store  # loads boto3: not at import
+
+    store = open_store(str(uri))
+    return files_digest({obj.key: object_sha256(store, obj.key) for obj in store.list() if obj.key != CARD_NAME})

@@ -8,7 +8,7 @@ import re
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,3 +271,18 @@ def stream_sha256(fh: IO[bytes]) -> str:
 def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as fh:
         return stream_sha256(fh)
+
+
+def object_sha256(store: Store, key: str = "") -> str:
+    """The sha256 (hex) of the object at ``key``, streamed: nothing is loaded whole or written to disk."""
+    with store.open_read(key) as fh:
+        return stream_sha256(fh)
+
+
+def files_digest(files: Mapping[str, str]) -> str:
+    """One sha256 (hex) naming a set of files, from ``{path: sha256}``: over their sorted ``path<TAB>sha256`` lines.
+
+    Equal exactly when every file's path and bytes are: the registry's content hash of a version, a
+    model's fingerprint and an eval set's hash all use this one rule.
+    """
+    return hashlib.sha256("\n".join(sorted(f"{path}\t{sha}" for path, sha in files.items())).encode()).hexdigest()

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bgeflow.core import reports
-from bgeflow.core.errors import DataError, NotFoundError
+from bgeflow.core.errors import ConfigError, DataError, NotFoundError
+from bgeflow.core.spec import absolute_local
 from bgeflow.core.storage import open_store
 from bgeflow.steps.evaluation.evalset import load_eval_set
 from bgeflow.steps.evaluation.metrics import parse_metric, query_metric
@@ -41,6 +42,23 @@ class Evaluation:
                                 "one that did not finish)")
         return cls(store.uri, json.loads(store.read_text(METRICS_FILE)))
 
+    def require_column(self, column: str) -> None:
+        """Refuse a column this evaluation did not score: a run file of it can only be an older run's.
+
+        The columns are the models ``metrics.json`` lists (a skipped base reranker has no run); a
+        document without that list (written by hand) is left to ``run``.
+
+        Raises:
+            ConfigError: ``column`` is not one of them (naming those it lists, and ``--column``).
+        """
+        models = self.document.get("models")
+        if not isinstance(models, dict):
+            return
+        scored = [name for name, model in models.items() if not (isinstance(model, dict) and model.get("skipped"))]
+        if column not in scored:
+            raise ConfigError(f"--column {column}: {open_store(self.uri).url(METRICS_FILE)} lists no such column (its "
+                              f"columns: {', '.join(scored) or 'none'})")
+
     def run(self, column: str) -> dict[str, list[str]]:
         """Each query's ranked document ids from ``runs/<column>.trec``.
 
@@ -61,26 +79,49 @@ class Evaluation:
         return {qid: [doc for _, doc in sorted(rows)] for qid, rows in ranked.items()}
 
 
+def same_eval_sets(a: Evaluation, b: Evaluation) -> bool:
+    """Whether ``a`` and ``b`` scored the same eval set: by its files' content hashes when both recorded them
+    (``eval_set.sha256``), else by their URIs made absolute (documents written before the hashes).
+
+    Never by how a path was spelled: the same files named once absolute and once relative are one set,
+    and other files written to the same path are another.
+    """
+    sets = [e.document.get("eval_set") or {} for e in (a, b)]
+    hashes = [s.get("sha256") for s in sets]
+    if all(hashes):
+        return hashes[0] == hashes[1]
+    uris = [{role: absolute_local(uri) for role, uri in (s.get("uris") or {}).items()} for s in sets]
+    return uris[0] == uris[1]
+
+
 def compare(a_uri: str, b_uri: str, *, column: str = "finetuned", metric: str = "ndcg@10",
             top: int = 10) -> dict[str, Any]:
     """Every metric of ``column`` in both evaluations, and ``metric`` per query (B minus A).
 
     Judgements and query texts come from A's eval set; queries only one run holds are counted apart
-    (``only_in_one_run``, the same whichever is A). Two evaluations on different eval sets are compared
-    all the same, with a warning: their means are over different queries.
+    (``only_in_one_run``, the same whichever is A). Two evaluations on different eval sets
+    (``same_eval_sets``) are compared all the same, with a warning: their means are over different
+    queries; so are two that reranked a different number of candidates (``rerank_top_k``), whose
+    ``rerank.*`` metrics measure different things.
 
     Raises:
         NotFoundError: an evaluation or run file is missing.
-        ConfigError: ``metric`` is not a metric name.
+        ConfigError: ``metric`` is not a metric name, or ``column`` is not one that both evaluations list.
     """
     parse_metric(metric)
     a, b = Evaluation.read(a_uri), Evaluation.read(b_uri)
-    sets = [e.document.get("eval_set", {}).get("uris") for e in (a, b)]
-    same_eval_set = sets[0] == sets[1]
+    for evaluation in (a, b):
+        evaluation.require_column(column)
+    same_eval_set = same_eval_sets(a, b)
     if not same_eval_set:
+        sets = [e.document.get("eval_set", {}).get("uris") for e in (a, b)]
         log.warning("%s and %s were evaluated on different eval sets (%s vs %s): the metrics' deltas compare "
                     "means over different queries, and only queries both runs hold are compared one by one",
                     a.uri, b.uri, (sets[0] or {}).get("queries"), (sets[1] or {}).get("queries"))
+    top_k = [e.document.get("rerank_top_k") for e in (a, b)]
+    if None not in top_k and top_k[0] != top_k[1]:
+        log.warning("%s reranked each query's top %s candidates and %s the top %s: their rerank.* metrics (and "
+                    "reranker columns) are not comparable", a.uri, top_k[0], b.uri, top_k[1])
     a_metrics = (a.document.get("metrics") or {}).get(column) or {}
     b_metrics = (b.document.get("metrics") or {}).get(column) or {}
     table = {name: {"a": a_metrics.get(name), "b": b_metrics.get(name),

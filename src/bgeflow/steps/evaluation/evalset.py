@@ -22,11 +22,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from bgeflow.core.errors import ConfigError, NotFoundError
-from bgeflow.core.storage import iter_lines, join_uri, open_store, resolve_sources
+from bgeflow.core.spec import absolute_local
+from bgeflow.core.storage import (
+    files_digest,
+    iter_lines,
+    join_uri,
+    object_sha256,
+    open_store,
+    resolve_sources,
+)
 from bgeflow.core.storage.sources import DATA_SUFFIXES
 from bgeflow.data import DataError, EvalQuery, iter_json, loads_line
 
 QRELS_SUFFIXES = (".tsv", ".tsv.gz", ".jsonl", ".jsonl.gz")
+#: The objects a role's prefix contributes (``read_qrels``'s; corpus and queries: ``iter_json``'s, the default).
+_ROLE_SUFFIXES = {"qrels": QRELS_SUFFIXES}
 
 
 @dataclass
@@ -46,6 +56,20 @@ class EvalSet:
             "queries": len(self.queries),
             "judgements": sum(len(q.relevant) for q in self.queries),
         }
+
+    def sha256(self) -> dict[str, str]:
+        """Each role's (``corpus``, ``queries``, ``qrels``) content hash: ``files_digest`` of the objects it was
+        read from, as ``load_eval_set`` read them (a prefix: each of its data files).
+
+        What says two evaluations ran on the same eval set whatever the paths were called, and that a
+        set rewritten in place is another set (``bgeflow compare``).
+
+        Raises:
+            StorageError: an object cannot be read.
+        """
+        return {role: files_digest({source.key: object_sha256(source.store, source.key)
+                                    for source in resolve_sources([uri], _ROLE_SUFFIXES.get(role, DATA_SUFFIXES))})
+                for role, uri in self.uris.items()}
 
 
 def _find(directory: str, stem: str, suffixes: tuple[str, ...], required: bool) -> str | None:
@@ -85,7 +109,15 @@ def _require(uri: str, what: str) -> None:
 def resolve_eval_uris(
     eval_data: str | None, corpus: str | None, queries: str | None, qrels: str | None
 ) -> dict[str, str]:
-    """The corpus, queries (and qrels) URIs the options name, checked to exist."""
+    """The corpus, queries (and qrels) URIs the options name, checked to exist; local paths made absolute.
+
+    Absolute: they are recorded in ``metrics.json``, which is read from other folders (``bgeflow compare``).
+
+    Raises:
+        ConfigError: neither ``eval_data`` nor both ``corpus`` and ``queries``; several BEIR qrels splits.
+        NotFoundError: a named file or prefix that is not there.
+    """
+    eval_data, corpus, queries, qrels = (absolute_local(u) if u else u for u in (eval_data, corpus, queries, qrels))
     uris: dict[str, str] = {}
     if eval_data:
         _require(eval_data, "--eval-data")

@@ -26,6 +26,11 @@ A second eval set (``ingest_split``: in a run, ingest's held-out split beside th
 before the main ``metrics.json``; the main report gives it a section. It is reported only: the gate
 judges the first set alone, and no champion is scored on the second.
 
+Each model under ``models`` has its ``fingerprint`` (``core.weights.content_fingerprint``: a hash of
+its files' bytes), by which ``bgeflow publish`` checks that ``--metrics`` scored the model it publishes;
+``eval_set`` has each file role's absolute URI and ``sha256``, by which ``bgeflow compare`` tells
+whether two evaluations ran on the same set.
+
 Columns are ``base``, ``finetuned`` and ``champion``; reranker metrics sit in the same columns
 prefixed ``rerank.`` (``rerank.ndcg@10``), so one gate expression covers both. With a reranker, the
 column ``retriever`` holds the fine-tuned retriever's own order of the candidates the rerankers
@@ -47,7 +52,7 @@ from bgeflow import __version__
 from bgeflow.core import reports
 from bgeflow.core.errors import ConfigError
 from bgeflow.core.storage import Store, open_store
-from bgeflow.core.weights import require_safetensors
+from bgeflow.core.weights import content_fingerprint, require_safetensors
 from bgeflow.data.records import query_prompt
 from bgeflow.steps.evaluation import families
 from bgeflow.steps.evaluation.evalset import EvalSet, load_eval_set, resolve_eval_uris
@@ -87,6 +92,8 @@ class _Model:
     normalize: bool | None = None
     precision: str | None = None  # the arithmetic it was encoded in (bgeflow.retrieval.precision)
     skipped: str | None = None
+    #: ``core.weights.content_fingerprint`` of its files: what publish checks --metrics against
+    fingerprint: str | None = None
 
 
 @dataclass
@@ -273,28 +280,48 @@ def _deltas(columns: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]
     return out
 
 
+#: The swing of one query above which a gate with no margin at all is called one query's verdict: at
+#: fewer than 100 queries one query moves a mean by more than 0.01, the margin of ``DEFAULT_GATE``'s
+#: rule. Not a margin of the user's gate, and never quoted as one.
+NO_MARGIN_SWING = 0.01
+
+
 def few_queries(queries: int, rules: list[GateRule]) -> str | None:
     """A warning when the eval set is too small for the gate to mean anything; None otherwise.
 
     A mean metric in [0, 1] (nDCG, recall, MRR) over ``queries`` queries moves by up to ``1/queries``
     when one query's ranking changes. When that exceeds the smallest margin a gate rule asks over a
-    reference (``ndcg@10>=base+0.01``: 0.01), one query decides the verdict. Without such a margin,
-    0.01 stands in (the default gate's).
+    reference (``ndcg@10>=base+0.01``: 0.01), one query decides the verdict. A gate whose rules have
+    no margin (``ndcg@10>=base``, ``rerank.ndcg@10>=retriever``, ``mrr@10>=0.3``) can be flipped by
+    one query whatever the set's size; it is named when one query moves a mean by more than
+    ``NO_MARGIN_SWING``. No gate, no verdict to decide: no warning.
 
     Args:
         queries: the eval set's query count.
-        rules: the gate's rules.
+        rules: the gate's rules (empty: no gate).
 
     Returns:
-        One line naming the size, the swing of one query and what to do, or None.
+        One line naming the size, the swing of one query, the rules at stake and what to do, or None.
     """
-    margins = [abs(r.offset) for r in rules if r.reference is not None and r.offset]
-    margin = min(margins, default=0.01)
-    if not queries or 1 / queries <= margin:
+    if not queries or not rules:
         return None
-    return (f"the eval set has {queries} quer{'y' if queries == 1 else 'ies'}: one query moves a mean metric by up to "
-            f"{1 / queries:.3g}, more than the gate's margin {margin:g}, so one query decides the verdict; hold out "
-            f"at least {math.ceil(1 / margin)} queries (ingest.eval_fraction, or your own eval_data)")
+    swing = 1 / queries
+    size = f"the eval set has {queries} quer{'y' if queries == 1 else 'ies'}: one query moves a mean metric by up to " \
+           f"{swing:.3g}"
+    margins = [abs(r.offset) for r in rules if r.reference is not None and r.offset]
+    if margins:
+        margin = min(margins)
+        if swing <= margin:
+            return None
+        return (f"{size}, more than the gate's margin {margin:g}, so one query decides the verdict; hold out at least "
+                f"{math.ceil(1 / margin)} queries (ingest.eval_fraction, or your own eval_data)")
+    if swing <= NO_MARGIN_SWING:
+        return None
+    bare = ", ".join(r.text for r in rules)
+    return (f"{size}, and the gate rule{'s' if len(rules) > 1 else ''} {bare} {'have' if len(rules) > 1 else 'has'} "
+            "no margin, so one query can flip the verdict; hold out at least "
+            f"{math.ceil(1 / NO_MARGIN_SWING)} queries (ingest.eval_fraction, or your own eval_data), or give a rule "
+            "a margin over its reference (ndcg@10>=base+0.01)")
 
 
 def _score(run: _Run, retrievers: list[_Model], rerankers: list[_Model]) -> dict[str, dict[str, float]]:
@@ -338,7 +365,7 @@ def _document(run: _Run, uris: dict[str, str], models: list[_Model], columns: di
     config = run.config
     return {
         "bgeflow_version": __version__,
-        "eval_set": {"uris": uris, **run.evalset.sizes()},
+        "eval_set": {"uris": uris, **run.evalset.sizes(), "sha256": run.evalset.sha256()},
         "warnings": warnings,
         "models": {
             (m.column if m.role == "retriever" else f"{m.column}_reranker"): {
@@ -347,6 +374,7 @@ def _document(run: _Run, uris: dict[str, str], models: list[_Model], columns: di
                 **({"precision": m.precision} if m.precision else {}),
                 **({"skipped": m.skipped} if m.skipped else {}),
                 **({"registry_version": m.registry_version} if m.registry_version else {}),
+                **({"fingerprint": m.fingerprint} if m.fingerprint else {}),
             }
             for m in models
         },
@@ -397,6 +425,25 @@ def _write(out: Store, stage: Path, document: dict[str, Any], runs: dict[str, di
     return {"metrics": out.url(METRICS_FILE), "report": out.url(REPORT_FILE), "plot": out.url(PLOT_FILE)}
 
 
+def _remove_previous(out: Store) -> None:
+    """Delete what an earlier evaluation wrote into ``out``: its files are never mixed with this one's.
+
+    A run file of a column this run does not score (``runs/base.trec`` of a run with a base model)
+    would otherwise sit beside the new ones and be read as current (``bgeflow compare``).
+    ``metrics.json`` goes first: from then on no reader takes the folder for a finished evaluation
+    until this one writes its own. Only evaluate's own names: anything else under ``out`` stays.
+
+    Raises:
+        StorageError: ``out`` cannot be listed or an object cannot be deleted.
+    """
+    for key in (METRICS_FILE, REPORT_FILE, PLOT_FILE):
+        out.delete(key)
+    for prefix in (RUNS_DIR, INGEST_SPLIT_DIR):
+        folder = out.child(prefix)
+        for obj in folder.list():
+            folder.delete(obj.key)
+
+
 def evaluate(config: EvaluateSpec) -> EvalResult:
     """Evaluate the configured models, apply the gate, and write metrics.json, report.md, deltas.png.
 
@@ -408,6 +455,9 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
 
     Args:
         config: the eval sets, the models, the gate and where the results go.
+
+    What an earlier evaluation wrote into ``output`` (``metrics.json``, ``report.md``, ``deltas.png``,
+    ``runs/``, ``ingest-split/``) is deleted once the models are scored, before the first new file.
 
     Returns:
         The main ``metrics.json`` document, the gate's verdict, and the outputs' URLs (``metrics``,
@@ -446,6 +496,10 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
             _resolve("finetuned", "reranker", config.reranker, workdir),
             _resolve_champion("reranker", config.champion_reranker_ref, workdir),
         ) if m is not None]
+        # Each distinct folder read once (base and fine-tuned may be one model): publish compares it with --model's.
+        fingerprints = {path: content_fingerprint(path) for path in {m.path for m in (*retrievers, *rerankers)}}
+        for model in (*retrievers, *rerankers):
+            model.fingerprint = fingerprints[model.path]
         for model in rerankers:
             if model.column == "base" and (reason := _untrained_base(model)):
                 model.skipped = reason
@@ -453,6 +507,8 @@ def evaluate(config: EvaluateSpec) -> EvalResult:
 
         ordered = _score(run, retrievers, rerankers)
         gate = check_gate(config.rules, ordered, config.gate)
+        # After scoring, before the first write: a run that fails to score leaves the earlier results whole.
+        _remove_previous(out)
         beside: dict[str, Any] | None = None
         beside_outputs: dict[str, str] = {}
         if split_set is not None:

@@ -1,12 +1,7 @@
 """The quality gate: rules that the fine-tuned model's metrics must meet.
 
-Grammar (whitespace anywhere between tokens is ignored)::
-
-    gate      := rule ( ("," | ";") rule )*
-    rule      := METRIC OP REFERENCE
-    METRIC    := ["rerank."] NAME "@" K        NAME: ndcg | mrr | recall | map;  K: a positive integer
-    OP        := ">=" | ">" | "<=" | "<"
-    REFERENCE := NUMBER | ("base" | "champion" | "retriever") [ ("+" | "-") NUMBER ]
+Grammar: ``GRAMMAR`` below (whitespace anywhere between tokens is ignored), written there once so
+that ``bgeflow evaluate --help`` prints the very rules ``parse_gate`` reads.
 
 Examples: ``ndcg@10>=base+0.01``, ``recall@100 >= champion-0.005; rerank.ndcg@10 > base``,
 ``mrr@10 >= 0.3``, ``rerank.ndcg@10 >= retriever``.
@@ -36,6 +31,13 @@ from typing import Any
 from bgeflow.core.errors import ConfigError
 from bgeflow.steps.evaluation.metrics import parse_metric
 
+#: The gate's grammar, as ``bgeflow evaluate --help`` shows it (``parse_gate`` implements it).
+GRAMMAR = """\
+gate      := rule ( ("," | ";") rule )*
+rule      := METRIC OP REFERENCE
+METRIC    := ["rerank."] NAME "@" K        NAME: ndcg | mrr | recall | map;  K: a positive integer
+OP        := ">=" | ">" | "<=" | "<"
+REFERENCE := NUMBER | ("base" | "champion" | "retriever") [ ("+" | "-") NUMBER ]"""
 RERANK_PREFIX = "rerank."
 REFERENCES = ("base", "champion", "retriever")
 #: The column holding the fine-tuned retriever's own order of the reranked candidates (``rerank.`` names).

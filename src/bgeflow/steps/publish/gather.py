@@ -9,25 +9,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bgeflow.core.errors import DataError, NotFoundError
+from bgeflow.core.errors import BgeflowError, ConfigError, DataError, NotFoundError, StepFailed
 from bgeflow.core.models import hub_model_id
+from bgeflow.core.spec import absolute_local
 from bgeflow.core.storage import (
     LocalStore,
     Store,
     file_sha256,
+    files_digest,
     iter_lines,
     open_store,
     resolve_sources,
     safe_join,
 )
-from bgeflow.core.weights import require_safetensors
+from bgeflow.core.weights import CARD_NAME, content_fingerprint, require_safetensors
 from bgeflow.steps.publish.card import flag_loading
 from bgeflow.steps.publish.registry import MODEL_DIR
 from bgeflow.steps.publish.spec import TRAINING_CONFIGS, PublishSpec
 
 #: The model card, next to ``config.json`` (a Hugging Face repo's README); it names the version, so it
 #: is left out of the content hash.
-CARD = f"{MODEL_DIR}/README.md"
+CARD = f"{MODEL_DIR}/{CARD_NAME}"
+#: The ``metrics.json`` column (``bgeflow evaluate``'s) of the model a publish of each kind is evaluated as.
+EVALUATED_COLUMNS = {"retriever": "finetuned", "reranker": "finetuned_reranker"}
 
 
 @dataclass
@@ -52,8 +56,8 @@ def digest_file(local: Path, path: str) -> FileEntry:
 
 
 def content_hash(files: list[FileEntry]) -> str:
-    lines = sorted(f"{f.path}\t{f.sha256}" for f in files if f.path != CARD)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    """The version's content hash: ``files_digest`` of every file but the card (which names the version)."""
+    return files_digest({f.path: f.sha256 for f in files if f.path != CARD})
 
 
 def _model_root(uri: str) -> tuple[Store, str]:
@@ -137,6 +141,63 @@ def read_metrics(config: PublishSpec) -> dict[str, Any] | None:
         DataError: not a JSON object.
     """
     return _read_json_uri(config.metrics, "--metrics") if config.metrics else None
+
+
+def _model_folder(ref: str) -> str:
+    """The absolute URI of the model folder ``ref`` names (a training output's ``model/``), else ``ref`` made
+    absolute: how a path in an older ``metrics.json`` is compared with ``--model``."""
+    uri = absolute_local(ref).rstrip("/")
+    try:
+        store, key = _model_root(uri)
+    except (BgeflowError, StepFailed, OSError):  # gone, or no folder (a hub id): the reference itself
+        return uri
+    return store.url(key).rstrip("/")
+
+
+def require_evaluated(config: PublishSpec, metrics: dict[str, Any] | None, kind: str) -> None:
+    """Refuse ``--metrics`` that scored another model than ``--model``: its numbers, gate verdict and card
+    would be that other model's.
+
+    The model is the one ``metrics`` lists in ``kind``'s column (``EVALUATED_COLUMNS``). Compared by
+    ``content_fingerprint`` when ``bgeflow evaluate`` recorded one (wherever either copy lies: a KFP
+    run evaluates one URI of the model and publishes another), else by their folders' absolute paths
+    (``metrics.json`` written before fingerprints; a relative path is taken from the current folder).
+    A document that lists no fine-tuned model at all (written by hand) has nothing to compare: allowed.
+
+    Args:
+        config: the publish; ``config.model`` is read (every file, for a fingerprint).
+        metrics: its ``--metrics`` document (None: nothing to check).
+        kind: the kind ``config.model`` is published as (``model_kind``).
+
+    Raises:
+        ConfigError: naming the evaluated model and ``--model``, or the column missing for ``kind``.
+        NotFoundError: ``--model`` holds no model.
+    """
+    models = (metrics or {}).get("models")
+    models = models if isinstance(models, dict) else {}
+    column = EVALUATED_COLUMNS[kind]
+    evaluated = models.get(column)
+    flag = f"bgeflow evaluate --{kind} {config.model}"
+    if not isinstance(evaluated, dict) or not evaluated.get("model"):
+        scored = [c for c in EVALUATED_COLUMNS.values() if isinstance(models.get(c), dict)]
+        if scored:
+            raise ConfigError(f"--metrics {config.metrics} scored no fine-tuned {kind} (no {column!r} column, only "
+                              f"{', '.join(scored)}): --model {config.model} is published as a {kind}; publish it with "
+                              f"the metrics.json of `{flag} ...`")
+        return
+    store, key = _model_root(config.model)  # NotFoundError for a --model that holds no model
+    if evaluated.get("fingerprint"):
+        mine = content_fingerprint(store.url(key))
+        if mine == evaluated["fingerprint"]:
+            return
+        how = f"content fingerprint {str(evaluated['fingerprint'])[:12]}, --model's {mine[:12]}"
+    else:
+        if _model_folder(str(evaluated["model"])) == _model_folder(config.model):
+            return
+        how = "compared by path: that metrics.json predates model fingerprints"
+    raise ConfigError(f"--metrics {config.metrics} describes the {column} model {evaluated['model']}, not --model "
+                      f"{config.model} ({how}): its metrics and gate verdict are another model's; publish with the "
+                      f"metrics.json of `{flag} ...`")
 
 
 def lineage(uris: list[str]) -> list[dict[str, Any]]:

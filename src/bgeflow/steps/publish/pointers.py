@@ -85,13 +85,16 @@ def promote(registry: str, name: str, ref: str) -> Promotion:
 
     Raises:
         NotFoundError: ``name`` has no complete version ``ref``.
+        ConflictError: the version is of another kind than the name's champion (``registry.require_kind``).
         RegistryError: a file of that version is missing or has another size than its manifest says.
     """
     import hashlib
 
-    from bgeflow.steps.publish.registry import RegistryError, get_version, name_store, verify
+    from bgeflow.steps.publish.registry import RegistryError, get_version, name_store, require_kind, verify
 
     info = get_version(registry, name, ref)
+    if info.kind:
+        require_kind(registry, name, info.kind, f"version {info.version}")
     problems = verify(registry, name, info.version, checksums=False)
     if problems:
         raise RegistryError(f"{info.uri} cannot be promoted: {problems[0]}"

@@ -25,22 +25,25 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bgeflow.core.errors import ConfigError, NotFoundError, StepFailed
+from bgeflow.core.errors import ConfigError, ConflictError, NotFoundError, StepFailed
 from bgeflow.core.models import resolve_model
 from bgeflow.core.storage import (
     SAFE_NAME_PATTERN,
     Store,
     is_remote,
     join_uri,
+    object_sha256,
     open_store,
     safe_join,
     safe_name,
-    stream_sha256,
 )
 
 log = logging.getLogger(__name__)
@@ -184,17 +187,39 @@ def find_version(registry: str, name: str, ref: str = "latest") -> VersionInfo |
     return versions[-1] if versions else None
 
 
+def require_kind(registry: str, name: str, kind: str, what: str) -> None:
+    """Refuse to give ``name`` a ``kind`` version when the name stands for the other kind.
+
+    A name is one kind: ``bgeflow evaluate`` scores its champion as the retriever or the reranker it
+    was asked for, and users load it as one. Its kind is its champion's, else its latest version's
+    (a name with nothing published takes any kind; versions from before manifests named a kind, none).
+
+    Args:
+        registry: the registry root.
+        name: the model's name in it.
+        kind: ``retriever`` or ``reranker``: what is about to be published or promoted.
+        what: that model, as the message names it (``--model <uri>``, ``version <v>``).
+
+    Raises:
+        ConflictError: naming the name, its kind (and the version that says so) and ``kind``.
+    """
+    for pointer in ("champion", "latest"):  # the champion first: what readers of the name load
+        current = find_version(registry, name, pointer)
+        if current is not None:
+            break
+    if current is None or not current.kind or current.kind == kind:
+        return
+    raise ConflictError(f"{join_uri(registry, name)} is a {current.kind} name (its {pointer} {current.version} is a "
+                        f"{current.kind}), and {what} is a {kind}: a name's versions are one kind, the one evaluate "
+                        f"and users load its champion as; publish the {kind} under a name of its own (--name)")
+
+
 def get_version(registry: str, name: str, ref: str = "latest") -> VersionInfo:
     """Like ``find_version``, but FileNotFoundError when there is nothing to return."""
     info = find_version(registry, name, ref)
     if info is None:
         raise NotFoundError(f"registry {join_uri(registry, name)}: no complete version for {ref!r}")
     return info
-
-
-def sha256_of(store: Store, key: str) -> str:
-    with store.open_read(key) as fh:
-        return stream_sha256(fh)
 
 
 def verify(registry: str, name: str, ref: str = "latest", *, checksums: bool = True) -> list[str]:
@@ -208,13 +233,18 @@ def verify(registry: str, name: str, ref: str = "latest", *, checksums: bool = T
             problems.append(f"{store.url(entry['path'])}: missing")
         elif found.size != entry["size"]:
             problems.append(f"{store.url(entry['path'])}: {found.size} bytes, manifest says {entry['size']}")
-        elif checksums and sha256_of(store, entry["path"]) != entry["sha256"]:
+        elif checksums and object_sha256(store, entry["path"]) != entry["sha256"]:
             problems.append(f"{store.url(entry['path'])}: sha256 differs from the manifest")
     return problems
 
 
 def download_model(registry: str, name: str, ref: str, dest: str | Path) -> Path:
     """Download a version's ``model/`` files into ``dest``, checking each sha256; returns ``dest``.
+
+    The files land in a hidden temporary sibling of ``dest`` first and reach ``dest`` only once every
+    one matched the manifest: a failed check leaves no ``dest`` (and an existing one as it was), never a
+    loadable folder holding a tampered file. A ``dest`` that does not exist (or is empty) is renamed
+    into place whole; into a folder with files, each file is moved over its namesake.
 
     Raises:
         UnsafePathError: a manifest entry that would land outside ``dest``.
@@ -229,12 +259,32 @@ def download_model(registry: str, name: str, ref: str, dest: str | Path) -> Path
     entries = [e for e in info.files if isinstance(e.get("path"), str) and e["path"].startswith(prefix)]
     if not entries:
         raise RegistryError(f"{info.uri}: the manifest lists no {prefix} files")
+    rels = [e["path"][len(prefix):] for e in entries]
     # Every entry checked before the first download: a manifest naming model/../../x writes nothing.
-    targets = [safe_join(dest, e["path"][len(prefix):], what=f"manifest entry of {info.uri}") for e in entries]
-    for entry, target in zip(entries, targets, strict=True):
-        store.get_file(entry["path"], target)
-        if file_sha256(target) != entry["sha256"]:
-            raise RegistryError(f"{store.url(entry['path'])}: downloaded file's sha256 differs from the manifest")
+    for rel in rels:
+        safe_join(dest, rel, what=f"manifest entry of {info.uri}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # A sibling: on the same file system, so the moves below are renames. mkdir, not mkdtemp: the folder
+    # renamed into place gets the usual mode (0755 under umask 022), not mkdtemp's 0700.
+    staging = dest.parent / f".{dest.name}.bgeflow-download-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        for entry, rel in zip(entries, rels, strict=True):
+            target = staging / rel
+            store.get_file(entry["path"], target)
+            if file_sha256(target) != entry["sha256"]:
+                raise RegistryError(f"{store.url(entry['path'])}: downloaded file's sha256 differs from the manifest; "
+                                    f"nothing was written to {dest}")
+        try:
+            os.rename(staging, dest)  # absent or empty: the whole folder at once
+        except OSError:
+            if not dest.is_dir():
+                raise
+            for rel in rels:  # a folder with other files: each verified file over its namesake
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / rel, dest / rel)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     log.info("downloaded %s (%d files) to %s", info.uri, len(entries), dest)
     return dest
 

@@ -17,7 +17,15 @@ from bgeflow.core.errors import ConflictError
 from bgeflow.core.storage import Store, join_uri, open_store
 from bgeflow.steps.publish import mlflow_registry
 from bgeflow.steps.publish.card import render_card
-from bgeflow.steps.publish.gather import CARD, content_hash, digest_file, gather, model_kind, read_metrics
+from bgeflow.steps.publish.gather import (
+    CARD,
+    content_hash,
+    digest_file,
+    gather,
+    model_kind,
+    read_metrics,
+    require_evaluated,
+)
 from bgeflow.steps.publish.pointers import update_pointers
 from bgeflow.steps.publish.registry import (
     MANIFEST,
@@ -25,6 +33,7 @@ from bgeflow.steps.publish.registry import (
     VersionInfo,
     list_versions,
     read_manifest,
+    require_kind,
 )
 from bgeflow.steps.publish.spec import PublishSpec
 from bgeflow.steps.publish.upload import claim_version, upload_version
@@ -73,12 +82,19 @@ def publish(config: PublishSpec) -> PublishResult:
         The version published (``published`` False: held back, ``reasons`` say why).
 
     Raises:
-        ConflictError: ``version`` already holds other content.
+        ConflictError: ``version`` already holds other content, or ``name`` is of the other kind
+            (``registry.require_kind``).
+        ConfigError: ``metrics`` scored another model (``gather.require_evaluated``).
         BgeflowError: a missing or malformed input (model, metrics, configs).
     """
     started = time.monotonic()
+    metrics, kind = read_metrics(config), model_kind(config)
+    # Before its verdict is read: another model's verdict says nothing about this one.
+    require_evaluated(config, metrics, kind)
+    registry = config.registry.rstrip("/")
+    require_kind(registry, config.name, kind, f"--model {config.model}")
     # Before the model is gathered: a held-back model is never downloaded.
-    failed = refusal(read_metrics(config), model_kind(config)) if config.metrics else None
+    failed = refusal(metrics, kind) if config.metrics else None
     if failed and not config.publish_if_gate_failed:
         log.info("publish: %s not published: %s (--publish-if-gate-failed, publish_if_gate_failed in a spec, "
                  "publishes it anyway)", config.name, failed)
@@ -86,7 +102,6 @@ def publish(config: PublishSpec) -> PublishResult:
     if failed:
         log.warning("publish: %s: publishing although %s (publish_if_gate_failed)", config.name, failed)
     overridden = [f"published although {failed} (--publish-if-gate-failed)"] if failed else []
-    registry = config.registry.rstrip("/")
     store = open_store(join_uri(registry, config.name))
     with tempfile.TemporaryDirectory(prefix="bgeflow-publish-") as tmp:
         files, facts = gather(config, Path(tmp))

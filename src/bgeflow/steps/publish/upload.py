@@ -17,9 +17,9 @@ import socket
 import time
 
 from bgeflow.core.errors import ConflictError
-from bgeflow.core.storage import LocalStore, S3Store, Store
+from bgeflow.core.storage import LocalStore, S3Store, Store, object_sha256
 from bgeflow.steps.publish.gather import FileEntry
-from bgeflow.steps.publish.registry import CLAIMS, MANIFEST, RegistryError, sha256_of
+from bgeflow.steps.publish.registry import CLAIMS, MANIFEST, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _verify(store: Store, key: str, item: FileEntry) -> None:
     if found.etag and "-" not in found.etag:
         if found.etag != item.md5:
             raise RegistryError(f"{store.url(key)}: ETag {found.etag} is not the file's MD5 {item.md5}")
-    elif sha256_of(store, key) != item.sha256:
+    elif object_sha256(store, key) != item.sha256:
         raise RegistryError(f"{store.url(key)}: sha256 after upload differs from the local file")
 
 
