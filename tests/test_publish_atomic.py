@@ -147,14 +147,21 @@ def test_gc_cli_lists_then_reclaims_staging_and_temp_folders(tmp_path: Path, cap
     for path in [*leftover.rglob("*"), leftover, *(reg / "m" / ".staging").rglob("*")]:
         os.utime(path, (old, old))
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    running = temp / "bgeflow-publish-now"  # written a moment ago: it may be a publish still running
+    running.mkdir()
+    (running / "w.bin").write_bytes(b"z")
 
     assert main(["registry", "gc", "--registry", str(reg)]) == 0
-    listed = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    listed = json.loads(out)
     assert sorted(o["kind"] for o in listed["orphans"]) == ["staging", "tempdir"] and listed["removed"] == 0
+    # The user's case: a young leftover was simply absent, "orphans": [] read as a gc that missed it.
+    assert [o["uri"] for o in listed["too_young"]] == [str(running)]
+    assert "1 leftover(s) younger than --older-than 10800s not reclaimed" in err and str(running) in err
     assert leftover.exists()
     assert main(["registry", "gc", "--registry", str(reg), "--delete"]) == 0
     assert json.loads(capsys.readouterr().out)["removed"] == 2
-    assert not leftover.exists() and not (reg / "m" / ".staging").exists()
+    assert not leftover.exists() and not (reg / "m" / ".staging").exists() and running.exists()
 
     assert main(["registry", "verify", "--registry", str(reg), "--name", "m"]) == 0
     assert json.loads(capsys.readouterr().out) == {"status": "ok", "ok": True, "versions": {"v1": []}}

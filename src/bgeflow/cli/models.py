@@ -254,13 +254,21 @@ def run(args: argparse.Namespace) -> int:
     else:  # gc
         if args.name:
             registry.check_name(args.name, "model name")
-        orphans = maintenance.find_orphans(_registry(args), args.name, older_than_s=args.older_than)
+        found = maintenance.find_orphans(_registry(args), args.name, older_than_s=args.older_than, include_young=True)
+        orphans = [o for o in found if not o.young]
+        young = [o for o in found if o.young]
         removed = maintenance.reclaim(orphans) if args.delete else 0
-        doc = {"orphans": [o.to_dict() for o in orphans], "deleted": args.delete, "removed": removed}
+        # The young ones are shown too: "nothing to reclaim" while a leftover sits there read as a gc that missed it.
+        doc = {"orphans": [o.to_dict() for o in orphans], "deleted": args.delete, "removed": removed,
+               "too_young": [o.to_dict() for o in young]}
         _emit(args, doc, [f"{o.kind:<10} {o.objects:>6} objects {o.bytes:>12} bytes  {o.uri}" for o in orphans]
               or ["nothing to reclaim"])
         if orphans and not args.delete:
             print(f"{verb}: {len(orphans)} leftover(s) listed; --delete reclaims them", file=sys.stderr)
+        if young:
+            print(f"{verb}: {len(young)} leftover(s) younger than --older-than {args.older_than:g}s not reclaimed (a "
+                  f"publish may still be writing them): {', '.join(o.uri for o in young[:3])}"
+                  + (f" (+{len(young) - 3} more)" if len(young) > 3 else ""), file=sys.stderr)
     return 0
 
 

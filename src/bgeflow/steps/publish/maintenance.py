@@ -41,6 +41,8 @@ class Orphan:
     age_s: float | None
     keys: list[str] = field(default_factory=list, repr=False)  # below ``store`` (registry orphans)
     store: Store | None = field(default=None, repr=False)
+    #: Younger than ``older_than_s``: it may be a publish still running, so it is shown, never reclaimed.
+    young: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "uri": self.uri, "objects": self.objects, "bytes": self.bytes,
@@ -83,11 +85,12 @@ def _age(infos: list[ObjectInfo], now: float) -> float | None:
 
 
 def find_orphans(registry: str, name: str | None = None, *, older_than_s: float = DEFAULT_OLDER_THAN_S,
-                 temp_dir: str | Path | None = None) -> list[Orphan]:
+                 temp_dir: str | Path | None = None, include_young: bool = False) -> list[Orphan]:
     """What interrupted publishes left under ``registry`` (one ``name`` or all) and in the temp dir.
 
-    An unfinished version or staging prefix younger than ``older_than_s`` is left out: it may be a
-    publish still running. Its age is that of its newest object.
+    An unfinished version or staging prefix younger than ``older_than_s`` may be a publish still
+    running: left out, or with ``include_young`` listed marked ``young`` (so a report can say what it
+    did not reclaim; ``reclaim`` never deletes one). Its age is that of its newest object.
     """
     now = time.time()
     orphans: list[Orphan] = []
@@ -108,24 +111,29 @@ def find_orphans(registry: str, name: str | None = None, *, older_than_s: float 
             kind = "staging" if head == STAGING else "unfinished"
             claim = [claims[head]] if kind == "unfinished" and head in claims else []
             age = _age(infos + claim, now)
-            if age is not None and age < older_than_s:
+            young = age is not None and age < older_than_s
+            if young and not include_young:
                 continue
             keys = [i.key for i in infos] + [i.key for i in claim]
-            orphans.append(Orphan(kind, store.url(head), len(infos), sum(i.size for i in infos), age, keys, store))
+            orphans.append(Orphan(kind, store.url(head), len(infos), sum(i.size for i in infos), age, keys, store,
+                                  young=young))
     temp = Path(temp_dir or tempfile.gettempdir())
     for folder in sorted(p for p in temp.glob("bgeflow-*") if p.is_dir() and p.name.startswith(TEMP_PREFIXES)):
         files = [p for p in folder.rglob("*") if p.is_file()]
         stamps = [p.stat().st_mtime for p in files] or [folder.stat().st_mtime]
         age = now - max(stamps)
-        if age >= older_than_s:
-            orphans.append(Orphan("tempdir", str(folder), len(files), sum(p.stat().st_size for p in files), age))
+        if age >= older_than_s or include_young:
+            orphans.append(Orphan("tempdir", str(folder), len(files), sum(p.stat().st_size for p in files), age,
+                                  young=age < older_than_s))
     return orphans
 
 
 def reclaim(orphans: list[Orphan]) -> int:
-    """Delete what ``find_orphans`` found; returns the number of objects and files removed."""
+    """Delete what ``find_orphans`` found, never a ``young`` one; returns the number of objects and files removed."""
     removed = 0
     for orphan in orphans:
+        if orphan.young:
+            continue
         if orphan.kind == "tempdir":
             shutil.rmtree(orphan.uri, ignore_errors=True)
             removed += orphan.objects
