@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bgeflow.core.storage import open_store, resolve_sources
-from bgeflow.data import read_train_records
+from bgeflow.core.errors import DataError
+from bgeflow.core.storage import Overlong, iter_lines, open_store, resolve_sources
+from bgeflow.data import iter_json, read_train_records
 
 
 def _records(prefix: str, n: int = 5) -> list[dict]:
@@ -62,6 +63,18 @@ def test_train_fetches_every_part(two_parts: Path, tmp_path: Path) -> None:
     spec = TrainSpec.of(kind="retriever", model="bundled:minilm", train_data=str(two_parts), output=str(tmp_path))
     stats = fetch_train_data(spec, spec.resolved_hyperparameters(), tmp_path / "scratch" / "train.jsonl")
     assert stats.records == 10
+
+
+def test_train_fetches_an_array_part(two_parts: Path, tmp_path: Path) -> None:
+    """part2.json holding one pretty-printed array, as FlagEmbedding reads it: the same ten records train."""
+    from bgeflow.steps.training.pod import fetch_train_data
+    from bgeflow.steps.training.spec import TrainSpec
+
+    (two_parts / "part2.json").write_text(json.dumps(_records("two"), indent=2))
+    spec = TrainSpec.of(kind="retriever", model="bundled:minilm", train_data=str(two_parts), output=str(tmp_path))
+    stats = fetch_train_data(spec, spec.resolved_hyperparameters(), tmp_path / "scratch" / "train.jsonl")
+    fetched = [json.loads(line) for line in stats.path.read_text().splitlines()]
+    assert stats.records == 10 and [r["query"] for r in fetched[5:]] == [r["query"] for r in _records("two")]
 
 
 def test_mine_reads_every_part(two_parts: Path, tmp_path: Path) -> None:
@@ -158,3 +171,82 @@ def test_mine_output_folder_is_read_back_by_its_prefix(two_parts: Path, tmp_path
     result = ingest(IngestSpec.of(inputs=[str(mdir)], output=str(tmp_path / "out"), eval_fraction=0.0))
     assert [i["uri"].rsplit("/", 1)[-1] for i in result.report["inputs"]] == ["a_minedHN.jsonl", "mined.jsonl"]
     assert result.report["counts"]["invalid_lines"] == 0 and result.report["counts"]["records"] == 10
+
+
+# A .json file may hold one JSON array of records (FlagEmbedding's loader, datasets' json builder,
+# reads it): a user's `ingest --input dir/` with a.jsonl and b.json = [{...}, ...] was refused with
+# `b.json:1: expected a JSON object, got list (not_object)`. Each layout: its file name, its bytes, and
+# the line each record is numbered by (where it starts; numbers only grow, see _array_batches).
+ARRAY_ROWS = [{"query": f"array query {i} 猫", "pos": [f"positive\n{i}"], "neg": [f"n{i}-{j}" for j in range(3)]}
+              for i in range(3)]
+ARRAY_LAYOUTS = {
+    "pretty": ("b.json", json.dumps(ARRAY_ROWS, indent=2, ensure_ascii=False).encode(), [2, 13, 24]),
+    "minified, one line": ("b.json", json.dumps(ARRAY_ROWS).encode(), [1, 2, 3]),
+    "gzipped, pretty": ("b.json.gz", gzip.compress(json.dumps(ARRAY_ROWS, indent=1).encode()), [2, 13, 24]),
+    "CRLF and tabs": ("b.json", ("[\r\n\t" + ",\r\n\t".join(json.dumps(r, indent="\t").replace("\n", "\r\n\t")
+                                                        for r in ARRAY_ROWS) + "\r\n]\r\n").encode(), [2, 13, 24]),
+    # Two elements share line 1: the second takes the next number, and so does the one after it on line 2.
+    "shared lines": ("b.json", ("[" + ", ".join(json.dumps(r) for r in ARRAY_ROWS[:2]) + ",\n"
+                                + json.dumps(ARRAY_ROWS[2]) + "]").encode(), [1, 2, 3]),
+    "JSON Lines in a .json": ("b.json", _lines(ARRAY_ROWS).encode(), [1, 2, 3]),
+}
+
+
+@pytest.mark.parametrize("layout", list(ARRAY_LAYOUTS))
+def test_a_json_array_reads_as_its_records_as_flagembedding_reads_it(layout: str, tmp_path: Path) -> None:
+    import datasets
+
+    name, content, lines = ARRAY_LAYOUTS[layout]
+    data = tmp_path / "train"
+    data.mkdir()
+    (data / "a.jsonl").write_text(_lines(_records("one", 2)))
+    (data / name).write_bytes(content)
+    read = list(iter_json(str(data)))
+    assert [obj for _, obj in read] == _records("one", 2) + ARRAY_ROWS
+    assert [where for where, _ in read[2:]] == [f"{data / name}:{n}" for n in lines]
+    # The promise is parity with FlagEmbedding, whose datasets loader reads the same file as the same records.
+    datasets.disable_progress_bars()
+    loaded = datasets.load_dataset("json", data_files=str(data / name), split="train", cache_dir=str(tmp_path / "hf"))
+    assert loaded.to_list() == ARRAY_ROWS
+
+
+def test_an_array_after_a_bom_and_blank_lines_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_bytes(b"\xef\xbb\xbf\n \n" + json.dumps(ARRAY_ROWS, indent=2).encode())
+    assert [(where, obj) for where, obj in iter_json(str(path))] == [
+        (f"{path}:{n}", row) for n, row in zip([4, 15, 26], ARRAY_ROWS, strict=True)]
+
+
+def test_an_array_element_is_yielded_as_one_line_of_its_own_text(tmp_path: Path) -> None:
+    """Only the whitespace between tokens changes: a line break and its indent become one space."""
+    (tmp_path / "b.json").write_text('[\n  {"query": "a  b",\n\t\t"pos": ["x\\ny"]},\r\n  "tail"\n]')
+    assert [(n, raw) for _, n, raw in iter_lines(resolve_sources([str(tmp_path / "b.json")]))] == [
+        (2, b'{"query": "a  b", "pos": ["x\\ny"]}\n'), (4, b'"tail"\n')]
+
+
+@pytest.mark.parametrize(("content", "line", "what"), [
+    ('[\n{"a": 1}\n{"b": 2}\n]', 3, "expected ',' or ']' after an element, found '{' at column 1"),
+    ('[\n{"a": 1}]\nextra\n', 3, "text after the array's closing ']' at column 1"),
+    ('[\n{"a": 1},\n{"b": 2}\n', 4, "no closing ']' (the array is cut short) at column 1"),
+    ('[\n{"a": 1},\n{"b": ', 3, "Expecting value at column 7"),
+    ('[\n{"a": 1},\n  {"b": tru}\n]', 3, "Expecting value at column 9"),
+    ('[{"a": 1},]', 1, "Expecting value at column 11"),
+    ('[\n{"a": "x\ny"}]', 2, "Invalid control character at column 9"),
+])
+def test_a_malformed_array_names_file_line_and_what_is_wrong(content: str, line: int, what: str,
+                                                             tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(content)
+    with pytest.raises(DataError) as raised:
+        list(iter_json(str(path)))
+    assert str(raised.value) == f"{path}:{line}: invalid JSON array: {what}"
+
+
+def test_an_overlong_array_element_is_an_overlong_line(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text('[\n{"a": 1},\n{"a": "' + "x" * 100 + '"},\n{"a": 3}\n]')
+    sources = resolve_sources([str(path)])
+    read = [(n, raw) for _, n, raw in iter_lines(sources, max_line_bytes=64, overlong="mark")]
+    assert read == [(2, b'{"a": 1}\n'), (3, Overlong(110, 64)), (4, b'{"a": 3}\n')]
+    with pytest.raises(DataError, match=rf"^{path}:3: line of 110 bytes is longer than the limit of 64 bytes"):
+        list(iter_lines(sources, max_line_bytes=64))

@@ -84,6 +84,73 @@ def test_cli_lists_failures_in_file_then_line_order(tmp_path: Path, capsys: pyte
     assert "; first: " + str(first) + ":2" in err
 
 
+def _array(path: Path, elements: list) -> Path:
+    """``elements`` as one pretty-printed JSON array (a ``\\udcff`` in a text is written as the raw byte ff)."""
+    path.write_bytes(json.dumps(elements, indent=2, ensure_ascii=False).encode("utf-8", "surrogateescape"))
+    return path
+
+
+def _element_lines(path: Path) -> list[int]:
+    """Where each element of ``_array``'s file starts: the lines indented by exactly its two spaces that
+    do not close an object."""
+    return [n for n, line in enumerate(path.read_bytes().splitlines(), 1) if re.match(rb"  [^\s}]", line)]
+
+
+def test_cli_reads_a_json_array_beside_jsonl(tmp_path: Path) -> None:
+    """A user's `ingest --input dir/` (a.jsonl, b.json = [{...}, ...]) was refused: `b.json:1: ... got list`."""
+    data = tmp_path / "dir"
+    data.mkdir()
+    _write(data / "a.jsonl", [json.dumps({**GOOD, "query": f"jsonl {i}"}) for i in range(2)])
+    _array(data / "b.json", [{**GOOD, "query": f"array {i}", "pos": [f"a\npositive {i}"]} for i in range(3)])
+    assert main(["ingest", "--input", str(data), "--output", str(tmp_path / "out"), "--eval-fraction", "0"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    # One line per element: its continuation lines are no blank lines.
+    assert {k: report["counts"][k] for k in ("lines", "blank_lines", "records")} == {
+        "lines": 5, "blank_lines": 0, "records": 5}
+    written = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    assert sorted(r["query"] for r in written) == ["array 0", "array 1", "array 2", "jsonl 0", "jsonl 1"]
+    assert {r["query"]: r["pos"] for r in written}["array 1"] == ["a\npositive 1"]
+
+
+# Each element and the rule ingest reports for it, as it does for the same record on a JSONL line.
+ARRAY_DEFECTS = [
+    (GOOD, None),
+    ({**GOOD, "query": ""}, "empty_query"),
+    (42, "not_object"),
+    ({**GOOD, "query": "no positives", "pos": []}, "empty_pos"),
+    ({**GOOD, "query": 7}, "wrong_type"),
+    ({**GOOD, "query": "a stray byte \udcff"}, "not_utf8"),
+]
+
+
+def test_array_elements_fail_at_their_first_line_as_jsonl_lines_do(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    elements = [element for element, _ in ARRAY_DEFECTS]
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_bytes(b"".join(json.dumps(e, ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n"
+                               for e in elements))
+    array = _array(tmp_path / "b.json", elements)
+    code = main(["ingest", "--input", str(jsonl), "--input", str(array), "--output", str(tmp_path / "out")])
+    assert code == 2, capsys.readouterr().err
+    found = {}
+    for rule, info in json.loads((tmp_path / "out" / "report.json").read_text())["failures"].items():
+        for example in info["examples"]:
+            found.setdefault(rule, []).append(example["where"])
+    starts = _element_lines(array)
+    assert len(starts) == len(elements)
+    assert found == {rule: [f"{jsonl}:{i + 1}", f"{array}:{starts[i]}"]
+                     for i, (_, rule) in enumerate(ARRAY_DEFECTS) if rule}
+
+
+def test_a_malformed_array_fails_ingest_naming_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    array = tmp_path / "b.json"
+    array.write_text('[\n  {"query": "q", "pos": ["p"]}\n  {"query": "r", "pos": ["p"]}\n]\n')
+    assert main(["ingest", "--input", str(array), "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"bgeflow ingest: error: {array}:3: invalid JSON array: expected ',' or ']' after an element, found '{{' "
+        "at column 3")
+
+
 def test_progress_counts_lines_in_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         caplog: pytest.LogCaptureFixture) -> None:
     """A user read `ingest: 10 lineses in 0.0s`."""

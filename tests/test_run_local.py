@@ -155,6 +155,21 @@ def test_the_check_validates_every_line_as_ingest_does(tmp_path: Path, capsys: p
     assert code == 0, err
 
 
+def test_the_check_reads_a_json_array_as_ingest_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A .json holding one array is data (FlagEmbedding reads it): a bad element is refused at its first line."""
+    rows: list[Any] = [{"query": f"q{i}", "pos": [f"p{i}"], "neg": [f"n{i}"]} for i in range(10)]
+    path = tmp_path / "b.json"
+    args = ["--data", str(path), "--output", str(tmp_path / "out"), "--check",
+            "--set", "retriever.per_device_train_batch_size=1"]
+    path.write_text(json.dumps(rows, indent=2))
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    rows[4] = {"query": "q4", "pos": []}
+    path.write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")  # element i on line i + 2
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "1 of 10 records failed validation" in err and f"{path}:6 [pos]" in err, err
+
+
 def test_the_check_judges_only_the_lines_max_records_keeps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bgeflow.platform.local_run import _sampled
 

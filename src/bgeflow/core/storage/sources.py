@@ -1,11 +1,18 @@
-"""JSONL inputs: a URI (an object or a prefix) expanded into sources, read line by line concurrently."""
+"""JSONL inputs: a URI (an object or a prefix) expanded into sources, read line by line concurrently.
+
+A ``.json`` source may instead hold one JSON array of records (what FlagEmbedding's loader, datasets'
+json builder, also reads): its elements are read as the lines (see ``iter_lines``).
+"""
 
 from __future__ import annotations
 
 import gzip
 import io
+import itertools
+import json
 import logging
 import queue
+import re
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
@@ -43,9 +50,13 @@ class Source:
         return self.store.url(self.key)
 
 
+#: The names whose content may be one JSON array of records instead of JSON Lines: datasets' json
+#: builder (FlagEmbedding's loader) reads either from a ``.json`` file, and so does ``iter_lines``.
+ARRAY_SUFFIXES = (".json", ".json.gz")
 #: The data files a directory or prefix contributes: what FlagEmbedding's datasets read from a directory
-#: (``*.json``, ``*.jsonl``; one JSON object per line in both), plus their gzipped forms.
-DATA_SUFFIXES = (*JSONL_SUFFIXES, ".json", ".json.gz")
+#: (``*.json``, ``*.jsonl``; one JSON object per line, or a ``.json`` holding one array), plus their
+#: gzipped forms.
+DATA_SUFFIXES = (*JSONL_SUFFIXES, *ARRAY_SUFFIXES)
 
 
 def resolve_sources(uris: Iterable[str], suffixes: tuple[str, ...] = DATA_SUFFIXES) -> list[Source]:
@@ -137,9 +148,10 @@ def _line_end(chunk: bytes) -> int:
     return cr + 2 if chunk[cr + 1 : cr + 2] == b"\n" else cr + 1
 
 
-def _line_batches(fh: IO[bytes], limit: int) -> Iterator[list[bytes | Overlong]]:
+def _line_batches(fh: IO[bytes], limit: int, head: bytes = b"") -> Iterator[list[bytes | Overlong]]:
     """The lines of ``fh`` in batches of about ``_BATCH_BYTES``, each line with its line break.
 
+    ``head``: bytes already read from ``fh`` (by ``_source_batches``'s sniff), read as its start.
     Line breaks are ``\\n``, ``\\r\\n`` and a lone ``\\r`` (files from old Mac tools). A line longer
     than ``limit`` bytes (break included) becomes an ``Overlong``: its bytes are skipped as they
     stream by, so memory holds at most ``limit`` + one chunk whatever the line's length. A line
@@ -158,7 +170,7 @@ def _line_batches(fh: IO[bytes], limit: int) -> Iterator[list[bytes | Overlong]]
         batch.append(line)
         batch_size += len(line) if isinstance(line, bytes) else 0
 
-    while chunk := fh.read(_READ_CHUNK):
+    for chunk in itertools.chain((head,) if head else (), iter(lambda: fh.read(_READ_CHUNK), b"")):
         # A chunk never ends between the \r and \n of one line break.
         while chunk.endswith(b"\r") and (more := fh.read(1)):
             chunk += more
@@ -210,6 +222,132 @@ def _line_batches(fh: IO[bytes], limit: int) -> Iterator[list[bytes | Overlong]]
         yield batch
 
 
+#: What may come before an array's ``[``: a UTF-8 byte order mark, then JSON whitespace.
+_ARRAY_LEAD = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\n\r]*")
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+#: A line break and the indent after it. A JSON string cannot hold a raw line break, so such a run is
+#: always whitespace between tokens: one space in its place changes no value (and no line of a
+#: pretty-printed record is written back as a run of indent).
+_BREAK_AND_INDENT = re.compile(r"[\r\n][ \t\r\n]*")
+
+
+class _Numbered(list):
+    """A batch of ``(line_number, line)`` pairs: an array's elements, each numbered by where it starts.
+
+    The batches of ``_line_batches`` are numbered by counting them; an element may span lines or share
+    one, so its number (the line it starts on) comes with it.
+    """
+
+
+def _source_batches(source: Source, fh: IO[bytes], limit: int) -> Iterator[list[Any]]:
+    """The batches of one source: ``_array_batches`` for a ``.json``/``.json.gz`` whose content starts
+    with ``[`` (after an optional UTF-8 BOM and whitespace), ``_line_batches`` for anything else.
+
+    The sniff reads whole chunks until one holds a byte other than whitespace, and hands them on; it
+    gives up (JSON Lines) after ``limit`` bytes of whitespace, which a line reader holds no more of.
+
+    Raises:
+        DataError: a malformed array (from ``_array_batches``).
+    """
+    if not (source.key.endswith(ARRAY_SUFFIXES) or source.uri.endswith(ARRAY_SUFFIXES)):
+        return _line_batches(fh, limit)
+    head = fh.read(_READ_CHUNK)
+    while (lead := _ARRAY_LEAD.match(head).end()) == len(head) and len(head) <= limit:  # type: ignore[union-attr]
+        more = fh.read(_READ_CHUNK)
+        if not more:
+            break
+        head += more
+    if head[lead : lead + 1] != b"[":
+        return _line_batches(fh, limit, head)
+    # An array has no line structure to stream by: it is read whole, as datasets' json builder does.
+    return _array_batches(head + fh.read(), limit, source.uri)
+
+
+def _array_batches(data: bytes, limit: int, uri: str) -> Iterator[_Numbered]:
+    """The elements of the JSON array ``data``, in ``_Numbered`` batches of about ``_BATCH_BYTES``.
+
+    Each element is one line: its own text, each line break and the indent after it made one space
+    (``_BREAK_AND_INDENT``: only whitespace between tokens changes), and a ``\\n``, numbered by the
+    line it starts on in ``data`` (line breaks counted as ``_line_end`` counts them),
+    so ``uri:line`` in any message points at the element's first line. Numbers only grow: an element
+    starting on a line an earlier one started on (elements sharing a line, as in a minified array)
+    takes the next number, so in a one-line array the number is the element's position (1 = first).
+    An element longer than ``limit`` bytes (its ``\\n`` included) becomes an ``Overlong``. Whether an
+    element is a usable record (an object, valid UTF-8, ...) is left to the readers' line checks.
+
+    Raises:
+        DataError: ``data`` is not one JSON array (invalid JSON within or between elements, a missing
+            comma, no closing ``]``, text after it), naming ``uri:line`` and the column.
+    """
+    # surrogateescape: bytes that are not UTF-8 pass through the parse and come back as they were, so
+    # an element holding them is reported by the readers' own not_utf8 rule, at its line.
+    text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    del data
+    decoder = json.JSONDecoder()
+    batch, batch_size = _Numbered(), 0
+    line_no, seen, seen_line = 0, 0, 1  # the last number given; an offset and its 1-based line in text
+
+    def line_at(pos: int) -> int:
+        nonlocal seen, seen_line
+        seen_line += _breaks(text, seen, pos)
+        seen = pos
+        return seen_line
+
+    def malformed(pos: int, what: str) -> DataError:
+        line = 1 + _breaks(text, 0, pos)
+        column = pos - max(text.rfind("\n", 0, pos), text.rfind("\r", 0, pos))
+        return DataError(f"{uri}:{line}: invalid JSON array: {what} at column {column}")
+
+    pos = _skip_space(text, text.index("[") + 1)
+    if text.startswith("]", pos):
+        pos += 1
+    else:
+        while True:
+            start = pos
+            try:
+                _, end = decoder.raw_decode(text, start)
+            except json.JSONDecodeError as exc:
+                raise malformed(exc.pos, exc.msg.removesuffix(" at")) from None
+            except RecursionError:
+                raise malformed(start, "an element nested too deeply to read") from None
+            except ValueError as exc:  # an integer over Python's digit limit
+                raise malformed(start, str(exc)) from None
+            line_no = max(line_no + 1, line_at(start))
+            line = _BREAK_AND_INDENT.sub(" ", text[start:end]).encode("utf-8", "surrogateescape") + b"\n"
+            batch.append((line_no, line if len(line) <= limit else Overlong(len(line), limit)))
+            batch_size += min(len(line), limit)
+            if batch_size >= _BATCH_BYTES:
+                yield batch
+                batch, batch_size = _Numbered(), 0
+            pos = _skip_space(text, end)
+            if text.startswith("]", pos):
+                pos += 1
+                break
+            if pos == len(text):
+                raise malformed(pos, "no closing ']' (the array is cut short)")
+            if not text.startswith(",", pos):
+                raise malformed(pos, f"expected ',' or ']' after an element, found {text[pos]!r}")
+            pos = _skip_space(text, pos + 1)
+    pos = _skip_space(text, pos)
+    if pos < len(text):
+        raise malformed(pos, "text after the array's closing ']'")
+    if batch:
+        yield batch
+
+
+def _skip_space(text: str, pos: int) -> int:
+    """The offset of the first character at or after ``pos`` in ``text`` that is not JSON whitespace."""
+    return _JSON_SPACE.match(text, pos).end()  # type: ignore[union-attr]  # ``*``: it always matches
+
+
+def _breaks(text: str, start: int, end: int) -> int:
+    """The line breaks in ``text[start:end]``, counted as ``_line_end`` counts them.
+
+    ``\\n``, ``\\r\\n`` and a lone ``\\r``: an offset's line then matches the line a reader of the file sees.
+    """
+    return text.count("\n", start, end) + text.count("\r", start, end) - text.count("\r\n", start, end)
+
+
 @overload
 def iter_lines(sources: list[Source], workers: int = ..., *, max_line_bytes: int = ...,
                overlong: Literal["raise"] = ...) -> Iterator[tuple[Source, int, bytes]]: ...
@@ -224,6 +362,11 @@ def iter_lines(sources: list[Source], workers: int = DEFAULT_WORKERS, *, max_lin
                overlong: Literal["raise", "mark"] = "raise") -> Iterator[tuple[Source, int, Any]]:
     """Yield ``(source, line_number, raw_line)`` for every line of every source, in source order.
 
+    A ``.json``/``.json.gz`` source whose content starts with ``[`` (after an optional UTF-8 BOM and
+    whitespace) is one JSON array of records, as FlagEmbedding reads it: each element is yielded as
+    one line, numbered by the line it starts on (``_array_batches`` says what the number is when
+    elements share a line), and such a source is read whole, for an array has no lines to stream by.
+
     Up to ``workers`` objects are fetched concurrently; each feeds a small bounded queue of line
     batches (about ``_BATCH_BYTES`` each), and no line longer than ``max_line_bytes`` is ever held,
     so memory stays bounded by ``workers × queue depth × (batch + max_line_bytes)`` whatever the
@@ -231,8 +374,8 @@ def iter_lines(sources: list[Source], workers: int = DEFAULT_WORKERS, *, max_lin
     is yielded as an ``Overlong`` in its place (``"mark"``: ingest reports it and reads on).
 
     Raises:
-        DataError: an over-long line (``"raise"``), a ``.gz`` that is not gzip or is truncated,
-            naming ``uri:line``.
+        DataError: an over-long line (``"raise"``), a ``.gz`` that is not gzip or is truncated, a
+            ``.json`` array that is malformed, naming ``uri:line``.
         StorageError: the object could not be read.
     """
     if not sources:
@@ -254,7 +397,7 @@ def iter_lines(sources: list[Source], workers: int = DEFAULT_WORKERS, *, max_lin
         q = queues[index]
         try:
             with open_lines(sources[index]) as fh:
-                for batch in _line_batches(fh, max_line_bytes):
+                for batch in _source_batches(sources[index], fh, max_line_bytes):
                     if not put(q, batch):
                         return
             put(q, done)
@@ -277,8 +420,9 @@ def iter_lines(sources: list[Source], workers: int = DEFAULT_WORKERS, *, max_lin
                     raise DataError(f"{source.uri}:{line_no + 1}: not valid gzip data ({item})") from item
                 if isinstance(item, BaseException):
                     raise StorageError(f"{source.uri}: {item}") from item
-                for line in item:
-                    line_no += 1
+                # An array's elements come numbered; lines are numbered by counting them.
+                numbered = item if type(item) is _Numbered else enumerate(item, line_no + 1)
+                for line_no, line in numbered:
                     if type(line) is Overlong and overlong == "raise":
                         raise DataError(f"{source.uri}:{line_no}: {line}")
                     yield source, line_no, line
