@@ -453,6 +453,22 @@ def test_launch_takes_the_job_shape_as_train_spells_it(flags: list[str]) -> None
     assert (shape.nnodes, shape.nproc_per_node) == (3, 2)
 
 
+@pytest.mark.parametrize(("flags", "refused"), [
+    (["--node_rank", "1"], "--node-rank: each pod's place in a launched job is the training operator's to give"),
+    (["--master-addr", "10.0.0.1", "--master_port", "29500"], "--master-addr, --master-port: each pod's place"),
+    (["--local_nodes", "2"], "--local-nodes runs the pods on this machine: that is `bgeflow train --local-nodes N`"),
+])
+def test_launch_refuses_a_pods_place_by_name(flags: list[str], refused: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A user's `launch --node_rank 1` reached FlagEmbedding's parser: "not an option of ... TrainingArguments"."""
+    from bgeflow.cli import main
+
+    code = main(["launch", "retriever", "--model", "bundled:minilm", "--train-data", "s3://t/q.jsonl", "--output",
+                 "s3://m/zh", "--dry-run", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and refused in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_launch_takes_the_job_shape_from_the_retrain_spec(tmp_path: Path) -> None:
     spec_file = tmp_path / "retrain.yaml"
     spec_file.write_text(yaml.safe_dump(RETRAIN), encoding="utf-8")

@@ -66,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option_flags(job, distributed["distributed.nproc_per_node"], dest="nproc_per_node", type=int, default=None,
                      help="processes per pod, usually its GPUs (default: --retrain-spec's training.nproc_per_node, "
                      "else 1)")
+    # Each pod's place in the job (its rank, the master's address and port) is the operator's to give, and local
+    # pods are `bgeflow train`'s: taken here only to be refused by name in run(), not handed to FlagEmbedding's
+    # parser, whose "not an option" blamed the user's spelling.
+    for name in PLACED:
+        add_option_flags(job, distributed[f"distributed.{name}"], dest=f"placed_{name}", default=None,
+                         help=argparse.SUPPRESS)
     job.add_argument("--owner", default=None, help="identity the job name derives from (default: cli/<output>)")
     job.add_argument("--timeout", type=float, default=None,
                      help="seconds to wait before deleting the job (default: --retrain-spec's training.timeout_s, "
@@ -77,6 +83,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     job.add_argument("--dry-run", action="store_true",
                      help="write the training spec and print the job's YAML; submit nothing")
     p.set_defaults(func=run, accepts_runner_flags=True)
+
+
+#: The distributed settings a job gives each pod itself (``distributed.*`` less the job's shape).
+PLACED = ("node_rank", "master_addr", "master_port", "local_nodes")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +105,14 @@ def run(args: argparse.Namespace) -> int:
     from bgeflow.platform.launcher.train_job import build_launch_spec
     from bgeflow.steps.training.pod import write_spec
 
+    placed = [name for name in PLACED if getattr(args, f"placed_{name}", None) is not None]
+    if "local_nodes" in placed:
+        raise ConfigError("--local-nodes runs the pods on this machine: that is `bgeflow train --local-nodes N`; "
+                          "a launched job's pods are --nnodes")
+    if placed:
+        raise ConfigError(f"{', '.join('--' + name.replace('_', '-') for name in placed)}: each pod's place in a "
+                          "launched job is the training operator's to give (its env); drop it, the job's shape is "
+                          "--nnodes and --nproc-per-node")
     if args.dry_run and args.backend not in JOB_KINDS:  # before anything is written
         raise ConfigError(f"--dry-run prints one kind of job: give --backend {' or '.join(JOB_KINDS)}, "
                           f"not {args.backend}")
