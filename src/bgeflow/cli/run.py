@@ -93,23 +93,27 @@ def _user_layers(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [LocalRunSpec.canonical(mapping, where=source) for source, mapping in config_layers(args)] + [given(args)]
 
 
-def build_spec(args: argparse.Namespace) -> object:
-    """The run's spec: the example data, the CPU profile (less the demo limits the user lifts), then files,
-    ``--set`` and flags."""
+def _spec_and_limits(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The run's spec (the example data, the CPU profile less the demo limits the user lifts, then files,
+    ``--set`` and flags) and the demo limits still in force (``demo_limits``)."""
     from bgeflow.platform.run_spec import LocalRunSpec
 
     example, profile = _defaults()
-    profile, _ = demo_limits(profile, _user_layers(args))
-    return spec_from_args(LocalRunSpec, args, base=[example, profile], where="")
+    profile, in_force = demo_limits(profile, _user_layers(args))
+    return spec_from_args(LocalRunSpec, args, base=[example, profile], where=""), in_force
+
+
+def build_spec(args: argparse.Namespace) -> object:
+    """The run's spec (``_spec_and_limits``)."""
+    return _spec_and_limits(args)[0]
 
 
 def run(args: argparse.Namespace) -> int:
     from bgeflow.platform import local_run
 
-    spec = build_spec(args)
-    pipeline = local_run.preflight(spec)  # type: ignore[arg-type]
+    spec, in_force = _spec_and_limits(args)
+    pipeline = local_run.preflight(spec)
     print(f"bgeflow run: checks passed; pipeline {pipeline}", file=sys.stderr)
-    _, in_force = demo_limits(_defaults()[1], _user_layers(args))
     if in_force:  # said before minutes of work: a user's own recipe must not meet the demo's size unawares
         print("bgeflow run: demo limits in force (the CPU profile): "
               + ", ".join(f"{name} {value}" for name, value in in_force.items())
@@ -120,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             output = str(Path(spec.output.removeprefix("file://")).resolve())
             print(json.dumps({"status": "ok", "checked": True, "pipeline": str(pipeline), "output": output}))
         return 0
-    summary = local_run.run(spec, pipeline)  # type: ignore[arg-type]
+    summary = local_run.run(spec, pipeline)
     text = local_run.format_summary(summary)
     if sys.stdout.isatty():
         print(text)
