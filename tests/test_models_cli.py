@@ -302,9 +302,10 @@ def test_a_download_that_fails_its_check_leaves_nothing(dest_before: str, tmp_pa
         (dest / "notes.txt").write_text("mine")
     before = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
               and "registry" not in p.parts}
+    replace = ["--replace"] if dest_before == "another model's files" else []
     weights = Path(reg) / "m" / "v1" / "model" / "model.safetensors"
     weights.write_bytes(bytes([weights.read_bytes()[0] ^ 0xFF]) + weights.read_bytes()[1:])  # same size
-    assert main(["models", "download", f"{reg}/m@champion", str(dest)]) == 1
+    assert main(["models", "download", f"{reg}/m@champion", str(dest), *replace]) == 1
     assert "sha256 differs from the manifest; nothing was written to" in capsys.readouterr().err
     after = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
              and "registry" not in p.parts}
@@ -312,8 +313,32 @@ def test_a_download_that_fails_its_check_leaves_nothing(dest_before: str, tmp_pa
     assert dest.exists() is (dest_before != "absent") and not list(tmp_path.glob(".dl*"))
 
     weights.write_bytes(bytes([weights.read_bytes()[0] ^ 0xFF]) + weights.read_bytes()[1:])  # restored
-    assert _json(capsys, ["models", "download", f"{reg}/m@champion", str(dest)])["files"] == 6
+    assert _json(capsys, ["models", "download", f"{reg}/m@champion", str(dest), *replace])["files"] == 6
     assert (dest / "model.safetensors").read_bytes() == weights.read_bytes()
-    assert (dest / "notes.txt").exists() is (dest_before == "another model's files")  # others' files stay
+    assert not (dest / "notes.txt").exists()  # --replace: the folder holds the version's files only
+    assert not list(tmp_path.glob(".dl*"))  # neither the staging folder nor the replaced one is left
     (tmp_path / "fresh").mkdir()
     assert dest.stat().st_mode == (tmp_path / "fresh").stat().st_mode  # any new folder's mode, not a temp dir's
+
+
+@pytest.mark.parametrize("stray", ["adapter_config.json", "2_Dense/config.json", "pytorch_model.bin"])
+def test_download_into_another_models_folder_is_refused_not_merged(stray: str, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A user's case: downloading over an older model's folder kept that model's files beside the new ones, and
+    ``from_pretrained`` read them (an adapter config makes a PEFT model, a Dense module config another embedding)."""
+    reg = str(tmp_path / "registry")
+    publish(PublishSpec.of(model=str(make_training_output(tmp_path / "a")), name="m", registry=reg, version="v1",
+                           champion="always"))
+    dest = tmp_path / "dl"
+    (dest / stray).parent.mkdir(parents=True)
+    (dest / stray).write_text("{}")
+    (dest / "config.json").write_text('{"old": true}')
+    assert main(["models", "download", f"{reg}/m@v1", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert f"{dest} holds 1 file(s) that m@v1 does not have (first: {stray})" in err and "--replace" in err
+    assert (dest / "config.json").read_text() == '{"old": true}'  # untouched
+
+    assert _json(capsys, ["models", "download", f"{reg}/m@v1", str(dest), "--replace"])["files"] == 6
+    assert not (dest / stray).exists() and (dest / "config.json").read_text() != '{"old": true}'
+    # An earlier download of the same version is no stray: downloading again needs no --replace.
+    assert _json(capsys, ["models", "download", f"{reg}/m@v1", str(dest)])["files"] == 6

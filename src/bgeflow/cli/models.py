@@ -52,7 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     action("show", "one version: kind, base model, pointers, size, gate verdict and metrics")
     download = action("download", "a version's model/ folder (a Hugging Face repo, card included), every file "
                       "checked against the manifest")
-    download.add_argument("dest", metavar="DIR", help="where to put the model's files")
+    download.add_argument("dest", metavar="DIR", help="where to put the model's files (a new or empty folder, or "
+                          "an earlier download of this version)")
+    download.add_argument("--replace", action="store_true",
+                          help="DIR holds other files (another model's): replace its contents with this version's")
     action("promote", "make a version the champion (the model bgeflow evaluate compares with and users load)")
     check = action("verify", "check a version, or every version of a name, against its manifest (size and sha256)")
     check.add_argument("--no-checksums", dest="checksums", action="store_false",
@@ -226,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"destination (DIR): {problem}")
         t = target(args)
         info = _chosen(t)
-        path = registry.download_model(t.registry, t.name, info.version, args.dest)
+        path = registry.download_model(t.registry, t.name, info.version, args.dest, replace=args.replace)
         doc = {"name": t.name, "version": info.version, "path": str(path),
                "files": sum(1 for f in info.files if f["path"].startswith(registry.MODEL_DIR + "/"))}
         _emit(args, doc, [f"{t.name}@{info.version}: {doc['files']} files in {path}"])

@@ -238,17 +238,22 @@ def verify(registry: str, name: str, ref: str = "latest", *, checksums: bool = T
     return problems
 
 
-def download_model(registry: str, name: str, ref: str, dest: str | Path) -> Path:
+def download_model(registry: str, name: str, ref: str, dest: str | Path, *, replace: bool = False) -> Path:
     """Download a version's ``model/`` files into ``dest``, checking each sha256; returns ``dest``.
 
     The files land in a hidden temporary sibling of ``dest`` first and reach ``dest`` only once every
     one matched the manifest: a failed check leaves no ``dest`` (and an existing one as it was), never a
     loadable folder holding a tampered file. A ``dest`` that does not exist (or is empty) is renamed
-    into place whole; into a folder with files, each file is moved over its namesake.
+    into place whole. A ``dest`` holding only files of this version (an earlier download of it) gets each
+    file moved over its namesake. Any other file in ``dest`` would be loaded with the model (another
+    model's ``adapter_config.json``, ``modules.json`` or ``pytorch_model.bin`` changes what
+    ``from_pretrained`` builds), so such a folder is refused unless ``replace``: then it is swapped for
+    the downloaded one whole (renamed aside, the new one renamed in, the old one deleted).
 
     Raises:
         UnsafePathError: a manifest entry that would land outside ``dest``.
         RegistryError: no model files, or a file whose sha256 differs from the manifest.
+        ConfigError: ``dest`` holds files this version does not have, and not ``replace``.
     """
     from bgeflow.core.storage import file_sha256
 
@@ -263,6 +268,11 @@ def download_model(registry: str, name: str, ref: str, dest: str | Path) -> Path
     # Every entry checked before the first download: a manifest naming model/../../x writes nothing.
     for rel in rels:
         safe_join(dest, rel, what=f"manifest entry of {info.uri}")
+    strays = _other_files(dest, set(rels))
+    if strays and not replace:
+        raise ConfigError(f"{dest} holds {len(strays)} file(s) that {name}@{info.version} does not have (first: "
+                          f"{strays[0]}): loaded with the model, they would change it; give an empty or new folder, "
+                          "or --replace to replace the folder's contents with this version's files")
     dest.parent.mkdir(parents=True, exist_ok=True)
     # A sibling: on the same file system, so the moves below are renames. mkdir, not mkdtemp: the folder
     # renamed into place gets the usual mode (0755 under umask 022), not mkdtemp's 0700.
@@ -275,18 +285,41 @@ def download_model(registry: str, name: str, ref: str, dest: str | Path) -> Path
             if file_sha256(target) != entry["sha256"]:
                 raise RegistryError(f"{store.url(entry['path'])}: downloaded file's sha256 differs from the manifest; "
                                     f"nothing was written to {dest}")
-        try:
-            os.rename(staging, dest)  # absent or empty: the whole folder at once
-        except OSError:
-            if not dest.is_dir():
-                raise
-            for rel in rels:  # a folder with other files: each verified file over its namesake
-                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staging / rel, dest / rel)
+        if strays:
+            _swap_in(staging, dest)
+        else:
+            try:
+                os.rename(staging, dest)  # absent or empty: the whole folder at once
+            except OSError:
+                if not dest.is_dir():
+                    raise
+                for rel in rels:  # this version's files only: each verified file over its namesake
+                    (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staging / rel, dest / rel)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("downloaded %s (%d files) to %s", info.uri, len(entries), dest)
     return dest
+
+
+def _other_files(folder: Path, expected: set[str]) -> list[str]:
+    """Files (and links) under ``folder`` whose relative path is not in ``expected``, sorted."""
+    if not folder.is_dir():
+        return []
+    return sorted(rel for p in folder.rglob("*") if (p.is_file() or p.is_symlink())
+                  and (rel := p.relative_to(folder).as_posix()) not in expected)
+
+
+def _swap_in(staging: Path, dest: Path) -> None:
+    """Put ``staging`` where ``dest`` is: ``dest`` renamed aside first, back again if the swap fails."""
+    aside = dest.parent / f".{dest.name}.bgeflow-replaced-{uuid.uuid4().hex[:8]}"
+    os.rename(dest, aside)
+    try:
+        os.rename(staging, dest)
+    except OSError:
+        os.rename(aside, dest)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _split_last(uri: str) -> tuple[str, str]:
