@@ -7,6 +7,12 @@ Pages whose description or passage repeats an earlier one are dropped, so every 
 one relevant passage. Which pages are test, train or corpus-only is a fixed, seeded shuffle of the
 sorted file list: the split does not move with the benchmark's seeds.
 
+The pages are those of four Debian packages (``PACKAGES``, as ``dpkg-query -L`` lists their files), not
+every page under ``/usr/share/man``: which other software a machine has (Docker, systemd, git, a cloud
+CLI) would otherwise change the split, and figures from two machines would not be comparable. The
+packages' versions and a sha256 over the pages used go into the returned sizes, so a results file
+names the exact split it was measured on.
+
 Nothing here comes from the shipped example data (Python docstrings), so the benchmark is held out
 from it. ``python bench/manpages.py OUT`` writes the files and prints the counts.
 """
@@ -14,15 +20,24 @@ from it. ``python bench/manpages.py OUT`` writes the files and prints the counts
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import random
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 MAN_ROOT = Path("/usr/share/man")
+#: The Debian packages whose pages make the benchmark (``apt-get install`` them): the C library's and
+#: system calls' pages, OpenSSL's and X11's API pages, and the commands of a Debian development machine.
+#: 2,920 usable pages with Debian 12's versions (1,740 from the first four alone: too few for 2,500).
+PACKAGES = ("manpages", "manpages-dev", "libssl-doc", "libx11-doc", "libxt-dev", "libxext-dev", "libpam-modules",
+            "openssl", "git-man", "systemd", "iproute2", "coreutils", "util-linux", "procps", "passwd", "e2fsprogs",
+            "perl", "dpkg", "dpkg-dev", "apt", "man-db", "groff-base", "ncurses-bin", "binutils-common", "gettext",
+            "iptables", "net-tools", "x11-utils", "docker.io")
 SECTIONS = ("man1", "man2", "man3", "man5", "man7", "man8")
 SPLIT_SEED = 20  # fixed: the split is part of the benchmark's definition, not of a run
 PASSAGE_WORDS = 120
@@ -115,27 +130,54 @@ def parse(path: Path) -> Page | None:
     return Page(str(path), query, " ".join(words[:PASSAGE_WORDS]))
 
 
-def pages(root: Path = MAN_ROOT) -> Iterator[Page]:
-    """Every usable page, in sorted path order, each query and each passage seen once."""
+def package_files(packages: tuple[str, ...] = PACKAGES, root: Path = MAN_ROOT) -> list[Path]:
+    """The gzipped pages of ``SECTIONS`` under ``root`` that ``packages`` install, sorted by path.
+
+    Raises:
+        SystemExit: a package is not installed (``dpkg-query`` names it).
+    """
+    files: set[Path] = set()
+    for package in packages:
+        listed = subprocess.run(["dpkg-query", "-L", package], capture_output=True, text=True)
+        if listed.returncode != 0:
+            raise SystemExit(f"the benchmark's man pages come from {' '.join(packages)}: "
+                             f"apt-get install {package} ({listed.stderr.strip()})")
+        for line in listed.stdout.splitlines():
+            path = Path(line)
+            if path.suffix == ".gz" and path.parent.parent == root and path.parent.name in SECTIONS:
+                files.add(path)
+    return sorted(files)
+
+
+def pages(files: list[Path]) -> Iterator[Page]:
+    """Every usable page of ``files``, in their order, each query and each passage seen once."""
     seen_queries: set[str] = set()
     seen_passages: set[str] = set()
-    for section in SECTIONS:
-        for path in sorted((root / section).glob("*.gz")):
-            if path.name.startswith(EXCLUDED):
-                continue
-            page = parse(path)
-            if page is None:
-                continue
-            q, p = page.query.lower(), page.passage.lower()
-            if q in seen_queries or p in seen_passages:
-                continue
-            seen_queries.add(q)
-            seen_passages.add(p)
-            yield page
+    for path in files:
+        if path.name.startswith(EXCLUDED):
+            continue
+        page = parse(path)
+        if page is None:
+            continue
+        q, p = page.query.lower(), page.passage.lower()
+        if q in seen_queries or p in seen_passages:
+            continue
+        seen_queries.add(q)
+        seen_passages.add(p)
+        yield page
 
 
-def build(out: Path, *, train: int, test: int, corpus: int, root: Path = MAN_ROOT) -> dict[str, int]:
-    """Write the benchmark's files under ``out``; returns their sizes.
+def installed_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """``{package: version}`` as dpkg has them installed."""
+    shown = subprocess.run(["dpkg-query", "-W", "-f", "${Package}\\t${Version}\\n", *packages],
+                           capture_output=True, text=True, check=True)
+    return dict(line.split("\t", 1) for line in shown.stdout.splitlines() if line)
+
+
+def build(out: Path, *, train: int, test: int, corpus: int, packages: tuple[str, ...] = PACKAGES,
+          root: Path = MAN_ROOT) -> dict[str, object]:
+    """Write the benchmark's files under ``out``; returns their sizes, the packages' versions and
+    ``pages_sha256`` (over every usable page's path, query and passage, in split order).
 
     - ``train.jsonl``: ``{"query", "pos"}`` (no negatives: each system finds its own);
     - ``pool.jsonl``: the mining corpus ``{"text"}``: train passages plus corpus-only pages, never a
@@ -144,14 +186,14 @@ def build(out: Path, *, train: int, test: int, corpus: int, root: Path = MAN_ROO
       ``eval/queries.jsonl`` ``{"id", "text", "relevant"}`` (the test queries).
 
     Raises:
-        SystemExit: fewer usable pages than asked for.
+        SystemExit: a package is missing, or fewer usable pages than asked for.
     """
-    found = list(pages(root))
+    found = list(pages(package_files(packages, root)))
     random.Random(SPLIT_SEED).shuffle(found)
     need = train + test
     if len(found) < need:
-        raise SystemExit(f"only {len(found)} usable man pages under {root}, need {need}: install more "
-                         "(apt-get install manpages manpages-dev)")
+        raise SystemExit(f"only {len(found)} usable man pages in {' '.join(packages)}, need {need}: "
+                         "ask for fewer (--train, --test)")
     test_pages, train_pages = found[:test], found[test:need]
     extra = found[need:need + max(0, corpus - need)]
     (out / "eval").mkdir(parents=True, exist_ok=True)
@@ -161,8 +203,12 @@ def build(out: Path, *, train: int, test: int, corpus: int, root: Path = MAN_ROO
     _write(out / "eval" / "corpus.jsonl", ({"id": f"d{i}", "text": p.passage} for i, p in enumerate(everything)))
     _write(out / "eval" / "queries.jsonl", ({"id": f"q{i}", "text": p.query, "relevant": {f"d{i}": 1}}
                                             for i, p in enumerate(test_pages)))
+    digest = hashlib.sha256()
+    for page in found:
+        digest.update(json.dumps([page.path, page.query, page.passage], ensure_ascii=False).encode() + b"\n")
     return {"usable_pages": len(found), "train": len(train_pages), "test_queries": len(test_pages),
-            "pool": len(train_pages) + len(extra), "eval_corpus": len(everything)}
+            "pool": len(train_pages) + len(extra), "eval_corpus": len(everything),
+            "packages": installed_versions(packages), "pages_sha256": digest.hexdigest()}
 
 
 def _write(path: Path, rows: Iterator[dict[str, object]]) -> None:

@@ -43,8 +43,10 @@ the baseline table, a few variants on one seed and a candidate over three seeds 
 The table ends with issue #20's bar for every recipe measured over >= 3 seeds. The last measured
 figures, with their commands: ``docs/quality.md``.
 
-Needs the man pages of Debian's ``manpages manpages-dev libssl-doc libx11-doc`` (3,643 usable pages
-here); prints one table and writes ``<work>/results.json`` after every run (``--table FILE`` reprints it).
+Needs the man pages of the Debian packages ``bench/manpages.py`` names (``PACKAGES``: 2,920 usable pages with
+Debian 12's versions; ``apt-get install`` them); prints one table and writes ``<work>/results.json`` after every
+run (``--table FILE`` reprints it). The results name the split (the packages' versions, a sha256 over its
+pages): ``--resume`` refuses a results file measured on another.
 """
 
 from __future__ import annotations
@@ -303,7 +305,11 @@ def _delta(ours: list[dict[str, Any]], other: list[dict[str, Any]], metric: str 
 
 def table(results: dict[str, Any]) -> str:
     runs: dict[str, list[dict[str, Any]]] = results["runs"]
-    lines = [f"{'system':<20}{'seeds':>6}{'nDCG@10 mean ± std':>22}{'[min, max]':>18}"
+    data = results["data"]
+    # The split the figures belong to: results of two splits are not comparable (bench/manpages.py).
+    split = (f"split: {data['train']} training queries, {data['pool']}-text pool, {data['test_queries']} test queries "
+             f"over {data['eval_corpus']} passages; pages sha256 {str(data.get('pages_sha256', 'not recorded'))[:12]}")
+    lines = [split, "", f"{'system':<20}{'seeds':>6}{'nDCG@10 mean ± std':>22}{'[min, max]':>18}"
              f"{'Recall@10 mean ± std':>24}{'CPU s/seed':>12}"]
     base = results["base"]
     lines.append(f"{'base (untrained)':<20}{'-':>6}{base['ndcg@10']:>15.4f}{'':>25}{base['recall@10']:>17.4f}")

@@ -11,6 +11,9 @@ with one change to its data or its trained weights, on one seed, scored as the b
 - ``task-vector --alpha A ...``: the trained model's weights moved along the fine-tuning direction,
   ``base + A x (trained - base)``: A < 1 interpolates towards the base (WiSE-FT, Wortsman et al., CVPR
   2022), A > 1 extrapolates (ExPO, Zheng et al., 2024).
+- ``loss --mode sym|mask|gist[+...]``: FlagEmbedding's retriever loss changed in its training processes
+  (``bench/probe_losses/sitecustomize.py`` says how): symmetric InfoNCE, in-batch false negatives masked by
+  the model itself, or masked by a frozen copy of the base model (GISTEmbed).
 
     python bench/quality_probes.py --work /tmp/bq3 --seed 1 tas --clusters 16
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sys
@@ -55,7 +59,8 @@ def mine(data: Path, out: Path, seed: int, model: str, inputs: Path) -> tuple[Pa
     return mined, cpu
 
 
-def train(out: Path, seed: int, model: str, train_data: Path, extra: dict[str, Any] | None = None) -> float:
+def train(out: Path, seed: int, model: str, train_data: Path, extra: dict[str, Any] | None = None,
+          env: dict[str, str] | None = None) -> float:
     """``bgeflow train retriever`` with the default recipe under the bench's budget; CPU s."""
     _, hyper = quality.bgeflow_recipe()
     config = {"kind": "retriever", "model": model, "train_data": [str(train_data)], "output": str(out / "train"),
@@ -63,7 +68,7 @@ def train(out: Path, seed: int, model: str, train_data: Path, extra: dict[str, A
               "hyperparameters": {**hyper, **quality.BUDGET, "seed": seed, **(extra or {})}}
     (out / "train.yaml").write_text(yaml.safe_dump(config))
     return quality.run_timed([sys.executable, "-m", "bgeflow", "train", "--config", str(out / "train.yaml")],
-                             out / "log.txt")
+                             out / "log.txt", env)
 
 
 def topic_batches(mined: Path, dest: Path, model: str, clusters: int, seed: int) -> int:
@@ -134,12 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     probes.add_parser("ict", help="corpus pseudo-queries")
     probes.add_parser("task-vector", help="weights along the fine-tuning direction").add_argument(
         "--alpha", type=float, nargs="+", default=[0.8, 1.2])
+    probes.add_parser("loss", help="another retriever loss").add_argument(
+        "--mode", required=True, help="sym, mask or gist, +-joined (bench/probe_losses/sitecustomize.py)")
     args = parser.parse_args(argv)
 
     from bgeflow.core.models import resolve_model
 
     data, model = args.work / "data", resolve_model("bundled:minilm")
-    name = f"{args.probe}-k{args.clusters}" if args.probe == "tas" else args.probe
+    name = {"tas": f"tas-k{getattr(args, 'clusters', 0)}", "loss": f"loss-{getattr(args, 'mode', '')}"}.get(
+        args.probe, args.probe)
     out = args.work / "probes" / f"{name}-seed{args.seed}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -155,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe == "tas":
         row["batches"] = topic_batches(mined, out / "batches", model, args.clusters, args.seed)
         cpu += train(out, args.seed, model, out / "batches", {"same_dataset_within_batch": True})
+    elif args.probe == "loss":
+        # Every process of the run imports bench/probe_losses/sitecustomize.py, which patches the loss.
+        env = {"BGEFLOW_PROBE_LOSS": args.mode,
+               "PYTHONPATH": os.pathsep.join(filter(None, (str(HERE / "probe_losses"), os.environ.get("PYTHONPATH"))))}
+        cpu += train(out, args.seed, model, mined, env=env)
     else:
         cpu += train(out, args.seed, model, mined)
     trained = out / "train" / "model"
