@@ -7,7 +7,7 @@ Pages whose description or passage repeats an earlier one are dropped, so every 
 one relevant passage. Which pages are test, train or corpus-only is a fixed, seeded shuffle of the
 sorted file list: the split does not move with the benchmark's seeds.
 
-The pages are those of four Debian packages (``PACKAGES``, as ``dpkg-query -L`` lists their files), not
+The pages are those of a fixed list of Debian packages (``PACKAGES``, as ``dpkg-query -L`` lists their files), not
 every page under ``/usr/share/man``: which other software a machine has (Docker, systemd, git, a cloud
 CLI) would otherwise change the split, and figures from two machines would not be comparable. The
 packages' versions and a sha256 over the pages used go into the returned sizes, so a results file
@@ -136,16 +136,13 @@ def package_files(packages: tuple[str, ...] = PACKAGES, root: Path = MAN_ROOT) -
     Raises:
         SystemExit: a package is not installed (``dpkg-query`` names it).
     """
-    files: set[Path] = set()
-    for package in packages:
-        listed = subprocess.run(["dpkg-query", "-L", package], capture_output=True, text=True)
-        if listed.returncode != 0:
-            raise SystemExit(f"the benchmark's man pages come from {' '.join(packages)}: "
-                             f"apt-get install {package} ({listed.stderr.strip()})")
-        for line in listed.stdout.splitlines():
-            path = Path(line)
-            if path.suffix == ".gz" and path.parent.parent == root and path.parent.name in SECTIONS:
-                files.add(path)
+    # One query for all: dpkg-query lists every installed package's files and fails naming any that is not.
+    listed = subprocess.run(["dpkg-query", "-L", *packages], capture_output=True, text=True)
+    if listed.returncode != 0:
+        raise SystemExit(f"the benchmark's man pages come from {' '.join(packages)}: apt-get install them "
+                         f"({listed.stderr.strip()})")
+    files = {path for path in map(Path, listed.stdout.splitlines())
+             if path.suffix == ".gz" and path.parent.parent == root and path.parent.name in SECTIONS}
     return sorted(files)
 
 

@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     from bgeflow.core.models import resolve_model
 
     data, model = args.work / "data", resolve_model("bundled:minilm")
-    name = {"tas": f"tas-k{getattr(args, 'clusters', 0)}", "loss": f"loss-{getattr(args, 'mode', '')}"}.get(
-        args.probe, args.probe)
+    suffix = f"-k{args.clusters}" if args.probe == "tas" else f"-{args.mode}" if args.probe == "loss" else ""
+    name = args.probe + suffix
     out = args.work / "probes" / f"{name}-seed{args.seed}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
